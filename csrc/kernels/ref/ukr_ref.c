@@ -1,0 +1,30 @@
+/* Scalar micro-kernels: the oracle every SIMD kernel is tested against, and
+ * the fallback on CPUs without AVX2. Built for baseline x86-64. */
+#include <stddef.h>
+#include <tgmath.h>
+
+#include "../kernels.h"
+
+/* A 4x8 tile keeps 32 accumulators: enough independent chains for the
+ * compiler, small enough to stay in registers on baseline SSE2. */
+#define REF_MR 4
+#define REF_NR 8
+
+#define REAL float
+#define SFX(name) name##_f32
+#include "ukr_ref_tmpl.h"
+#undef REAL
+#undef SFX
+#define REAL double
+#define SFX(name) name##_f64
+#include "ukr_ref_tmpl.h"
+#undef REAL
+#undef SFX
+
+static int always(void) { return 1; }
+
+const isa_kernels isa_scalar = {
+    "scalar", always,
+    {REF_MR, REF_NR, 64, 256, 1024, gemm_ref_f32, step_ref_f32},
+    {REF_MR, REF_NR, 64, 256, 1024, gemm_ref_f64, step_ref_f64},
+};

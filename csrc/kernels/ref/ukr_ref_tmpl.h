@@ -1,0 +1,53 @@
+/* Included once per dtype by ukr_ref.c, with REAL and SFX(name) defined. */
+
+static inline REAL SFX(sigmoid)(REAL z)
+{
+    /* Split on the sign so that exp never overflows. */
+    REAL e = exp(-fabs(z));
+    return z >= 0 ? 1 / (1 + e) : e / (1 + e);
+}
+
+static inline REAL SFX(apply_epilogue)(REAL z, REAL y, epilogue epi)
+{
+    switch (epi) {
+    case EPI_TANH:     return tanh(z);
+    case EPI_RELU:     return z < 0 ? 0 : z;          /* NaN passes through */
+    case EPI_SIGMOID:  return SFX(sigmoid)(z);
+    case EPI_DTANH:    return z * (1 - y * y);
+    case EPI_DRELU:    return z * (REAL)(y > 0);
+    case EPI_DSIGMOID: return z * (y * (1 - y));
+    }
+    return z;
+}
+
+void SFX(gemm_ref)(int64_t k, const REAL *Ap, const REAL *Bp,
+                   REAL *C, int64_t ldc, int64_t m, int64_t n, int accumulate)
+{
+    REAL acc[REF_MR][REF_NR] = {{0}};
+    for (int64_t p = 0; p < k; p++)
+        for (int i = 0; i < REF_MR; i++)
+            for (int j = 0; j < REF_NR; j++)
+                acc[i][j] += Ap[p * REF_MR + i] * Bp[p * REF_NR + j];
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++)
+            C[i * ldc + j] = accumulate ? C[i * ldc + j] + acc[i][j] : acc[i][j];
+}
+
+void SFX(step_ref)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
+                   REAL *const *c_rows, const REAL *const *aux_rows,
+                   int64_t col, int64_t m, int64_t n, epilogue epi)
+{
+    REAL acc[REF_MR][REF_NR] = {{0}};
+    for (int64_t p = 0; p < k; p++)
+        for (int64_t i = 0; i < m; i++) {
+            REAL a = a_rows[i][p];
+            for (int j = 0; j < REF_NR; j++)
+                acc[i][j] += a * Bp[p * REF_NR + j];
+        }
+    for (int64_t i = 0; i < m; i++) {
+        REAL *c = c_rows[i] + col;
+        const REAL *aux = aux_rows ? aux_rows[i] + col : NULL;
+        for (int64_t j = 0; j < n; j++)
+            c[j] = SFX(apply_epilogue)(c[j] + acc[i][j], aux ? aux[j] : 0, epi);
+    }
+}

@@ -1,0 +1,163 @@
+/* Public entry points: validate, carve the workspace, pick the dtype once,
+ * run the driver with denormals flushed. */
+#include <stdint.h>
+
+#include "internal.h"
+
+/* Row (t,b) of a sequence array is row t*t_rows + b*b_rows. */
+typedef struct {
+    int64_t t_rows, b_rows;
+} seq_layout;
+
+static seq_layout layout_of(const fusedrnn_problem *p)
+{
+    return p->batch_first ? (seq_layout){1, p->T} : (seq_layout){p->B, 1};
+}
+
+static inline int64_t row_of(seq_layout L, int64_t t, int64_t b)
+{
+    return t * L.t_rows + b * L.b_rows;
+}
+
+static inline int64_t seq_len(const int64_t *lengths, int64_t b, int64_t T)
+{
+    return lengths ? lengths[b] : T;
+}
+
+/* Sequence b of length len is at time s forwards, or, in reverse, at time
+ * len-1-s: each sequence starts from its own last valid step. */
+static inline int64_t time_at(const fusedrnn_problem *p, int64_t len, int64_t s)
+{
+    return p->reverse ? len - 1 - s : s;
+}
+
+static epilogue forward_epilogue(fusedrnn_act act)
+{
+    return act == FUSEDRNN_RELU ? EPI_RELU : act == FUSEDRNN_SIGMOID ? EPI_SIGMOID : EPI_TANH;
+}
+
+static epilogue backward_epilogue(fusedrnn_act act)
+{
+    return act == FUSEDRNN_RELU ? EPI_DRELU : act == FUSEDRNN_SIGMOID ? EPI_DSIGMOID : EPI_DTANH;
+}
+
+/* The GEMM engine and the drivers, once per dtype. */
+#define REAL float
+#define SFX(name) name##_f32
+#include "gemm_tmpl.h"
+#include "rnn_tmpl.h"
+#undef REAL
+#undef SFX
+#define REAL double
+#define SFX(name) name##_f64
+#include "gemm_tmpl.h"
+#include "rnn_tmpl.h"
+#undef REAL
+#undef SFX
+
+static fusedrnn_status check_problem(const fusedrnn_problem *p)
+{
+    int64_t tb, n;
+    if (!p || (p->dtype != FUSEDRNN_F32 && p->dtype != FUSEDRNN_F64))
+        return FUSEDRNN_EINVAL;
+    if (p->T < 0 || p->B < 0 || p->D < 0 || p->H < 0)
+        return FUSEDRNN_EINVAL;
+    if (p->act != FUSEDRNN_TANH && p->act != FUSEDRNN_RELU && p->act != FUSEDRNN_SIGMOID)
+        return FUSEDRNN_EINVAL;
+    /* Every element index the drivers form must fit in int64_t. */
+    if (__builtin_mul_overflow(p->T, p->B, &tb) || __builtin_mul_overflow(tb, p->D, &n) ||
+        __builtin_mul_overflow(tb, p->H, &n) || __builtin_mul_overflow(p->H, p->D, &n) ||
+        __builtin_mul_overflow(p->H, p->H, &n))
+        return FUSEDRNN_EOVERFLOW;
+    return FUSEDRNN_OK;
+}
+
+static fusedrnn_status check_lengths(const fusedrnn_problem *p, const int64_t *lengths)
+{
+    if (lengths)
+        for (int64_t b = 0; b < p->B; b++)
+            if (lengths[b] < 0 || lengths[b] > p->T)
+                return FUSEDRNN_EINVAL;
+    return FUSEDRNN_OK;
+}
+
+/* The workspace layout, measured (base == NULL) or laid over a buffer. */
+static size_t workspace_size(const fusedrnn_problem *p, int backward)
+{
+    arena a = {0};
+    if (check_problem(p) != FUSEDRNN_OK)
+        return 0;
+    if (p->dtype == FUSEDRNN_F32)
+        carve_f32(&a, p, backward);
+    else
+        carve_f64(&a, p, backward);
+    /* + 64: room to align an arbitrary caller pointer */
+    return a.overflow || a.used > SIZE_MAX - 64 ? 0 : a.used + 64;
+}
+
+size_t fusedrnn_forward_workspace(const fusedrnn_problem *p) { return workspace_size(p, 0); }
+size_t fusedrnn_backward_workspace(const fusedrnn_problem *p) { return workspace_size(p, 1); }
+
+static fusedrnn_status prepare(const fusedrnn_problem *p, const int64_t *lengths, int backward,
+                               void *workspace, size_t workspace_bytes, arena *a)
+{
+    fusedrnn_status st = check_problem(p);
+    if (st == FUSEDRNN_OK)
+        st = check_lengths(p, lengths);
+    if (st != FUSEDRNN_OK)
+        return st;
+    size_t need = workspace_size(p, backward);
+    if (need == 0)
+        return FUSEDRNN_EOVERFLOW;
+    if (!workspace || workspace_bytes < need)
+        return FUSEDRNN_EWORKSPACE;
+    a->base = (char *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
+    return FUSEDRNN_OK;
+}
+
+fusedrnn_status fusedrnn_forward(const fusedrnn_problem *p,
+                                 const void *x, const void *h0,
+                                 const void *w_ih, const void *w_hh, const void *bias,
+                                 const int64_t *lengths,
+                                 void *FUSEDRNN_RESTRICT y, void *FUSEDRNN_RESTRICT h_n,
+                                 void *workspace, size_t workspace_bytes)
+{
+    arena a = {0};
+    fusedrnn_status st = prepare(p, lengths, 0, workspace, workspace_bytes, &a);
+    if (st != FUSEDRNN_OK)
+        return st;
+    const isa_kernels *k = fusedrnn_active_kernels();
+    fp_mode mode = fp_enter();
+    if (p->dtype == FUSEDRNN_F32)
+        forward_f32(p, &k->f32, carve_f32(&a, p, 0), x, h0, w_ih, w_hh, bias, lengths, y, h_n);
+    else
+        forward_f64(p, &k->f64, carve_f64(&a, p, 0), x, h0, w_ih, w_hh, bias, lengths, y, h_n);
+    fp_leave(mode);
+    return FUSEDRNN_OK;
+}
+
+fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p,
+                                  const void *x, const void *h0,
+                                  const void *w_ih, const void *w_hh,
+                                  const int64_t *lengths,
+                                  const void *y, const void *dy, const void *dh_n,
+                                  void *FUSEDRNN_RESTRICT dx, void *FUSEDRNN_RESTRICT dh0,
+                                  void *FUSEDRNN_RESTRICT dw_ih, void *FUSEDRNN_RESTRICT dw_hh,
+                                  void *FUSEDRNN_RESTRICT dbias,
+                                  void *workspace, size_t workspace_bytes)
+{
+    arena a = {0};
+    fusedrnn_status st = prepare(p, lengths, 1, workspace, workspace_bytes, &a);
+    if (st != FUSEDRNN_OK)
+        return st;
+    const isa_kernels *k = fusedrnn_active_kernels();
+    fp_mode mode = fp_enter();
+    if (p->dtype == FUSEDRNN_F32)
+        backward_f32(p, &k->f32, carve_f32(&a, p, 1), x, h0, w_ih, w_hh, lengths, y, dy, dh_n,
+                     dx, dh0, dw_ih, dw_hh, dbias);
+    else
+        backward_f64(p, &k->f64, carve_f64(&a, p, 1), x, h0, w_ih, w_hh, lengths, y, dy, dh_n,
+                     dx, dh0, dw_ih, dw_hh, dbias);
+    fp_leave(mode);
+    return FUSEDRNN_OK;
+}

@@ -1,0 +1,161 @@
+"""The NumPy API: check and convert arguments, allocate outputs, call the
+kernel once. Everything numeric happens in C."""
+
+import operator
+import os
+
+import numpy as np
+
+from . import _kernel
+from .reference import RNNGrads
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_ACTIVATIONS = {"tanh": 0, "relu": 1, "sigmoid": 2}
+_ISA_NAMES = _kernel.ISAS
+
+
+def _float_array(name, a, shape, dtype=None):
+    """`a` as a C-contiguous float array of the given shape (None: any 3-D)."""
+    a = np.asarray(a)
+    if a.dtype not in _FLOATS:
+        raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {a.dtype}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype} (the dtype of x), got {a.dtype}")
+    if shape is None:
+        if a.ndim != 3:
+            raise ValueError(f"{name}: expected a 3-D array, got shape {a.shape}")
+    elif a.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def _optional(name, a, shape, dtype):
+    return None if a is None else _float_array(name, a, shape, dtype)
+
+
+def _activation(nonlinearity):
+    try:
+        return _ACTIVATIONS[nonlinearity]
+    except (KeyError, TypeError):
+        raise ValueError(f"nonlinearity: expected one of {', '.join(map(repr, _ACTIVATIONS))}, "
+                         f"got {nonlinearity!r}") from None
+
+
+def _lengths(lengths, B, T):
+    if lengths is None:
+        return None
+    a = np.asarray(lengths)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"lengths: expected an integer array, got dtype {a.dtype}")
+    if a.shape != (B,):
+        raise ValueError(f"lengths: expected shape ({B},), got {a.shape}")
+    if B and (a.min() < 0 or a.max() > T):
+        raise ValueError(f"lengths: expected 0 <= lengths[b] <= T = {T}, "
+                         f"got values from {a.min()} to {a.max()}")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _common(x, h0, w_ih, w_hh, lengths, batch_first):
+    """Check what forward and backward share; returns the converted arrays and sizes."""
+    x = _float_array("x", x, None)
+    dtype = x.dtype
+    B, T, D = x.shape if batch_first else (x.shape[1], x.shape[0], x.shape[2])
+    w_hh = np.asarray(w_hh)
+    if w_hh.ndim != 2 or w_hh.shape[0] != w_hh.shape[1]:
+        raise ValueError(f"w_hh: expected a square (H, H) array, got shape {w_hh.shape}")
+    H = w_hh.shape[0]
+    w_hh = _float_array("w_hh", w_hh, (H, H), dtype)
+    w_ih = _float_array("w_ih", w_ih, (H, D), dtype)
+    h0 = _optional("h0", h0, (B, H), dtype)
+    return x, h0, w_ih, w_hh, _lengths(lengths, B, T), T, B, H
+
+
+def _seq_shape(T, B, n, batch_first):
+    return (B, T, n) if batch_first else (T, B, n)
+
+
+def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
+                lengths=None, reverse=False, batch_first=False):
+    """Run one RNN layer over a batch of sequences: h_t = act(W_ih x_t + W_hh h_{t-1} + b).
+
+    x: (T, B, D), or (B, T, D) with batch_first. h0: (B, H) or None (zeros).
+    w_ih: (H, D). w_hh: (H, H). bias: (H,) or None (zero).
+    lengths: integers (B,), 0 <= lengths[b] <= T, or None (all T): steps at or
+    past a sequence's length give zeros in y and leave its state unchanged.
+    reverse: run each sequence from its last valid step back to step 0.
+
+    Returns (y, h_n): y has x's layout with H last; h_n (B, H) is each
+    sequence's state after its last valid step.
+    """
+    act = _activation(nonlinearity)
+    x, h0, w_ih, w_hh, lengths, T, B, H = _common(x, h0, w_ih, w_hh, lengths, batch_first)
+    bias = _optional("bias", bias, (H,), x.dtype)
+    y = np.empty(_seq_shape(T, B, H, batch_first), x.dtype)
+    h_n = np.empty((B, H), x.dtype)
+    _kernel.forward(x, h0, w_ih, w_hh, bias, lengths, y, h_n, T, B, act,
+                    bool(reverse), bool(batch_first))
+    return y, h_n
+
+
+def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
+                 lengths=None, reverse=False, batch_first=False):
+    """Backpropagation through time for the rnn_forward call with the same arguments.
+
+    y: the y that rnn_forward returned. dy: y-shaped gradient of the loss with
+    respect to y, or None (zero). dh_n: (B, H) gradient with respect to h_n, or
+    None (zero).
+
+    Returns RNNGrads(dx, dh0, dw_ih, dw_hh, dbias); dbias is the gradient for
+    the bias whether or not one was used.
+    """
+    act = _activation(nonlinearity)
+    x, h0, w_ih, w_hh, lengths, T, B, H = _common(x, h0, w_ih, w_hh, lengths, batch_first)
+    seq = _seq_shape(T, B, H, batch_first)
+    y = _float_array("y", y, seq, x.dtype)
+    dy = _optional("dy", dy, seq, x.dtype)
+    dh_n = _optional("dh_n", dh_n, (B, H), x.dtype)
+    grads = RNNGrads(np.empty_like(x), np.empty((B, H), x.dtype), np.empty_like(w_ih),
+                     np.empty_like(w_hh), np.empty(H, x.dtype))
+    _kernel.backward(x, h0, w_ih, w_hh, lengths, y, dy, dh_n, *grads, T, B, act,
+                     bool(reverse), bool(batch_first))
+    return grads
+
+
+def set_isa(name):
+    """Force the micro-kernels of one ISA ("scalar", "avx2", "avx512") for later calls."""
+    if name not in _ISA_NAMES:
+        raise ValueError(f"ISA: expected one of {', '.join(map(repr, _ISA_NAMES))}, got {name!r}")
+    _kernel.set_isa(name)
+
+
+get_isa = _kernel.get_isa
+available_isas = _kernel.available_isas
+
+
+def _threads_from_env():
+    value = os.environ.get("FUSEDRNN_NUM_THREADS")
+    return os.cpu_count() or 1 if value is None else _check_threads(value, "FUSEDRNN_NUM_THREADS")
+
+
+def _check_threads(n, name="n"):
+    try:
+        n = operator.index(int(n) if isinstance(n, str) else n)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a positive integer, got {n!r}") from None
+    if n < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {n}")
+    return n
+
+
+_num_threads = _threads_from_env()
+
+
+def set_num_threads(n):
+    """Set the number of threads later kernel calls use (n >= 1)."""
+    global _num_threads
+    _num_threads = _check_threads(n)
+
+
+def get_num_threads():
+    """The number of threads kernel calls use (default: FUSEDRNN_NUM_THREADS or the CPU count)."""
+    return _num_threads

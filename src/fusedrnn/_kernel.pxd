@@ -1,0 +1,46 @@
+# Mirrors csrc/include/fusedrnn.h; see it for every buffer's shape and role.
+from libc.stdint cimport int64_t
+
+
+cdef extern from "fusedrnn.h" nogil:
+    ctypedef enum fusedrnn_status:
+        FUSEDRNN_OK
+        FUSEDRNN_EINVAL
+        FUSEDRNN_EWORKSPACE
+        FUSEDRNN_EISA
+        FUSEDRNN_EOVERFLOW
+
+    ctypedef enum fusedrnn_dtype:
+        FUSEDRNN_F32
+        FUSEDRNN_F64
+
+    ctypedef enum fusedrnn_act:
+        FUSEDRNN_TANH
+        FUSEDRNN_RELU
+        FUSEDRNN_SIGMOID
+
+    ctypedef struct fusedrnn_problem:
+        fusedrnn_dtype dtype
+        int64_t T, B, D, H
+        fusedrnn_act act
+        int reverse
+        int batch_first
+
+    size_t fusedrnn_forward_workspace(const fusedrnn_problem *p)
+    size_t fusedrnn_backward_workspace(const fusedrnn_problem *p)
+
+    fusedrnn_status fusedrnn_forward(
+        const fusedrnn_problem *p, const void *x, const void *h0,
+        const void *w_ih, const void *w_hh, const void *bias, const int64_t *lengths,
+        void *y, void *h_n, void *workspace, size_t workspace_bytes)
+
+    fusedrnn_status fusedrnn_backward(
+        const fusedrnn_problem *p, const void *x, const void *h0,
+        const void *w_ih, const void *w_hh, const int64_t *lengths,
+        const void *y, const void *dy, const void *dh_n,
+        void *dx, void *dh0, void *dw_ih, void *dw_hh, void *dbias,
+        void *workspace, size_t workspace_bytes)
+
+    fusedrnn_status fusedrnn_set_isa(const char *name)
+    const char *fusedrnn_get_isa()
+    int fusedrnn_isa_supported(const char *name)
