@@ -6,7 +6,7 @@
 #include "internal.h"
 
 /* Best first. */
-static const isa_kernels *const compiled[] = {&isa_scalar};
+static const isa_kernels *const compiled[] = {&isa_avx512, &isa_avx2, &isa_scalar};
 #define N_COMPILED (sizeof compiled / sizeof compiled[0])
 
 static _Atomic(const isa_kernels *) active;

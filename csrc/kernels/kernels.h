@@ -45,6 +45,10 @@ typedef struct {
     ukr_f64 f64;
 } isa_kernels;
 
-extern const isa_kernels isa_scalar;
+extern const isa_kernels isa_scalar, isa_avx2, isa_avx512;
+
+/* CPU and OS support (cpuid + xgetbv), in baseline code: safe to call anywhere. */
+int cpu_has_avx2(void);
+int cpu_has_avx512(void);
 
 #endif

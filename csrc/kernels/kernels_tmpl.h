@@ -18,6 +18,10 @@ typedef struct {
     void (*step)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
                  REAL *const *c_rows, const REAL *const *aux_rows,
                  int64_t col, int64_t m, int64_t n, epilogue epi);
+
+    /* out[j] = epi(z[j], aux[j]) for j < n, with the step kernel's vector
+     * activations: how they are tested alone. aux may be NULL (forward). */
+    void (*apply)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilogue epi);
 } SFX(ukr);
 
 void SFX(gemm_ref)(int64_t k, const REAL *Ap, const REAL *Bp,
@@ -25,3 +29,4 @@ void SFX(gemm_ref)(int64_t k, const REAL *Ap, const REAL *Bp,
 void SFX(step_ref)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
                    REAL *const *c_rows, const REAL *const *aux_rows,
                    int64_t col, int64_t m, int64_t n, epilogue epi);
+void SFX(apply_ref)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilogue epi);

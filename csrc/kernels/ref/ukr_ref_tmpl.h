@@ -51,3 +51,9 @@ void SFX(step_ref)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
             c[j] = SFX(apply_epilogue)(c[j] + acc[i][j], aux ? aux[j] : 0, epi);
     }
 }
+
+void SFX(apply_ref)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilogue epi)
+{
+    for (int64_t j = 0; j < n; j++)
+        out[j] = SFX(apply_epilogue)(z[j], aux ? aux[j] : 0, epi);
+}

@@ -1,0 +1,22 @@
+/* AVX-512F micro-kernels: 32 zmm registers hold a 12 x 2-vector tile of
+ * accumulators, two B vectors and the broadcast A value. Built with
+ * -mavx512f -mavx2 -mfma; reached only through dispatch after cpu_has_avx512(). */
+#include <immintrin.h>
+#include <stddef.h>
+
+#include "../kernels.h"
+
+#define MR 12
+
+#include "vec_f32.h"
+#include "../simd_tmpl.h"
+#include "../vec_undef.h"
+
+#include "vec_f64.h"
+#include "../simd_tmpl.h"
+
+const isa_kernels isa_avx512 = {
+    "avx512", cpu_has_avx512,
+    {MR, 32, 96, 256, 1024, gemm_f32_avx512, step_f32_avx512, apply_f32_avx512},
+    {MR, 16, 96, 256, 512, gemm_f64_avx512, step_f64_avx512, apply_f64_avx512},
+};

@@ -1,0 +1,178 @@
+/* SIMD micro-kernels written once over a thin vector layer. Included once per
+ * (ISA, dtype) by kernels/<isa>/ukr_<isa>.c, which defines REAL, SFX(name),
+ * the vector macros (V, VL, VMASK, V_*) and the constants of its dtype:
+ *   SHIFTER     1.5 * 2^mantissa_bits: adding it rounds to an integer k and
+ *               leaves k in the low mantissa bits (for 2^k without a convert)
+ *   EXP_FLOOR   the most negative exponent argument kept: 2^k stays normal
+ *   POLY_DEG    degree of the expm1 Taylor polynomial on |r| <= ln2/2
+ *   LN2_HI/LO   ln 2 split so that k * LN2_HI is exact
+ *
+ * Tiles are MR rows by NR = 2 vectors. Edge tiles: packed operands are
+ * zero-padded, so a kernel computes the full tile and stores only m x n
+ * through a mask. */
+
+#define NR (2 * VL)
+
+/* exp and expm1 of y in [EXP_FLOOR, 0] share one reduction:
+ * y = k ln2 + r, |r| <= ln2/2, p = expm1(r) by its Taylor series; then
+ * exp(y) = 2^k (1 + p) and expm1(y) = 2^k p + (2^k - 1). For k = 0 the latter
+ * is p itself, so expm1 keeps full relative accuracy near 0. */
+static inline V SFX(expm1_reduced)(V y, V *scale)
+{
+    static const REAL inv_fact[] = {
+        1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040,
+        1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800,
+        1.0 / 479001600, 1.0 / 6227020800.0};
+    V t = V_FMA(y, V_SET1((REAL)1.4426950408889634), V_SET1(SHIFTER));
+    V k = V_SUB(t, V_SET1(SHIFTER));
+    V r = V_FNMA(k, V_SET1(LN2_HI), y);
+    r = V_FNMA(k, V_SET1(LN2_LO), r);
+    V q = V_SET1(inv_fact[POLY_DEG - 2]);
+    for (int i = POLY_DEG - 3; i >= 0; i--)
+        q = V_FMA(q, r, V_SET1(inv_fact[i]));
+    *scale = V_POW2_SHIFTED(t);
+    return V_FMA(V_MUL(r, r), q, r);
+}
+
+static inline V SFX(vtanh)(V x)
+{
+    /* tanh|x| = -u / (2 + u) with u = expm1(-2|x|) in (-1, 0]: no cancellation
+     * for small |x|, and u -> -1 gives 1 for large |x|. V_MAX keeps NaN. */
+    V y = V_MAX(V_SET1(EXP_FLOOR), V_MUL(V_SET1(-2), V_ABS(x)));
+    V scale;
+    V p = SFX(expm1_reduced)(y, &scale);
+    V u = V_FMA(scale, p, V_SUB(scale, V_SET1(1)));
+    return V_COPYSIGN(V_DIV(V_ABS(u), V_ADD(V_SET1(2), u)), x);
+}
+
+static inline V SFX(vsigmoid)(V x)
+{
+    /* e = exp(-|x|) never overflows; sigmoid = 1/(1+e) for x >= 0, e/(1+e) below. */
+    V y = V_MAX(V_SET1(EXP_FLOOR), V_NEG(V_ABS(x)));
+    V scale;
+    V p = SFX(expm1_reduced)(y, &scale);
+    V e = V_FMA(scale, p, scale);
+    return V_DIV(V_SELECT_GE0(x, V_SET1(1), e), V_ADD(V_SET1(1), e));
+}
+
+static inline V SFX(vepilogue)(V z, V y, epilogue epi)
+{
+    switch (epi) {
+    case EPI_TANH:     return SFX(vtanh)(z);
+    case EPI_RELU:     return V_MAX(V_ZERO(), z);   /* NaN passes through */
+    case EPI_SIGMOID:  return SFX(vsigmoid)(z);
+    case EPI_DTANH:    return V_MUL(z, V_FNMA(y, y, V_SET1(1)));
+    case EPI_DRELU:    return V_MUL(z, V_GT0_ONE(y));
+    case EPI_DSIGMOID: return V_MUL(z, V_MUL(y, V_SUB(V_SET1(1), y)));
+    }
+    return z;
+}
+
+static void SFX(apply)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilogue epi)
+{
+    for (int64_t j = 0; j < n; j += VL) {
+        VMASK mask = V_MASK(n - j < VL ? n - j : VL);
+        V y = aux ? V_LOAD_M(aux + j, mask) : V_ZERO();
+        V_STORE_M(out + j, mask, SFX(vepilogue)(V_LOAD_M(z + j, mask), y, epi));
+    }
+}
+
+/* C[m,n] (= or +=) Ap Bp: MR x NR accumulators stay in registers for all k. */
+static void SFX(gemm)(int64_t k, const REAL *Ap, const REAL *Bp,
+               REAL *C, int64_t ldc, int64_t m, int64_t n, int accumulate)
+{
+    V acc[MR][2];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++)
+        acc[i][0] = acc[i][1] = V_ZERO();
+    for (int64_t p = 0; p < k; p++, Ap += MR, Bp += NR) {
+        V b0 = V_LOAD(Bp), b1 = V_LOAD(Bp + VL);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+            V a = V_SET1(Ap[i]);
+            acc[i][0] = V_FMA(a, b0, acc[i][0]);
+            acc[i][1] = V_FMA(a, b1, acc[i][1]);
+        }
+    }
+    VMASK m0 = V_MASK(n < VL ? n : VL), m1 = V_MASK(n > VL ? n - VL : 0);
+    for (int64_t i = 0; i < m; i++) {
+        REAL *c = C + i * ldc;
+        if (accumulate) {
+            acc[i][0] = V_ADD(acc[i][0], V_LOAD_M(c, m0));
+            acc[i][1] = V_ADD(acc[i][1], V_LOAD_M(c + VL, m1));
+        }
+        V_STORE_M(c, m0, acc[i][0]);
+        V_STORE_M(c + VL, m1, acc[i][1]);
+    }
+}
+
+/* The step tile computed for M_ rows (a compile-time constant after
+ * inlining) and stored for the first m <= M_; rows past m repeat row m-1.
+ * With few rows there are too few accumulator chains to hide the FMA latency,
+ * so the k loop is split into KS interleaved partial sums, added at the end. */
+static inline __attribute__((always_inline)) void
+SFX(step_rows)(const int M_, const int KS, int64_t k, const REAL *const *a_rows,
+               const REAL *Bp, REAL *const *c_rows, const REAL *const *aux_rows,
+               int64_t col, int64_t m, int64_t n, epilogue epi)
+{
+    const REAL *a[MR];
+    V acc[MR][KS][2];
+#pragma GCC unroll 16
+    for (int i = 0; i < M_; i++) {
+        a[i] = a_rows[i < m ? i : m - 1];
+#pragma GCC unroll 4
+        for (int s = 0; s < KS; s++)
+            acc[i][s][0] = acc[i][s][1] = V_ZERO();
+    }
+    int64_t p = 0;
+    for (; p + KS <= k; p += KS)
+#pragma GCC unroll 4
+        for (int s = 0; s < KS; s++) {
+            V b0 = V_LOAD(Bp + (p + s) * NR), b1 = V_LOAD(Bp + (p + s) * NR + VL);
+#pragma GCC unroll 16
+            for (int i = 0; i < M_; i++) {
+                V ai = V_SET1(a[i][p + s]);
+                acc[i][s][0] = V_FMA(ai, b0, acc[i][s][0]);
+                acc[i][s][1] = V_FMA(ai, b1, acc[i][s][1]);
+            }
+        }
+    for (; p < k; p++) {
+        V b0 = V_LOAD(Bp + p * NR), b1 = V_LOAD(Bp + p * NR + VL);
+#pragma GCC unroll 16
+        for (int i = 0; i < M_; i++) {
+            V ai = V_SET1(a[i][p]);
+            acc[i][0][0] = V_FMA(ai, b0, acc[i][0][0]);
+            acc[i][0][1] = V_FMA(ai, b1, acc[i][0][1]);
+        }
+    }
+    VMASK mask[2] = {V_MASK(n < VL ? n : VL), V_MASK(n > VL ? n - VL : 0)};
+#pragma GCC unroll 16
+    for (int i = 0; i < M_; i++) {
+        if (i >= m)
+            break;
+        REAL *c = c_rows[i] + col;
+        const REAL *aux = aux_rows ? aux_rows[i] + col : NULL;
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            V sum = acc[i][0][h];
+#pragma GCC unroll 4
+            for (int s = 1; s < KS; s++)
+                sum = V_ADD(sum, acc[i][s][h]);
+            V z = V_ADD(V_LOAD_M(c + h * VL, mask[h]), sum);
+            V y = aux ? V_LOAD_M(aux + h * VL, mask[h]) : V_ZERO();
+            V_STORE_M(c + h * VL, mask[h], SFX(vepilogue)(z, y, epi));
+        }
+    }
+}
+
+static void SFX(step)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
+               REAL *const *c_rows, const REAL *const *aux_rows,
+               int64_t col, int64_t m, int64_t n, epilogue epi)
+{
+    if (m == 1)
+        SFX(step_rows)(1, 4, k, a_rows, Bp, c_rows, aux_rows, col, m, n, epi);
+    else if (m == 2)
+        SFX(step_rows)(2, 2, k, a_rows, Bp, c_rows, aux_rows, col, m, n, epi);
+    else
+        SFX(step_rows)(MR, 1, k, a_rows, Bp, c_rows, aux_rows, col, m, n, epi);
+}
