@@ -12,6 +12,12 @@
 /* The table in force; a call reads it once and uses that table throughout. */
 const isa_kernels *fusedrnn_active_kernels(void);
 
+/* The step epilogue for an activation: forward, or times its derivative. */
+static inline epilogue epilogue_of(fusedrnn_act act, int derivative)
+{
+    return (epilogue)(act + (derivative ? EPI_DTANH : EPI_TANH));
+}
+
 /* Flush denormals to zero for the duration of a call; restore the caller's mode. */
 typedef struct { unsigned int saved; } fp_mode;
 fp_mode fp_enter(void);

@@ -31,16 +31,6 @@ static inline int64_t time_at(const fusedrnn_problem *p, int64_t len, int64_t s)
     return p->reverse ? len - 1 - s : s;
 }
 
-static epilogue forward_epilogue(fusedrnn_act act)
-{
-    return act == FUSEDRNN_RELU ? EPI_RELU : act == FUSEDRNN_SIGMOID ? EPI_SIGMOID : EPI_TANH;
-}
-
-static epilogue backward_epilogue(fusedrnn_act act)
-{
-    return act == FUSEDRNN_RELU ? EPI_DRELU : act == FUSEDRNN_SIGMOID ? EPI_DSIGMOID : EPI_DTANH;
-}
-
 /* The GEMM engine and the drivers, once per dtype. */
 #define REAL float
 #define SFX(name) name##_f32

@@ -96,7 +96,7 @@ static void SFX(forward)(const fusedrnn_problem *p, const SFX(ukr) *u, SFX(work)
                                 : w.zeros;
             m++;
         }
-        SFX(step)(u, m, H, w.a_rows, w.packed, w.c_rows, NULL, forward_epilogue(p->act));
+        SFX(step)(u, m, H, w.a_rows, w.packed, w.c_rows, NULL, epilogue_of(p->act, 0));
     }
 
     for (int64_t b = 0; b < B; b++) {
@@ -148,7 +148,7 @@ static void SFX(backward)(const fusedrnn_problem *p, const SFX(ukr) *u, SFX(work
             w.a_rows[m] = s + 1 < len ? dz + row_of(L, time_at(p, len, s + 1), b) * H : w.zeros;
             m++;
         }
-        SFX(step)(u, m, H, w.a_rows, w.packed, w.c_rows, w.aux_rows, backward_epilogue(p->act));
+        SFX(step)(u, m, H, w.a_rows, w.packed, w.c_rows, w.aux_rows, epilogue_of(p->act, 1));
     }
 
     /* The weight and input gradients, deferred to one GEMM each over K = T*B. */

@@ -99,6 +99,20 @@ const char *fusedrnn_get_isa(void);
 /* Nonzero when `name` is compiled in and supported by this CPU and OS. */
 int fusedrnn_isa_supported(const char *name);
 
+/* Measurement and test aids, on the active ISA. */
+
+/* out[j] = act(z[j]), or with `derivative` out[j] = z[j] * act'(y[j]) where y
+ * holds act's outputs: the step kernel's epilogue on a plain vector, so the
+ * vector activations can be checked over the whole float range. Runs with
+ * the caller's floating-point mode (no denormal flushing). y may be NULL
+ * unless `derivative`. */
+fusedrnn_status fusedrnn_activation(fusedrnn_dtype dtype, fusedrnn_act act, int derivative,
+                                    int64_t n, const void *z, const void *y, void *out);
+
+/* GFLOP/s of a tight FMA loop on one thread: the best of several timed runs
+ * of about `seconds` in all. Efficiency figures divide by this. */
+double fusedrnn_peak_gflops(fusedrnn_dtype dtype, double seconds);
+
 #ifdef __cplusplus
 }
 #endif

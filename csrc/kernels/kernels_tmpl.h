@@ -22,6 +22,11 @@ typedef struct {
     /* out[j] = epi(z[j], aux[j]) for j < n, with the step kernel's vector
      * activations: how they are tested alone. aux may be NULL (forward). */
     void (*apply)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilogue epi);
+
+    /* The peak probe: `iters` rounds of independent FMA chains, as fast as
+     * this ISA can issue them; returns the flops done, writes a result to
+     * *sink so that the work cannot be optimised away. */
+    double (*fma_probe)(int64_t iters, REAL *sink);
 } SFX(ukr);
 
 void SFX(gemm_ref)(int64_t k, const REAL *Ap, const REAL *Bp,
@@ -30,3 +35,4 @@ void SFX(step_ref)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
                    REAL *const *c_rows, const REAL *const *aux_rows,
                    int64_t col, int64_t m, int64_t n, epilogue epi);
 void SFX(apply_ref)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilogue epi);
+double SFX(fma_probe_ref)(int64_t iters, REAL *sink);

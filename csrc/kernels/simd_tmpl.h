@@ -176,3 +176,25 @@ static void SFX(step)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
     else
         SFX(step_rows)(MR, 1, k, a_rows, Bp, c_rows, aux_rows, col, m, n, epi);
 }
+
+/* The peak probe: PROBE_CHAINS independent FMA chains, more than latency x
+ * throughput on any target, so the loop runs at the FMA pipes' rate.
+ * acc*a + b with a just below 1 stays bounded and normal. Returns the flops. */
+static double SFX(fma_probe)(int64_t iters, REAL *sink)
+{
+    V acc[PROBE_CHAINS];
+    V a = V_SET1((REAL)0.999999), b = V_SET1((REAL)1e-6);
+#pragma GCC unroll 32
+    for (int i = 0; i < PROBE_CHAINS; i++)
+        acc[i] = V_SET1((REAL)i);
+    for (int64_t it = 0; it < iters; it++)
+#pragma GCC unroll 32
+        for (int i = 0; i < PROBE_CHAINS; i++)
+            acc[i] = V_FMA(acc[i], a, b);
+    V s = acc[0];
+#pragma GCC unroll 32
+    for (int i = 1; i < PROBE_CHAINS; i++)
+        s = V_ADD(s, acc[i]);
+    V_STORE_M(sink, V_MASK(1), s);
+    return 2.0 * VL * PROBE_CHAINS * (double)iters;
+}

@@ -128,6 +128,17 @@ def set_isa(name):
     _kernel.set_isa(name)
 
 
+def peak_gflops(dtype=np.float32, seconds=0.2):
+    """GFLOP/s of a tight FMA loop on one thread with the active ISA, measured now.
+
+    Benchmarks divide by this (times the thread count) to report efficiency.
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in _FLOATS:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    return _kernel.peak_gflops(dtype == np.float64, float(seconds))
+
+
 get_isa = _kernel.get_isa
 available_isas = _kernel.available_isas
 

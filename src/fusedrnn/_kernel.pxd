@@ -44,3 +44,7 @@ cdef extern from "fusedrnn.h" nogil:
     fusedrnn_status fusedrnn_set_isa(const char *name)
     const char *fusedrnn_get_isa()
     int fusedrnn_isa_supported(const char *name)
+
+    fusedrnn_status fusedrnn_activation(fusedrnn_dtype dtype, fusedrnn_act act, int derivative,
+                                        int64_t n, const void *z, const void *y, void *out)
+    double fusedrnn_peak_gflops(fusedrnn_dtype dtype, double seconds)

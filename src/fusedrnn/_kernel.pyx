@@ -109,3 +109,17 @@ def get_isa():
 
 def available_isas():
     return [name for name in ISAS if fusedrnn_isa_supported(name.encode())]
+
+
+def activation(int act, bint derivative, z, y, out):
+    """out = act(z), or z * act'(y): the active ISA's vector epilogue on 1-D arrays."""
+    cdef fusedrnn_dtype dtype = FUSEDRNN_F64 if z.dtype.itemsize == 8 else FUSEDRNN_F32
+    check(fusedrnn_activation(dtype, <fusedrnn_act>act, derivative, z.shape[0],
+                              data(z), data(y), <void *>data(out)))
+
+
+def peak_gflops(bint double, double seconds):
+    cdef fusedrnn_dtype dtype = FUSEDRNN_F64 if double else FUSEDRNN_F32
+    with nogil:
+        rate = fusedrnn_peak_gflops(dtype, seconds)
+    return rate

@@ -7,6 +7,7 @@
 #include "../kernels.h"
 
 #define MR 6
+#define PROBE_CHAINS 12
 
 #include "vec_f32.h"
 #include "../simd_tmpl.h"
@@ -17,6 +18,6 @@
 
 const isa_kernels isa_avx2 = {
     "avx2", cpu_has_avx2,
-    {MR, 16, 72, 256, 512, gemm_f32_avx2, step_f32_avx2, apply_f32_avx2},
-    {MR, 8, 72, 256, 512, gemm_f64_avx2, step_f64_avx2, apply_f64_avx2},
+    {MR, 16, 72, 256, 512, gemm_f32_avx2, step_f32_avx2, apply_f32_avx2, fma_probe_f32_avx2},
+    {MR, 8, 72, 256, 512, gemm_f64_avx2, step_f64_avx2, apply_f64_avx2, fma_probe_f64_avx2},
 };

@@ -57,3 +57,18 @@ void SFX(apply_ref)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilog
     for (int64_t j = 0; j < n; j++)
         out[j] = SFX(apply_epilogue)(z[j], aux ? aux[j] : 0, epi);
 }
+
+double SFX(fma_probe_ref)(int64_t iters, REAL *sink)
+{
+    REAL acc[REF_NR];
+    for (int i = 0; i < REF_NR; i++)
+        acc[i] = (REAL)i;
+    for (int64_t it = 0; it < iters; it++)
+        for (int i = 0; i < REF_NR; i++)
+            acc[i] = acc[i] * (REAL)0.999999 + (REAL)1e-6;
+    REAL s = 0;
+    for (int i = 0; i < REF_NR; i++)
+        s += acc[i];
+    *sink = s;
+    return 2.0 * REF_NR * (double)iters;
+}
