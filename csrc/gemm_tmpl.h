@@ -72,15 +72,45 @@ static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
     }
 }
 
-/* One recurrent step over m rows: c_rows = epi(c_rows + a_rows * W) with the
- * whole [K=H, N=H] right operand packed once per call in `packed`. Column
- * panels outside, row tiles inside: each panel of W stays in L1 while every
- * row tile passes over it. */
-static void SFX(step)(const SFX(ukr) *u, int64_t m, int64_t H,
+/* C = A B (or C += A B) on `threads` threads: each takes a slice of whole
+ * register tiles along the longer of M and N, with its own panels. */
+typedef struct {
+    const SFX(ukr) *u;
+    int64_t M, N, K;
+    SFX(view) A, B;
+    REAL *C;
+    int64_t ldc;
+    int accumulate;
+    REAL *pack_a, *pack_b;        /* per thread: pack_a + tid * a_stride, ... */
+    size_t a_stride, b_stride;
+} SFX(gemm_job);
+
+static void SFX(gemm_slice)(void *arg, int tid, int n, team *t)
+{
+    const SFX(gemm_job) *g = arg;
+    int64_t lo, hi;
+    REAL *pa = g->pack_a + tid * g->a_stride, *pb = g->pack_b + tid * g->b_stride;
+    (void)t;
+    if (g->N >= g->M) {
+        team_share(g->N, g->u->nr, tid, n, &lo, &hi);
+        SFX(view) B = {g->B.p + lo * g->B.cs, g->B.rs, g->B.cs};
+        SFX(gemm)(g->u, g->M, hi - lo, g->K, g->A, B, g->C + lo, g->ldc, g->accumulate, pa, pb);
+    } else {
+        team_share(g->M, g->u->mr, tid, n, &lo, &hi);
+        SFX(view) A = {g->A.p + lo * g->A.rs, g->A.rs, g->A.cs};
+        SFX(gemm)(g->u, hi - lo, g->N, g->K, A, g->B, g->C + lo * g->ldc, g->ldc, g->accumulate, pa, pb);
+    }
+}
+
+/* One recurrent step over m rows and the columns [j0, j1) (whole panels):
+ * c_rows = epi(c_rows + a_rows W) with the whole [K=H, N=H] right operand
+ * packed once per call in `packed`. Column panels outside, row tiles inside:
+ * each panel of W stays in L1 while every row tile passes over it. */
+static void SFX(step)(const SFX(ukr) *u, int64_t m, int64_t j0, int64_t j1, int64_t H,
                       const REAL *const *a_rows, const REAL *packed,
                       REAL *const *c_rows, const REAL *const *aux_rows, epilogue epi)
 {
-    for (int64_t j = 0; j < H; j += u->nr)
+    for (int64_t j = j0; j < j1; j += u->nr)
         for (int64_t i = 0; i < m; i += u->mr)
             u->step(H, a_rows + i, packed + j * H, c_rows + i,
                     aux_rows ? aux_rows + i : NULL, j,

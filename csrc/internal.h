@@ -23,6 +23,27 @@ typedef struct { unsigned int saved; } fp_mode;
 fp_mode fp_enter(void);
 void fp_leave(fp_mode mode);
 
+/* Fork-join threads. team_run calls fn(ctx, tid, n, team) on n <= nthreads
+ * threads (the caller is tid 0) and returns when all are done; n may be 1
+ * (team NULL) when the pool is in use by another call. team_barrier waits
+ * for the whole team. Split work by output tiles only: results must not
+ * depend on n. */
+#define FUSEDRNN_MAX_THREADS 64
+typedef struct team team;
+typedef void (*team_fn)(void *ctx, int tid, int n, team *t);
+void team_run(int nthreads, team_fn fn, void *ctx);
+void team_barrier(team *t);
+
+/* [begin, end) of `count` items for thread tid of n, in whole multiples of `unit`. */
+static inline void team_share(int64_t count, int64_t unit, int tid, int n,
+                              int64_t *begin, int64_t *end)
+{
+    int64_t units = (count + unit - 1) / unit;
+    *begin = units * tid / n * unit;
+    *end = units * (tid + 1) / n * unit;
+    *end = *end < count ? *end : count;
+}
+
 /* Workspace carving. The same layout code runs twice: with base == NULL to
  * measure (the query), then over the caller's buffer. Every piece is 64-byte
  * aligned; sizes are checked for overflow. */

@@ -31,6 +31,19 @@ static inline int64_t time_at(const fusedrnn_problem *p, int64_t len, int64_t s)
     return p->reverse ? len - 1 - s : s;
 }
 
+/* Threads for a phase of `work` multiply-adds: one per `grain` of them, at
+ * most the problem's allowance. */
+static int team_size(const fusedrnn_problem *p)
+{
+    return p->threads < 1 ? 1 : p->threads > FUSEDRNN_MAX_THREADS ? FUSEDRNN_MAX_THREADS : p->threads;
+}
+
+static int threads_for(const fusedrnn_problem *p, double work, double grain)
+{
+    int n = team_size(p);
+    return work / grain < n ? (work < 2 * grain ? 1 : (int)(work / grain)) : n;
+}
+
 /* The GEMM engine and the drivers, once per dtype. */
 #define REAL float
 #define SFX(name) name##_f32
@@ -118,10 +131,15 @@ fusedrnn_status fusedrnn_forward(const fusedrnn_problem *p,
         return st;
     const isa_kernels *k = fusedrnn_active_kernels();
     fp_mode mode = fp_enter();
-    if (p->dtype == FUSEDRNN_F32)
-        forward_f32(p, &k->f32, carve_f32(&a, p, 0), x, h0, w_ih, w_hh, bias, lengths, y, h_n);
-    else
-        forward_f64(p, &k->f64, carve_f64(&a, p, 0), x, h0, w_ih, w_hh, bias, lengths, y, h_n);
+    if (p->dtype == FUSEDRNN_F32) {
+        work_f32 w = carve_f32(&a, p, 0);
+        forward_f32(&(run_f32){.p = p, .u = &k->f32, .w = &w, .x = x, .h0 = h0, .w_ih = w_ih,
+                                .w_hh = w_hh, .bias = bias, .lengths = lengths, .y = y, .h_n = h_n});
+    } else {
+        work_f64 w = carve_f64(&a, p, 0);
+        forward_f64(&(run_f64){.p = p, .u = &k->f64, .w = &w, .x = x, .h0 = h0, .w_ih = w_ih,
+                                .w_hh = w_hh, .bias = bias, .lengths = lengths, .y = y, .h_n = h_n});
+    }
     fp_leave(mode);
     return FUSEDRNN_OK;
 }
@@ -142,12 +160,20 @@ fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p,
         return st;
     const isa_kernels *k = fusedrnn_active_kernels();
     fp_mode mode = fp_enter();
-    if (p->dtype == FUSEDRNN_F32)
-        backward_f32(p, &k->f32, carve_f32(&a, p, 1), x, h0, w_ih, w_hh, lengths, y, dy, dh_n,
-                     dx, dh0, dw_ih, dw_hh, dbias);
-    else
-        backward_f64(p, &k->f64, carve_f64(&a, p, 1), x, h0, w_ih, w_hh, lengths, y, dy, dh_n,
-                     dx, dh0, dw_ih, dw_hh, dbias);
+    /* y is an input here: the run's y is read only. */
+    if (p->dtype == FUSEDRNN_F32) {
+        work_f32 w = carve_f32(&a, p, 1);
+        backward_f32(&(run_f32){.p = p, .u = &k->f32, .w = &w, .backward = 1, .x = x, .h0 = h0,
+                                 .w_ih = w_ih, .w_hh = w_hh, .dy = dy, .dh_n = dh_n,
+                                 .lengths = lengths, .y = (float *)y, .dx = dx, .dh0 = dh0,
+                                 .dw_ih = dw_ih, .dw_hh = dw_hh, .dbias = dbias});
+    } else {
+        work_f64 w = carve_f64(&a, p, 1);
+        backward_f64(&(run_f64){.p = p, .u = &k->f64, .w = &w, .backward = 1, .x = x, .h0 = h0,
+                                 .w_ih = w_ih, .w_hh = w_hh, .dy = dy, .dh_n = dh_n,
+                                 .lengths = lengths, .y = (double *)y, .dx = dx, .dh0 = dh0,
+                                 .dw_ih = dw_ih, .dw_hh = dw_hh, .dbias = dbias});
+    }
     fp_leave(mode);
     return FUSEDRNN_OK;
 }

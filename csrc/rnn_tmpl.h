@@ -1,16 +1,21 @@
 /* The forward and backward drivers: the time loop, what is fused, what is
- * deferred. Included once per dtype by rnn.c, with REAL and SFX(name) defined.
- * Sequence arrays are addressed by rows: row (t,b) of x, y, dy, dx and dz. */
+ * deferred, what runs on which thread. Included once per dtype by rnn.c,
+ * with REAL and SFX(name) defined. Sequence arrays are addressed by rows:
+ * row (t,b) of x, y, dy, dx and dz. */
 
 typedef struct {
-    REAL *packed;            /* W_hh packed for the step kernel [H, H rounded up to nr] */
-    REAL *pack_a, *pack_b;   /* GEMM engine panels */
-    REAL *zeros;             /* [H] the state before the first step when h0 is NULL */
-    const REAL **a_rows;     /* [B] per step: the rows multiplied by W_hh */
-    REAL **c_rows;           /* [B] per step: the rows updated in place */
-    const REAL **aux_rows;   /* [B] per backward step: y at the same rows */
-    REAL *dz;                /* backward: [T,B,H] in y's layout */
-    REAL *g;                 /* backward: [B,H] dz at each sequence's first step */
+    REAL *packed;             /* W_hh packed for the step kernel [H, H rounded up to nr] */
+    REAL *pack_a, *pack_b;    /* GEMM panels, one set per thread */
+    size_t a_stride, b_stride;
+    REAL *zeros;              /* [H] the state before the first step when h0 is NULL */
+    /* The rows of a step, double-buffered: thread 0 fills the next step's
+     * while the team still reads the current one. */
+    const REAL **a_rows[2];   /* [B] the rows multiplied by W_hh */
+    REAL **c_rows[2];         /* [B] the rows updated in place */
+    const REAL **aux_rows[2]; /* [B] backward: y at the same rows */
+    int64_t m[2];             /* rows in use */
+    REAL *dz;                 /* backward: [T,B,H] in y's layout */
+    REAL *g;                  /* backward: [B,H] dz at each sequence's first step */
 } SFX(work);
 
 static size_t SFX(round_up)(arena *a, size_t n, size_t q)
@@ -18,14 +23,17 @@ static size_t SFX(round_up)(arena *a, size_t n, size_t q)
     return arena_checked_mul(a, (n + q - 1) / q, q);
 }
 
-/* The largest GEMM of the call is [M,K] x [K,N]; the panels hold one block of it. */
-static void SFX(take_panels)(arena *a, SFX(work) *w, size_t M, size_t N, size_t K)
+/* The largest GEMM of the call is [M,K] x [K,N]; each thread's panels hold one block of it. */
+static void SFX(take_panels)(arena *a, SFX(work) *w, int threads, size_t M, size_t N, size_t K)
 {
+    const size_t align = 64 / sizeof(REAL);
     size_t kc = K < FUSEDRNN_KC_MAX ? K : FUSEDRNN_KC_MAX;
     size_t mc = M < FUSEDRNN_MC_MAX ? M : FUSEDRNN_MC_MAX;
     size_t nc = N < FUSEDRNN_NC_MAX ? N : FUSEDRNN_NC_MAX;
-    w->pack_a = arena_take(a, arena_checked_mul(a, SFX(round_up)(a, mc, FUSEDRNN_MR_MAX), kc), sizeof(REAL));
-    w->pack_b = arena_take(a, arena_checked_mul(a, SFX(round_up)(a, nc, FUSEDRNN_NR_MAX), kc), sizeof(REAL));
+    w->a_stride = SFX(round_up)(a, arena_checked_mul(a, SFX(round_up)(a, mc, FUSEDRNN_MR_MAX), kc), align);
+    w->b_stride = SFX(round_up)(a, arena_checked_mul(a, SFX(round_up)(a, nc, FUSEDRNN_NR_MAX), kc), align);
+    w->pack_a = arena_take(a, arena_checked_mul(a, w->a_stride, (size_t)threads), sizeof(REAL));
+    w->pack_b = arena_take(a, arena_checked_mul(a, w->b_stride, (size_t)threads), sizeof(REAL));
 }
 
 static SFX(work) SFX(carve)(arena *a, const fusedrnn_problem *p, int backward)
@@ -35,19 +43,32 @@ static SFX(work) SFX(carve)(arena *a, const fusedrnn_problem *p, int backward)
     SFX(work) w = {0};
     w.packed = arena_take(a, arena_checked_mul(a, H, SFX(round_up)(a, H, FUSEDRNN_NR_MAX)), sizeof(REAL));
     w.zeros = arena_take(a, H, sizeof(REAL));
-    w.a_rows = arena_take(a, B, sizeof(REAL *));
-    w.c_rows = arena_take(a, B, sizeof(REAL *));
+    for (int i = 0; i < 2; i++) {
+        w.a_rows[i] = arena_take(a, B, sizeof(REAL *));
+        w.c_rows[i] = arena_take(a, B, sizeof(REAL *));
+        w.aux_rows[i] = backward ? arena_take(a, B, sizeof(REAL *)) : NULL;
+    }
     if (backward) {
         size_t big = TB > H ? TB : H;
-        w.aux_rows = arena_take(a, B, sizeof(REAL *));
         w.dz = arena_take(a, arena_checked_mul(a, TB, H), sizeof(REAL));
         w.g = arena_take(a, arena_checked_mul(a, B, H), sizeof(REAL));
-        SFX(take_panels)(a, &w, big, D > H ? D : H, big);
+        SFX(take_panels)(a, &w, team_size(p), big, D > H ? D : H, big);
     } else {
-        SFX(take_panels)(a, &w, TB, H, D);
+        SFX(take_panels)(a, &w, team_size(p), TB, H, D);
     }
     return w;
 }
+
+/* Everything one call works on. */
+typedef struct {
+    const fusedrnn_problem *p;
+    const SFX(ukr) *u;
+    SFX(work) *w;
+    int backward;
+    const REAL *x, *h0, *w_ih, *w_hh, *bias, *dy, *dh_n;
+    const int64_t *lengths;
+    REAL *y, *h_n, *dx, *dh0, *dw_ih, *dw_hh, *dbias;
+} SFX(run);
 
 static void SFX(zero)(REAL *v, int64_t n)
 {
@@ -61,141 +82,177 @@ static void SFX(copy)(REAL *dst, const REAL *src, int64_t n)
         dst[i] = src[i];
 }
 
-static void SFX(forward)(const fusedrnn_problem *p, const SFX(ukr) *u, SFX(work) w,
-                         const REAL *x, const REAL *h0, const REAL *w_ih, const REAL *w_hh,
-                         const REAL *bias, const int64_t *lengths, REAL *y, REAL *h_n)
+/* C (=|+=) A B over the team, when the product is worth splitting. */
+static void SFX(gemm_team)(const SFX(run) *r, int64_t M, int64_t N, int64_t K,
+                           SFX(view) A, SFX(view) B, REAL *C, int64_t ldc, int accumulate)
 {
-    const int64_t T = p->T, B = p->B, D = p->D, H = p->H;
+    SFX(gemm_job) g = {r->u, M, N, K, A, B, C, ldc, accumulate,
+                       r->w->pack_a, r->w->pack_b, r->w->a_stride, r->w->b_stride};
+    team_run(threads_for(r->p, (double)M * N * K, 1 << 18), SFX(gemm_slice), &g);
+}
+
+/* The rows of step s into buffer `buf`: the sequences still running, each at
+ * its own time (reverse with lengths). Forward: y_t = act(y_t + h_{t-1} W^T),
+ * h_{t-1} being the previous step's row of y, or h0. Backward: dz_t =
+ * (dz_t + dz_{t'} W) act'(y_t), t' the step after t, or nothing at a
+ * sequence's last step (the zero row). */
+static void SFX(step_rows)(const SFX(run) *r, int64_t s, int buf)
+{
+    const fusedrnn_problem *p = r->p;
     const seq_layout L = layout_of(p);
-
-    /* y = x W_ih^T + b for all steps in one GEMM, straight into y  [T*B,H] */
-    for (int64_t r = 0; r < T * B; r++)
-        for (int64_t j = 0; j < H; j++)
-            y[r * H + j] = bias ? bias[j] : 0;
-    SFX(gemm)(u, T * B, H, D, (SFX(view)){x, D, 1}, (SFX(view)){w_ih, 1, D},
-              y, H, 1, w.pack_a, w.pack_b);
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t t = seq_len(lengths, b, T); t < T; t++)
-            SFX(zero)(y + row_of(L, t, b) * H, H);
-
-    /* y_t = act(y_t + h_{t-1} W_hh^T) in place, step by step. At step s the
-     * running sequences may sit at different times (reverse with lengths), so
-     * the kernel takes its rows by pointer. */
-    SFX(zero)(w.zeros, H);
-    SFX(pack_b)(H, H, u->nr, w_hh, 1, H, w.packed);
-    for (int64_t s = 0; s < T; s++) {
-        int64_t m = 0;
-        for (int64_t b = 0; b < B; b++) {
-            int64_t len = seq_len(lengths, b, T);
-            if (s >= len)
-                continue;
-            int64_t t = time_at(p, len, s);
-            w.c_rows[m] = y + row_of(L, t, b) * H;
-            w.a_rows[m] = s > 0 ? y + row_of(L, time_at(p, len, s - 1), b) * H
-                        : h0    ? h0 + b * H
-                                : w.zeros;
-            m++;
-        }
-        SFX(step)(u, m, H, w.a_rows, w.packed, w.c_rows, NULL, epilogue_of(p->act, 0));
-    }
-
+    const int64_t T = p->T, B = p->B, H = p->H;
+    SFX(work) *w = r->w;
+    int64_t m = 0;
     for (int64_t b = 0; b < B; b++) {
-        int64_t len = seq_len(lengths, b, T);
-        const REAL *last = len > 0 ? y + row_of(L, time_at(p, len, len - 1), b) * H
-                         : h0      ? h0 + b * H
-                                   : w.zeros;
-        SFX(copy)(h_n + b * H, last, H);
+        int64_t len = seq_len(r->lengths, b, T);
+        if (s >= len)
+            continue;
+        int64_t row = row_of(L, time_at(p, len, s), b) * H;
+        if (!r->backward) {
+            w->c_rows[buf][m] = r->y + row;
+            w->a_rows[buf][m] = s > 0 ? r->y + row_of(L, time_at(p, len, s - 1), b) * H
+                              : r->h0 ? r->h0 + b * H
+                                      : w->zeros;
+        } else {
+            w->c_rows[buf][m] = w->dz + row;
+            w->aux_rows[buf][m] = r->y + row;
+            w->a_rows[buf][m] = s + 1 < len ? w->dz + row_of(L, time_at(p, len, s + 1), b) * H
+                                            : w->zeros;
+        }
+        m++;
+    }
+    w->m[buf] = m;
+}
+
+/* The recurrence: every thread owns a slice of the hidden columns for all
+ * steps; one barrier per step publishes h_t (or dz_t) to the others. */
+static void SFX(time_loop)(void *arg, int tid, int n, team *t)
+{
+    const SFX(run) *r = arg;
+    const int64_t T = r->p->T, H = r->p->H;
+    SFX(work) *w = r->w;
+    epilogue epi = epilogue_of(r->p->act, r->backward);
+    int64_t j0, j1;
+    team_share(H, r->u->nr, tid, n, &j0, &j1);
+    if (tid == 0)
+        SFX(step_rows)(r, r->backward ? T - 1 : 0, 0);
+    team_barrier(t);
+    for (int64_t i = 0; i < T; i++) {
+        int buf = (int)(i & 1);
+        SFX(step)(r->u, w->m[buf], j0, j1, H, w->a_rows[buf], w->packed, w->c_rows[buf],
+                  r->backward ? w->aux_rows[buf] : NULL, epi);
+        if (tid == 0 && i + 1 < T)
+            SFX(step_rows)(r, r->backward ? T - 2 - i : i + 1, buf ^ 1);
+        team_barrier(t);
     }
 }
 
-static void SFX(backward)(const fusedrnn_problem *p, const SFX(ukr) *u, SFX(work) w,
-                          const REAL *x, const REAL *h0, const REAL *w_ih, const REAL *w_hh,
-                          const int64_t *lengths, const REAL *y, const REAL *dy,
-                          const REAL *dh_n, REAL *dx, REAL *dh0, REAL *dw_ih, REAL *dw_hh,
-                          REAL *dbias)
+static void SFX(recurrence)(const SFX(run) *r)
 {
+    const fusedrnn_problem *p = r->p;
+    int64_t panels = (p->H + r->u->nr - 1) / r->u->nr;
+    int n = threads_for(p, (double)p->B * p->H * p->H, 1 << 15);
+    SFX(zero)(r->w->zeros, p->H);
+    if (p->T > 0)
+        team_run(n < panels ? n : (int)panels, SFX(time_loop), (void *)r);
+}
+
+static void SFX(forward)(const SFX(run) *r)
+{
+    const fusedrnn_problem *p = r->p;
+    const int64_t T = p->T, B = p->B, D = p->D, H = p->H;
+    const seq_layout L = layout_of(p);
+    REAL *y = r->y;
+
+    /* y = x W_ih^T + b for all steps in one GEMM, straight into y  [T*B,H] */
+    for (int64_t i = 0; i < T * B; i++)
+        for (int64_t j = 0; j < H; j++)
+            y[i * H + j] = r->bias ? r->bias[j] : 0;
+    SFX(gemm_team)(r, T * B, H, D, (SFX(view)){r->x, D, 1}, (SFX(view)){r->w_ih, 1, D}, y, H, 1);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = seq_len(r->lengths, b, T); t < T; t++)
+            SFX(zero)(y + row_of(L, t, b) * H, H);
+
+    SFX(pack_b)(H, H, r->u->nr, r->w_hh, 1, H, r->w->packed);   /* W_hh^T */
+    SFX(recurrence)(r);
+
+    for (int64_t b = 0; b < B; b++) {
+        int64_t len = seq_len(r->lengths, b, T);
+        const REAL *last = len > 0 ? y + row_of(L, time_at(p, len, len - 1), b) * H
+                         : r->h0   ? r->h0 + b * H
+                                   : r->w->zeros;
+        SFX(copy)(r->h_n + b * H, last, H);
+    }
+}
+
+static void SFX(backward)(const SFX(run) *r)
+{
+    const fusedrnn_problem *p = r->p;
     const int64_t T = p->T, B = p->B, D = p->D, H = p->H, TB = T * B;
     const seq_layout L = layout_of(p);
-    REAL *dz = w.dz;
+    REAL *dz = r->w->dz, *g = r->w->g;
 
     /* dz starts as dy; dh_n joins each sequence at the step it ended on;
      * padded steps stay zero whatever dy holds there. */
-    for (int64_t r = 0; r < TB * H; r++)
-        dz[r] = dy ? dy[r] : 0;
+    for (int64_t i = 0; i < TB * H; i++)
+        dz[i] = r->dy ? r->dy[i] : 0;
     for (int64_t b = 0; b < B; b++) {
-        int64_t len = seq_len(lengths, b, T);
+        int64_t len = seq_len(r->lengths, b, T);
         for (int64_t t = len; t < T; t++)
             SFX(zero)(dz + row_of(L, t, b) * H, H);
-        if (len > 0 && dh_n) {
+        if (len > 0 && r->dh_n) {
             REAL *end = dz + row_of(L, time_at(p, len, len - 1), b) * H;
             for (int64_t j = 0; j < H; j++)
-                end[j] += dh_n[b * H + j];
+                end[j] += r->dh_n[b * H + j];
         }
     }
 
-    /* dz_s = (dz_s + dz_{s+1} W_hh) * act'(y_s), newest step first, in place. */
-    SFX(zero)(w.zeros, H);
-    SFX(pack_b)(H, H, u->nr, w_hh, H, 1, w.packed);
-    for (int64_t s = T - 1; s >= 0; s--) {
-        int64_t m = 0;
-        for (int64_t b = 0; b < B; b++) {
-            int64_t len = seq_len(lengths, b, T);
-            if (s >= len)
-                continue;
-            int64_t r = row_of(L, time_at(p, len, s), b);
-            w.c_rows[m] = dz + r * H;
-            w.aux_rows[m] = y + r * H;
-            w.a_rows[m] = s + 1 < len ? dz + row_of(L, time_at(p, len, s + 1), b) * H : w.zeros;
-            m++;
-        }
-        SFX(step)(u, m, H, w.a_rows, w.packed, w.c_rows, w.aux_rows, epilogue_of(p->act, 1));
-    }
+    SFX(pack_b)(H, H, r->u->nr, r->w_hh, H, 1, r->w->packed);   /* W_hh */
+    SFX(recurrence)(r);
 
     /* The weight and input gradients, deferred to one GEMM each over K = T*B. */
-    SFX(zero)(dbias, H);
-    for (int64_t r = 0; r < TB; r++)
+    SFX(zero)(r->dbias, H);
+    for (int64_t i = 0; i < TB; i++)
         for (int64_t j = 0; j < H; j++)
-            dbias[j] += dz[r * H + j];
-    SFX(gemm)(u, H, D, TB, (SFX(view)){dz, 1, H}, (SFX(view)){x, D, 1},
-              dw_ih, D, 0, w.pack_a, w.pack_b);                       /* dz^T x   [H,D] */
-    SFX(gemm)(u, TB, D, H, (SFX(view)){dz, H, 1}, (SFX(view)){w_ih, D, 1},
-              dx, D, 0, w.pack_a, w.pack_b);                          /* dz W_ih  [T*B,D] */
+            r->dbias[j] += dz[i * H + j];
+    SFX(gemm_team)(r, H, D, TB, (SFX(view)){dz, 1, H}, (SFX(view)){r->x, D, 1},
+                   r->dw_ih, D, 0);                                  /* dz^T x   [H,D] */
+    SFX(gemm_team)(r, TB, D, H, (SFX(view)){dz, H, 1}, (SFX(view)){r->w_ih, D, 1},
+                   r->dx, D, 0);                                     /* dz W_ih  [T*B,D] */
 
     /* The first step of each sequence saw h0: g = its dz row, dh0 = g W_hh,
      * and dh_n passes straight through an empty sequence. */
     for (int64_t b = 0; b < B; b++) {
-        int64_t len = seq_len(lengths, b, T);
+        int64_t len = seq_len(r->lengths, b, T);
         if (len > 0)
-            SFX(copy)(w.g + b * H, dz + row_of(L, time_at(p, len, 0), b) * H, H);
+            SFX(copy)(g + b * H, dz + row_of(L, time_at(p, len, 0), b) * H, H);
         else
-            SFX(zero)(w.g + b * H, H);
+            SFX(zero)(g + b * H, H);
     }
-    SFX(gemm)(u, B, H, H, (SFX(view)){w.g, H, 1}, (SFX(view)){w_hh, H, 1},
-              dh0, H, 0, w.pack_a, w.pack_b);
+    SFX(gemm_team)(r, B, H, H, (SFX(view)){g, H, 1}, (SFX(view)){r->w_hh, H, 1}, r->dh0, H, 0);
     for (int64_t b = 0; b < B; b++)
-        if (seq_len(lengths, b, T) == 0) {
-            if (dh_n)
-                SFX(copy)(dh0 + b * H, dh_n + b * H, H);
+        if (seq_len(r->lengths, b, T) == 0) {
+            if (r->dh_n)
+                SFX(copy)(r->dh0 + b * H, r->dh_n + b * H, H);
             else
-                SFX(zero)(dh0 + b * H, H);
+                SFX(zero)(r->dh0 + b * H, H);
         }
 
     /* dW_hh = sum over steps of dz_t^T h_{t-1}. The first steps pair with h0;
      * every other step pairs with y one time step back (forward) or ahead
-     * (reverse), which in either layout is y shifted by `step_rows` rows.
+     * (reverse), which in either layout is y shifted by one time step's rows.
      * With the first-step rows of dz zeroed, the rows that the shift pairs
      * across sequence boundaries or with padding all have dz = 0. */
-    if (h0)
-        SFX(gemm)(u, H, H, B, (SFX(view)){w.g, 1, H}, (SFX(view)){h0, H, 1},
-                  dw_hh, H, 0, w.pack_a, w.pack_b);
+    if (r->h0)
+        SFX(gemm_team)(r, H, H, B, (SFX(view)){g, 1, H}, (SFX(view)){r->h0, H, 1}, r->dw_hh, H, 0);
     for (int64_t b = 0; b < B; b++) {
-        int64_t len = seq_len(lengths, b, T);
+        int64_t len = seq_len(r->lengths, b, T);
         if (len > 0)
             SFX(zero)(dz + row_of(L, time_at(p, len, 0), b) * H, H);
     }
     int64_t shift = L.t_rows, K = TB > shift ? TB - shift : 0;
     const REAL *dz_k = p->reverse ? dz : dz + shift * H;
-    const REAL *y_k = p->reverse ? y + shift * H : y;
-    SFX(gemm)(u, H, H, K, (SFX(view)){dz_k, 1, H}, (SFX(view)){y_k, H, 1},
-              dw_hh, H, h0 != NULL, w.pack_a, w.pack_b);
+    const REAL *y_k = p->reverse ? r->y + shift * H : r->y;
+    SFX(gemm_team)(r, H, H, K, (SFX(view)){dz_k, 1, H}, (SFX(view)){y_k, H, 1},
+                   r->dw_hh, H, r->h0 != NULL);
 }

@@ -12,7 +12,8 @@
  * never accumulated into. No output may alias any other buffer. Every call
  * needs a workspace of at least the size its query returns (any alignment).
  * Calls are thread-safe; the kernel allocates nothing and keeps no state
- * besides the micro-kernel table chosen once.
+ * besides the micro-kernel table chosen once and its worker threads, created
+ * on first use and asleep between calls.
  */
 #ifndef FUSEDRNN_H
 #define FUSEDRNN_H
@@ -46,6 +47,8 @@ typedef struct {
     fusedrnn_act act;
     int reverse;            /* nonzero: each sequence runs from its last valid step to 0 */
     int batch_first;        /* nonzero: sequence data is [B,T,*], else [T,B,*] */
+    int threads;            /* at most this many threads (<= 1: the caller's only);
+                               results are bitwise the same for any count */
 } fusedrnn_problem;
 
 /* Workspace sizes in bytes (0 on an invalid problem or when the size overflows). */

@@ -93,7 +93,7 @@ def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
     y = np.empty(_seq_shape(T, B, H, batch_first), x.dtype)
     h_n = np.empty((B, H), x.dtype)
     _kernel.forward(x, h0, w_ih, w_hh, bias, lengths, y, h_n, T, B, act,
-                    bool(reverse), bool(batch_first))
+                    bool(reverse), bool(batch_first), _num_threads)
     return y, h_n
 
 
@@ -117,7 +117,7 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
     grads = RNNGrads(np.empty_like(x), np.empty((B, H), x.dtype), np.empty_like(w_ih),
                      np.empty_like(w_hh), np.empty(H, x.dtype))
     _kernel.backward(x, h0, w_ih, w_hh, lengths, y, dy, dh_n, *grads, T, B, act,
-                     bool(reverse), bool(batch_first))
+                     bool(reverse), bool(batch_first), _num_threads)
     return grads
 
 
@@ -162,7 +162,9 @@ _num_threads = _threads_from_env()
 
 
 def set_num_threads(n):
-    """Set the number of threads later kernel calls use (n >= 1)."""
+    """Set the most threads later kernel calls use (n >= 1). Small problems use
+    fewer, where splitting would cost more than it saves; results are bitwise
+    the same for any count."""
     global _num_threads
     _num_threads = _check_threads(n)
 

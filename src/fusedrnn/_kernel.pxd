@@ -25,6 +25,7 @@ cdef extern from "fusedrnn.h" nogil:
         fusedrnn_act act
         int reverse
         int batch_first
+        int threads
 
     size_t fusedrnn_forward_workspace(const fusedrnn_problem *p)
     size_t fusedrnn_backward_workspace(const fusedrnn_problem *p)

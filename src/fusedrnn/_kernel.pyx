@@ -20,7 +20,7 @@ cdef inline const void *data(object a):
 
 
 cdef fusedrnn_problem problem(object x, object w_hh, int64_t T, int64_t B, int act,
-                              bint reverse, bint batch_first):
+                              bint reverse, bint batch_first, int threads):
     cdef fusedrnn_problem p
     p.dtype = FUSEDRNN_F64 if (<cnp.ndarray>x).dtype.itemsize == 8 else FUSEDRNN_F32
     p.T = T
@@ -30,6 +30,7 @@ cdef fusedrnn_problem problem(object x, object w_hh, int64_t T, int64_t B, int a
     p.act = <fusedrnn_act>act
     p.reverse = reverse
     p.batch_first = batch_first
+    p.threads = threads
     return p
 
 
@@ -53,8 +54,8 @@ cdef void *workspace(size_t n) except NULL:
 
 
 def forward(x, h0, w_ih, w_hh, bias, lengths, y, h_n, int64_t T, int64_t B, int act,
-            bint reverse, bint batch_first):
-    cdef fusedrnn_problem p = problem(x, w_hh, T, B, act, reverse, batch_first)
+            bint reverse, bint batch_first, int threads):
+    cdef fusedrnn_problem p = problem(x, w_hh, T, B, act, reverse, batch_first, threads)
     cdef size_t n = fusedrnn_forward_workspace(&p)
     cdef void *ws = workspace(n)
     cdef const void *px = data(x)
@@ -73,8 +74,8 @@ def forward(x, h0, w_ih, w_hh, bias, lengths, y, h_n, int64_t T, int64_t B, int 
 
 
 def backward(x, h0, w_ih, w_hh, lengths, y, dy, dh_n, dx, dh0, dw_ih, dw_hh, dbias,
-             int64_t T, int64_t B, int act, bint reverse, bint batch_first):
-    cdef fusedrnn_problem p = problem(x, w_hh, T, B, act, reverse, batch_first)
+             int64_t T, int64_t B, int act, bint reverse, bint batch_first, int threads):
+    cdef fusedrnn_problem p = problem(x, w_hh, T, B, act, reverse, batch_first, threads)
     cdef size_t n = fusedrnn_backward_workspace(&p)
     cdef void *ws = workspace(n)
     cdef const void *px = data(x)
