@@ -52,15 +52,6 @@ def test_reference():
     check_worked_example(y, h_n)
 
 
-@pytest.fixture(params=fusedrnn.available_isas())
-def isa(request):
-    """Forces one ISA for the test and restores the previous choice after."""
-    previous = fusedrnn.get_isa()
-    fusedrnn.set_isa(request.param)
-    yield request.param
-    fusedrnn.set_isa(previous)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fast_api(isa, dtype):
     assert fusedrnn.get_isa() == isa  # the example really runs on the forced path

@@ -88,12 +88,13 @@ def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
     sequence's state after its last valid step.
     """
     act = _activation(nonlinearity)
+    reverse, batch_first = _flag("reverse", reverse), _flag("batch_first", batch_first)
     x, h0, w_ih, w_hh, lengths, T, B, H = _common(x, h0, w_ih, w_hh, lengths, batch_first)
     bias = _optional("bias", bias, (H,), x.dtype)
     y = np.empty(_seq_shape(T, B, H, batch_first), x.dtype)
     h_n = np.empty((B, H), x.dtype)
     _kernel.forward(x, h0, w_ih, w_hh, bias, lengths, y, h_n, T, B, act,
-                    bool(reverse), bool(batch_first), _num_threads)
+                    reverse, batch_first, _num_threads)
     return y, h_n
 
 
@@ -109,6 +110,7 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
     the bias whether or not one was used.
     """
     act = _activation(nonlinearity)
+    reverse, batch_first = _flag("reverse", reverse), _flag("batch_first", batch_first)
     x, h0, w_ih, w_hh, lengths, T, B, H = _common(x, h0, w_ih, w_hh, lengths, batch_first)
     seq = _seq_shape(T, B, H, batch_first)
     y = _float_array("y", y, seq, x.dtype)
@@ -117,7 +119,7 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
     grads = RNNGrads(np.empty_like(x), np.empty((B, H), x.dtype), np.empty_like(w_ih),
                      np.empty_like(w_hh), np.empty(H, x.dtype))
     _kernel.backward(x, h0, w_ih, w_hh, lengths, y, dy, dh_n, *grads, T, B, act,
-                     bool(reverse), bool(batch_first), _num_threads)
+                     reverse, batch_first, _num_threads)
     return grads
 
 
@@ -143,19 +145,33 @@ get_isa = _kernel.get_isa
 available_isas = _kernel.available_isas
 
 
-def _threads_from_env():
-    value = os.environ.get("FUSEDRNN_NUM_THREADS")
-    return os.cpu_count() or 1 if value is None else _check_threads(value, "FUSEDRNN_NUM_THREADS")
-
-
 def _check_threads(n, name="n"):
+    if isinstance(n, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a positive integer, got {n!r}")
     try:
-        n = operator.index(int(n) if isinstance(n, str) else n)
-    except (TypeError, ValueError):
+        n = operator.index(n)
+    except TypeError:
         raise TypeError(f"{name}: expected a positive integer, got {n!r}") from None
     if n < 1:
         raise ValueError(f"{name}: expected a positive integer, got {n}")
     return n
+
+
+def _threads_from_env():
+    value = os.environ.get("FUSEDRNN_NUM_THREADS")
+    if value is None:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        return _check_threads(int(value), "FUSEDRNN_NUM_THREADS")
+    except ValueError:
+        raise ValueError(f"FUSEDRNN_NUM_THREADS: expected a positive integer, got {value!r}") from None
+
+
+def _flag(name, value):
+    """reverse and batch_first: a bool (or 0/1), never any truthy object."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name}: expected True or False, got {value!r}")
 
 
 _num_threads = _threads_from_env()

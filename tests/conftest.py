@@ -1,0 +1,67 @@
+"""Shared by the kernel tests: the ISA fixture and the one tolerance table.
+
+Kernel-running modules opt in to the ISA sweep with
+`pytestmark = pytest.mark.usefixtures("isa")` (or by taking `isa` as an
+argument); the reference-only tests stay unparametrized.
+
+Tests get `assert_close` as a fixture rather than by `from conftest import`,
+which only works when pytest puts tests/ on sys.path (not with
+--import-mode=importlib).
+"""
+
+import numpy as np
+import pytest
+
+import fusedrnn
+
+
+@pytest.fixture(params=fusedrnn.available_isas())
+def isa(request):
+    """Forces one ISA for the test and restores the previous choice after, so
+    that DESIGN.md section 5's "the whole suite over every ISA" holds."""
+    previous = fusedrnn.get_isa()
+    fusedrnn.set_isa(request.param)
+    yield request.param
+    fusedrnn.set_isa(previous)
+
+
+# Kernel against reference, per dtype. The bound on element i is
+#     tol * (|expected_i| + rms(expected)),
+# relative for the large elements and absolute, at the array's typical
+# magnitude, for the small ones: an element that is a sum of terms much larger
+# than itself (a gradient entry after cancellation) carries the rounding error
+# of those terms, not of its own size. The float32 value leaves room for
+# vectorised tanh/sigmoid approximations and for the recurrence amplifying
+# rounding over T steps; float64 leaves room for the same at double precision.
+TOLERANCE = {
+    np.dtype(np.float32): 2e-4,
+    np.dtype(np.float64): 1e-10,
+}
+
+
+def assert_close(actual, expected, dtype, name):
+    """`actual` (a kernel output) has `dtype`, the shape of `expected` (the
+    reference's float64 result) and agrees with it within TOLERANCE[dtype]."""
+    dtype = np.dtype(dtype)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert isinstance(actual, np.ndarray), f"{name}: expected an ndarray, got {type(actual)}"
+    assert actual.dtype == dtype, f"{name}: expected dtype {dtype}, got {actual.dtype}"
+    assert actual.shape == expected.shape, \
+        f"{name}: expected shape {expected.shape}, got {actual.shape}"
+    if expected.size == 0:
+        return
+    tol = TOLERANCE[dtype]
+    rms = np.sqrt(np.mean(expected ** 2))
+    error = np.abs(actual.astype(np.float64) - expected)
+    bad = ~(error <= tol * (np.abs(expected) + rms))  # written so that NaN counts as a failure
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise AssertionError(
+            f"{name}: {bad.sum()} of {bad.size} elements off, max error {np.max(error):.3g} "
+            f"(tolerance {tol:g} x (|expected| + rms {rms:.3g})); "
+            f"first at {first}: got {float(actual[first]):.17g}, expected {expected[first]:.17g}")
+
+
+@pytest.fixture(name="assert_close")
+def assert_close_fixture():
+    return assert_close
