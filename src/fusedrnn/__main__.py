@@ -1,0 +1,2 @@
+from ._cli import main
+raise SystemExit(main())
