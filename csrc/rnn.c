@@ -31,17 +31,20 @@ static inline int64_t time_at(const fusedrnn_problem *p, int64_t len, int64_t s)
     return p->reverse ? len - 1 - s : s;
 }
 
-/* Threads for a phase of `work` multiply-adds: one per `grain` of them, at
- * most the problem's allowance. */
+/* The most threads the call may use. */
 static int team_size(const fusedrnn_problem *p)
 {
     return p->threads < 1 ? 1 : p->threads > FUSEDRNN_MAX_THREADS ? FUSEDRNN_MAX_THREADS : p->threads;
 }
 
+/* Threads for a phase of `work` multiply-adds: one per `grain` of them (a
+ * thread's share must outweigh the cost of waking it and of the barriers),
+ * at most the call's allowance. */
 static int threads_for(const fusedrnn_problem *p, double work, double grain)
 {
+    double shares = work / grain;
     int n = team_size(p);
-    return work / grain < n ? (work < 2 * grain ? 1 : (int)(work / grain)) : n;
+    return shares >= n ? n : shares < 2 ? 1 : (int)shares;
 }
 
 /* The GEMM engine and the drivers, once per dtype. */

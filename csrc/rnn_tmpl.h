@@ -96,7 +96,7 @@ static void SFX(gemm_team)(const SFX(run) *r, int64_t M, int64_t N, int64_t K,
  * h_{t-1} being the previous step's row of y, or h0. Backward: dz_t =
  * (dz_t + dz_{t'} W) act'(y_t), t' the step after t, or nothing at a
  * sequence's last step (the zero row). */
-static void SFX(step_rows)(const SFX(run) *r, int64_t s, int buf)
+static void SFX(fill_rows)(const SFX(run) *r, int64_t s, int buf)
 {
     const fusedrnn_problem *p = r->p;
     const seq_layout L = layout_of(p);
@@ -135,14 +135,14 @@ static void SFX(time_loop)(void *arg, int tid, int n, team *t)
     int64_t j0, j1;
     team_share(H, r->u->nr, tid, n, &j0, &j1);
     if (tid == 0)
-        SFX(step_rows)(r, r->backward ? T - 1 : 0, 0);
+        SFX(fill_rows)(r, r->backward ? T - 1 : 0, 0);
     team_barrier(t);
     for (int64_t i = 0; i < T; i++) {
         int buf = (int)(i & 1);
         SFX(step)(r->u, w->m[buf], j0, j1, H, w->a_rows[buf], w->packed, w->c_rows[buf],
                   r->backward ? w->aux_rows[buf] : NULL, epi);
         if (tid == 0 && i + 1 < T)
-            SFX(step_rows)(r, r->backward ? T - 2 - i : i + 1, buf ^ 1);
+            SFX(fill_rows)(r, r->backward ? T - 2 - i : i + 1, buf ^ 1);
         team_barrier(t);
     }
 }
