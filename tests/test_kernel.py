@@ -65,18 +65,20 @@ def make_inputs(shape, dtype, batch_first, bias_given, h0_given):
     )
 
 
+def every_option(test):
+    """Parametrize over every activation, dtype and on/off option."""
+    for name in ("batch_first", "reverse", "lengths", "h0", "bias"):
+        test = flag(name)(test)
+    test = pytest.mark.parametrize("dtype", DTYPES)(test)
+    return pytest.mark.parametrize("nonlinearity", NONLINEARITIES)(test)
+
+
 @pytest.fixture(params=SHAPES)
 def shape(request):
     return SHAPES[request.param]
 
 
-@flag("batch_first")
-@flag("reverse")
-@flag("lengths")
-@flag("h0")
-@flag("bias")
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
+@every_option
 def test_forward_matches_reference(assert_close, shape, nonlinearity, dtype, bias, h0, lengths,
                                    reverse, batch_first):
     inputs = make_inputs(shape, dtype, batch_first, bias, h0)
@@ -91,13 +93,7 @@ def test_forward_matches_reference(assert_close, shape, nonlinearity, dtype, bia
 
 
 @pytest.mark.parametrize("grad_outputs", ["dy_dh_n", "dy", "dh_n", "none"])
-@flag("batch_first")
-@flag("reverse")
-@flag("lengths")
-@flag("h0")
-@flag("bias")
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
+@every_option
 def test_backward_matches_reference(assert_close, shape, nonlinearity, dtype, bias, h0, lengths,
                                     reverse, batch_first, grad_outputs):
     inputs = make_inputs(shape, dtype, batch_first, bias, h0)
