@@ -19,10 +19,14 @@ cdef inline const void *data(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
+cdef inline fusedrnn_dtype dtype_of(object a):
+    return FUSEDRNN_F64 if (<cnp.ndarray>a).dtype.itemsize == 8 else FUSEDRNN_F32
+
+
 cdef fusedrnn_problem problem(object x, object w_hh, int64_t T, int64_t B, int act,
                               bint reverse, bint batch_first, int threads):
     cdef fusedrnn_problem p
-    p.dtype = FUSEDRNN_F64 if (<cnp.ndarray>x).dtype.itemsize == 8 else FUSEDRNN_F32
+    p.dtype = dtype_of(x)
     p.T = T
     p.B = B
     p.D = (<cnp.ndarray>x).shape[2]
@@ -114,8 +118,7 @@ def available_isas():
 
 def activation(int act, bint derivative, z, y, out):
     """out = act(z), or z * act'(y): the active ISA's vector epilogue on 1-D arrays."""
-    cdef fusedrnn_dtype dtype = FUSEDRNN_F64 if z.dtype.itemsize == 8 else FUSEDRNN_F32
-    check(fusedrnn_activation(dtype, <fusedrnn_act>act, derivative, z.shape[0],
+    check(fusedrnn_activation(dtype_of(z), <fusedrnn_act>act, derivative, z.shape[0],
                               data(z), data(y), <void *>data(out)))
 
 
