@@ -7,33 +7,29 @@
 
 static inline int64_t SFX(min64)(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/* Bp: ceil(n/nr) panels, each k rows of nr columns (k-major), zero-padded. */
+/* Bp: ceil(n/nr) panels, each k rows of nr columns (k-major), zero-padded.
+ * Two loop orders so that the source is always read along its rows. */
 static void SFX(pack_b)(int64_t k, int64_t n, int64_t nr,
                         const REAL *B, int64_t rsb, int64_t csb, REAL *Bp)
 {
-    for (int64_t j0 = 0; j0 < n; j0 += nr) {
+    for (int64_t j0 = 0; j0 < n; j0 += nr, Bp += k * nr) {
         int64_t w = SFX(min64)(nr, n - j0);
-        for (int64_t p = 0; p < k; p++, Bp += nr) {
-            for (int64_t j = 0; j < w; j++)
-                Bp[j] = B[p * rsb + (j0 + j) * csb];
+        if (csb == 1) {
+            for (int64_t p = 0; p < k; p++) {
+                const REAL *src = B + p * rsb + j0;
+                for (int64_t j = 0; j < w; j++)
+                    Bp[p * nr + j] = src[j];
+            }
+        } else {   /* B transposed: column j of B is a row of the source */
+            for (int64_t j = 0; j < w; j++) {
+                const REAL *src = B + (j0 + j) * csb;
+                for (int64_t p = 0; p < k; p++)
+                    Bp[p * nr + j] = src[p * rsb];
+            }
+        }
+        for (int64_t p = 0; p < k; p++)
             for (int64_t j = w; j < nr; j++)
-                Bp[j] = 0;
-        }
-    }
-}
-
-/* Ap: ceil(m/mr) panels, each k columns of mr rows (k-major), zero-padded. */
-static void SFX(pack_a)(int64_t m, int64_t k, int64_t mr,
-                        const REAL *A, int64_t rsa, int64_t csa, REAL *Ap)
-{
-    for (int64_t i0 = 0; i0 < m; i0 += mr) {
-        int64_t h = SFX(min64)(mr, m - i0);
-        for (int64_t p = 0; p < k; p++, Ap += mr) {
-            for (int64_t i = 0; i < h; i++)
-                Ap[i] = A[(i0 + i) * rsa + p * csa];
-            for (int64_t i = h; i < mr; i++)
-                Ap[i] = 0;
-        }
+                Bp[p * nr + j] = 0;
     }
 }
 
@@ -42,13 +38,32 @@ typedef struct {
     int64_t rs, cs;   /* element (i,k) at p[i*rs + k*cs] */
 } SFX(view);
 
+/* One recurrent step or GEMM block over m rows and the columns [j0, j1):
+ * c_rows = epi(c_rows + a_rows Bp), Bp packed by pack_b over k rows.
+ * Column panels outside, row tiles inside: each panel of Bp stays in L1
+ * while every row tile passes over it. */
+static void SFX(step)(const SFX(ukr) *u, int64_t m, int64_t j0, int64_t j1, int64_t k,
+                      const REAL *const *a_rows, const REAL *Bp,
+                      REAL *const *c_rows, const REAL *const *aux_rows, epilogue epi)
+{
+    for (int64_t j = j0; j < j1; j += u->nr)
+        for (int64_t i = 0; i < m; i += u->mr)
+            u->step(k, a_rows + i, Bp + j * k, c_rows + i,
+                    aux_rows ? aux_rows + i : NULL, j,
+                    SFX(min64)(u->mr, m - i), SFX(min64)(u->nr, j1 - j), epi);
+}
+
 /* C[M,N] (= or +=) A[M,K] B[K,N]; C row-major with leading dimension ldc.
- * Blocked for the caches: a kc x nc slab of B and an mc x kc block of A are
- * packed, then swept by the register tile. */
+ * Blocked for the caches: a kc x nc slab of B is packed (L3, one nr panel of
+ * it in L1) and an mc x kc block of A passes over it (L2). The step kernel
+ * reads A by rows: rows of a row-major A are used in place, a transposed A
+ * is copied once per block into rows, in pack_a. */
 static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
                       SFX(view) A, SFX(view) B, REAL *C, int64_t ldc, int accumulate,
                       REAL *pack_a, REAL *pack_b)
 {
+    const REAL *a_rows[FUSEDRNN_MC_MAX];
+    REAL *c_rows[FUSEDRNN_MC_MAX];
     if (K == 0 && !accumulate)
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < N; j++)
@@ -57,16 +72,20 @@ static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
         int64_t nc = SFX(min64)(u->nc, N - jc);
         for (int64_t pc = 0; pc < K; pc += u->kc) {
             int64_t kc = SFX(min64)(u->kc, K - pc);
-            int acc = accumulate || pc > 0;
+            epilogue epi = accumulate || pc > 0 ? EPI_ACC : EPI_SET;
             SFX(pack_b)(kc, nc, u->nr, B.p + pc * B.rs + jc * B.cs, B.rs, B.cs, pack_b);
             for (int64_t ic = 0; ic < M; ic += u->mc) {
                 int64_t mc = SFX(min64)(u->mc, M - ic);
-                SFX(pack_a)(mc, kc, u->mr, A.p + ic * A.rs + pc * A.cs, A.rs, A.cs, pack_a);
-                for (int64_t jr = 0; jr < nc; jr += u->nr)
-                    for (int64_t ir = 0; ir < mc; ir += u->mr)
-                        u->gemm(kc, pack_a + ir * kc, pack_b + jr * kc,
-                                C + (ic + ir) * ldc + jc + jr, ldc,
-                                SFX(min64)(u->mr, mc - ir), SFX(min64)(u->nr, nc - jr), acc);
+                const REAL *a = A.p + ic * A.rs + pc * A.cs;
+                for (int64_t i = 0; i < mc; i++) {
+                    a_rows[i] = A.cs == 1 ? a + i * A.rs : pack_a + i * kc;
+                    c_rows[i] = C + (ic + i) * ldc + jc;
+                }
+                if (A.cs != 1)   /* A transposed: read along its rows, write ours */
+                    for (int64_t p = 0; p < kc; p++)
+                        for (int64_t i = 0; i < mc; i++)
+                            pack_a[i * kc + p] = a[i * A.rs + p * A.cs];
+                SFX(step)(u, mc, 0, nc, kc, a_rows, pack_b, c_rows, NULL, epi);
             }
         }
     }
@@ -100,19 +119,4 @@ static void SFX(gemm_slice)(void *arg, int tid, int n, team *t)
         SFX(view) A = {g->A.p + lo * g->A.rs, g->A.rs, g->A.cs};
         SFX(gemm)(g->u, hi - lo, g->N, g->K, A, g->B, g->C + lo * g->ldc, g->ldc, g->accumulate, pa, pb);
     }
-}
-
-/* One recurrent step over m rows and the columns [j0, j1) (whole panels):
- * c_rows = epi(c_rows + a_rows W) with the whole [K=H, N=H] right operand
- * packed once per call in `packed`. Column panels outside, row tiles inside:
- * each panel of W stays in L1 while every row tile passes over it. */
-static void SFX(step)(const SFX(ukr) *u, int64_t m, int64_t j0, int64_t j1, int64_t H,
-                      const REAL *const *a_rows, const REAL *packed,
-                      REAL *const *c_rows, const REAL *const *aux_rows, epilogue epi)
-{
-    for (int64_t j = j0; j < j1; j += u->nr)
-        for (int64_t i = 0; i < m; i += u->mr)
-            u->step(H, a_rows + i, packed + j * H, c_rows + i,
-                    aux_rows ? aux_rows + i : NULL, j,
-                    SFX(min64)(u->mr, m - i), SFX(min64)(u->nr, H - j), epi);
 }

@@ -12,10 +12,12 @@
 /* What the step kernel does with its tile once the product is in registers:
  * forward    c = act(c + acc)
  * backward   c = (c + acc) * act'(aux), the derivative taken from the stored
- *            output aux = act(z): 1 - y^2, y > 0, y (1 - y). */
+ *            output aux = act(z): 1 - y^2, y > 0, y (1 - y)
+ * plain GEMM c = acc (EPI_SET: c is not read) or c = c + acc (EPI_ACC). */
 typedef enum {
     EPI_TANH, EPI_RELU, EPI_SIGMOID,
-    EPI_DTANH, EPI_DRELU, EPI_DSIGMOID
+    EPI_DTANH, EPI_DRELU, EPI_DSIGMOID,
+    EPI_SET, EPI_ACC
 } epilogue;
 
 /* Bounds on every ISA's blocking (mr, nr, mc, kc, nc of its tables below):

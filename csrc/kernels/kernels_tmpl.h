@@ -4,17 +4,13 @@ typedef struct {
     /* Register tile and cache blocking of the GEMM engine for this ISA. */
     int64_t mr, nr, mc, kc, nc;
 
-    /* C[m,n] (= or +=) Ap * Bp over k, m <= mr, n <= nr.
-     * Ap: k columns of mr packed rows (k-major), Bp: k rows of nr packed
-     * columns (k-major); both zero-padded to full tiles. C row-major, ldc. */
-    void (*gemm)(int64_t k, const REAL *Ap, const REAL *Bp,
-                 REAL *C, int64_t ldc, int64_t m, int64_t n, int accumulate);
-
-    /* The recurrent step on one tile, m <= mr rows, n <= nr columns:
+    /* The one product kernel, for the recurrent step and every GEMM alike,
+     * on one tile of m <= mr rows and n <= nr columns:
      * acc[i][j] = sum_p a_rows[i][p] * Bp[p*nr + j], then
      * c_rows[i][col + j] = epi(c_rows[i][col + j] + acc[i][j], aux_rows[i][col + j]).
-     * a_rows are whole unpacked rows of k elements; aux_rows is NULL for the
-     * forward epilogues. */
+     * a_rows are unpacked rows of k elements; Bp is k rows of nr packed
+     * columns (k-major), zero-padded; aux_rows is read by the backward
+     * epilogues only. */
     void (*step)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
                  REAL *const *c_rows, const REAL *const *aux_rows,
                  int64_t col, int64_t m, int64_t n, epilogue epi);
@@ -29,8 +25,6 @@ typedef struct {
     double (*fma_probe)(int64_t iters, REAL *sink);
 } SFX(ukr);
 
-void SFX(gemm_ref)(int64_t k, const REAL *Ap, const REAL *Bp,
-                   REAL *C, int64_t ldc, int64_t m, int64_t n, int accumulate);
 void SFX(step_ref)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
                    REAL *const *c_rows, const REAL *const *aux_rows,
                    int64_t col, int64_t m, int64_t n, epilogue epi);

@@ -13,6 +13,21 @@
 
 #define NR (2 * VL)
 
+/* The first n (>= 0) elements at p. Whole vectors take plain moves: AMD's
+ * masked moves are microcoded and cost many times a plain one. */
+static inline V SFX(load_n)(const REAL *p, int64_t n)
+{
+    return n >= VL ? V_LOAD(p) : V_LOAD_M(p, V_MASK(n));
+}
+
+static inline void SFX(store_n)(REAL *p, int64_t n, V v)
+{
+    if (n >= VL)
+        V_STORE(p, v);
+    else
+        V_STORE_M(p, V_MASK(n), v);
+}
+
 /* exp and expm1 of y in [EXP_FLOOR, 0] share one reduction:
  * y = k ln2 + r, |r| <= ln2/2, p = expm1(r) by its Taylor series; then
  * exp(y) = 2^k (1 + p) and expm1(y) = 2^k p + (2^k - 1). For k = 0 the latter
@@ -64,6 +79,8 @@ static inline V SFX(vepilogue)(V z, V y, epilogue epi)
     case EPI_DTANH:    return V_MUL(z, V_FNMA(y, y, V_SET1(1)));
     case EPI_DRELU:    return V_MUL(z, V_GT0_ONE(y));
     case EPI_DSIGMOID: return V_MUL(z, V_MUL(y, V_SUB(V_SET1(1), y)));
+    case EPI_SET:
+    case EPI_ACC:      return z;
     }
     return z;
 }
@@ -71,38 +88,8 @@ static inline V SFX(vepilogue)(V z, V y, epilogue epi)
 static void SFX(apply)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilogue epi)
 {
     for (int64_t j = 0; j < n; j += VL) {
-        VMASK mask = V_MASK(n - j < VL ? n - j : VL);
-        V y = aux ? V_LOAD_M(aux + j, mask) : V_ZERO();
-        V_STORE_M(out + j, mask, SFX(vepilogue)(V_LOAD_M(z + j, mask), y, epi));
-    }
-}
-
-/* C[m,n] (= or +=) Ap Bp: MR x NR accumulators stay in registers for all k. */
-static void SFX(gemm)(int64_t k, const REAL *Ap, const REAL *Bp,
-               REAL *C, int64_t ldc, int64_t m, int64_t n, int accumulate)
-{
-    V acc[MR][2];
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; i++)
-        acc[i][0] = acc[i][1] = V_ZERO();
-    for (int64_t p = 0; p < k; p++, Ap += MR, Bp += NR) {
-        V b0 = V_LOAD(Bp), b1 = V_LOAD(Bp + VL);
-#pragma GCC unroll 16
-        for (int i = 0; i < MR; i++) {
-            V a = V_SET1(Ap[i]);
-            acc[i][0] = V_FMA(a, b0, acc[i][0]);
-            acc[i][1] = V_FMA(a, b1, acc[i][1]);
-        }
-    }
-    VMASK m0 = V_MASK(n < VL ? n : VL), m1 = V_MASK(n > VL ? n - VL : 0);
-    for (int64_t i = 0; i < m; i++) {
-        REAL *c = C + i * ldc;
-        if (accumulate) {
-            acc[i][0] = V_ADD(acc[i][0], V_LOAD_M(c, m0));
-            acc[i][1] = V_ADD(acc[i][1], V_LOAD_M(c + VL, m1));
-        }
-        V_STORE_M(c, m0, acc[i][0]);
-        V_STORE_M(c + VL, m1, acc[i][1]);
+        V y = aux ? SFX(load_n)(aux + j, n - j) : V_ZERO();
+        SFX(store_n)(out + j, n - j, SFX(vepilogue)(SFX(load_n)(z + j, n - j), y, epi));
     }
 }
 
@@ -145,7 +132,7 @@ SFX(step_rows)(const int M_, const int KS, int64_t k, const REAL *const *a_rows,
             acc[i][0][1] = V_FMA(ai, b1, acc[i][0][1]);
         }
     }
-    VMASK mask[2] = {V_MASK(n < VL ? n : VL), V_MASK(n > VL ? n - VL : 0)};
+    int64_t nh[2] = {n, n > VL ? n - VL : 0};
 #pragma GCC unroll 16
     for (int i = 0; i < M_; i++) {
         if (i >= m)
@@ -158,9 +145,9 @@ SFX(step_rows)(const int M_, const int KS, int64_t k, const REAL *const *a_rows,
 #pragma GCC unroll 4
             for (int s = 1; s < KS; s++)
                 sum = V_ADD(sum, acc[i][s][h]);
-            V z = V_ADD(V_LOAD_M(c + h * VL, mask[h]), sum);
-            V y = aux ? V_LOAD_M(aux + h * VL, mask[h]) : V_ZERO();
-            V_STORE_M(c + h * VL, mask[h], SFX(vepilogue)(z, y, epi));
+            V z = epi == EPI_SET ? sum : V_ADD(SFX(load_n)(c + h * VL, nh[h]), sum);
+            V y = aux ? SFX(load_n)(aux + h * VL, nh[h]) : V_ZERO();
+            SFX(store_n)(c + h * VL, nh[h], SFX(vepilogue)(z, y, epi));
         }
     }
 }

@@ -6,6 +6,7 @@
 #undef V_ZERO
 #undef V_SET1
 #undef V_LOAD
+#undef V_STORE
 #undef V_MASK
 #undef V_LOAD_M
 #undef V_STORE_M

@@ -18,6 +18,6 @@
 
 const isa_kernels isa_avx2 = {
     "avx2", cpu_has_avx2,
-    {MR, 16, 72, 256, 512, gemm_f32_avx2, step_f32_avx2, apply_f32_avx2, fma_probe_f32_avx2},
-    {MR, 8, 72, 256, 512, gemm_f64_avx2, step_f64_avx2, apply_f64_avx2, fma_probe_f64_avx2},
+    {MR, 16, 120, 320, 2048, step_f32_avx2, apply_f32_avx2, fma_probe_f32_avx2},
+    {MR, 8, 72, 256, 512, step_f64_avx2, apply_f64_avx2, fma_probe_f64_avx2},
 };

@@ -7,6 +7,7 @@
 #define V_ZERO() _mm256_setzero_pd()
 #define V_SET1(x) _mm256_set1_pd(x)
 #define V_LOAD(p) _mm256_loadu_pd(p)
+#define V_STORE(p, v) _mm256_storeu_pd(p, v)
 #define V_MASK(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))
 #define V_LOAD_M(p, m) _mm256_maskload_pd(p, m)
 #define V_STORE_M(p, m, v) _mm256_maskstore_pd(p, m, v)

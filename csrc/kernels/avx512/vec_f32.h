@@ -9,6 +9,7 @@
 #define V_ZERO() _mm512_setzero_ps()
 #define V_SET1(x) _mm512_set1_ps(x)
 #define V_LOAD(p) _mm512_loadu_ps(p)
+#define V_STORE(p, v) _mm512_storeu_ps(p, v)
 #define V_MASK(n) ((__mmask16)((1u << (n)) - 1))
 #define V_LOAD_M(p, m) _mm512_maskz_loadu_ps(m, p)
 #define V_STORE_M(p, m, v) _mm512_mask_storeu_ps(p, m, v)

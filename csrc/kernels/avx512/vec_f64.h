@@ -7,6 +7,7 @@
 #define V_ZERO() _mm512_setzero_pd()
 #define V_SET1(x) _mm512_set1_pd(x)
 #define V_LOAD(p) _mm512_loadu_pd(p)
+#define V_STORE(p, v) _mm512_storeu_pd(p, v)
 #define V_MASK(n) ((__mmask8)((1u << (n)) - 1))
 #define V_LOAD_M(p, m) _mm512_maskz_loadu_pd(m, p)
 #define V_STORE_M(p, m, v) _mm512_mask_storeu_pd(p, m, v)

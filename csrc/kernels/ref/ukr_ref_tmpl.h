@@ -16,21 +16,10 @@ static inline REAL SFX(apply_epilogue)(REAL z, REAL y, epilogue epi)
     case EPI_DTANH:    return z * (1 - y * y);
     case EPI_DRELU:    return z * (REAL)(y > 0);
     case EPI_DSIGMOID: return z * (y * (1 - y));
+    case EPI_SET:
+    case EPI_ACC:      return z;
     }
     return z;
-}
-
-void SFX(gemm_ref)(int64_t k, const REAL *Ap, const REAL *Bp,
-                   REAL *C, int64_t ldc, int64_t m, int64_t n, int accumulate)
-{
-    REAL acc[REF_MR][REF_NR] = {{0}};
-    for (int64_t p = 0; p < k; p++)
-        for (int i = 0; i < REF_MR; i++)
-            for (int j = 0; j < REF_NR; j++)
-                acc[i][j] += Ap[p * REF_MR + i] * Bp[p * REF_NR + j];
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t j = 0; j < n; j++)
-            C[i * ldc + j] = accumulate ? C[i * ldc + j] + acc[i][j] : acc[i][j];
 }
 
 void SFX(step_ref)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
@@ -48,7 +37,8 @@ void SFX(step_ref)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
         REAL *c = c_rows[i] + col;
         const REAL *aux = aux_rows ? aux_rows[i] + col : NULL;
         for (int64_t j = 0; j < n; j++)
-            c[j] = SFX(apply_epilogue)(c[j] + acc[i][j], aux ? aux[j] : 0, epi);
+            c[j] = SFX(apply_epilogue)(epi == EPI_SET ? acc[i][j] : c[j] + acc[i][j],
+                                       aux ? aux[j] : 0, epi);
     }
 }
 
