@@ -41,11 +41,18 @@ typedef struct {
 /* One recurrent step or GEMM block over m rows and the columns [j0, j1):
  * c_rows = epi(c_rows + a_rows Bp), Bp packed by pack_b over k rows.
  * Column panels outside, row tiles inside: each panel of Bp stays in L1
- * while every row tile passes over it. */
+ * while every row tile passes over it. Rows that fit one tile go to the
+ * kernel with all their columns at once, which it covers several panels at
+ * a time (batch 1 and 2). */
 static void SFX(step)(const SFX(ukr) *u, int64_t m, int64_t j0, int64_t j1, int64_t k,
                       const REAL *const *a_rows, const REAL *Bp,
                       REAL *const *c_rows, const REAL *const *aux_rows, epilogue epi)
 {
+    if (m <= u->mr) {
+        if (m > 0)   /* none when every sequence has ended */
+            u->step(k, a_rows, Bp + j0 * k, c_rows, aux_rows, j0, m, j1 - j0, epi);
+        return;
+    }
     for (int64_t j = j0; j < j1; j += u->nr)
         for (int64_t i = 0; i < m; i += u->mr)
             u->step(k, a_rows + i, Bp + j * k, c_rows + i,

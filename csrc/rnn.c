@@ -1,6 +1,7 @@
 /* Public entry points: validate, carve the workspace, pick the dtype once,
  * run the driver with denormals flushed. */
 #include <stdint.h>
+#include <string.h>
 
 #include "internal.h"
 

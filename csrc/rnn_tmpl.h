@@ -70,16 +70,15 @@ typedef struct {
     REAL *y, *h_n, *dx, *dh0, *dw_ih, *dw_hh, *dbias;
 } SFX(run);
 
+/* libc's copies are vectorised for whatever CPU runs them; all-zero bits are 0.0. */
 static void SFX(zero)(REAL *v, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++)
-        v[i] = 0;
+    memset(v, 0, (size_t)n * sizeof(REAL));
 }
 
 static void SFX(copy)(REAL *dst, const REAL *src, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = src[i];
+    memcpy(dst, src, (size_t)n * sizeof(REAL));
 }
 
 /* C (=|+=) A B over the team, when the product is worth splitting. */
@@ -165,10 +164,11 @@ static void SFX(forward)(const SFX(run) *r)
     REAL *y = r->y;
 
     /* y = x W_ih^T + b for all steps in one GEMM, straight into y  [T*B,H] */
-    for (int64_t i = 0; i < T * B; i++)
-        for (int64_t j = 0; j < H; j++)
-            y[i * H + j] = r->bias ? r->bias[j] : 0;
-    SFX(gemm_team)(r, T * B, H, D, (SFX(view)){r->x, D, 1}, (SFX(view)){r->w_ih, 1, D}, y, H, 1);
+    if (r->bias)
+        for (int64_t i = 0; i < T * B; i++)
+            SFX(copy)(y + i * H, r->bias, H);
+    SFX(gemm_team)(r, T * B, H, D, (SFX(view)){r->x, D, 1}, (SFX(view)){r->w_ih, 1, D},
+                   y, H, r->bias != NULL);
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = seq_len(r->lengths, b, T); t < T; t++)
             SFX(zero)(y + row_of(L, t, b) * H, H);
@@ -194,8 +194,10 @@ static void SFX(backward)(const SFX(run) *r)
 
     /* dz starts as dy; dh_n joins each sequence at the step it ended on;
      * padded steps stay zero whatever dy holds there. */
-    for (int64_t i = 0; i < TB * H; i++)
-        dz[i] = r->dy ? r->dy[i] : 0;
+    if (r->dy)
+        SFX(copy)(dz, r->dy, TB * H);
+    else
+        SFX(zero)(dz, TB * H);
     for (int64_t b = 0; b < B; b++) {
         int64_t len = seq_len(r->lengths, b, T);
         for (int64_t t = len; t < T; t++)

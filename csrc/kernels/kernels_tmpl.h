@@ -5,12 +5,12 @@ typedef struct {
     int64_t mr, nr, mc, kc, nc;
 
     /* The one product kernel, for the recurrent step and every GEMM alike,
-     * on one tile of m <= mr rows and n <= nr columns:
-     * acc[i][j] = sum_p a_rows[i][p] * Bp[p*nr + j], then
+     * on m <= mr rows and n columns:
+     * acc[i][j] = sum_p a_rows[i][p] * B[p][j], then
      * c_rows[i][col + j] = epi(c_rows[i][col + j] + acc[i][j], aux_rows[i][col + j]).
-     * a_rows are unpacked rows of k elements; Bp is k rows of nr packed
-     * columns (k-major), zero-padded; aux_rows is read by the backward
-     * epilogues only. */
+     * a_rows are unpacked rows of k elements; B is packed in ceil(n/nr)
+     * panels, panel q at Bp + q*k*nr holding k rows of nr columns (k-major),
+     * zero-padded; aux_rows is read by the backward epilogues only. */
     void (*step)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
                  REAL *const *c_rows, const REAL *const *aux_rows,
                  int64_t col, int64_t m, int64_t n, epilogue epi);

@@ -93,61 +93,70 @@ static void SFX(apply)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epi
     }
 }
 
-/* The step tile computed for M_ rows (a compile-time constant after
- * inlining) and stored for the first m <= M_; rows past m repeat row m-1.
- * With few rows there are too few accumulator chains to hide the FMA latency,
- * so the k loop is split into KS interleaved partial sums, added at the end. */
+/* The tile of M_ rows (a compile-time constant after inlining) by NP panels
+ * of NR columns, stored for the first m <= M_ rows and n <= NP*NR columns;
+ * rows past m repeat row m-1. Panel q of Bp is at Bp + q*k*NR. One or two
+ * rows (batch 1 or 2, or a thread's last rows) give too few accumulator chains
+ * to hide the FMA latency: several panels at once share each broadcast, and
+ * what is still short is made up by splitting the k loop into KS interleaved
+ * partial sums, added at the end. */
 static inline __attribute__((always_inline)) void
-SFX(step_rows)(const int M_, const int KS, int64_t k, const REAL *const *a_rows,
+SFX(step_tile)(const int M_, const int NP, const int KS, int64_t k, const REAL *const *a_rows,
                const REAL *Bp, REAL *const *c_rows, const REAL *const *aux_rows,
                int64_t col, int64_t m, int64_t n, epilogue epi)
 {
+    const int NV = 2 * NP;   /* vectors across the tile */
     const REAL *a[MR];
-    V acc[MR][KS][2];
+    V acc[MR][2][4];   /* [M_][KS][NV] used; fixed bounds keep it in registers */
+    /* One k step pp into partial sum ss: acc[i][ss][v] += a[i][pp] Bp[pp, v]. */
+#define TILE_K(pp, ss)                                                        \
+    do {                                                                      \
+        V b_[4];                                                              \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                  \
+            b_[v] = V_LOAD(Bp + (v / 2) * k * NR + (pp) * NR + (v % 2) * VL); \
+        _Pragma("GCC unroll 16") for (int i = 0; i < M_; i++) {               \
+            V ai_ = V_SET1(a[i][pp]);                                         \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)              \
+                acc[i][ss][v] = V_FMA(ai_, b_[v], acc[i][ss][v]);             \
+        }                                                                     \
+    } while (0)
 #pragma GCC unroll 16
     for (int i = 0; i < M_; i++) {
         a[i] = a_rows[i < m ? i : m - 1];
 #pragma GCC unroll 4
         for (int s = 0; s < KS; s++)
-            acc[i][s][0] = acc[i][s][1] = V_ZERO();
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                acc[i][s][v] = V_ZERO();
     }
+    /* k in rounds of KS steps, step s of a round into partial sum s; the
+     * k % KS steps left over go into partial sum 0. */
     int64_t p = 0;
     for (; p + KS <= k; p += KS)
 #pragma GCC unroll 4
-        for (int s = 0; s < KS; s++) {
-            V b0 = V_LOAD(Bp + (p + s) * NR), b1 = V_LOAD(Bp + (p + s) * NR + VL);
-#pragma GCC unroll 16
-            for (int i = 0; i < M_; i++) {
-                V ai = V_SET1(a[i][p + s]);
-                acc[i][s][0] = V_FMA(ai, b0, acc[i][s][0]);
-                acc[i][s][1] = V_FMA(ai, b1, acc[i][s][1]);
-            }
-        }
-    for (; p < k; p++) {
-        V b0 = V_LOAD(Bp + p * NR), b1 = V_LOAD(Bp + p * NR + VL);
-#pragma GCC unroll 16
-        for (int i = 0; i < M_; i++) {
-            V ai = V_SET1(a[i][p]);
-            acc[i][0][0] = V_FMA(ai, b0, acc[i][0][0]);
-            acc[i][0][1] = V_FMA(ai, b1, acc[i][0][1]);
-        }
-    }
-    int64_t nh[2] = {n, n > VL ? n - VL : 0};
+        for (int s = 0; s < KS; s++)
+            TILE_K(p + s, s);
+    for (; p < k; p++)
+        TILE_K(p, 0);
+#undef TILE_K
 #pragma GCC unroll 16
     for (int i = 0; i < M_; i++) {
         if (i >= m)
             break;
         REAL *c = c_rows[i] + col;
         const REAL *aux = aux_rows ? aux_rows[i] + col : NULL;
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            V sum = acc[i][0][h];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            int64_t nv = n - v * VL;
+            if (nv <= 0)
+                break;
+            V sum = acc[i][0][v];
 #pragma GCC unroll 4
             for (int s = 1; s < KS; s++)
-                sum = V_ADD(sum, acc[i][s][h]);
-            V z = epi == EPI_SET ? sum : V_ADD(SFX(load_n)(c + h * VL, nh[h]), sum);
-            V y = aux ? SFX(load_n)(aux + h * VL, nh[h]) : V_ZERO();
-            SFX(store_n)(c + h * VL, nh[h], SFX(vepilogue)(z, y, epi));
+                sum = V_ADD(sum, acc[i][s][v]);
+            V z = epi == EPI_SET ? sum : V_ADD(SFX(load_n)(c + v * VL, nv), sum);
+            V y = aux ? SFX(load_n)(aux + v * VL, nv) : V_ZERO();
+            SFX(store_n)(c + v * VL, nv, SFX(vepilogue)(z, y, epi));
         }
     }
 }
@@ -156,12 +165,24 @@ static void SFX(step)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
                REAL *const *c_rows, const REAL *const *aux_rows,
                int64_t col, int64_t m, int64_t n, epilogue epi)
 {
-    if (m == 1)
-        SFX(step_rows)(1, 4, k, a_rows, Bp, c_rows, aux_rows, col, m, n, epi);
-    else if (m == 2)
-        SFX(step_rows)(2, 2, k, a_rows, Bp, c_rows, aux_rows, col, m, n, epi);
-    else
-        SFX(step_rows)(MR, 1, k, a_rows, Bp, c_rows, aux_rows, col, m, n, epi);
+    /* Two panels at a time for one or two rows (8 accumulator vectors), one
+     * for the last panel and for more rows. KS depends on m only: every
+     * element is summed in the same order however the columns are split
+     * between threads, so results are bitwise the same for any thread count. */
+    for (int64_t j = 0; j < n; ) {
+        int pair = m <= 2 && n - j > NR;
+        const REAL *B = Bp + j * k;
+        int64_t c = col + j, w = n - j;
+        if (m == 1 && pair)
+            SFX(step_tile)(1, 2, 2, k, a_rows, B, c_rows, aux_rows, c, m, w, epi);
+        else if (m == 1)
+            SFX(step_tile)(1, 1, 2, k, a_rows, B, c_rows, aux_rows, c, m, w, epi);
+        else if (m == 2 && pair)
+            SFX(step_tile)(2, 2, 1, k, a_rows, B, c_rows, aux_rows, c, m, w, epi);
+        else
+            SFX(step_tile)(MR, 1, 1, k, a_rows, B, c_rows, aux_rows, c, m, w, epi);
+        j += pair ? 2 * NR : NR;
+    }
 }
 
 /* The peak probe: PROBE_CHAINS independent FMA chains, more than latency x

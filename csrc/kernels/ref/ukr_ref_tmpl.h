@@ -22,9 +22,10 @@ static inline REAL SFX(apply_epilogue)(REAL z, REAL y, epilogue epi)
     return z;
 }
 
-void SFX(step_ref)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
-                   REAL *const *c_rows, const REAL *const *aux_rows,
-                   int64_t col, int64_t m, int64_t n, epilogue epi)
+/* One tile of m <= REF_MR rows by n <= REF_NR columns. */
+static void SFX(step_tile)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
+                           REAL *const *c_rows, const REAL *const *aux_rows,
+                           int64_t col, int64_t m, int64_t n, epilogue epi)
 {
     REAL acc[REF_MR][REF_NR] = {{0}};
     for (int64_t p = 0; p < k; p++)
@@ -40,6 +41,15 @@ void SFX(step_ref)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
             c[j] = SFX(apply_epilogue)(epi == EPI_SET ? acc[i][j] : c[j] + acc[i][j],
                                        aux ? aux[j] : 0, epi);
     }
+}
+
+void SFX(step_ref)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
+                   REAL *const *c_rows, const REAL *const *aux_rows,
+                   int64_t col, int64_t m, int64_t n, epilogue epi)
+{
+    for (int64_t j = 0; j < n; j += REF_NR)
+        SFX(step_tile)(k, a_rows, Bp + j * k, c_rows, aux_rows, col + j, m,
+                       n - j < REF_NR ? n - j : REF_NR, epi);
 }
 
 void SFX(apply_ref)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilogue epi)
