@@ -7,10 +7,15 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #include "internal.h"
 
-#define SPIN_ROUNDS 20000
+/* How long an idle worker stays awake for the next job: long enough to
+ * cover the Python between back-to-back calls, short enough that a worker
+ * never takes a core from the caller's own work (NumPy's BLAS threads, torch)
+ * for more than a blink. */
+#define SPIN_NS 50000
 
 struct team {
     int n;
@@ -59,15 +64,23 @@ void team_barrier(team *t)
 /* The job generation each worker was created at: it waits for the next one. */
 static unsigned start_generation[FUSEDRNN_MAX_THREADS];
 
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static void *worker(void *arg)
 {
     int tid = (int)(intptr_t)arg;
     unsigned seen = start_generation[tid];
     for (;;) {
         unsigned g, round = 0;
+        int64_t until = now_ns() + SPIN_NS;
         while ((g = atomic_load_explicit(&pool.generation, memory_order_acquire)) == seen &&
-               round < SPIN_ROUNDS)
-            cpu_relax(&round);
+               ((++round & 63) || now_ns() < until))
+            __builtin_ia32_pause();
         if (g == seen) {
             pthread_mutex_lock(&pool.lock);
             while ((g = atomic_load(&pool.generation)) == seen)
