@@ -63,6 +63,7 @@ static void *worker(void *arg)
 {
     int tid = (int)(intptr_t)arg;
     unsigned seen = start_generation[tid];
+    fp_enter();   /* jobs run in the kernel's mode, as on the calling thread */
     for (;;) {
         unsigned g, round = 0;
         while ((g = atomic_load_explicit(&pool.generation, memory_order_acquire)) == seen &&
