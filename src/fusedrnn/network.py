@@ -4,11 +4,11 @@ with the loss that belongs to each output activation.
     h_t = act(W_xh x_t + W_hh h_{t-1} + b_h)        (the RNN, in C)
     y_t = O(W_hy h_t + b_y)                          (one GEMM over all T*B rows)
 
-The losses are computed from the output layer's pre-activation z (the
-logits), where the pairing of O with its loss makes the gradient simple and
-the arithmetic stable: dL/dz = (y - target) / N for softmax with
-cross-entropy and for sigmoid with binary cross-entropy, never through a
-log of a rounded probability.
+Cross-entropy and binary cross-entropy are computed from the output layer's
+pre-activation z (the logits), where the pairing of O with its loss makes
+the gradient simple and the arithmetic stable: dL/dz = (y - target) / N for
+softmax with cross-entropy and for sigmoid with binary cross-entropy, never
+through the log of a rounded probability.
 """
 
 import numpy as np
@@ -40,7 +40,7 @@ LOSSES = {"identity": "mse", "tanh": "mse", "sigmoid": "bce", "softmax": "cross_
 
 
 def _mse(z, y, target, valid):
-    """Mean of (y - target)^2 over the valid positions' elements; dL/dz."""
+    """Mean of (y - target)^2 over the valid positions' elements; dL/dy."""
     n = max(int(valid.sum()) * y.shape[-1], 1)
     diff = (y - target) * valid[..., None]
     return float(np.sum(diff * diff)) / n, 2 * diff / n
@@ -198,7 +198,10 @@ class ElmanRNN(_Parameters):
                 raise ValueError("target: expected values in [0, 1] for binary cross-entropy, "
                                  f"got values from {target.min()} to {target.max()}")
             target = target.astype(self.dtype)
-        value, self._dz = _LOSS_FUNCTIONS[self.loss_name](z, y, target, valid)
+        value, grad = _LOSS_FUNCTIONS[self.loss_name](z, y, target, valid)
+        # The fused pairs give dL/dz directly; mse's dL/dy still goes through O.
+        self._dz = (OUTPUT_ACTIVATIONS[self.output_activation][1](y, grad)
+                    if self.loss_name == "mse" else grad)
         return value
 
     def backward(self, dy=None, dh_n=None):
