@@ -75,7 +75,7 @@ def _lengths(lengths, B, T):
     if lengths is None:
         return None
     a = _as_array("lengths", lengths)
-    if a.dtype.kind not in "iu":
+    if a.dtype.kind not in "iu" and a.size:  # [] (B = 0) becomes a float array
         raise TypeError(f"lengths: expected an integer array, got dtype {a.dtype}")
     if a.shape != (B,):
         raise ValueError(f"lengths: expected shape ({B},), got {a.shape}")
