@@ -43,9 +43,15 @@ def _optional(name, a, shape, dtype):
     return None if a is None else _float_array(name, a, shape, dtype)
 
 
-def _contiguous(*arrays):
-    """What the kernel reads: C-contiguous buffers, copied only when needed."""
-    return [None if a is None else np.ascontiguousarray(a) for a in arrays]
+def _contiguous(**arrays):
+    """What the kernel reads: C-contiguous buffers, copied only when needed
+    (a copy of a huge zero-stride view can fail: the message names it)."""
+    def copy(name, a):
+        try:
+            return None if a is None else np.ascontiguousarray(a)
+        except MemoryError as e:
+            raise MemoryError(f"{name}: no memory for a C-contiguous copy: {e}") from None
+    return [copy(name, a) for name, a in arrays.items()]
 
 
 _MAX_BYTES = np.iinfo(np.intp).max
@@ -122,7 +128,7 @@ def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
     reverse, batch_first = _flag("reverse", reverse), _flag("batch_first", batch_first)
     x, h0, w_ih, w_hh, lengths, T, B, H = _common(x, h0, w_ih, w_hh, lengths, batch_first)
     bias = _optional("bias", bias, (H,), x.dtype)
-    x, h0, w_ih, w_hh, bias = _contiguous(x, h0, w_ih, w_hh, bias)
+    x, h0, w_ih, w_hh, bias = _contiguous(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, bias=bias)
     y = np.empty(_seq_shape(T, B, H, batch_first), x.dtype)
     h_n = np.empty((B, H), x.dtype)
     _kernel.forward(x, h0, w_ih, w_hh, bias, lengths, y, h_n, T, B, act,
@@ -148,7 +154,8 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
     y = _float_array("y", y, seq, x.dtype)
     dy = _optional("dy", dy, seq, x.dtype)
     dh_n = _optional("dh_n", dh_n, (B, H), x.dtype)
-    x, h0, w_ih, w_hh, y, dy, dh_n = _contiguous(x, h0, w_ih, w_hh, y, dy, dh_n)
+    x, h0, w_ih, w_hh, y, dy, dh_n = _contiguous(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, y=y, dy=dy,
+                                                 dh_n=dh_n)
     grads = RNNGrads(np.empty_like(x), np.empty((B, H), x.dtype), np.empty_like(w_ih),
                      np.empty_like(w_hh), np.empty(H, x.dtype))
     _kernel.backward(x, h0, w_ih, w_hh, lengths, y, dy, dh_n, *grads, T, B, act,
