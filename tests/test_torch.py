@@ -2,8 +2,10 @@
 every gradient over the module's options; gradcheck of the one-layer op;
 zero-copy; torch's exceptions for bad input."""
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -335,3 +337,11 @@ def test_op_rejects_mixed_dtypes_and_bad_shapes():
 def test_import_fusedrnn_does_not_import_torch():
     code = "import sys, fusedrnn; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_readme_example_prints_what_it_claims(capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"## PyTorch\n.*?```python\n(.*?)```", readme, re.S)[1]
+    exec(compile(code, "README.md", "exec"), {})
+    claimed = re.search(r"^# (\(.*\))$", code, re.M)[1]
+    assert capsys.readouterr().out.strip() == claimed
