@@ -6,15 +6,26 @@ loop runs in C, and Python only chains the calls, concatenating the two
 directions' outputs (forward | reverse) as the next layer's input.
 """
 
+import operator
+
 import numpy as np
 
-from ._api import _activation, _check_threads, _flag, rnn_backward, rnn_forward
+from ._api import _activation, _flag, rnn_backward, rnn_forward
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _positive_int(name, value):
-    return _check_threads(value, name)  # the same check: an int >= 1, bools refused
+    """A size or count: an integer >= 1 (an int-like, never a bool or a float)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a positive integer, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name}: expected a positive integer, got {value!r}") from None
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value}")
+    return value
 
 
 def _float_dtype(dtype):
