@@ -64,11 +64,10 @@ def _cross_entropy(z, y, target, valid):
     rows = np.nonzero(valid)
     z, y, target = z[rows], y[rows], target[rows]
     shifted = z - z.max(axis=-1, keepdims=True)
-    picked = np.take_along_axis(shifted, target[:, None], axis=-1)[:, 0]
-    loss = np.sum(np.log(np.exp(shifted).sum(axis=-1)) - picked)
+    each = np.arange(len(target))
+    loss = np.sum(np.log(np.exp(shifted).sum(axis=-1)) - shifted[each, target])
     dz_rows = y.copy()
-    np.put_along_axis(dz_rows, target[:, None], np.take_along_axis(y, target[:, None], -1) - 1,
-                      axis=-1)
+    dz_rows[each, target] -= 1
     dz = np.zeros(valid.shape + y.shape[-1:], y.dtype)
     dz[rows] = dz_rows / n
     return float(loss) / n, dz
