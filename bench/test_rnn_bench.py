@@ -41,7 +41,7 @@ def pytest_generate_tests(metafunc):
 
 def test_rnn(benchmark, quick, peak_gflops, problems, first_results, assert_agree,
              impl, shape, mode, dtype, threads):
-    if impl == "torch":
+    if impl in ("torch", "fusedrnn.torch"):
         pytest.importorskip("torch")
     p = problems(shape, dtype)
     run = PEERS[impl](p)[mode]

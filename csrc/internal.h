@@ -18,7 +18,8 @@ static inline epilogue epilogue_of(fusedrnn_act act, int derivative)
     return (epilogue)(act + (derivative ? EPI_DTANH : EPI_TANH));
 }
 
-/* Flush denormals to zero for the duration of a call; restore the caller's mode. */
+/* The kernel's floating-point mode (flush denormals, round to nearest, no
+ * traps) for the duration of a call; fp_leave restores the caller's. */
 typedef struct { unsigned int saved; } fp_mode;
 fp_mode fp_enter(void);
 void fp_leave(fp_mode mode);

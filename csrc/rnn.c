@@ -88,12 +88,29 @@ static fusedrnn_status check_lengths(const fusedrnn_problem *p, const int64_t *l
     return FUSEDRNN_OK;
 }
 
+/* No batch rows or no hidden units: nothing recurs, and every output is
+ * empty or zero. The drivers must not start: their loops run over T steps
+ * and T*B rows, which no buffer bounds when B or H is 0, so a huge T (or
+ * T*B with H = 0) would spin for ever over nothing. */
+static int nothing_recurs(const fusedrnn_problem *p)
+{
+    return p->B == 0 || p->H == 0;
+}
+
+static void zero_fill(void *buf, int64_t count, fusedrnn_dtype dtype)
+{
+    if (count > 0)  /* memset(NULL, 0, 0) is undefined */
+        memset(buf, 0, (size_t)count * (dtype == FUSEDRNN_F32 ? sizeof(float) : sizeof(double)));
+}
+
 /* The workspace layout, measured (base == NULL) or laid over a buffer. */
 static size_t workspace_size(const fusedrnn_problem *p, int backward)
 {
     arena a = {0};
     if (check_problem(p) != FUSEDRNN_OK)
         return 0;
+    if (nothing_recurs(p))
+        return 64;
     if (p->dtype == FUSEDRNN_F32)
         carve_f32(&a, p, backward);
     else
@@ -131,7 +148,7 @@ fusedrnn_status fusedrnn_forward(const fusedrnn_problem *p,
 {
     arena a = {0};
     fusedrnn_status st = prepare(p, lengths, 0, workspace, workspace_bytes, &a);
-    if (st != FUSEDRNN_OK)
+    if (st != FUSEDRNN_OK || nothing_recurs(p))   /* y and h_n are empty */
         return st;
     const isa_kernels *k = fusedrnn_active_kernels();
     fp_mode mode = fp_enter();
@@ -162,6 +179,14 @@ fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p,
     fusedrnn_status st = prepare(p, lengths, 1, workspace, workspace_bytes, &a);
     if (st != FUSEDRNN_OK)
         return st;
+    if (nothing_recurs(p)) {   /* every gradient is a sum over no terms */
+        zero_fill(dx, p->T * p->B * p->D, p->dtype);
+        zero_fill(dh0, p->B * p->H, p->dtype);
+        zero_fill(dw_ih, p->H * p->D, p->dtype);
+        zero_fill(dw_hh, p->H * p->H, p->dtype);
+        zero_fill(dbias, p->H, p->dtype);
+        return FUSEDRNN_OK;
+    }
     const isa_kernels *k = fusedrnn_active_kernels();
     fp_mode mode = fp_enter();
     /* y is an input here: the run's y is read only. */

@@ -75,6 +75,7 @@ static void *worker(void *arg)
 {
     int tid = (int)(intptr_t)arg;
     unsigned seen = start_generation[tid];
+    fp_enter();   /* jobs run in the kernel's mode, as on the calling thread */
     for (;;) {
         unsigned g, round = 0;
         int64_t until = now_ns() + SPIN_NS;

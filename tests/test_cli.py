@@ -99,7 +99,7 @@ def test_bench_quick_prints_a_row_per_mode():
 def test_bench_compares_with_torch():
     result = run_cli(*BENCH_QUICK, "--compare", "torch")
     assert result.returncode == 0, result.stderr
-    assert bench_header(result.stdout)[-2:] == ["torch", "speed-up"]
+    assert bench_header(result.stdout)[-4:] == ["fusedrnn.torch", "speed-up", "torch", "speed-up"]
     rows = bench_rows(result.stdout)
     assert len(rows) == 2 and all(words[-1].endswith("x") for words in rows)
 

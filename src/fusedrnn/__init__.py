@@ -4,6 +4,9 @@
     grads = fusedrnn.rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n)
 
 `fusedrnn.reference` holds the NumPy specification of the same two functions.
+On top of them: the layer `RNN` (stacked, bidirectional), the network
+`ElmanRNN` (with an output layer and its loss) and the training helpers
+`Adam`, `SGD`, `clip_grad_norm`, `truncated_bptt` and `sample`.
 """
 
 import os as _os
@@ -19,19 +22,29 @@ from ._api import (
     set_isa,
     set_num_threads,
 )
+from .layers import RNN
+from .network import ElmanRNN
+from .train import SGD, Adam, clip_grad_norm, sample, truncated_bptt
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adam",
+    "ElmanRNN",
+    "RNN",
     "RNNGrads",
+    "SGD",
     "available_isas",
+    "clip_grad_norm",
     "get_isa",
     "get_num_threads",
     "peak_gflops",
     "rnn_backward",
     "rnn_forward",
+    "sample",
     "set_isa",
     "set_num_threads",
+    "truncated_bptt",
     "__version__",
 ]
 

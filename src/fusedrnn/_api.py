@@ -14,23 +14,59 @@ _ACTIVATIONS = {"tanh": 0, "relu": 1, "sigmoid": 2}
 _ISA_NAMES = _kernel.ISAS
 
 
+def _as_array(name, a):
+    """np.asarray, with the argument named when NumPy cannot convert it
+    (ragged nested lists, for one)."""
+    try:
+        return np.asarray(a)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{name}: cannot be read as an array: {e}") from None
+
+
 def _float_array(name, a, shape, dtype=None):
-    """`a` as a C-contiguous float array of the given shape (None: any 3-D)."""
-    a = np.asarray(a)
+    """`a` as a float array of the given shape (an int: any shape of that many
+    dimensions). Not copied yet: copies wait until every size is checked."""
+    a = _as_array(name, a)
     if a.dtype not in _FLOATS:
         raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {a.dtype}")
     if dtype is not None and a.dtype != dtype:
         raise TypeError(f"{name}: expected dtype {dtype} (the dtype of x), got {a.dtype}")
-    if shape is None:
-        if a.ndim != 3:
-            raise ValueError(f"{name}: expected a 3-D array, got shape {a.shape}")
+    if isinstance(shape, int):
+        if a.ndim != shape:
+            raise ValueError(f"{name}: expected a {shape}-D array, got shape {a.shape}")
     elif a.shape != shape:
         raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
-    return np.ascontiguousarray(a)
+    return a
 
 
 def _optional(name, a, shape, dtype):
     return None if a is None else _float_array(name, a, shape, dtype)
+
+
+def _contiguous(**arrays):
+    """What the kernel reads: C-contiguous buffers, copied only when needed
+    (a copy of a huge zero-stride view can fail: the message names it)."""
+    def copy(name, a):
+        try:
+            return None if a is None else np.ascontiguousarray(a)
+        except MemoryError as e:
+            raise MemoryError(f"{name}: no memory for a C-contiguous copy: {e}") from None
+    return [copy(name, a) for name, a in arrays.items()]
+
+
+_MAX_BYTES = np.iinfo(np.intp).max
+
+
+def _check_sizes(T, B, H, itemsize):
+    """The buffers the call allocates ([T,B,H] outputs and workspace, [B,H])
+    must have byte sizes that fit in 64 bits. Checked on Python integers,
+    which do not overflow, before anything is allocated. The input-shaped
+    buffers ([T,B,D], [H,D], [H,H]) fit: the caller's arrays have those
+    shapes, and NumPy caps an array's size."""
+    for what, count in (("T*B*H", T * B * H), ("B*H", B * H)):
+        if count * itemsize > _MAX_BYTES:
+            raise MemoryError(f"{what} = {count} elements of {itemsize} bytes (T={T}, B={B}, "
+                              f"H={H}) do not fit in a 64-bit size")
 
 
 def _activation(nonlinearity):
@@ -44,8 +80,8 @@ def _activation(nonlinearity):
 def _lengths(lengths, B, T):
     if lengths is None:
         return None
-    a = np.asarray(lengths)
-    if a.dtype.kind not in "iu":
+    a = _as_array("lengths", lengths)
+    if a.dtype.kind not in "iu" and a.size:  # [] (B = 0) becomes a float array
         raise TypeError(f"lengths: expected an integer array, got dtype {a.dtype}")
     if a.shape != (B,):
         raise ValueError(f"lengths: expected shape ({B},), got {a.shape}")
@@ -56,17 +92,18 @@ def _lengths(lengths, B, T):
 
 
 def _common(x, h0, w_ih, w_hh, lengths, batch_first):
-    """Check what forward and backward share; returns the converted arrays and sizes."""
-    x = _float_array("x", x, None)
+    """Check what forward and backward share; returns the arrays (not yet
+    copied to C order), lengths as int64 and the sizes."""
+    x = _float_array("x", x, 3)
     dtype = x.dtype
     B, T, D = x.shape if batch_first else (x.shape[1], x.shape[0], x.shape[2])
-    w_hh = np.asarray(w_hh)
-    if w_hh.ndim != 2 or w_hh.shape[0] != w_hh.shape[1]:
+    w_hh = _float_array("w_hh", w_hh, 2, dtype)
+    if w_hh.shape[0] != w_hh.shape[1]:
         raise ValueError(f"w_hh: expected a square (H, H) array, got shape {w_hh.shape}")
     H = w_hh.shape[0]
-    w_hh = _float_array("w_hh", w_hh, (H, H), dtype)
     w_ih = _float_array("w_ih", w_ih, (H, D), dtype)
     h0 = _optional("h0", h0, (B, H), dtype)
+    _check_sizes(T, B, H, dtype.itemsize)
     return x, h0, w_ih, w_hh, _lengths(lengths, B, T), T, B, H
 
 
@@ -91,6 +128,7 @@ def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
     reverse, batch_first = _flag("reverse", reverse), _flag("batch_first", batch_first)
     x, h0, w_ih, w_hh, lengths, T, B, H = _common(x, h0, w_ih, w_hh, lengths, batch_first)
     bias = _optional("bias", bias, (H,), x.dtype)
+    x, h0, w_ih, w_hh, bias = _contiguous(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, bias=bias)
     y = np.empty(_seq_shape(T, B, H, batch_first), x.dtype)
     h_n = np.empty((B, H), x.dtype)
     _kernel.forward(x, h0, w_ih, w_hh, bias, lengths, y, h_n, T, B, act,
@@ -116,6 +154,8 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
     y = _float_array("y", y, seq, x.dtype)
     dy = _optional("dy", dy, seq, x.dtype)
     dh_n = _optional("dh_n", dh_n, (B, H), x.dtype)
+    x, h0, w_ih, w_hh, y, dy, dh_n = _contiguous(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, y=y, dy=dy,
+                                                 dh_n=dh_n)
     grads = RNNGrads(np.empty_like(x), np.empty((B, H), x.dtype), np.empty_like(w_ih),
                      np.empty_like(w_hh), np.empty(H, x.dtype))
     _kernel.backward(x, h0, w_ih, w_hh, lengths, y, dy, dh_n, *grads, T, B, act,
@@ -145,6 +185,9 @@ get_isa = _kernel.get_isa
 available_isas = _kernel.available_isas
 
 
+_MAX_THREADS = 2**31 - 1  # the kernel takes the count as a C int (and uses at most 64)
+
+
 def _check_threads(n, name="n"):
     if isinstance(n, (bool, np.bool_)):
         raise TypeError(f"{name}: expected a positive integer, got {n!r}")
@@ -154,6 +197,8 @@ def _check_threads(n, name="n"):
         raise TypeError(f"{name}: expected a positive integer, got {n!r}") from None
     if n < 1:
         raise ValueError(f"{name}: expected a positive integer, got {n}")
+    if n > _MAX_THREADS:
+        raise ValueError(f"{name}: expected at most {_MAX_THREADS} threads, got {n}")
     return n
 
 

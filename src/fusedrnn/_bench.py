@@ -3,9 +3,10 @@ pytest-benchmark suite in bench/ share: the standard shapes and their FLOP
 counts, the problems timed, the implementations timed side by side (the
 peers) and the timing loop.
 
-Importing this module never imports torch; building the torch peer does.
+Importing this module never imports torch; building a torch peer does.
 """
 
+import importlib
 import statistics
 import sys
 import time
@@ -81,8 +82,9 @@ def _numpy_peer(impl, p):
     return {"fwd": forward, "fwd+bwd": forward_backward}
 
 
-def _torch_peer(p):
-    """torch.nn.RNN with the problem's weights, in the problem's dtype."""
+def _torch_peer(module, p):
+    """`module`.RNN with the problem's weights, in the problem's dtype:
+    torch.nn.RNN, or fusedrnn.torch.RNN, which takes the same arguments."""
     import torch
 
     T, B, D = p.x.shape
@@ -90,7 +92,7 @@ def _torch_peer(p):
     # torch.nn.RNN takes h0 and returns h_n as [1,B,H] (layers, batch, hidden).
     x, h0 = (torch.from_numpy(a).requires_grad_() for a in (p.x, p.h0[None]))
     dy, dh_n = torch.from_numpy(p.dy), torch.from_numpy(p.dh_n[None])
-    rnn = torch.nn.RNN(D, H, dtype=x.dtype)
+    rnn = importlib.import_module(module).RNN(D, H, dtype=x.dtype)
     with torch.no_grad():
         rnn.weight_ih_l0.copy_(torch.from_numpy(p.w_ih))
         rnn.weight_hh_l0.copy_(torch.from_numpy(p.w_hh))
@@ -120,8 +122,14 @@ def _torch_peer(p):
 PEERS = {
     "fusedrnn": partial(_numpy_peer, fusedrnn),
     "reference": partial(_numpy_peer, reference),
-    "torch": _torch_peer,
+    "fusedrnn.torch": partial(_torch_peer, "fusedrnn.torch"),
+    "torch": partial(_torch_peer, "torch.nn"),
 }
+
+# What each peer's speed-up is measured against: torch.nn.RNN against the
+# module that replaces it (both torch modules, autograd and all), the others
+# against fusedrnn's NumPy API.
+BASELINE = {"reference": "fusedrnn", "fusedrnn.torch": "fusedrnn", "torch": "fusedrnn.torch"}
 
 
 @contextmanager

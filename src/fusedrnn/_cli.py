@@ -16,8 +16,8 @@ import numpy as np
 
 import fusedrnn
 from fusedrnn import reference
-from fusedrnn._bench import FULL, MODES, PEERS, QUICK, SHAPES, flops, median_seconds, \
-    num_threads, problem
+from fusedrnn._bench import BASELINE, FULL, MODES, PEERS, QUICK, SHAPES, flops, \
+    median_seconds, num_threads, problem
 
 NONLINEARITIES = ("tanh", "relu", "sigmoid")
 
@@ -175,6 +175,9 @@ def _bench_command(args):
     compare = args.compare
     if compare is None:
         compare = ["torch"] if _importable("torch") else []
+    if "torch" in compare:
+        # torch.nn.RNN is timed next to fusedrnn.torch.RNN, its replacement.
+        compare = ["fusedrnn.torch", *compare]
     threads = args.threads or list(dict.fromkeys([1, fusedrnn.get_num_threads()]))
     print(f"fusedrnn {fusedrnn.__version__}, ISA {fusedrnn.get_isa()}")
     rows = _time_table(args.shapes, args.dtype, threads, compare, QUICK if args.quick else FULL)
@@ -205,15 +208,18 @@ def _time_table(shapes, dtypes, threads, compare, repeats):
     print("peak of one thread (fusedrnn.peak_gflops, an FMA loop): "
           + ", ".join(f"{dtype} {peak:.1f} GFLOP/s" for dtype, peak in peaks.items()))
     print("median time per call; FLOPs: forward 2*T*B*H*(D+H), fwd+bwd 3x that; % peak: "
-          "of the peak times the thread count; speed-up: the other's time / fusedrnn's")
+          "of the peak times the thread count; speed-up: the column's time / fusedrnn's, "
+          "torch's / fusedrnn.torch's for torch")
     if "torch" in compare:
         torch = sys.modules["torch"]  # imported by _peer_name or _importable
-        print(f"torch {torch.__version__}: torch.nn.RNN, same weights, same thread count")
+        print(f"torch {torch.__version__}: torch.nn.RNN, same weights, same thread count; "
+              "fwd under torch.no_grad(), fwd+bwd through autograd")
+        print("fusedrnn.torch: fusedrnn.torch.RNN, the same module on fusedrnn's kernel")
     if "reference" in compare:
         print("reference: fusedrnn.reference, NumPy in float64, on NumPy's own BLAS threads")
     print(f"{'shape':5}  {'T,B,D,H':15}  {'mode':7}  {'dtype':7}  {'threads':>7}  "
-          f"{'fusedrnn':>12}  {'GFLOP/s':>8}  {'% peak':>6}"
-          + "".join(f"  {impl:>12}  {'speed-up':>8}" for impl in compare))
+          f"{'fusedrnn':>14}  {'GFLOP/s':>8}  {'% peak':>6}"
+          + "".join(f"  {impl:>14}  {'speed-up':>8}" for impl in compare))
 
     rng = np.random.default_rng(0)
     progress = _Progress()
@@ -249,12 +255,13 @@ def _format(row, compare):
     dims = ",".join(map(str, SHAPES[row.shape]))
     return (f"{row.shape:5}  {dims:15}  {row.mode:7}  {row.dtype:7}  {row.threads:7}  "
             f"{_ms(fused)}  {gflops:8.2f}  {100 * gflops / row.peak:5.1f}%"
-            + "".join(f"  {_ms(row.seconds[impl])}  {row.seconds[impl] / fused:7.2f}x"
+            + "".join(f"  {_ms(row.seconds[impl])}  "
+                      f"{row.seconds[impl] / row.seconds[BASELINE[impl]]:7.2f}x"
                       for impl in compare))
 
 
 def _ms(seconds):
-    return f"{seconds * 1e3:9.3f} ms"
+    return f"{seconds * 1e3:11.3f} ms"
 
 
 def _plot(path, rows):

@@ -1,0 +1,218 @@
+"""fusedrnn.ElmanRNN: the seeds' worked example, every gradient against
+central finite differences for each output activation with its loss, the
+loss values against hand-computed ones (including where a naive formula
+overflows), padding, dtypes and bad arguments."""
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+import fusedrnn
+
+pytestmark = pytest.mark.usefixtures("isa")
+
+LN3 = np.log(3.0)
+
+
+def seeds_network(dtype):
+    """The seeds' scalar network: W_xh = 0.5, W_hh = 0.3, b_h = 0.1, W_hy = 0.4, b_y = 0.2."""
+    net = fusedrnn.ElmanRNN(1, 1, 1, output_activation="identity", dtype=dtype)
+    net.load_state_dict(dict(weight_ih_l0=[[0.5]], weight_hh_l0=[[0.3]], bias_ih_l0=[0.1],
+                             bias_hh_l0=[0.0], weight_hy=[[0.4]], bias_hy=[0.2]))
+    return net
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_seeds_worked_example(dtype):
+    """X = [1, 2, 3], h_0 = 0. The seed gives y = 0.415, 0.540, 0.581 from
+    rounded states (tanh(1.261) = 0.8514, not 0.850), so within 1.5e-3 of
+    those and within 1e-5 of the values worked out by hand to 5 decimals
+    (as in test_seeds.py)."""
+    y, h_n = seeds_network(dtype).forward(np.array([1, 2, 3], dtype).reshape(3, 1, 1))
+    assert y.shape == (3, 1, 1) and y.dtype == dtype
+    assert_allclose(y.ravel(), [0.415, 0.540, 0.581], rtol=0, atol=1.5e-3)
+    assert_allclose(y.ravel(), [0.41482, 0.54055, 0.58090], rtol=0, atol=1e-5)
+    assert_allclose(h_n.ravel(), [0.95225], rtol=0, atol=1e-5)
+
+
+# Targets in the form each loss takes, for outputs of shape `shape` = seq + (O,).
+def targets(activation, shape, rng, ignore_index=-100):
+    if activation == "softmax":
+        t = rng.integers(0, shape[-1], size=shape[:-1])
+        t.flat[1] = ignore_index  # one position padded out by the ignore index
+        return t
+    if activation == "sigmoid":
+        return rng.uniform(0, 1, size=shape)
+    return rng.normal(size=shape)
+
+
+CONFIGS = {
+    "1layer": dict(),
+    "2layers_bidirectional_lengths_batch_first": dict(num_layers=2, bidirectional=True,
+                                                      batch_first=True, lengths=[3, 1]),
+}
+
+
+def numerical_gradient(f, a, eps=1e-6):
+    """Central differences of the scalar f() with respect to the array a,
+    perturbed in place and restored."""
+    g = np.zeros_like(a)
+    for i in np.ndindex(a.shape):
+        saved = a[i]
+        a[i] = saved + eps
+        plus = f()
+        a[i] = saved - eps
+        minus = f()
+        a[i] = saved
+        g[i] = (plus - minus) / (2 * eps)
+    return g
+
+
+@pytest.mark.parametrize("loss_kind", ["paired_loss", "given_dy"])
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("activation", ["identity", "tanh", "sigmoid", "softmax"])
+def test_gradients_match_finite_differences(activation, config, loss_kind):
+    """float64, tiny sizes. paired_loss: the loss that goes with the output
+    activation, backward() from it. given_dy: L = sum(R * y) for a fixed
+    random R, backward(dy=R), the path for a loss of one's own."""
+    options = dict(CONFIGS[config])
+    lengths = options.pop("lengths", None)
+    T, B, D, H, O = 3, 2, 2, 3, 3
+    net = fusedrnn.ElmanRNN(D, H, O, output_activation=activation, dtype=np.float64, seed=4,
+                            **options)
+    dirs = 2 if net.rnn.bidirectional else 1
+    rng = np.random.default_rng(5)
+    seq = (B, T) if net.batch_first else (T, B)
+    x = rng.normal(size=(*seq, D))
+    h0 = rng.normal(size=(net.rnn.num_layers * dirs, B, H))
+    weights = rng.normal(size=(*seq, O))
+    target = targets(activation, (*seq, O), rng)
+
+    def loss():
+        y, _ = net.forward(x, h0, lengths)
+        return net.loss(target) if loss_kind == "paired_loss" else np.sum(weights * y)
+
+    loss()
+    dx, dh0 = net.backward(None if loss_kind == "paired_loss" else weights)
+    assert list(net.grads) == list(net.params)
+    for name, p in net.params.items():
+        assert_allclose(net.grads[name], numerical_gradient(loss, p), rtol=1e-5, atol=1e-8,
+                        err_msg=name)
+    assert_allclose(dx, numerical_gradient(loss, x), rtol=1e-5, atol=1e-8, err_msg="dx")
+    assert_allclose(dh0, numerical_gradient(loss, h0), rtol=1e-5, atol=1e-8, err_msg="dh0")
+
+
+def constant_output_network(activation, b_y, dtype=np.float64, **options):
+    """A network whose pre-activation z is b_y at every step: W_hy = 0."""
+    net = fusedrnn.ElmanRNN(2, 3, len(b_y), output_activation=activation, dtype=dtype, seed=0,
+                            **options)
+    net.params["weight_hy"][:] = 0
+    net.params["bias_hy"][:] = b_y
+    return net
+
+
+def test_cross_entropy_values_ignore_index_and_lengths():
+    """z = (0, ln 3) at every position: softmax (1/4, 3/4), so a target of 1
+    costs -ln(3/4) and a target of 0 costs ln 4. T = 3, B = 2, lengths (3, 2):
+    position (2, 1) is padding, and one target is the ignore index."""
+    net = constant_output_network("softmax", [0.0, LN3], ignore_index=-1)
+    net.forward(np.ones((3, 2, 2)), lengths=[3, 2])
+    target = np.array([[1, 0], [-1, 1], [0, 1]])  # [T, B]; (2, 1) is past the length
+    # Counted: (0,0)=1, (0,1)=0, (1,1)=1, (2,0)=0
+    expected = (2 * -np.log(0.75) + 2 * np.log(4)) / 4
+    assert net.loss(target) == pytest.approx(expected, rel=1e-12)
+    net.backward()
+    # dL/db_y = sum over counted positions of (softmax - onehot) / 4
+    assert_allclose(net.grads["bias_hy"], [(4 * 0.25 - 2) / 4, (4 * 0.75 - 2) / 4], atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_is_stable_for_huge_logits(dtype):
+    """z = (1000, 0): exp(1000) overflows even float64, the loss must not."""
+    net = constant_output_network("softmax", [1000.0, 0.0], dtype)
+    net.forward(np.ones((1, 2, 2), dtype))
+    assert net.loss(np.array([[1, 0]])) == pytest.approx(500.0, rel=1e-6)  # (1000 + 0) / 2
+    net.backward()
+    assert net.grads["bias_hy"].dtype == dtype
+    assert_allclose(net.grads["bias_hy"], [0.5, -0.5], atol=1e-6)
+
+
+def test_binary_cross_entropy_values_and_stability():
+    """z = ln 3: sigmoid 3/4; targets 1, 0, 1/2 cost -ln(3/4), ln 4 and their
+    mean. z = -1000: sigmoid underflows to 0, yet target 1 costs exactly 1000."""
+    net = constant_output_network("sigmoid", [LN3])
+    net.forward(np.ones((3, 1, 2)))
+    expected = (-np.log(0.75) + np.log(4) + 0.5 * (-np.log(0.75) + np.log(4))) / 3
+    assert net.loss(np.array([1.0, 0.0, 0.5]).reshape(3, 1, 1)) == pytest.approx(expected)
+    net = constant_output_network("sigmoid", [-1000.0])
+    net.forward(np.ones((1, 1, 2)))
+    assert net.loss(np.ones((1, 1, 1))) == pytest.approx(1000.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("activation, y", [("identity", 0.5), ("tanh", np.tanh(0.5))])
+def test_mean_squared_error_values_with_lengths(activation, y):
+    net = constant_output_network(activation, [0.5, 0.5])
+    net.forward(np.ones((2, 2, 2)), lengths=[2, 1])
+    target = np.array([[[1, 0], [2, 0]], [[0, 0], [99, 99]]])  # (1, 1) is padding
+    expected = ((1 - y) ** 2 + y ** 2 + (2 - y) ** 2 + y ** 2 + 2 * y ** 2) / 6
+    assert net.loss(target) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtypes_carry_through(dtype):
+    net = fusedrnn.ElmanRNN(2, 3, 4, output_activation="softmax", dtype=dtype, seed=0)
+    y, h_n = net.forward(np.ones((3, 2, 2), dtype))
+    assert y.dtype == dtype and h_n.dtype == dtype
+    assert_allclose(y.sum(axis=-1), 1, rtol=1e-6)
+    net.loss(np.zeros((3, 2), np.int64))
+    dx, dh0 = net.backward()
+    assert dx.dtype == dtype and dh0.dtype == dtype
+    assert all(g.dtype == dtype for g in net.grads.values())
+    for name, p in net.rnn.params.items():
+        assert net.params[name] is p  # one set of arrays: optimisers update the RNN
+
+
+def test_seeds_notation_names_and_no_bias():
+    net = fusedrnn.ElmanRNN(2, 3, 4, bias=False)
+    assert list(net.params) == ["weight_ih_l0", "weight_hh_l0", "weight_hy"]
+    net = fusedrnn.ElmanRNN(2, 3, 4, bidirectional=True)
+    assert net.params["weight_hy"].shape == (4, 6)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="^output_activation: expected one of 'identity'.*'relu'"):
+        fusedrnn.ElmanRNN(2, 3, 4, output_activation="relu")
+    with pytest.raises(ValueError, match="^output_size: expected a positive integer, got 0"):
+        fusedrnn.ElmanRNN(2, 3, 0)
+    with pytest.raises(TypeError, match="^ignore_index: expected an integer"):
+        fusedrnn.ElmanRNN(2, 3, 4, ignore_index=0.5)
+    with pytest.raises(ValueError, match="^nonlinearity"):
+        fusedrnn.ElmanRNN(2, 3, 4, nonlinearity="softmax")
+
+    net = fusedrnn.ElmanRNN(2, 3, 4, output_activation="softmax")
+    with pytest.raises(RuntimeError, match="^loss: call forward first"):
+        net.loss(np.zeros((3, 2), int))
+    with pytest.raises(RuntimeError, match="^backward: call forward first"):
+        net.backward()
+    net.forward(np.ones((3, 2, 2), np.float32))
+    with pytest.raises(RuntimeError, match=r"^backward: without dy, call loss\(target\) first"):
+        net.backward()
+    with pytest.raises(TypeError, match="^target: expected integer class indices, got dtype float64"):
+        net.loss(np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"^target: expected shape \(3, 2\), got \(3, 2, 4\)"):
+        net.loss(np.zeros((3, 2, 4), int))
+    with pytest.raises(ValueError, match=r"^target: expected class indices in \[0, 4\).*from 0 to 4"):
+        net.loss(np.array([[0, 1], [2, 3], [4, 0]]))
+    with pytest.raises(ValueError, match=r"^target: .*from -2 to 3"):
+        net.loss(np.array([[0, 1], [2, 3], [-2, 0]]))
+    with pytest.raises(ValueError, match=r"^dy: expected shape \(3, 2, 4\)"):
+        net.backward(np.zeros((3, 2, 3), np.float32))
+
+    net = fusedrnn.ElmanRNN(2, 3, 1, output_activation="sigmoid")
+    net.forward(np.ones((3, 2, 2), np.float32))
+    with pytest.raises(ValueError, match=r"^target: expected values in \[0, 1\].*to 1.5"):
+        net.loss(np.full((3, 2, 1), 1.5))
+    with pytest.raises(TypeError, match="^target: expected a real-valued array, got dtype <U1"):
+        net.loss(np.full((3, 2, 1), "a"))
+    with pytest.raises(ValueError, match=r"^target: expected shape \(3, 2, 1\), got \(3, 2\)"):
+        net.loss(np.zeros((3, 2)))
