@@ -30,10 +30,8 @@ static void SFX(take_panels)(arena *a, SFX(work) *w, int threads, size_t M, size
     size_t kc = K < FUSEDRNN_KC_MAX ? K : FUSEDRNN_KC_MAX;
     size_t mc = M < FUSEDRNN_MC_MAX ? M : FUSEDRNN_MC_MAX;
     size_t nc = N < FUSEDRNN_NC_MAX ? N : FUSEDRNN_NC_MAX;
-    /* mc rows packed in panels of mr are at most mc + mr - 1: mr need not
-     * divide MR_MAX (AVX2's is 6, AVX-512's 12), so rounding mc up to a
-     * multiple of MR_MAX can fall short. */
-    w->a_stride = SFX(round_up)(a, arena_checked_mul(a, mc + FUSEDRNN_MR_MAX - 1, kc), align);
+    /* A transposed A is copied into rows one mc x kc block at a time. */
+    w->a_stride = SFX(round_up)(a, arena_checked_mul(a, mc, kc), align);
     w->b_stride = SFX(round_up)(a, arena_checked_mul(a, SFX(round_up)(a, nc, FUSEDRNN_NR_MAX), kc), align);
     w->pack_a = arena_take(a, arena_checked_mul(a, w->a_stride, (size_t)threads), sizeof(REAL));
     w->pack_b = arena_take(a, arena_checked_mul(a, w->b_stride, (size_t)threads), sizeof(REAL));
