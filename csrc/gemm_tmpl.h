@@ -8,25 +8,19 @@
 static inline int64_t SFX(min64)(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* Bp: ceil(n/nr) panels, each k rows of nr columns (k-major), zero-padded.
- * Two loop orders so that the source is always read along its rows. */
-static void SFX(pack_b)(int64_t k, int64_t n, int64_t nr,
+ * Every B of the drivers has unit stride along one axis: rows are copied,
+ * a transposed B (columns contiguous) goes through the transpose kernel. */
+static void SFX(pack_b)(const SFX(ukr) *u, int64_t k, int64_t n,
                         const REAL *B, int64_t rsb, int64_t csb, REAL *Bp)
 {
+    const int64_t nr = u->nr;
     for (int64_t j0 = 0; j0 < n; j0 += nr, Bp += k * nr) {
         int64_t w = SFX(min64)(nr, n - j0);
-        if (csb == 1) {
-            for (int64_t p = 0; p < k; p++) {
-                const REAL *src = B + p * rsb + j0;
-                for (int64_t j = 0; j < w; j++)
-                    Bp[p * nr + j] = src[j];
-            }
-        } else {   /* B transposed: column j of B is a row of the source */
-            for (int64_t j = 0; j < w; j++) {
-                const REAL *src = B + (j0 + j) * csb;
-                for (int64_t p = 0; p < k; p++)
-                    Bp[p * nr + j] = src[p * rsb];
-            }
-        }
+        if (csb == 1)
+            for (int64_t p = 0; p < k; p++)
+                memcpy(Bp + p * nr, B + p * rsb + j0, (size_t)w * sizeof(REAL));
+        else
+            u->transpose(w, k, B + j0 * csb, csb, Bp, nr);
         for (int64_t p = 0; p < k; p++)
             for (int64_t j = w; j < nr; j++)
                 Bp[p * nr + j] = 0;
@@ -64,7 +58,7 @@ static void SFX(step)(const SFX(ukr) *u, int64_t m, int64_t j0, int64_t j1, int6
  * Blocked for the caches: a kc x nc slab of B is packed (L3, one nr panel of
  * it in L1) and an mc x kc block of A passes over it (L2). The step kernel
  * reads A by rows: rows of a row-major A are used in place, a transposed A
- * is copied once per block into rows, in pack_a. */
+ * (unit stride down its columns) is copied once per block into rows, in pack_a. */
 static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
                       SFX(view) A, SFX(view) B, REAL *C, int64_t ldc, int accumulate,
                       REAL *pack_a, REAL *pack_b)
@@ -80,7 +74,7 @@ static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
         for (int64_t pc = 0; pc < K; pc += u->kc) {
             int64_t kc = SFX(min64)(u->kc, K - pc);
             epilogue epi = accumulate || pc > 0 ? EPI_ACC : EPI_SET;
-            SFX(pack_b)(kc, nc, u->nr, B.p + pc * B.rs + jc * B.cs, B.rs, B.cs, pack_b);
+            SFX(pack_b)(u, kc, nc, B.p + pc * B.rs + jc * B.cs, B.rs, B.cs, pack_b);
             for (int64_t ic = 0; ic < M; ic += u->mc) {
                 int64_t mc = SFX(min64)(u->mc, M - ic);
                 const REAL *a = A.p + ic * A.rs + pc * A.cs;
@@ -88,10 +82,8 @@ static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
                     a_rows[i] = A.cs == 1 ? a + i * A.rs : pack_a + i * kc;
                     c_rows[i] = C + (ic + i) * ldc + jc;
                 }
-                if (A.cs != 1)   /* A transposed: read along its rows, write ours */
-                    for (int64_t p = 0; p < kc; p++)
-                        for (int64_t i = 0; i < mc; i++)
-                            pack_a[i * kc + p] = a[i * A.rs + p * A.cs];
+                if (A.cs != 1)   /* A transposed: its rows contiguous */
+                    u->transpose(kc, mc, a, A.cs, pack_a, kc);
                 SFX(step)(u, mc, 0, nc, kc, a_rows, pack_b, c_rows, NULL, epi);
             }
         }

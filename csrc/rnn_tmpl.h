@@ -174,7 +174,7 @@ static void SFX(forward)(const SFX(run) *r)
         for (int64_t t = seq_len(r->lengths, b, T); t < T; t++)
             SFX(zero)(y + row_of(L, t, b) * H, H);
 
-    SFX(pack_b)(H, H, r->u->nr, r->w_hh, 1, H, r->w->packed);   /* W_hh^T */
+    SFX(pack_b)(r->u, H, H, r->w_hh, 1, H, r->w->packed);   /* W_hh^T */
     SFX(recurrence)(r);
 
     for (int64_t b = 0; b < B; b++) {
@@ -210,7 +210,7 @@ static void SFX(backward)(const SFX(run) *r)
         }
     }
 
-    SFX(pack_b)(H, H, r->u->nr, r->w_hh, H, 1, r->w->packed);   /* W_hh */
+    SFX(pack_b)(r->u, H, H, r->w_hh, H, 1, r->w->packed);   /* W_hh */
     SFX(recurrence)(r);
 
     /* The weight and input gradients, deferred to one GEMM each over K = T*B. */

@@ -49,6 +49,13 @@ typedef struct {
 
 extern const isa_kernels isa_scalar, isa_avx2, isa_avx512;
 
+/* The AVX2 transposes serve the AVX-512 table too: a plain copy gains little
+ * from wider vectors, and every AVX-512 CPU has AVX2. */
+void transpose_f32_avx2(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                        float *dst, int64_t ldd);
+void transpose_f64_avx2(int64_t rows, int64_t cols, const double *src, int64_t lds,
+                        double *dst, int64_t ldd);
+
 /* CPU and OS support (cpuid + xgetbv), in baseline code: safe to call anywhere. */
 int cpu_has_avx2(void);
 int cpu_has_avx512(void);

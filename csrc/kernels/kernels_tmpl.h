@@ -15,6 +15,11 @@ typedef struct {
                  REAL *const *c_rows, const REAL *const *aux_rows,
                  int64_t col, int64_t m, int64_t n, epilogue epi);
 
+    /* dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols: how the
+     * drivers pack a transposed operand. */
+    void (*transpose)(int64_t rows, int64_t cols, const REAL *src, int64_t lds,
+                      REAL *dst, int64_t ldd);
+
     /* out[j] = epi(z[j], aux[j]) for j < n, with the step kernel's vector
      * activations: how they are tested alone. aux may be NULL (forward). */
     void (*apply)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilogue epi);
@@ -28,5 +33,7 @@ typedef struct {
 void SFX(step_ref)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
                    REAL *const *c_rows, const REAL *const *aux_rows,
                    int64_t col, int64_t m, int64_t n, epilogue epi);
+void SFX(transpose_ref)(int64_t rows, int64_t cols, const REAL *src, int64_t lds,
+                        REAL *dst, int64_t ldd);
 void SFX(apply_ref)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilogue epi);
 double SFX(fma_probe_ref)(int64_t iters, REAL *sink);

@@ -15,9 +15,63 @@
 
 #include "vec_f64.h"
 #include "../simd_tmpl.h"
+#include "../vec_undef.h"
+
+/* In-register transposes: 8 x 8 floats in three rounds of shuffles (pairs of
+ * elements, pairs of pairs, 128-bit halves), 4 x 4 doubles in two. */
+static inline void block_f32(const float *s, int64_t lds, float *d, int64_t ldd)
+{
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_loadu_ps(s + i * lds);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int i = 0; i < 4; i++) {
+        _mm256_storeu_ps(d + i * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+        _mm256_storeu_ps(d + (i + 4) * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+    }
+}
+
+static inline void block_f64(const double *s, int64_t lds, double *d, int64_t ldd)
+{
+    __m256d r[4], t[4];
+    for (int i = 0; i < 4; i++)
+        r[i] = _mm256_loadu_pd(s + i * lds);
+    for (int i = 0; i < 4; i += 2) {
+        t[i] = _mm256_unpacklo_pd(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_pd(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        _mm256_storeu_pd(d + i * ldd, _mm256_permute2f128_pd(t[i], t[i + 2], 0x20));
+        _mm256_storeu_pd(d + (i + 2) * ldd, _mm256_permute2f128_pd(t[i], t[i + 2], 0x31));
+    }
+}
+
+#define REAL float
+#define SFX(name) name##_f32_avx2
+#define BS 8
+#define BLOCK block_f32
+#include "../transpose_tmpl.h"
+#undef REAL
+#undef SFX
+#undef BS
+#undef BLOCK
+#define REAL double
+#define SFX(name) name##_f64_avx2
+#define BS 4
+#define BLOCK block_f64
+#include "../transpose_tmpl.h"
 
 const isa_kernels isa_avx2 = {
     "avx2", cpu_has_avx2,
-    {MR, 16, 120, 320, 2048, step_f32_avx2, apply_f32_avx2, fma_probe_f32_avx2},
-    {MR, 8, 72, 256, 512, step_f64_avx2, apply_f64_avx2, fma_probe_f64_avx2},
+    {MR, 16, 120, 320, 2048, step_f32_avx2, transpose_f32_avx2, apply_f32_avx2, fma_probe_f32_avx2},
+    {MR, 8, 72, 256, 512, step_f64_avx2, transpose_f64_avx2, apply_f64_avx2, fma_probe_f64_avx2},
 };

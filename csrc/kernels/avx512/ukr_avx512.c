@@ -18,6 +18,6 @@
 
 const isa_kernels isa_avx512 = {
     "avx512", cpu_has_avx512,
-    {MR, 32, 96, 256, 1024, step_f32_avx512, apply_f32_avx512, fma_probe_f32_avx512},
-    {MR, 16, 96, 256, 512, step_f64_avx512, apply_f64_avx512, fma_probe_f64_avx512},
+    {MR, 32, 96, 256, 1024, step_f32_avx512, transpose_f32_avx2, apply_f32_avx512, fma_probe_f32_avx512},
+    {MR, 16, 96, 256, 512, step_f64_avx512, transpose_f64_avx2, apply_f64_avx512, fma_probe_f64_avx512},
 };

@@ -52,6 +52,14 @@ void SFX(step_ref)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
                        n - j < REF_NR ? n - j : REF_NR, epi);
 }
 
+void SFX(transpose_ref)(int64_t rows, int64_t cols, const REAL *src, int64_t lds,
+                        REAL *dst, int64_t ldd)
+{
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++)
+            dst[j * ldd + i] = src[i * lds + j];
+}
+
 void SFX(apply_ref)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilogue epi)
 {
     for (int64_t j = 0; j < n; j++)
