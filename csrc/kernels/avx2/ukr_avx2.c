@@ -72,6 +72,6 @@ static inline void block_f64(const double *s, int64_t lds, double *d, int64_t ld
 
 const isa_kernels isa_avx2 = {
     "avx2", cpu_has_avx2,
-    {MR, 16, 120, 320, 2048, step_f32_avx2, transpose_f32_avx2, apply_f32_avx2, fma_probe_f32_avx2},
+    {MR, 16, 72, 256, 512, step_f32_avx2, transpose_f32_avx2, apply_f32_avx2, fma_probe_f32_avx2},
     {MR, 8, 72, 256, 512, step_f64_avx2, transpose_f64_avx2, apply_f64_avx2, fma_probe_f64_avx2},
 };
