@@ -18,7 +18,8 @@ static void SFX(pack_b)(const SFX(ukr) *u, int64_t k, int64_t n,
         int64_t w = SFX(min64)(nr, n - j0);
         if (csb == 1)
             for (int64_t p = 0; p < k; p++)
-                memcpy(Bp + p * nr, B + p * rsb + j0, (size_t)w * sizeof(REAL));
+                for (int64_t j = 0; j < w; j++)
+                    Bp[p * nr + j] = B[p * rsb + j0 + j];
         else
             u->transpose(w, k, B + j0 * csb, csb, Bp, nr);
         for (int64_t p = 0; p < k; p++)

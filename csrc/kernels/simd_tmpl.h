@@ -179,6 +179,10 @@ static void SFX(step)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
             SFX(step_tile)(1, 1, 2, k, a_rows, B, c_rows, aux_rows, c, m, w, epi);
         else if (m == 2 && pair)
             SFX(step_tile)(2, 2, 1, k, a_rows, B, c_rows, aux_rows, c, m, w, epi);
+        else if (m == 2)   /* a short last tile: fewer rows beat idle ones */
+            SFX(step_tile)(2, 1, 1, k, a_rows, B, c_rows, aux_rows, c, m, w, epi);
+        else if (m <= 4)
+            SFX(step_tile)(4, 1, 1, k, a_rows, B, c_rows, aux_rows, c, m, w, epi);
         else
             SFX(step_tile)(MR, 1, 1, k, a_rows, B, c_rows, aux_rows, c, m, w, epi);
         j += pair ? 2 * NR : NR;
