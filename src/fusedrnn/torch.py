@@ -2,9 +2,9 @@
 the autograd op for one layer and direction that it is built from.
 
 Tensors reach the kernel through `Tensor.numpy()` and its results come back
-through `torch.from_numpy()`: both share memory, so a contiguous CPU tensor
-is never copied on the way in or out (a non-contiguous one is copied once,
-by the NumPy API). The kernel uses fusedrnn's thread count
+through `torch.from_numpy()`: both share memory, so the op copies no
+contiguous CPU tensor on the way in or out (a non-contiguous one is copied
+once, by the NumPy API). The kernel uses fusedrnn's thread count
 (`fusedrnn.set_num_threads`, `FUSEDRNN_NUM_THREADS`), not torch's: it runs its
 own pool, whatever torch's intra-op setting.
 
@@ -68,7 +68,7 @@ class _RNNLayer(torch.autograd.Function):
                            batch_first=batch_first)
         y, h_n = fusedrnn.rnn_forward(*map(_array, (x, h0, w_ih, w_hh, bias)), **ctx.options)
         y, h_n = torch.from_numpy(y), torch.from_numpy(h_n)
-        # The backward takes act' from y, so y is all it keeps of the forward.
+        # The backward takes act' from y: the only result of the forward it needs.
         ctx.save_for_backward(x, h0, w_ih, w_hh, y)
         # An unused output's gradient stays None, which the kernel reads as
         # zero without a buffer of zeros being made and read.
