@@ -129,6 +129,20 @@ SFX(step_tile)(const int M_, const int NP, const int KS, int64_t k, const REAL *
             for (int v = 0; v < NV; v++)
                 acc[i][s][v] = V_ZERO();
     }
+    /* The tile's C rows (and the backward's y rows) are read only at the
+     * end, and may be far out in memory (y_t of a long sequence): ask for
+     * them now, so they arrive while the k loop runs. */
+#pragma GCC unroll 16
+    for (int i = 0; i < M_; i++) {
+        if (i >= m)
+            break;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            __builtin_prefetch(c_rows[i] + col + v * VL, 1);
+            if (aux_rows)
+                __builtin_prefetch(aux_rows[i] + col + v * VL, 0);
+        }
+    }
     /* k in rounds of KS steps, step s of a round into partial sum s; the
      * k % KS steps left over go into partial sum 0. */
     int64_t p = 0;
