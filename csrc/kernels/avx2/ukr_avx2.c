@@ -70,8 +70,12 @@ static inline void block_f64(const double *s, int64_t lds, double *d, int64_t ld
 #define BLOCK block_f64
 #include "../transpose_tmpl.h"
 
+/* Blocking (measured on Zen 3, 32 KB L1d, 512 KB L2): a kc x nr panel of B
+ * (16 KB) stays in L1 while an mc x kc block of A (L2) passes over it; the
+ * kc x nc slab of B is 1 MB in either dtype, wide enough that A is read
+ * once or twice for N up to 1760 (float32 XL: 72% -> 82% of peak over nc 512). */
 const isa_kernels isa_avx2 = {
     "avx2", cpu_has_avx2,
-    {MR, 16, 72, 256, 512, step_f32_avx2, transpose_f32_avx2, apply_f32_avx2, fma_probe_f32_avx2},
+    {MR, 16, 72, 256, 1024, step_f32_avx2, transpose_f32_avx2, apply_f32_avx2, fma_probe_f32_avx2},
     {MR, 8, 72, 256, 512, step_f64_avx2, transpose_f64_avx2, apply_f64_avx2, fma_probe_f64_avx2},
 };
