@@ -5,7 +5,7 @@ Trains a softmax RNN to predict the next character of a short story
 parallel streams of the text with Adam and gradient clipping, then samples
 new text from it with a temperature.
 
-    python examples/char_rnn.py            # about a minute on 2 cores
+    python examples/char_rnn.py            # about 15 s on 2 cores
     python examples/char_rnn.py --quick    # a few seconds (the CI smoke run)
 
 Prints the cross-entropy per character on the last tenth of the text (held
@@ -66,7 +66,7 @@ def main(argv=None):
     parser.add_argument("--length", type=int, default=600, help="characters to generate")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    epochs = args.epochs or (8 if args.quick else 40)
+    epochs = args.epochs if args.epochs is not None else 8 if args.quick else 40
     batch, chunk = 16, 32
 
     text = TEXT.read_text()

@@ -9,10 +9,23 @@ which only works when pytest puts tests/ on sys.path (not with
 --import-mode=importlib).
 """
 
+import faulthandler
+import sys
+
 import numpy as np
 import pytest
 
 import fusedrnn
+
+
+@pytest.fixture
+def watchdog():
+    """For tests whose failure could be a hang: after 5 minutes, print every
+    thread's stack and end the process, so that CI fails instead of stalling.
+    Written to the real stderr, which pytest's capture may have replaced."""
+    faulthandler.dump_traceback_later(300, exit=True, file=sys.__stderr__)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(params=fusedrnn.available_isas())

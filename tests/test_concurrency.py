@@ -15,7 +15,7 @@ import pytest
 
 import fusedrnn
 
-pytestmark = pytest.mark.usefixtures("isa")
+pytestmark = pytest.mark.usefixtures("isa", "watchdog")  # watchdog: a deadlock fails the run
 
 CALLERS = 4
 

@@ -18,7 +18,6 @@ x86-64, where fenv_t holds the x87 control word at byte 0 and MXCSR at byte 28.
 import contextlib
 import ctypes
 import ctypes.util
-import faulthandler
 import os
 import platform
 import subprocess
@@ -34,7 +33,7 @@ pytestmark = [
     pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.machine() == "x86_64"
                             and platform.libc_ver()[0] == "glibc"),
                        reason="reads fenv_t as glibc lays it out on x86-64"),
-    pytest.mark.usefixtures("isa"),
+    pytest.mark.usefixtures("isa", "watchdog"),  # watchdog: a hang on NaN fails the run
 ]
 
 libm = ctypes.CDLL(ctypes.util.find_library("m"))
@@ -71,14 +70,6 @@ def caller_mode(rounding, flush):
         yield
     finally:
         libm.fesetenv(saved)
-
-
-@pytest.fixture(autouse=True)
-def watchdog():
-    """A hang on NaN or inf becomes a traceback and a failed run."""
-    faulthandler.dump_traceback_later(300, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ overflow or cannot be allocated, have tests of their own.
 """
 
 import copy
-import faulthandler
 import mmap
 import re
 import tracemalloc
@@ -28,6 +27,8 @@ from hypothesis.extra import numpy as hnp
 import fusedrnn
 from fusedrnn import reference
 
+pytestmark = pytest.mark.usefixtures("watchdog")  # a hang fails the run
+
 T, B, D, H = 3, 2, 4, 5  # all different, so that no size passes for another
 SHAPE_OF = {"x": (T, B, D), "h0": (B, H), "w_ih": (H, D), "w_hh": (H, H), "bias": (H,),
             "y": (T, B, H), "dy": (T, B, H), "dh_n": (B, H)}
@@ -39,14 +40,6 @@ ERRORS = (TypeError, ValueError, MemoryError)
 # overflowed, or NumPy's own words when an output cannot be allocated.
 BLAMED = re.compile(r"^(x|h0|w_ih|w_hh|bias|y|dy|dh_n|lengths|nonlinearity|reverse|batch_first"
                     r"|T\*B\*H|B\*H|n|ISA)\b|^Unable to allocate")
-
-
-@pytest.fixture(autouse=True)
-def watchdog():
-    """A hang becomes a traceback and a failed run instead of a stuck CI job."""
-    faulthandler.dump_traceback_later(300, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
 
 
 def valid_arguments(dtype=np.float64):
@@ -203,6 +196,7 @@ junk = st.one_of(
 )
 
 
+# function_scoped_fixture: assert_close, the one fixture used, holds no state.
 @settings(max_examples=400, derandomize=True, database=None, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(sorted(ARGUMENTS)), st.data())

@@ -207,18 +207,28 @@ def test_inputs_are_not_modified():
         assert_array_equal(a, c)
 
 
-def test_torch_state_dict_gives_torchs_outputs():
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
+def test_torch_state_dict_gives_torchs_outputs_and_gradients(batch_first):
+    """torch.nn.RNN itself as the oracle, on a PackedSequence (whose lengths
+    must be >= 1), with h0 and dh_n: h0 / h_n / dh0 indexed layer * dirs + direction."""
     torch = pytest.importorskip("torch")
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
     torch.manual_seed(0)
-    net = torch.nn.RNN(D, H, num_layers=2, bidirectional=True, dtype=torch.float64)
-    rnn = fusedrnn.RNN(D, H, 2, bidirectional=True, dtype=np.float64)
+    net = torch.nn.RNN(D, H, num_layers=2, bidirectional=True, batch_first=batch_first,
+                       dtype=torch.float64)
+    rnn = fusedrnn.RNN(D, H, 2, bidirectional=True, batch_first=batch_first, dtype=np.float64)
     rnn.load_state_dict({k: v.numpy() for k, v in net.state_dict().items()})
-    x, h0, dy, _ = make_inputs(np.float64, False, 2, True)
+    x, h0, dy, dh_n = make_inputs(np.float64, batch_first, 2, True)
     x_t, h0_t = torch.tensor(x, requires_grad=True), torch.tensor(h0, requires_grad=True)
-    y_t, h_n_t = net(x_t, h0_t)
-    (y_t * torch.tensor(dy)).sum().backward()
-    y, h_n = rnn.forward(x, h0)
-    dx, dh0 = rnn.backward(dy)
+    lengths = np.array([5, 1, 3])
+    packed = pack_padded_sequence(x_t, torch.tensor(lengths), batch_first=batch_first,
+                                  enforce_sorted=False)
+    y_packed, h_n_t = net(packed, h0_t)
+    y_t, _ = pad_packed_sequence(y_packed, batch_first=batch_first, total_length=T)
+    ((y_t * torch.tensor(dy)).sum() + (h_n_t * torch.tensor(dh_n)).sum()).backward()
+    y, h_n = rnn.forward(x, h0, lengths)
+    dx, dh0 = rnn.backward(dy, dh_n)
     tol = dict(rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(y, y_t.detach().numpy(), **tol)
     np.testing.assert_allclose(h_n, h_n_t.detach().numpy(), **tol)
@@ -226,6 +236,21 @@ def test_torch_state_dict_gives_torchs_outputs():
     np.testing.assert_allclose(dh0, h0_t.grad.numpy(), **tol)
     for name, p in net.named_parameters():
         np.testing.assert_allclose(rnn.grads[name], p.grad.numpy(), **tol, err_msg=name)
+
+
+def test_backward_reads_what_forward_saw():
+    """The caller's x, h0 and lengths changed in place between forward and
+    backward (a reused buffer) leave the gradients as they were."""
+    rnn = fusedrnn.RNN(D, H, 2, bidirectional=True, dtype=np.float64, seed=0)
+    x, h0, dy, dh_n = make_inputs(np.float64, False, 2, True)
+    lengths = LENGTHS.copy()
+    rnn.forward(x, h0, lengths)
+    expected = rnn.backward(dy, dh_n), dict(rnn.grads)
+    rnn.forward(x, h0, lengths)
+    x[:], h0[:], lengths[:] = 0, 0, T
+    actual = rnn.backward(dy, dh_n), rnn.grads
+    for a, e in zip([*actual[0], *actual[1].values()], [*expected[0], *expected[1].values()]):
+        assert_array_equal(a, e)
 
 
 BAD_CONSTRUCTORS = [

@@ -216,3 +216,40 @@ def test_bad_arguments():
         net.loss(np.full((3, 2, 1), "a"))
     with pytest.raises(ValueError, match=r"^target: expected shape \(3, 2, 1\), got \(3, 2\)"):
         net.loss(np.zeros((3, 2)))
+
+
+@pytest.mark.parametrize("activation", ["identity", "sigmoid"])
+def test_padding_targets_are_neither_checked_nor_counted(activation):
+    """Past a sequence's length a target may be anything, NaN or out of
+    [0, 1] for sigmoid: the loss and the gradients are those of any other
+    padding value."""
+    net = constant_output_network(activation, [0.5])
+    net.forward(np.ones((2, 2, 2)), lengths=[2, 1])
+    target = np.full((2, 2, 1), 0.25)
+    expected = net.loss(target)
+    net.backward()
+    expected_grads = dict(net.grads)
+    target[1, 1] = np.nan if activation == "identity" else 7.0
+    assert net.loss(target) == expected
+    net.backward()
+    for name, g in net.grads.items():
+        assert_allclose(g, expected_grads[name], rtol=0, atol=0, err_msg=name)
+
+
+@pytest.mark.parametrize("loss_kind", ["paired_loss", "given_dy"])
+def test_changing_the_returned_y_changes_nothing(loss_kind):
+    net = fusedrnn.ElmanRNN(2, 3, 4, output_activation="softmax", dtype=np.float64, seed=0)
+    target, dy = np.zeros((3, 2), np.int64), np.arange(24.0).reshape(3, 2, 4)
+
+    def loss_and_gradients(change_y):
+        y, _ = net.forward(np.arange(12.0).reshape(3, 2, 2))
+        y[:] = 0.25 if change_y else y
+        loss = net.loss(target)
+        net.backward(None if loss_kind == "paired_loss" else dy)
+        return loss, dict(net.grads)
+
+    expected_loss, expected_grads = loss_and_gradients(change_y=False)
+    loss, grads = loss_and_gradients(change_y=True)
+    assert loss == expected_loss
+    for name, g in grads.items():
+        assert_allclose(g, expected_grads[name], rtol=0, atol=0, err_msg=name)

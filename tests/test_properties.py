@@ -21,6 +21,7 @@ from fusedrnn import reference
 
 EXAMPLES = 1500  # per test; two tests
 
+# function_scoped_fixture: assert_close, the one fixture used, holds no state.
 PROPERTY_SETTINGS = settings(max_examples=EXAMPLES, derandomize=True, database=None,
                              deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                     HealthCheck.function_scoped_fixture])

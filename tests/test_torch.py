@@ -167,6 +167,66 @@ def test_no_grad_inference():
     torch.testing.assert_close(h_n, want_h_n)
 
 
+def test_non_contiguous_input_and_hx_match_torch():
+    reference, fused = twins(num_layers=2)
+    g = torch.Generator().manual_seed(0)
+    x = leaf(B, T, 2 * D, dtype=torch.float64, generator=g)
+    hx = leaf(B, 2, H, dtype=torch.float64, generator=g)
+    views = x.transpose(0, 1)[..., ::2], hx.transpose(0, 1)
+    assert not any(v.is_contiguous() for v in views)
+    assert_same_as_torch(reference, fused, *views)
+
+
+def test_bias_gradients_accumulate_each_in_its_own_memory():
+    """Both biases get dbias; two backward passes leave twice the gradient in
+    each, as in torch (memory shared between the two .grad would take three
+    times in one)."""
+    reference, fused = twins()
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    for module in (reference, fused):
+        for _ in range(2):
+            module(x)[0].sum().backward()
+    assert fused.bias_ih_l0.grad.data_ptr() != fused.bias_hh_l0.grad.data_ptr()
+    for name in ("bias_ih_l0", "bias_hh_l0"):
+        torch.testing.assert_close(getattr(fused, name).grad, getattr(reference, name).grad)
+
+
+class Doubled(torch.nn.Module):
+    def forward(self, w):
+        return 2 * w
+
+
+def test_parametrised_weight_matches_torch():
+    """The kernel gets the parametrised weight, and the gradient reaches the
+    parameter underneath."""
+    reference, fused = twins(num_layers=2)
+    for module in (reference, fused):
+        torch.nn.utils.parametrize.register_parametrization(module, "weight_hh_l1", Doubled())
+    x = leaf(T, B, D, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert_same_as_torch(reference, fused, x, None)
+
+
+def test_module_passes_tensor_memory_to_the_kernel(monkeypatch):
+    """RNN's path straight to the kernel copies no contiguous tensor either:
+    the kernel reads x, hx and the weights where they are and writes the
+    output in place (h_n is stacked from the layers' final states)."""
+    seen = []
+    forward = fusedrnn._kernel.forward
+
+    def spy(*args):
+        seen.append([a.__array_interface__["data"][0] if hasattr(a, "__array_interface__")
+                     else a for a in args[:7]])
+        return forward(*args)
+
+    monkeypatch.setattr(fusedrnn._kernel, "forward", spy)
+    fused = ftorch.RNN(D, H, bias=False)
+    x, hx = torch.randn(T, B, D), torch.randn(1, B, H)
+    with torch.no_grad():
+        output, h_n = fused(x, hx)
+    assert seen == [[x.data_ptr(), hx.data_ptr(), fused.weight_ih_l0.data_ptr(),
+                     fused.weight_hh_l0.data_ptr(), None, None, output.data_ptr()]]
+
+
 # --- dropout between layers -----------------------------------------------
 
 def test_dropout_off_in_eval_mode():
@@ -322,8 +382,23 @@ def test_non_cpu_tensors_are_a_runtime_error():
     """The meta device stands in for CUDA, which this machine lacks: the
     check is on the device type, not on its name."""
     fused = ftorch.RNN(D, H, device="meta")
-    with pytest.raises(RuntimeError, match="x is on device meta.*CPU only"):
+    with pytest.raises(RuntimeError, match="input is on device meta.*CPU only"):
         fused(torch.randn(T, B, D, device="meta"))
+
+
+def test_weight_replaced_by_one_of_the_wrong_shape_is_a_runtime_error():
+    """torch.nn.RNN's checks leave out the weights; the kernel trusts their shapes."""
+    fused = ftorch.RNN(D, H)
+    fused.weight_hh_l0 = torch.nn.Parameter(torch.randn(H + 1, H + 1))
+    with pytest.raises(RuntimeError, match=r"weight_hh_l0 has shape \(7, 7\), expected \(6, 6\)"):
+        fused(torch.randn(T, B, D))
+
+
+def test_hx_of_another_dtype_is_a_runtime_error():
+    fused = ftorch.RNN(D, H)
+    with pytest.raises(RuntimeError, match="hx has dtype torch.float64, expected torch.float32 "
+                                           r"\(the dtype of input\)"):
+        fused(torch.randn(T, B, D), torch.randn(1, B, H, dtype=torch.float64))
 
 
 def test_op_rejects_mixed_dtypes_and_bad_shapes():

@@ -76,6 +76,16 @@ def test_optimiser_and_clipping_bad_arguments():
         fusedrnn.SGD(p, lr=0.1).step({"w": np.zeros(3)})
     with pytest.raises(ValueError, match="^max_norm: expected a positive number"):
         fusedrnn.clip_grad_norm({"w": np.ones(2)}, 0)
+    with pytest.raises(TypeError, match="^lr: expected a positive number, got '0.1'"):
+        fusedrnn.SGD(p, lr="0.1")
+    with pytest.raises(ValueError, match="^lr: expected a positive number, got nan"):
+        fusedrnn.SGD(p, lr=float("nan"))
+    with pytest.raises(TypeError, match=r"^betas\[0\]: expected a number in \[0, 1\), got None"):
+        fusedrnn.Adam(p, betas=(None, 0.9))
+    with pytest.raises(ValueError, match="^betas: expected two numbers"):
+        fusedrnn.Adam(p, betas=0.9)
+    with pytest.raises(TypeError, match="^temperature: expected a positive number, got True"):
+        fusedrnn.sample([0.5, 0.5], True)
 
 
 class Recorder:
@@ -130,6 +140,37 @@ def test_truncated_bptt_clips_and_steps():
     assert not np.array_equal(before["weight_hy"], net.params["weight_hy"])
     with pytest.raises(ValueError, match="^chunk: expected a positive integer, got 0"):
         fusedrnn.truncated_bptt(net, recorder, x, target, 0)
+
+
+def test_truncated_bptt_checks_the_target_before_any_step():
+    net = fusedrnn.ElmanRNN(3, 4, 2, dtype=np.float64, seed=0)
+    before = net.state_dict()
+    opt = fusedrnn.SGD(net.params, lr=0.1)
+    with pytest.raises(ValueError, match=r"^target: expected x's time and batch axes \(6, 2\) "
+                                         r"first, got shape \(5, 2, 2\)"):
+        fusedrnn.truncated_bptt(net, opt, np.ones((6, 2, 3)), np.ones((5, 2, 2)), 2)
+    for name, p in net.params.items():
+        assert_array_equal(p, before[name])
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_optimisers_follow_torch(kind):
+    """20 steps of random gradients, the same as torch.optim's."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    p = {"w": rng.normal(size=(3, 4))}
+    w = torch.nn.Parameter(torch.tensor(p["w"]))
+    if kind == "sgd":
+        ours, theirs = fusedrnn.SGD(p, lr=0.1, momentum=0.9), torch.optim.SGD([w], 0.1, 0.9)
+    else:
+        ours = fusedrnn.Adam(p, lr=0.01, betas=(0.8, 0.99), eps=1e-6)
+        theirs = torch.optim.Adam([w], lr=0.01, betas=(0.8, 0.99), eps=1e-6)
+    for _ in range(20):
+        g = rng.normal(size=(3, 4))
+        ours.step({"w": g})
+        w.grad = torch.tensor(g)
+        theirs.step()
+    assert_allclose(p["w"], w.detach().numpy(), rtol=1e-12, atol=1e-14)
 
 
 def test_sample_frequencies_follow_the_tempered_distribution():

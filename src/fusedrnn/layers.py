@@ -10,7 +10,7 @@ import operator
 
 import numpy as np
 
-from ._api import _activation, _flag, rnn_backward, rnn_forward
+from ._api import _activation, _as_array, _flag, rnn_backward, rnn_forward
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -70,7 +70,7 @@ class _Parameters:
         unexpected = [k for k in state_dict if k not in self.params]
         if missing or unexpected:
             raise ValueError(f"state_dict: missing keys {missing}, unexpected keys {unexpected}")
-        values = {name: np.asarray(value) for name, value in state_dict.items()}
+        values = {name: _as_array(name, value) for name, value in state_dict.items()}
         for name, p in self.params.items():  # check all before changing any
             if values[name].dtype.kind not in "fiu":
                 raise TypeError(f"{name}: expected a real-valued array, got dtype "
@@ -154,7 +154,7 @@ class RNN(_Parameters):
         Returns (y, h_n): y [T, B, dirs * H] (or batch-first), the last layer's
         states with the directions concatenated forward | reverse; h_n
         [num_layers * dirs, B, H], each sequence's state after its last valid step.
-        Remembers what backward needs.
+        Keeps copies of what backward needs.
         """
         x = np.asarray(x)
         if x.dtype != self.dtype:
@@ -183,7 +183,12 @@ class RNN(_Parameters):
                 ys.append(y)
             outputs.extend(ys)
             layer_input = np.concatenate(ys, axis=2)
-        self._cache = (inputs, outputs, h0, state_shape, options)
+        # backward reads x, h0 and lengths again: keep copies, so that a caller
+        # reusing those buffers before backward cannot silently change the gradients.
+        inputs[0] = x.copy()
+        if lengths is not None:
+            options["lengths"] = np.array(lengths)
+        self._cache = (inputs, outputs, None if h0 is None else h0.copy(), state_shape, options)
         return layer_input, h_n
 
     def backward(self, dy, dh_n=None):

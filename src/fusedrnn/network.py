@@ -150,7 +150,8 @@ class ElmanRNN(_Parameters):
             z += self.params["bias_hy"]
         z = z.reshape(h.shape[:2] + (self.output_size,))
         y = OUTPUT_ACTIVATIONS[self.output_activation][0](z)
-        self._cache = (h, z, y, self._valid(h.shape[:2], lengths))
+        # y goes to the caller, who may change it: loss and backward read a copy.
+        self._cache = (h, z, y.copy(), self._valid(h.shape[:2], lengths))
         self._dz = None
         return y, h_n
 
@@ -169,7 +170,8 @@ class ElmanRNN(_Parameters):
 
         target: for "softmax", integers [T, B] (or [B, T]) in [0, output_size)
         or equal to ignore_index (left out); otherwise an array shaped like y
-        (in [0, 1] for "sigmoid").
+        (in [0, 1] for "sigmoid"). Targets past a sequence's length are
+        neither checked nor counted: any value can pad them.
         """
         if self._cache is None:
             raise RuntimeError("loss: call forward first; the loss is of the last forward call")
@@ -193,10 +195,13 @@ class ElmanRNN(_Parameters):
                 raise TypeError(f"target: expected a real-valued array, got dtype {target.dtype}")
             if target.shape != y.shape:
                 raise ValueError(f"target: expected shape {y.shape}, got {target.shape}")
-            if self.loss_name == "bce" and not np.all((target >= 0) & (target <= 1)):
+            # Padding may hold anything (NaN too): only counted targets are
+            # checked, and the others are zeroed so that no NaN * 0 gets in.
+            counted = target[valid]
+            if self.loss_name == "bce" and not np.all((counted >= 0) & (counted <= 1)):
                 raise ValueError("target: expected values in [0, 1] for binary cross-entropy, "
-                                 f"got values from {target.min()} to {target.max()}")
-            target = target.astype(self.dtype)
+                                 f"got values from {counted.min()} to {counted.max()}")
+            target = np.where(valid[..., None], target, 0).astype(self.dtype)
         value, grad = _LOSS_FUNCTIONS[self.loss_name](z, y, target, valid)
         # The fused pairs give dL/dz directly; mse's dL/dy still goes through O.
         self._dz = (OUTPUT_ACTIVATIONS[self.output_activation][1](y, grad)

@@ -6,21 +6,30 @@ The optimisers and the clipping work on dicts of arrays (a model's
 ``params`` and ``grads``) and update the parameters in place.
 """
 
+import numbers
+
 import numpy as np
 
+from ._api import _as_array
 from .layers import _positive_int
 
 
+def _number(name, value, expected, ok):
+    """value as a float; TypeError for a non-number, ValueError unless ok(value)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected {expected}, got {value!r}")
+    value = float(value)
+    if not ok(value):  # NaN fails every comparison, so it fails here
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return value
+
+
 def _positive(name, value):
-    if not value > 0:
-        raise ValueError(f"{name}: expected a positive number, got {value!r}")
-    return float(value)
+    return _number(name, value, "a positive number", lambda v: v > 0)
 
 
 def _fraction(name, value):
-    if not 0 <= value < 1:
-        raise ValueError(f"{name}: expected a number in [0, 1), got {value!r}")
-    return float(value)
+    return _number(name, value, "a number in [0, 1)", lambda v: 0 <= v < 1)
 
 
 def clip_grad_norm(grads, max_norm):
@@ -86,7 +95,7 @@ class Adam(_Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(params, lr)
-        if len(betas) != 2:
+        if np.ndim(betas) != 1 or len(betas) != 2:
             raise ValueError(f"betas: expected two numbers (beta1, beta2), got {betas!r}")
         self.beta1, self.beta2 = (_fraction(f"betas[{i}]", b) for i, b in enumerate(betas))
         self.eps = _positive("eps", eps)
@@ -120,6 +129,11 @@ def truncated_bptt(model, optimizer, x, target, chunk, h0=None, max_norm=None):
     chunk = _positive_int("chunk", chunk)
     axis = 1 if model.batch_first else 0
     x, target = np.asarray(x), np.asarray(target)
+    # Checked before the first step, which would otherwise change the model
+    # before a short target failed (or leave a long one's tail unused).
+    if x.ndim == 3 and target.shape[:2] != x.shape[:2]:
+        raise ValueError(f"target: expected x's time and batch axes {x.shape[:2]} first, "
+                         f"got shape {target.shape}")
     losses = []
     h = h0
     for start in range(0, x.shape[axis], chunk):
@@ -144,7 +158,10 @@ def sample(probs, temperature=1.0, rng=None):
     ``probs.shape[:-1]``.
     """
     temperature = _positive("temperature", temperature)
-    probs = np.asarray(probs, dtype=np.float64)
+    probs = _as_array("probs", probs)
+    if probs.dtype.kind not in "fiu":
+        raise TypeError(f"probs: expected a real-valued array, got dtype {probs.dtype}")
+    probs = probs.astype(np.float64)
     if probs.ndim < 1 or probs.shape[-1] == 0:
         raise ValueError(f"probs: expected classes on the last axis, got shape {probs.shape}")
     if np.any(probs < 0) or not np.all(np.isfinite(probs)) or np.any(probs.sum(axis=-1) == 0):
