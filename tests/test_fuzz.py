@@ -74,6 +74,7 @@ def same(a, b):
     if isinstance(a, np.ndarray):
         if b is None:
             return True
+        a, b = np.asarray(a), np.asarray(b)  # a masked array's data, not its filled copy
         if a.dtype != b.dtype or a.shape != b.shape:
             return False
         return a.tolist() == b.tolist() if a.dtype.hasobject else a.tobytes() == b.tobytes()
