@@ -178,11 +178,6 @@ static void compare(const fusedrnn_problem *p, const char *what, const char *nam
     }
 }
 
-static void *workspace_for(size_t bytes)
-{
-    return malloc(bytes);   /* exactly the queried size: an overrun is the tools' to see */
-}
-
 /* One problem: forward and backward against the naive versions. */
 static void run_case(fusedrnn_problem p, int with_lengths, int with_optional,
                      unsigned long long seed)
@@ -208,7 +203,7 @@ static void run_case(fusedrnn_problem p, int with_lengths, int with_optional,
 
     void *y = alloc(&p, rows * H), *h_n = alloc(&p, B * H);
     size_t n = fusedrnn_forward_workspace(&p);
-    void *ws = workspace_for(n);
+    void *ws = malloc(n);   /* exactly the queried size: an overrun is the tools' to see */
     CHECK(n > 0, "%s: forward workspace query returned 0", what);
     fusedrnn_status st = fusedrnn_forward(&p, x, h0, w_ih, w_hh, bias, lengths, y, h_n, ws, n);
     CHECK(st == FUSEDRNN_OK, "%s: forward status %d", what, (int)st);
@@ -225,7 +220,7 @@ static void run_case(fusedrnn_problem p, int with_lengths, int with_optional,
     void *dx = alloc(&p, rows * D), *dh0 = alloc(&p, B * H), *dw_ih = alloc(&p, H * D);
     void *dw_hh = alloc(&p, H * H), *dbias = alloc(&p, H);
     n = fusedrnn_backward_workspace(&p);
-    ws = workspace_for(n);
+    ws = malloc(n);
     CHECK(n > 0, "%s: backward workspace query returned 0", what);
     st = fusedrnn_backward(&p, x, h0, w_ih, w_hh, lengths, y, dy, dh_n, dx, dh0, dw_ih, dw_hh,
                            dbias, ws, n);
