@@ -7,9 +7,9 @@
  *   POLY_DEG    degree of the expm1 Taylor polynomial on |r| <= ln2/2
  *   LN2_HI/LO   ln 2 split so that k * LN2_HI is exact
  *
- * Tiles are MR rows by NR = 2 vectors. Edge tiles: packed operands are
- * zero-padded, so a kernel computes the full tile and stores only m x n
- * through a mask. */
+ * Tiles are up to MR rows by one or two panels of NR = 2 vectors. Edge
+ * tiles: packed operands are zero-padded, so a kernel computes the full tile
+ * and stores only m x n, through a mask in the last vector. */
 
 #define NR (2 * VL)
 
@@ -137,7 +137,7 @@ SFX(step_tile)(const int M_, const int NP, const int KS, int64_t k, const REAL *
         if (i >= m)
             break;
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) {
+        for (int v = 0; v < NV && v * VL < n; v++) {
             __builtin_prefetch(c_rows[i] + col + v * VL, 1);
             if (aux_rows)
                 __builtin_prefetch(aux_rows[i] + col + v * VL, 0);
