@@ -5,7 +5,7 @@ Trains a softmax RNN to predict the next character of a short story
 parallel streams of the text with Adam and gradient clipping, then samples
 new text from it with a temperature.
 
-    python examples/char_rnn.py            # about 15 s on 2 cores
+    python examples/char_rnn.py            # about 2 s on 2 quiet cores
     python examples/char_rnn.py --quick    # a few seconds (the CI smoke run)
 
 Prints the cross-entropy per character on the last tenth of the text (held

@@ -7,7 +7,7 @@ Adam); then, having read the whole observed series, it forecasts the
 following steps by feeding each prediction back as its next input, and the
 forecast is plotted against the noiseless truth.
 
-    python examples/forecast.py                     # about 30 s on 2 cores
+    python examples/forecast.py                     # about 2.5 s on 2 quiet cores
     python examples/forecast.py --quick --no-plot   # a few seconds (the CI smoke run)
 
 Prints the one-step-ahead mean squared error on the last tenth of the
