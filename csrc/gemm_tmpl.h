@@ -55,26 +55,29 @@ static void SFX(step)(const SFX(ukr) *u, int64_t m, int64_t j0, int64_t j1, int6
                     SFX(min64)(u->mr, m - i), SFX(min64)(u->nr, j1 - j), epi);
 }
 
-/* C[M,N] (= or +=) A[M,K] B[K,N]; C row-major with leading dimension ldc.
+/* C[M,N] = A[M,K] B[K,N] (+ bias[N] in every row, if given), or C += A B;
+ * C row-major with leading dimension ldc.
  * Blocked for the caches: a kc x nc slab of B is packed (L3, one nr panel of
  * it in L1) and an mc x kc block of A passes over it (L2). The step kernel
  * reads A by rows: rows of a row-major A are used in place, a transposed A
- * (unit stride down its columns) is copied once per block into rows, in pack_a. */
+ * (unit stride down its columns) is copied once per block into rows, in pack_a.
+ * The bias joins in the first k block's epilogue: C is written once, by the
+ * team, not filled beforehand by one thread. */
 static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
                       SFX(view) A, SFX(view) B, REAL *C, int64_t ldc, int accumulate,
-                      REAL *pack_a, REAL *pack_b)
+                      const REAL *bias, REAL *pack_a, REAL *pack_b)
 {
-    const REAL *a_rows[FUSEDRNN_MC_MAX];
+    const REAL *a_rows[FUSEDRNN_MC_MAX], *bias_rows[FUSEDRNN_MC_MAX];
     REAL *c_rows[FUSEDRNN_MC_MAX];
     if (K == 0 && !accumulate)
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < N; j++)
-                C[i * ldc + j] = 0;
+                C[i * ldc + j] = bias ? bias[j] : 0;
     for (int64_t jc = 0; jc < N; jc += u->nc) {
         int64_t nc = SFX(min64)(u->nc, N - jc);
         for (int64_t pc = 0; pc < K; pc += u->kc) {
             int64_t kc = SFX(min64)(u->kc, K - pc);
-            epilogue epi = accumulate || pc > 0 ? EPI_ACC : EPI_SET;
+            epilogue epi = accumulate || pc > 0 ? EPI_ACC : bias ? EPI_BIAS : EPI_SET;
             SFX(pack_b)(u, kc, nc, B.p + pc * B.rs + jc * B.cs, B.rs, B.cs, pack_b);
             for (int64_t ic = 0; ic < M; ic += u->mc) {
                 int64_t mc = SFX(min64)(u->mc, M - ic);
@@ -82,16 +85,18 @@ static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
                 for (int64_t i = 0; i < mc; i++) {
                     a_rows[i] = A.cs == 1 ? a + i * A.rs : pack_a + i * kc;
                     c_rows[i] = C + (ic + i) * ldc + jc;
+                    bias_rows[i] = epi == EPI_BIAS ? bias + jc : NULL;
                 }
                 if (A.cs != 1)   /* A transposed: its rows contiguous */
                     u->transpose(kc, mc, a, A.cs, pack_a, kc);
-                SFX(step)(u, mc, 0, nc, kc, a_rows, pack_b, c_rows, NULL, epi);
+                SFX(step)(u, mc, 0, nc, kc, a_rows, pack_b, c_rows,
+                          epi == EPI_BIAS ? bias_rows : NULL, epi);
             }
         }
     }
 }
 
-/* C = A B (or C += A B) on `threads` threads: each takes a slice of whole
+/* C = A B (+ bias) or C += A B on `threads` threads: each takes a slice of whole
  * register tiles along the longer of M and N, with its own panels. */
 typedef struct {
     const SFX(ukr) *u;
@@ -100,6 +105,7 @@ typedef struct {
     REAL *C;
     int64_t ldc;
     int accumulate;
+    const REAL *bias;
     REAL *pack_a, *pack_b;        /* per thread: pack_a + tid * a_stride, ... */
     size_t a_stride, b_stride;
 } SFX(gemm_job);
@@ -113,10 +119,12 @@ static void SFX(gemm_slice)(void *arg, int tid, int n, team *t)
     if (g->N >= g->M) {
         team_share(g->N, g->u->nr, tid, n, &lo, &hi);
         SFX(view) B = {g->B.p + lo * g->B.cs, g->B.rs, g->B.cs};
-        SFX(gemm)(g->u, g->M, hi - lo, g->K, g->A, B, g->C + lo, g->ldc, g->accumulate, pa, pb);
+        SFX(gemm)(g->u, g->M, hi - lo, g->K, g->A, B, g->C + lo, g->ldc, g->accumulate,
+                  g->bias ? g->bias + lo : NULL, pa, pb);
     } else {
         team_share(g->M, g->u->mr, tid, n, &lo, &hi);
         SFX(view) A = {g->A.p + lo * g->A.rs, g->A.rs, g->A.cs};
-        SFX(gemm)(g->u, hi - lo, g->N, g->K, A, g->B, g->C + lo * g->ldc, g->ldc, g->accumulate, pa, pb);
+        SFX(gemm)(g->u, hi - lo, g->N, g->K, A, g->B, g->C + lo * g->ldc, g->ldc, g->accumulate,
+                  g->bias, pa, pb);
     }
 }

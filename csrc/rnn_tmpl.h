@@ -82,11 +82,12 @@ static void SFX(copy)(REAL *dst, const REAL *src, int64_t n)
     memcpy(dst, src, (size_t)n * sizeof(REAL));
 }
 
-/* C (=|+=) A B over the team, when the product is worth splitting. */
+/* C = A B (+ bias) or C += A B over the team, when the product is worth splitting. */
 static void SFX(gemm_team)(const SFX(run) *r, int64_t M, int64_t N, int64_t K,
-                           SFX(view) A, SFX(view) B, REAL *C, int64_t ldc, int accumulate)
+                           SFX(view) A, SFX(view) B, REAL *C, int64_t ldc, int accumulate,
+                           const REAL *bias)
 {
-    SFX(gemm_job) g = {r->u, M, N, K, A, B, C, ldc, accumulate,
+    SFX(gemm_job) g = {r->u, M, N, K, A, B, C, ldc, accumulate, bias,
                        r->w->pack_a, r->w->pack_b, r->w->a_stride, r->w->b_stride};
     team_run(threads_for(r->p, (double)M * N * K, 1 << 18), SFX(gemm_slice), &g);
 }
@@ -165,11 +166,8 @@ static void SFX(forward)(const SFX(run) *r)
     REAL *y = r->y;
 
     /* y = x W_ih^T + b for all steps in one GEMM, straight into y  [T*B,H] */
-    if (r->bias)
-        for (int64_t i = 0; i < T * B; i++)
-            SFX(copy)(y + i * H, r->bias, H);
     SFX(gemm_team)(r, T * B, H, D, (SFX(view)){r->x, D, 1}, (SFX(view)){r->w_ih, 1, D},
-                   y, H, r->bias != NULL);
+                   y, H, 0, r->bias);
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = seq_len(r->lengths, b, T); t < T; t++)
             SFX(zero)(y + row_of(L, t, b) * H, H);
@@ -219,9 +217,9 @@ static void SFX(backward)(const SFX(run) *r)
         for (int64_t j = 0; j < H; j++)
             r->dbias[j] += dz[i * H + j];
     SFX(gemm_team)(r, H, D, TB, (SFX(view)){dz, 1, H}, (SFX(view)){r->x, D, 1},
-                   r->dw_ih, D, 0);                                  /* dz^T x   [H,D] */
+                   r->dw_ih, D, 0, NULL);                                  /* dz^T x   [H,D] */
     SFX(gemm_team)(r, TB, D, H, (SFX(view)){dz, H, 1}, (SFX(view)){r->w_ih, D, 1},
-                   r->dx, D, 0);                                     /* dz W_ih  [T*B,D] */
+                   r->dx, D, 0, NULL);                                     /* dz W_ih  [T*B,D] */
 
     /* The first step of each sequence saw h0: g = its dz row, dh0 = g W_hh,
      * and dh_n passes straight through an empty sequence. */
@@ -232,7 +230,8 @@ static void SFX(backward)(const SFX(run) *r)
         else
             SFX(zero)(g + b * H, H);
     }
-    SFX(gemm_team)(r, B, H, H, (SFX(view)){g, H, 1}, (SFX(view)){r->w_hh, H, 1}, r->dh0, H, 0);
+    SFX(gemm_team)(r, B, H, H, (SFX(view)){g, H, 1}, (SFX(view)){r->w_hh, H, 1},
+                   r->dh0, H, 0, NULL);
     for (int64_t b = 0; b < B; b++)
         if (seq_len(r->lengths, b, T) == 0) {
             if (r->dh_n)
@@ -247,7 +246,8 @@ static void SFX(backward)(const SFX(run) *r)
      * With the first-step rows of dz zeroed, the rows that the shift pairs
      * across sequence boundaries or with padding all have dz = 0. */
     if (r->h0)
-        SFX(gemm_team)(r, H, H, B, (SFX(view)){g, 1, H}, (SFX(view)){r->h0, H, 1}, r->dw_hh, H, 0);
+        SFX(gemm_team)(r, H, H, B, (SFX(view)){g, 1, H}, (SFX(view)){r->h0, H, 1},
+                       r->dw_hh, H, 0, NULL);
     for (int64_t b = 0; b < B; b++) {
         int64_t len = seq_len(r->lengths, b, T);
         if (len > 0)
@@ -257,5 +257,5 @@ static void SFX(backward)(const SFX(run) *r)
     const REAL *dz_k = p->reverse ? dz : dz + shift * H;
     const REAL *y_k = p->reverse ? r->y + shift * H : r->y;
     SFX(gemm_team)(r, H, H, K, (SFX(view)){dz_k, 1, H}, (SFX(view)){y_k, H, 1},
-                   r->dw_hh, H, r->h0 != NULL);
+                   r->dw_hh, H, r->h0 != NULL, NULL);
 }

@@ -13,11 +13,12 @@
  * forward    c = act(c + acc)
  * backward   c = (c + acc) * act'(aux), the derivative taken from the stored
  *            output aux = act(z): 1 - y^2, y > 0, y (1 - y)
- * plain GEMM c = acc (EPI_SET: c is not read) or c = c + acc (EPI_ACC). */
+ * plain GEMM c = acc (EPI_SET), c = acc + aux (EPI_BIAS: aux a bias row;
+ *            c is not read in either) or c = c + acc (EPI_ACC). */
 typedef enum {
     EPI_TANH, EPI_RELU, EPI_SIGMOID,
     EPI_DTANH, EPI_DRELU, EPI_DSIGMOID,
-    EPI_SET, EPI_ACC
+    EPI_SET, EPI_BIAS, EPI_ACC
 } epilogue;
 
 /* Bounds on every ISA's blocking (mr, nr, mc, kc, nc of its tables below):

@@ -79,6 +79,7 @@ static inline V SFX(vepilogue)(V z, V y, epilogue epi)
     case EPI_DTANH:    return V_MUL(z, V_FNMA(y, y, V_SET1(1)));
     case EPI_DRELU:    return V_MUL(z, V_GT0_ONE(y));
     case EPI_DSIGMOID: return V_MUL(z, V_MUL(y, V_SUB(V_SET1(1), y)));
+    case EPI_BIAS:     return V_ADD(z, y);
     case EPI_SET:
     case EPI_ACC:      return z;
     }
@@ -137,7 +138,9 @@ SFX(step_tile)(const int M_, const int NP, const int KS, int64_t k, const REAL *
         if (i >= m)
             break;
 #pragma GCC unroll 4
-        for (int v = 0; v < NV && v * VL < n; v++) {
+        for (int v = 0; v < NV; v++) {
+            if (v * VL >= n)
+                break;
             __builtin_prefetch(c_rows[i] + col + v * VL, 1);
             if (aux_rows)
                 __builtin_prefetch(aux_rows[i] + col + v * VL, 0);
@@ -168,7 +171,8 @@ SFX(step_tile)(const int M_, const int NP, const int KS, int64_t k, const REAL *
 #pragma GCC unroll 4
             for (int s = 1; s < KS; s++)
                 sum = V_ADD(sum, acc[i][s][v]);
-            V z = epi == EPI_SET ? sum : V_ADD(SFX(load_n)(c + v * VL, nv), sum);
+            V z = epi == EPI_SET || epi == EPI_BIAS ? sum
+                                                    : V_ADD(SFX(load_n)(c + v * VL, nv), sum);
             V y = aux ? SFX(load_n)(aux + v * VL, nv) : V_ZERO();
             SFX(store_n)(c + v * VL, nv, SFX(vepilogue)(z, y, epi));
         }

@@ -16,6 +16,7 @@ static inline REAL SFX(apply_epilogue)(REAL z, REAL y, epilogue epi)
     case EPI_DTANH:    return z * (1 - y * y);
     case EPI_DRELU:    return z * (REAL)(y > 0);
     case EPI_DSIGMOID: return z * (y * (1 - y));
+    case EPI_BIAS:     return z + y;
     case EPI_SET:
     case EPI_ACC:      return z;
     }
@@ -38,7 +39,8 @@ static void SFX(step_tile)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
         REAL *c = c_rows[i] + col;
         const REAL *aux = aux_rows ? aux_rows[i] + col : NULL;
         for (int64_t j = 0; j < n; j++)
-            c[j] = SFX(apply_epilogue)(epi == EPI_SET ? acc[i][j] : c[j] + acc[i][j],
+            c[j] = SFX(apply_epilogue)(epi == EPI_SET || epi == EPI_BIAS ? acc[i][j]
+                                                                      : c[j] + acc[i][j],
                                        aux ? aux[j] : 0, epi);
     }
 }
