@@ -7,10 +7,12 @@ typedef struct {
     /* The one product kernel, for the recurrent step and every GEMM alike,
      * on m <= mr rows and n columns:
      * acc[i][j] = sum_p a_rows[i][p] * B[p][j], then
-     * c_rows[i][col + j] = epi(c_rows[i][col + j] + acc[i][j], aux_rows[i][col + j]).
-     * a_rows are unpacked rows of k elements; B is packed in ceil(n/nr)
-     * panels, panel q at Bp + q*k*nr holding k rows of nr columns (k-major),
-     * zero-padded; aux_rows is read by the backward epilogues only. */
+     * c_rows[i][col + j] = epi(c_rows[i][col + j] + acc[i][j], aux_rows[i][col + j])
+     * (EPI_SET and EPI_BIAS leave out c's old value). a_rows are unpacked
+     * rows of k elements; B is packed in ceil(n/nr) panels, panel q at
+     * Bp + q*k*nr holding k rows of nr columns (k-major), zero-padded;
+     * aux_rows (y, or the bias) is read by the backward epilogues and
+     * EPI_BIAS only, and may be NULL otherwise. */
     void (*step)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
                  REAL *const *c_rows, const REAL *const *aux_rows,
                  int64_t col, int64_t m, int64_t n, epilogue epi);
