@@ -78,3 +78,23 @@ def assert_close(actual, expected, dtype, name):
 @pytest.fixture(name="assert_close")
 def assert_close_fixture():
     return assert_close
+
+
+def numerical_gradient(f, a, eps=1e-6):
+    """Central differences of the scalar f() with respect to every element of
+    the array a, which f() reads; a is perturbed in place and restored."""
+    grad = np.zeros_like(a)
+    for i in np.ndindex(a.shape):
+        saved = a[i]
+        a[i] = saved + eps
+        plus = f()
+        a[i] = saved - eps
+        minus = f()
+        a[i] = saved
+        grad[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+@pytest.fixture(name="numerical_gradient")
+def numerical_gradient_fixture():
+    return numerical_gradient

@@ -53,25 +53,10 @@ CONFIGS = {
 }
 
 
-def numerical_gradient(f, a, eps=1e-6):
-    """Central differences of the scalar f() with respect to the array a,
-    perturbed in place and restored."""
-    g = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        saved = a[i]
-        a[i] = saved + eps
-        plus = f()
-        a[i] = saved - eps
-        minus = f()
-        a[i] = saved
-        g[i] = (plus - minus) / (2 * eps)
-    return g
-
-
 @pytest.mark.parametrize("loss_kind", ["paired_loss", "given_dy"])
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("activation", ["identity", "tanh", "sigmoid", "softmax"])
-def test_gradients_match_finite_differences(activation, config, loss_kind):
+def test_gradients_match_finite_differences(activation, config, loss_kind, numerical_gradient):
     """float64, tiny sizes. paired_loss: the loss that goes with the output
     activation, backward() from it. given_dy: L = sum(R * y) for a fixed
     random R, backward(dy=R), the path for a loss of one's own."""

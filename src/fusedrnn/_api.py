@@ -188,18 +188,20 @@ available_isas = _kernel.available_isas
 _MAX_THREADS = 2**31 - 1  # the kernel takes the count as a C int (and uses at most 64)
 
 
-def _check_threads(n, name="n"):
-    if isinstance(n, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a positive integer, got {n!r}")
+def _positive_int(name, value, most=None):
+    """A size or count: an integer >= 1 (an int-like, never a bool or a float),
+    and at most `most` when given."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a positive integer, got {value!r}")
     try:
-        n = operator.index(n)
+        value = operator.index(value)
     except TypeError:
-        raise TypeError(f"{name}: expected a positive integer, got {n!r}") from None
-    if n < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {n}")
-    if n > _MAX_THREADS:
-        raise ValueError(f"{name}: expected at most {_MAX_THREADS} threads, got {n}")
-    return n
+        raise TypeError(f"{name}: expected a positive integer, got {value!r}") from None
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value}")
+    if most is not None and value > most:
+        raise ValueError(f"{name}: expected at most {most}, got {value}")
+    return value
 
 
 def _threads_from_env():
@@ -207,7 +209,7 @@ def _threads_from_env():
     if value is None:
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
-        return _check_threads(int(value), "FUSEDRNN_NUM_THREADS")
+        return _positive_int("FUSEDRNN_NUM_THREADS", int(value), _MAX_THREADS)
     except ValueError:
         raise ValueError(f"FUSEDRNN_NUM_THREADS: expected a positive integer, got {value!r}") from None
 
@@ -227,7 +229,7 @@ def set_num_threads(n):
     fewer, where splitting would cost more than it saves; results are bitwise
     the same for any count."""
     global _num_threads
-    _num_threads = _check_threads(n)
+    _num_threads = _positive_int("n", n, _MAX_THREADS)
 
 
 def get_num_threads():

@@ -6,26 +6,11 @@ loop runs in C, and Python only chains the calls, concatenating the two
 directions' outputs (forward | reverse) as the next layer's input.
 """
 
-import operator
-
 import numpy as np
 
-from ._api import _activation, _as_array, _flag, rnn_backward, rnn_forward
+from ._api import _activation, _as_array, _flag, _positive_int, rnn_backward, rnn_forward
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _positive_int(name, value):
-    """A size or count: an integer >= 1 (an int-like, never a bool or a float)."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a positive integer, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name}: expected a positive integer, got {value!r}") from None
-    if value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value}")
-    return value
 
 
 def _float_dtype(dtype):

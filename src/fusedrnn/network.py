@@ -13,7 +13,8 @@ through the log of a rounded probability.
 
 import numpy as np
 
-from .layers import RNN, _array, _Parameters, _positive_int
+from ._api import _positive_int
+from .layers import RNN, _array, _Parameters
 
 
 def _sigmoid(z):

@@ -10,8 +10,7 @@ import numbers
 
 import numpy as np
 
-from ._api import _as_array
-from .layers import _positive_int
+from ._api import _as_array, _positive_int
 
 
 def _number(name, value, expected, ok):
