@@ -129,11 +129,7 @@ def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
     x, h0, w_ih, w_hh, lengths, T, B, H = _common(x, h0, w_ih, w_hh, lengths, batch_first)
     bias = _optional("bias", bias, (H,), x.dtype)
     x, h0, w_ih, w_hh, bias = _contiguous(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, bias=bias)
-    y = np.empty(_seq_shape(T, B, H, batch_first), x.dtype)
-    h_n = np.empty((B, H), x.dtype)
-    _kernel.forward(x, h0, w_ih, w_hh, bias, lengths, y, h_n, T, B, act,
-                    reverse, batch_first, _num_threads)
-    return y, h_n
+    return _run_forward(x, h0, w_ih, w_hh, bias, lengths, T, B, H, act, reverse, batch_first)
 
 
 def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
@@ -156,6 +152,24 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
     dh_n = _optional("dh_n", dh_n, (B, H), x.dtype)
     x, h0, w_ih, w_hh, y, dy, dh_n = _contiguous(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, y=y, dy=dy,
                                                  dh_n=dh_n)
+    return _run_backward(x, h0, w_ih, w_hh, lengths, y, dy, dh_n, T, B, H, act, reverse,
+                         batch_first)
+
+
+# The kernel calls once every argument is known good: C-contiguous arrays of
+# one float dtype with matching shapes (or None), lengths int64 within [0, T]
+# (or None). rnn_forward/rnn_backward get there by checking; fusedrnn.torch by
+# what torch.nn.RNN has already checked.
+
+def _run_forward(x, h0, w_ih, w_hh, bias, lengths, T, B, H, act, reverse, batch_first):
+    y = np.empty(_seq_shape(T, B, H, batch_first), x.dtype)
+    h_n = np.empty((B, H), x.dtype)
+    _kernel.forward(x, h0, w_ih, w_hh, bias, lengths, y, h_n, T, B, act,
+                    reverse, batch_first, _num_threads)
+    return y, h_n
+
+
+def _run_backward(x, h0, w_ih, w_hh, lengths, y, dy, dh_n, T, B, H, act, reverse, batch_first):
     grads = RNNGrads(np.empty_like(x), np.empty((B, H), x.dtype), np.empty_like(w_ih),
                      np.empty_like(w_hh), np.empty(H, x.dtype))
     _kernel.backward(x, h0, w_ih, w_hh, lengths, y, dy, dh_n, *grads, T, B, act,

@@ -17,7 +17,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
 import fusedrnn
-from fusedrnn import _api, _kernel
+from fusedrnn import _api
 
 __all__ = ["RNN", "rnn_layer"]
 
@@ -123,7 +123,7 @@ class _Checked:
 
 
 class _Trusted:
-    """RNN's kernel calls, straight to fusedrnn._kernel: the NumPy API's
+    """RNN's kernel calls, straight to the NumPy API's unchecked tail: its
     checks would repeat what is already known. torch.nn.RNN's check_input
     and check_hidden_size have checked the input's size and dimensions, its
     dtype against the weights' and hx's shape; RNN._run has checked every
@@ -141,21 +141,14 @@ class _Trusted:
         x, h0, w_ih, w_hh = map(_contiguous, (x, h0, w_ih, w_hh))
         # torch's b_ih + b_hh (a new, C-contiguous array) or no bias.
         bias = biases[0] + biases[1] if biases else None
-        T, B, H = self._sizes(x, w_hh)
-        y, h_n = np.empty(x.shape[:2] + (H,), x.dtype), np.empty((B, H), x.dtype)
-        _kernel.forward(x, h0, w_ih, w_hh, bias, self.lengths, y, h_n, T, B, self.act,
-                        self.reverse, self.batch_first, fusedrnn.get_num_threads())
-        return y, h_n
+        return _api._run_forward(x, h0, w_ih, w_hh, bias, self.lengths, *self._sizes(x, w_hh),
+                                 self.act, self.reverse, self.batch_first)
 
     def backward(self, *arrays):
         x, h0, w_ih, w_hh, y, dy, dh_n = map(_contiguous, arrays)
-        T, B, H = self._sizes(x, w_hh)
-        grads = fusedrnn.RNNGrads(np.empty_like(x), np.empty((B, H), x.dtype),
-                                  np.empty_like(w_ih), np.empty_like(w_hh),
-                                  np.empty(H, x.dtype))
-        _kernel.backward(x, h0, w_ih, w_hh, self.lengths, y, dy, dh_n, *grads, T, B,
-                         self.act, self.reverse, self.batch_first, fusedrnn.get_num_threads())
-        return grads
+        return _api._run_backward(x, h0, w_ih, w_hh, self.lengths, y, dy, dh_n,
+                                  *self._sizes(x, w_hh), self.act, self.reverse,
+                                  self.batch_first)
 
     def _sizes(self, x, w_hh):
         T, B = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
