@@ -14,6 +14,17 @@ _ACTIVATIONS = {"tanh": 0, "relu": 1, "sigmoid": 2}
 _ISA_NAMES = _kernel.ISAS
 
 
+def _float_dtype(dtype):
+    """`dtype` as a NumPy dtype, float32 or float64."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
+    if dtype not in _FLOATS:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    return dtype
+
+
 def _as_array(name, a):
     """np.asarray, with the argument named when NumPy cannot convert it
     (ragged nested lists, for one)."""
@@ -189,10 +200,7 @@ def peak_gflops(dtype=np.float32, seconds=0.2):
 
     Benchmarks divide by this (times the thread count) to report efficiency.
     """
-    dtype = np.dtype(dtype)
-    if dtype not in _FLOATS:
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
-    return _kernel.peak_gflops(dtype == np.float64, float(seconds))
+    return _kernel.peak_gflops(_float_dtype(dtype) == np.float64, float(seconds))
 
 
 get_isa = _kernel.get_isa

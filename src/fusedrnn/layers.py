@@ -8,19 +8,8 @@ directions' outputs (forward | reverse) as the next layer's input.
 
 import numpy as np
 
-from ._api import _activation, _as_array, _flag, _positive_int, rnn_backward, rnn_forward
-
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _float_dtype(dtype):
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
-    if dtype not in _FLOATS:
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
-    return dtype
+from ._api import (_activation, _as_array, _flag, _float_dtype, _positive_int, rnn_backward,
+                   rnn_forward)
 
 
 def _array(name, a, shape, dtype):
