@@ -7,19 +7,25 @@
 
 static inline int64_t SFX(min64)(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/* Bp: ceil(n/nr) panels, each k rows of nr columns (k-major), zero-padded.
- * Every B of the drivers has unit stride along one axis: rows are copied,
- * a transposed B (columns contiguous) goes through the transpose kernel. */
+/* Bp: ceil(n/nr) panels, each k rows of nr columns (k-major), zero-padded,
+ * into a slab of `cap` elements. Every B of the drivers has unit stride
+ * along one axis: rows are copied, a transposed B (columns contiguous) goes
+ * through the transpose kernel. Rows p with keep[p] == 0 are packed as
+ * zeros (keep NULL: every row): padding that must never reach a product,
+ * since 0 * NaN is NaN. */
 static void SFX(pack_b)(const SFX(ukr) *u, int64_t k, int64_t n,
-                        const REAL *B, int64_t rsb, int64_t csb, REAL *Bp)
+                        const REAL *B, int64_t rsb, int64_t csb, const unsigned char *keep,
+                        REAL *Bp, size_t cap)
 {
     const int64_t nr = u->nr;
+    FUSEDRNN_ASSERT((size_t)(k * ((n + nr - 1) / nr * nr)) <= cap);
+    FUSEDRNN_ASSERT(!keep || csb == 1);
     for (int64_t j0 = 0; j0 < n; j0 += nr, Bp += k * nr) {
         int64_t w = SFX(min64)(nr, n - j0);
         if (csb == 1)
             for (int64_t p = 0; p < k; p++)
                 for (int64_t j = 0; j < w; j++)
-                    Bp[p * nr + j] = B[p * rsb + j0 + j];
+                    Bp[p * nr + j] = !keep || keep[p] ? B[p * rsb + j0 + j] : 0;
         else
             u->transpose(w, k, B + j0 * csb, csb, Bp, nr);
         for (int64_t p = 0; p < k; p++)
@@ -32,6 +38,14 @@ typedef struct {
     const REAL *p;
     int64_t rs, cs;   /* element (i,k) at p[i*rs + k*cs] */
 } SFX(view);
+
+/* One thread's GEMM panels: a (a transposed A block, mc x kc) and b (a
+ * packed kc x nc slab of B), with their sizes in elements, which every pack
+ * is checked against. */
+typedef struct {
+    REAL *a, *b;
+    size_t a_cap, b_cap;
+} SFX(slabs);
 
 /* One recurrent step or GEMM block over m rows and the columns [j0, j1):
  * c_rows = epi(c_rows + a_rows Bp), Bp packed by pack_b over k rows.
@@ -56,7 +70,8 @@ static void SFX(step)(const SFX(ukr) *u, int64_t m, int64_t j0, int64_t j1, int6
 }
 
 /* C[M,N] = A[M,K] B[K,N] (+ bias[N] in every row, if given), or C += A B;
- * C row-major with leading dimension ldc.
+ * C row-major with leading dimension ldc. keep: as for pack_b, over the K
+ * index (NULL: every k).
  * Blocked for the caches: a kc x nc slab of B is packed (L3, one nr panel of
  * it in L1) and an mc x kc block of A passes over it (L2). The step kernel
  * reads A by rows: rows of a row-major A are used in place, a transposed A
@@ -64,8 +79,9 @@ static void SFX(step)(const SFX(ukr) *u, int64_t m, int64_t j0, int64_t j1, int6
  * The bias joins in the first k block's epilogue: C is written once, by the
  * team, not filled beforehand by one thread. */
 static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
-                      SFX(view) A, SFX(view) B, REAL *C, int64_t ldc, int accumulate,
-                      const REAL *bias, REAL *pack_a, REAL *pack_b)
+                      SFX(view) A, SFX(view) B, const unsigned char *keep,
+                      REAL *C, int64_t ldc, int accumulate, const REAL *bias,
+                      const SFX(slabs) *s)
 {
     const REAL *a_rows[FUSEDRNN_MC_MAX], *bias_rows[FUSEDRNN_MC_MAX];
     REAL *c_rows[FUSEDRNN_MC_MAX];
@@ -78,18 +94,21 @@ static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
         for (int64_t pc = 0; pc < K; pc += u->kc) {
             int64_t kc = SFX(min64)(u->kc, K - pc);
             epilogue epi = accumulate || pc > 0 ? EPI_ACC : bias ? EPI_BIAS : EPI_SET;
-            SFX(pack_b)(u, kc, nc, B.p + pc * B.rs + jc * B.cs, B.rs, B.cs, pack_b);
+            SFX(pack_b)(u, kc, nc, B.p + pc * B.rs + jc * B.cs, B.rs, B.cs,
+                        keep ? keep + pc : NULL, s->b, s->b_cap);
             for (int64_t ic = 0; ic < M; ic += u->mc) {
                 int64_t mc = SFX(min64)(u->mc, M - ic);
                 const REAL *a = A.p + ic * A.rs + pc * A.cs;
                 for (int64_t i = 0; i < mc; i++) {
-                    a_rows[i] = A.cs == 1 ? a + i * A.rs : pack_a + i * kc;
+                    a_rows[i] = A.cs == 1 ? a + i * A.rs : s->a + i * kc;
                     c_rows[i] = C + (ic + i) * ldc + jc;
                     bias_rows[i] = epi == EPI_BIAS ? bias + jc : NULL;
                 }
-                if (A.cs != 1)   /* A transposed: its rows contiguous */
-                    u->transpose(kc, mc, a, A.cs, pack_a, kc);
-                SFX(step)(u, mc, 0, nc, kc, a_rows, pack_b, c_rows,
+                if (A.cs != 1) {   /* A transposed: its rows contiguous */
+                    FUSEDRNN_ASSERT((size_t)(mc * kc) <= s->a_cap);
+                    u->transpose(kc, mc, a, A.cs, s->a, kc);
+                }
+                SFX(step)(u, mc, 0, nc, kc, a_rows, s->b, c_rows,
                           epi == EPI_BIAS ? bias_rows : NULL, epi);
             }
         }
@@ -97,34 +116,33 @@ static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
 }
 
 /* C = A B (+ bias) or C += A B on `threads` threads: each takes a slice of whole
- * register tiles along the longer of M and N, with its own panels. */
+ * register tiles along the longer of M and N, with its own slabs. */
 typedef struct {
     const SFX(ukr) *u;
     int64_t M, N, K;
     SFX(view) A, B;
+    const unsigned char *keep;
     REAL *C;
     int64_t ldc;
     int accumulate;
     const REAL *bias;
-    REAL *pack_a, *pack_b;        /* per thread: pack_a + tid * a_stride, ... */
-    size_t a_stride, b_stride;
+    const SFX(slabs) *slabs;      /* [threads] */
 } SFX(gemm_job);
 
 static void SFX(gemm_slice)(void *arg, int tid, int n, team *t)
 {
     const SFX(gemm_job) *g = arg;
     int64_t lo, hi;
-    REAL *pa = g->pack_a + tid * g->a_stride, *pb = g->pack_b + tid * g->b_stride;
     (void)t;
     if (g->N >= g->M) {
         team_share(g->N, g->u->nr, tid, n, &lo, &hi);
         SFX(view) B = {g->B.p + lo * g->B.cs, g->B.rs, g->B.cs};
-        SFX(gemm)(g->u, g->M, hi - lo, g->K, g->A, B, g->C + lo, g->ldc, g->accumulate,
-                  g->bias ? g->bias + lo : NULL, pa, pb);
+        SFX(gemm)(g->u, g->M, hi - lo, g->K, g->A, B, g->keep, g->C + lo, g->ldc,
+                  g->accumulate, g->bias ? g->bias + lo : NULL, &g->slabs[tid]);
     } else {
         team_share(g->M, g->u->mr, tid, n, &lo, &hi);
         SFX(view) A = {g->A.p + lo * g->A.rs, g->A.rs, g->A.cs};
-        SFX(gemm)(g->u, hi - lo, g->N, g->K, A, g->B, g->C + lo * g->ldc, g->ldc, g->accumulate,
-                  g->bias, pa, pb);
+        SFX(gemm)(g->u, hi - lo, g->N, g->K, A, g->B, g->keep, g->C + lo * g->ldc, g->ldc,
+                  g->accumulate, g->bias, &g->slabs[tid]);
     }
 }

@@ -57,4 +57,11 @@ typedef struct {
 void *arena_take(arena *a, size_t count, size_t elem_size);
 size_t arena_checked_mul(arena *a, size_t x, size_t y);
 
+/* A bound that the layout code guarantees, checked where the buffer is
+ * written (every pack against its slab). A failure is a bug in fusedrnn:
+ * the process stops, naming the check, rather than writing past a buffer.
+ * Always on: one comparison per packed block. */
+#define FUSEDRNN_ASSERT(cond) ((cond) ? (void)0 : fusedrnn_fail(__FILE__, __LINE__, #cond))
+_Noreturn void fusedrnn_fail(const char *file, int line, const char *what);
+
 #endif

@@ -48,6 +48,44 @@ static int threads_for(const fusedrnn_problem *p, double work, double grain)
     return shares >= n ? n : shares < 2 ? 1 : (int)shares;
 }
 
+/* Every GEMM a call issues, by name. The workspace is sized from this table
+ * and the drivers take each product's M, N, K from it, so that a slab can
+ * never be smaller than a product that packs into it. */
+typedef enum {
+    GEMM_INPUT,    /* forward:  y = x W_ih^T + b      [T*B,H] x [H,D]^T */
+    GEMM_DW_IH,    /* backward: dW_ih = dz^T x        [H,T*B] x [T*B,D] */
+    GEMM_DX,       /*           dx = dz W_ih          [T*B,H] x [H,D] */
+    GEMM_DH0,      /*           dh0 = g W_hh          [B,H] x [H,H] */
+    GEMM_DW_HH0,   /*           dW_hh = g^T h0        [H,B] x [B,H] */
+    GEMM_DW_HH,    /*           dW_hh += dz^T y, y shifted by one step's rows */
+    GEMM_COUNT
+} gemm_id;
+
+typedef struct {
+    int64_t M, N, K;
+    int a_transposed;   /* A is read down its columns: copied into rows, one block at a time */
+} gemm_dims;
+
+static gemm_dims dims_of(const fusedrnn_problem *p, gemm_id id)
+{
+    const int64_t TB = p->T * p->B, shift = layout_of(p).t_rows;
+    switch (id) {
+    case GEMM_INPUT:  return (gemm_dims){TB, p->H, p->D, 0};
+    case GEMM_DW_IH:  return (gemm_dims){p->H, p->D, TB, 1};
+    case GEMM_DX:     return (gemm_dims){TB, p->D, p->H, 0};
+    case GEMM_DH0:    return (gemm_dims){p->B, p->H, p->H, 0};
+    case GEMM_DW_HH0: return (gemm_dims){p->H, p->H, p->B, 1};
+    case GEMM_DW_HH:  return (gemm_dims){p->H, p->H, TB > shift ? TB - shift : 0, 1};
+    case GEMM_COUNT:  break;
+    }
+    return (gemm_dims){0, 0, 0, 0};
+}
+
+static int gemm_in_pass(gemm_id id, int backward)
+{
+    return backward ? id != GEMM_INPUT : id == GEMM_INPUT;
+}
+
 /* The GEMM engine and the drivers, once per dtype. */
 #define REAL float
 #define SFX(name) name##_f32

@@ -1,3 +1,6 @@
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "internal.h"
 
 #define ALIGN 64
@@ -19,4 +22,10 @@ void *arena_take(arena *a, size_t count, size_t elem_size)
     if (start < a->used || __builtin_add_overflow(start, bytes, &a->used))
         a->overflow = 1;
     return a->base ? a->base + start : NULL;
+}
+
+void fusedrnn_fail(const char *file, int line, const char *what)
+{
+    fprintf(stderr, "fusedrnn: internal check failed at %s:%d: %s\n", file, line, what);
+    abort();
 }

@@ -75,7 +75,10 @@ fusedrnn_status fusedrnn_forward(const fusedrnn_problem *p,
 
 /* Backward (BPTT) for the forward call with the same problem and inputs.
  *   x, h0, w_ih, w_hh, lengths   in   as for forward
- *   y        in   forward's y, zero padding included (the derivative comes from it)
+ *   y        in   forward's y (the derivative comes from it); rows at or past a
+ *                 sequence's length are never read
+ * Values that the maths ignores never reach a result: x and dy past a
+ * sequence's length and h0 of an empty sequence may hold NaN or inf.
  *   dy       in   y-shaped, NULL means zeros
  *   dh_n     in   [B,H], NULL means zeros
  *   dx       out  x-shaped
