@@ -3,7 +3,8 @@
     y, h_n = fusedrnn.rnn_forward(x, h0, w_ih, w_hh, bias)
     grads = fusedrnn.rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n)
 
-`fusedrnn.reference` holds the NumPy specification of the same two functions.
+`fusedrnn.reference` holds the NumPy specification of the same two functions,
+and of an LSTM and a GRU (results LSTMOutput/LSTMGrads, GRUOutput/GRUGrads).
 On top of them: the layer `RNN` (stacked, bidirectional), the network
 `ElmanRNN` (with an output layer and its loss) and the training helpers
 `Adam`, `SGD`, `clip_grad_norm`, `truncated_bptt` and `sample`.
@@ -22,6 +23,7 @@ from ._api import (
     set_isa,
     set_num_threads,
 )
+from ._types import GRUGrads, GRUOutput, LSTMGrads, LSTMOutput
 from .layers import RNN
 from .network import ElmanRNN
 from .train import SGD, Adam, clip_grad_norm, sample, truncated_bptt
@@ -31,6 +33,10 @@ __version__ = "0.1.0"
 __all__ = [
     "Adam",
     "ElmanRNN",
+    "GRUGrads",
+    "GRUOutput",
+    "LSTMGrads",
+    "LSTMOutput",
     "RNN",
     "RNNGrads",
     "SGD",

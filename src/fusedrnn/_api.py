@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from . import _kernel
-from .reference import RNNGrads
+from ._types import RNNGrads
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _ACTIVATIONS = {"tanh": 0, "relu": 1, "sigmoid": 2}

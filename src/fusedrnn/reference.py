@@ -1,26 +1,22 @@
 """The NumPy reference: the specification every fast path is checked against.
 
 Written for clarity, not speed: float64 throughout, an explicit loop over time
-steps, the batch handled with array operations. Same signatures and semantics
-as :func:`fusedrnn.rnn_forward` and :func:`fusedrnn.rnn_backward`; results are
-always float64. Inputs are assumed valid (the fast API does the checking).
+steps, the batch handled with array operations. rnn_forward and rnn_backward
+have the signatures and semantics of :func:`fusedrnn.rnn_forward` and
+:func:`fusedrnn.rnn_backward`; lstm_forward/lstm_backward and
+gru_forward/gru_backward are PyTorch's LSTM and GRU (gate order, parameter
+layout, maths). Results are always float64. Inputs are assumed valid (the
+fast API does the checking).
 
-Shapes use the vocabulary T (time), B (batch), D (input size), H (hidden size).
+Shapes use the vocabulary T (time), B (batch), D (input size), H (hidden size)
+and G (gates: 4 for the LSTM, 3 for the GRU).
 """
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
-
-class RNNGrads(NamedTuple):
-    """Gradients of a loss with respect to every input of :func:`rnn_forward`."""
-
-    dx: np.ndarray  # x-shaped
-    dh0: np.ndarray  # [B,H]
-    dw_ih: np.ndarray  # [H,D]
-    dw_hh: np.ndarray  # [H,H]
-    dbias: np.ndarray  # [H]
+from ._types import GRUGrads, GRUOutput, LSTMGrads, LSTMOutput, RNNGrads
 
 
 def _sigmoid(z):
@@ -115,3 +111,243 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
         dh[b] = dz @ w_hh
     dx = dx.transpose(1, 0, 2) if batch_first else dx
     return RNNGrads(dx, dh, dw_ih, dw_hh, dbias)
+
+
+# Gated cells: the LSTM and the GRU, with PyTorch's maths and layout.
+#
+# Both share one forward scan and one backward loop; a _Cell supplies what
+# differs, a forward and a backward step. Per step the loop computes the two
+# affine parts of PyTorch's equations, each [b,G*H] with the gates stacked in
+# row blocks of H,
+#     gi = x_t W_ih^T + b_ih,        gh = h_{t-1} W_hh^T + b_hh,
+# and the cell's step turns them and the previous state into the new state.
+# Going back, the cell's backward step turns the gradient of the new state
+# into the gradients of gi and of gh (equal for the LSTM, different in the n
+# rows for the GRU) and the part of the previous state's gradient that does
+# not pass through gh; the loop does the matrix products.
+#
+# The record: per valid step, the state the step started from, then what the
+# cell's step saved; zero at padded steps. training=True returns it, indexed
+# [T,B,(states+saved)*H] and flattened, as the reserve.
+
+
+class _Cell(NamedTuple):
+    gates: int  # G
+    states: int  # 1 (h) or 2 (h, c); h first, and h is the output
+    saved: int  # the cell's step saves saved*H values per batch row
+    step: Callable  # (gi, gh, state) -> (new state, saved)
+    step_backward: Callable  # (saved, state, d new state) -> (d_gi, d_gh, d state)
+
+
+def _lstm_step(gi, gh, state):
+    """c' = f*c + i*g, h' = o*tanh(c'); saves the activated gates and c'."""
+    _, c = state
+    a_i, a_f, a_g, a_o = np.split(gi + gh, 4, axis=1)
+    i, f, g, o = _sigmoid(a_i), _sigmoid(a_f), np.tanh(a_g), _sigmoid(a_o)
+    c_new = f * c + i * g
+    h_new = o * np.tanh(c_new)
+    return (h_new, c_new), np.concatenate([i, f, g, o, c_new], axis=1)
+
+
+def _lstm_step_backward(saved, state, d_new):
+    _, c = state
+    dh, dc = d_new
+    i, f, g, o, c_new = np.split(saved, 5, axis=1)
+    tanh_c = np.tanh(c_new)
+    dc = dc + dh * o * (1.0 - tanh_c * tanh_c)  # c' reaches the loss directly and through h'
+    d_gates = np.concatenate([dc * g * i * (1.0 - i),  # with respect to the
+                              dc * c * f * (1.0 - f),  # pre-activations
+                              dc * i * (1.0 - g * g),
+                              dh * tanh_c * o * (1.0 - o)], axis=1)
+    # gi and gh enter only through their sum; c also reaches c' through f.
+    return d_gates, d_gates, (np.zeros_like(dh), dc * f)
+
+
+def _gru_step(gi, gh, state):
+    """r, z = sigmoid(gi + gh), n = tanh(gi_n + r*gh_n), h' = (1-z)*n + z*h;
+    saves r, z, n and gh_n = W_hn h + b_hn."""
+    (h,) = state
+    gi_r, gi_z, gi_n = np.split(gi, 3, axis=1)
+    gh_r, gh_z, gh_n = np.split(gh, 3, axis=1)
+    r = _sigmoid(gi_r + gh_r)
+    z = _sigmoid(gi_z + gh_z)
+    n = np.tanh(gi_n + r * gh_n)
+    h_new = (1.0 - z) * n + z * h
+    return (h_new,), np.concatenate([r, z, n, gh_n], axis=1)
+
+
+def _gru_step_backward(saved, state, d_new):
+    (h,) = state
+    (dh,) = d_new
+    r, z, n, gh_n = np.split(saved, 4, axis=1)
+    d_n = dh * (1.0 - z) * (1.0 - n * n)  # with respect to the pre-activations
+    d_r = d_n * gh_n * r * (1.0 - r)
+    d_z = dh * (h - n) * z * (1.0 - z)
+    d_gi = np.concatenate([d_r, d_z, d_n], axis=1)
+    d_gh = np.concatenate([d_r, d_z, d_n * r], axis=1)  # gh_n is scaled by r
+    return d_gi, d_gh, (dh * z,)
+
+
+_LSTM = _Cell(gates=4, states=2, saved=5, step=_lstm_step, step_backward=_lstm_step_backward)
+_GRU = _Cell(gates=3, states=1, saved=4, step=_gru_step, step_backward=_gru_step_backward)
+
+
+def _prepare_gated(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first):
+    """Time-major float64 x, explicit zeros for a None state or bias, lengths
+    as an array (all T for None)."""
+    x = _time_major(x, batch_first)
+    T, B, _ = x.shape
+    H = np.shape(w_hh)[1]
+    state0 = tuple(np.zeros((B, H)) if s is None else np.asarray(s, dtype=np.float64)
+                   for s in state0)
+    b_ih, b_hh = (np.zeros(cell.gates * H) if b is None else np.asarray(b, dtype=np.float64)
+                  for b in (b_ih, b_hh))
+    w_ih = np.asarray(w_ih, dtype=np.float64)
+    w_hh = np.asarray(w_hh, dtype=np.float64)
+    lengths = np.full(B, T) if lengths is None else np.asarray(lengths, dtype=np.int64)
+    return x, state0, w_ih, w_hh, b_ih, b_hh, lengths
+
+
+def _scan(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
+    """The forward time loop, time-major. Returns y [T,B,H], the final state
+    (a tuple of [B,H]) and the record [T,B,(states+saved)*H]."""
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    y = np.zeros((T, B, H))  # steps past a sequence's length stay zero
+    state = [s.copy() for s in state0]
+    record = np.zeros((T, B, (cell.states + cell.saved) * H))
+    for s in range(T):
+        b, t = _step_rows(s, lengths, reverse)
+        prev = tuple(part[b] for part in state)
+        gi = x[t, b] @ w_ih.T + b_ih
+        gh = prev[0] @ w_hh.T + b_hh
+        new, saved = cell.step(gi, gh, prev)
+        record[t, b] = np.concatenate([*prev, saved], axis=1)
+        for part, value in zip(state, new):
+            part[b] = value
+        y[t, b] = new[0]
+    return y, tuple(state), record
+
+
+def _scan_backward(cell, x, w_ih, w_hh, record, dy, d_state_n, lengths, reverse):
+    """Backpropagation through _scan's steps, time-major. Returns dx, the
+    gradient of the initial state (a tuple), dw_ih, dw_hh, db_ih, db_hh."""
+    H = w_hh.shape[1]
+    d_state = [d.copy() for d in d_state_n]  # of the state after the step at hand
+    dx = np.zeros_like(x)
+    dw_ih = np.zeros_like(w_ih)
+    dw_hh = np.zeros_like(w_hh)
+    db_ih = np.zeros(cell.gates * H)
+    db_hh = np.zeros(cell.gates * H)
+    for s in reversed(range(x.shape[0])):
+        b, t = _step_rows(s, lengths, reverse)
+        prev = tuple(np.split(record[t, b, :cell.states * H], cell.states, axis=1))
+        saved = record[t, b, cell.states * H:]
+        # The new h is also the output y[t]; a padded step's dy is ignored.
+        d_new = (dy[t, b] + d_state[0][b], *(d[b] for d in d_state[1:]))
+        d_gi, d_gh, d_prev = cell.step_backward(saved, prev, d_new)
+        dx[t, b] = d_gi @ w_ih
+        dw_ih += d_gi.T @ x[t, b]
+        db_ih += d_gi.sum(axis=0)
+        dw_hh += d_gh.T @ prev[0]
+        db_hh += d_gh.sum(axis=0)
+        d_state[0][b] = d_prev[0] + d_gh @ w_hh
+        for part, value in zip(d_state[1:], d_prev[1:]):
+            part[b] = value
+    return dx, tuple(d_state), dw_ih, dw_hh, db_ih, db_hh
+
+
+def _gated_forward(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, batch_first,
+                   training):
+    x, state0, w_ih, w_hh, b_ih, b_hh, lengths = _prepare_gated(
+        cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first)
+    y, state_n, record = _scan(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
+    y = y.transpose(1, 0, 2) if batch_first else y
+    return y, state_n, record.reshape(-1) if training else None
+
+
+def _gated_backward(cell, x, state0, w_ih, w_hh, b_ih, b_hh, reserve, dy, d_state_n, lengths,
+                    reverse, batch_first):
+    x, state0, w_ih, w_hh, b_ih, b_hh, lengths = _prepare_gated(
+        cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first)
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    if reserve is None:
+        record = _scan(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)[2]
+    else:
+        record = np.asarray(reserve, dtype=np.float64).reshape(
+            T, B, (cell.states + cell.saved) * H)
+    dy = np.zeros((T, B, H)) if dy is None else _time_major(dy, batch_first)
+    d_state_n = tuple(np.zeros((B, H)) if d is None else np.asarray(d, dtype=np.float64)
+                      for d in d_state_n)
+    dx, d_state0, *d_params = _scan_backward(cell, x, w_ih, w_hh, record, dy, d_state_n,
+                                             lengths, reverse)
+    dx = dx.transpose(1, 0, 2) if batch_first else dx
+    return dx, d_state0, d_params
+
+
+def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=False,
+                 batch_first=False, training=False):
+    """PyTorch's LSTM, one layer and direction. Returns LSTMOutput(y, h_n, c_n, reserve).
+
+    With a = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh split into the row blocks
+    i, f, g, o of H rows each (of w_ih [4H,D], w_hh [4H,H], b_ih and b_hh
+    [4H]):
+        i, f, o = sigmoid(a_i), sigmoid(a_f), sigmoid(a_o),  g = tanh(a_g),
+        c_t = f*c_{t-1} + i*g,  h_t = o*tanh(c_t),  y_t = h_t.
+    None for h0 or c0 ([B,H]) or for a bias means zeros. Steps at or past
+    lengths[b] give zeros in y and leave sequence b's h and c unchanged; with
+    reverse each sequence runs from its own last valid step back to time 0.
+    training=True returns the reserve lstm_backward can use (the reference's
+    own layout, not the kernel's); otherwise reserve is None.
+    """
+    y, (h_n, c_n), reserve = _gated_forward(_LSTM, x, (h0, c0), w_ih, w_hh, b_ih, b_hh, lengths,
+                                            reverse, batch_first, training)
+    return LSTMOutput(y, h_n, c_n, reserve)
+
+
+def lstm_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, dc_n=None, *,
+                  lengths=None, reverse=False, batch_first=False):
+    """Backpropagation through time for lstm_forward with the same arguments.
+    Returns LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh).
+
+    `dy` (y-shaped), `dh_n` and `dc_n` ([B,H]) are the loss gradients with
+    respect to y, h_n and c_n, None meaning zero. `reserve` is lstm_forward's
+    with training=True, or None, which recomputes it by running the forward.
+    `y` is taken for the fast API's signature; the reference does not read
+    it, everything it needs is in the reserve.
+    """
+    dx, (dh0, dc0), d_params = _gated_backward(_LSTM, x, (h0, c0), w_ih, w_hh, b_ih, b_hh,
+                                               reserve, dy, (dh_n, dc_n), lengths, reverse,
+                                               batch_first)
+    return LSTMGrads(dx, dh0, dc0, *d_params)
+
+
+def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=False,
+                batch_first=False, training=False):
+    """PyTorch's GRU, one layer and direction. Returns GRUOutput(y, h_n, reserve).
+
+    With gi = W_ih x_t + b_ih and gh = W_hh h_{t-1} + b_hh split into the row
+    blocks r, z, n of H rows each (of w_ih [3H,D], w_hh [3H,H], b_ih and b_hh
+    [3H]):
+        r = sigmoid(gi_r + gh_r),  z = sigmoid(gi_z + gh_z),
+        n = tanh(gi_n + r*gh_n),  h_t = (1-z)*n + z*h_{t-1},  y_t = h_t,
+    the reset gate applied after the product with W_hn, as PyTorch does.
+    None, lengths, reverse and training as for lstm_forward.
+    """
+    y, (h_n,), reserve = _gated_forward(_GRU, x, (h0,), w_ih, w_hh, b_ih, b_hh, lengths,
+                                        reverse, batch_first, training)
+    return GRUOutput(y, h_n, reserve)
+
+
+def gru_backward(x, h0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, *, lengths=None,
+                 reverse=False, batch_first=False):
+    """Backpropagation through time for gru_forward with the same arguments.
+    Returns GRUGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh).
+
+    db_ih and db_hh differ in the n rows (b_hn is scaled by r, b_in is not).
+    dy, dh_n, reserve and y as for lstm_backward.
+    """
+    dx, (dh0,), d_params = _gated_backward(_GRU, x, (h0,), w_ih, w_hh, b_ih, b_hh, reserve, dy,
+                                           (dh_n,), lengths, reverse, batch_first)
+    return GRUGrads(dx, dh0, *d_params)
