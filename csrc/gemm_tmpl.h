@@ -48,24 +48,26 @@ typedef struct {
 } SFX(slabs);
 
 /* One recurrent step or GEMM block over m rows and the columns [j0, j1):
- * c_rows = epi(c_rows + a_rows Bp), Bp packed by pack_b over k rows.
+ * c_rows[i][c_off + j] = epi(c_rows[i][c_off + j] + (a_rows Bp)[i][j]),
+ * Bp packed by pack_b over k rows (c_off: which gate of a gates row).
  * Column panels outside, row tiles inside: each panel of Bp stays in L1
  * while every row tile passes over it. Rows that fit one tile go to the
  * kernel with all their columns at once, which it covers several panels at
  * a time (batch 1 and 2). */
 static void SFX(step)(const SFX(ukr) *u, int64_t m, int64_t j0, int64_t j1, int64_t k,
                       const REAL *const *a_rows, const REAL *Bp,
-                      REAL *const *c_rows, const REAL *const *aux_rows, epilogue epi)
+                      REAL *const *c_rows, int64_t c_off, const REAL *const *aux_rows,
+                      epilogue epi)
 {
     if (m <= u->mr) {
         if (m > 0)   /* none when every sequence has ended */
-            u->step(k, a_rows, Bp + j0 * k, c_rows, aux_rows, j0, m, j1 - j0, epi);
+            u->step(k, a_rows, Bp + j0 * k, c_rows, aux_rows, c_off + j0, m, j1 - j0, epi);
         return;
     }
     for (int64_t j = j0; j < j1; j += u->nr)
         for (int64_t i = 0; i < m; i += u->mr)
             u->step(k, a_rows + i, Bp + j * k, c_rows + i,
-                    aux_rows ? aux_rows + i : NULL, j,
+                    aux_rows ? aux_rows + i : NULL, c_off + j,
                     SFX(min64)(u->mr, m - i), SFX(min64)(u->nr, j1 - j), epi);
 }
 
@@ -108,7 +110,7 @@ static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
                     FUSEDRNN_ASSERT((size_t)(mc * kc) <= s->a_cap);
                     u->transpose(kc, mc, a, A.cs, s->a, kc);
                 }
-                SFX(step)(u, mc, 0, nc, kc, a_rows, s->b, c_rows,
+                SFX(step)(u, mc, 0, nc, kc, a_rows, s->b, c_rows, 0,
                           epi == EPI_BIAS ? bias_rows : NULL, epi);
             }
         }

@@ -48,16 +48,49 @@ static int threads_for(const fusedrnn_problem *p, double work, double grain)
     return shares >= n ? n : shares < 2 ? 1 : (int)shares;
 }
 
+/* A cell is data: the driver's one forward and one backward serve all three. */
+typedef struct {
+    int gates;    /* G: the gate blocks of the weights' rows */
+    int has_c;    /* carries a cell state c next to h (LSTM) */
+    int split;    /* the last gate's recurrent product is kept apart, since
+                     a gate multiplies it (GRU's r (W_hn h + b_hn)): its
+                     input- and recurrent-side gradients differ */
+    int fused;    /* its maths runs in the product kernel's epilogue (RNN):
+                     no gates buffer, no reserve, no cell kernel */
+} cell_desc;
+
+static const cell_desc CELLS[] = {
+    [FUSEDRNN_RNN] = {1, 0, 0, 1},
+    [FUSEDRNN_LSTM] = {4, 1, 0, 0},
+    [FUSEDRNN_GRU] = {3, 0, 1, 0},
+};
+
+static int known_cell(fusedrnn_cell cell)
+{
+    return cell == FUSEDRNN_RNN || cell == FUSEDRNN_LSTM || cell == FUSEDRNN_GRU;
+}
+
+int fusedrnn_gates(fusedrnn_cell cell) { return known_cell(cell) ? CELLS[cell].gates : 0; }
+
+/* Gated cells keep a [T,B,H] state per step beside the gates: c_t (LSTM)
+ * or W_hn h_{t-1} + b_hn (GRU). */
+static int has_state(const cell_desc *c) { return c->has_c || c->split; }
+
 /* Every GEMM a call issues, by name. The workspace is sized from this table
  * and the drivers take each product's M, N, K from it, so that a slab can
- * never be smaller than a product that packs into it. */
+ * never be smaller than a product that packs into it. dg is the backward's
+ * [T,B,G*H] gate gradients on the recurrent side; for a split cell its last
+ * gate's input side is dxn [T,B,H], and Gx = G - 1 gates of dg serve the
+ * input side. */
 typedef enum {
-    GEMM_INPUT,    /* forward:  y = x W_ih^T + b      [T*B,H] x [H,D]^T */
-    GEMM_DW_IH,    /* backward: dW_ih = dz^T x        [H,T*B] x [T*B,D] */
-    GEMM_DX,       /*           dx = dz W_ih          [T*B,H] x [H,D] */
-    GEMM_DH0,      /*           dh0 = g W_hh          [B,H] x [H,H] */
-    GEMM_DW_HH0,   /*           dW_hh = g^T h0        [H,B] x [B,H] */
-    GEMM_DW_HH,    /*           dW_hh += dz^T y, y shifted by one step's rows */
+    GEMM_INPUT,    /* forward:  gates = x W_ih^T + b    [T*B,D] x [D,G*H] */
+    GEMM_DW_IH,    /* backward: dW_ih = dg^T x          [Gx*H,T*B] x [T*B,D] */
+    GEMM_DW_IH_N,  /*           dW_in = dxn^T x         [H,T*B] x [T*B,D] (split) */
+    GEMM_DX,       /*           dx = dg W_ih            [T*B,Gx*H] x [Gx*H,D] */
+    GEMM_DX_N,     /*           dx += dxn W_in          [T*B,H] x [H,D] (split) */
+    GEMM_DH0,      /*           dh0 = g W_hh            [B,G*H] x [G*H,H] */
+    GEMM_DW_HH0,   /*           dW_hh = g^T h0          [G*H,B] x [B,H] */
+    GEMM_DW_HH,    /*           dW_hh += dg^T y, y shifted by one step's rows */
     GEMM_COUNT
 } gemm_id;
 
@@ -68,15 +101,19 @@ typedef struct {
 
 static gemm_dims dims_of(const fusedrnn_problem *p, gemm_id id)
 {
-    const int64_t TB = p->T * p->B, shift = layout_of(p).t_rows;
+    const cell_desc *c = &CELLS[p->cell];
+    const int64_t TB = p->T * p->B, shift = layout_of(p).t_rows, H = p->H;
+    const int64_t GH = c->gates * H, GxH = (c->gates - c->split) * H, HN = c->split ? H : 0;
     switch (id) {
-    case GEMM_INPUT:  return (gemm_dims){TB, p->H, p->D, 0};
-    case GEMM_DW_IH:  return (gemm_dims){p->H, p->D, TB, 1};
-    case GEMM_DX:     return (gemm_dims){TB, p->D, p->H, 0};
-    case GEMM_DH0:    return (gemm_dims){p->B, p->H, p->H, 0};
-    case GEMM_DW_HH0: return (gemm_dims){p->H, p->H, p->B, 1};
-    case GEMM_DW_HH:  return (gemm_dims){p->H, p->H, TB > shift ? TB - shift : 0, 1};
-    case GEMM_COUNT:  break;
+    case GEMM_INPUT:   return (gemm_dims){TB, GH, p->D, 0};
+    case GEMM_DW_IH:   return (gemm_dims){GxH, p->D, TB, 1};
+    case GEMM_DW_IH_N: return (gemm_dims){HN, p->D, TB, 1};
+    case GEMM_DX:      return (gemm_dims){TB, p->D, GxH, 0};
+    case GEMM_DX_N:    return (gemm_dims){TB, p->D, HN, 0};
+    case GEMM_DH0:     return (gemm_dims){p->B, H, GH, 0};
+    case GEMM_DW_HH0:  return (gemm_dims){GH, H, p->B, 1};
+    case GEMM_DW_HH:   return (gemm_dims){GH, H, TB > shift ? TB - shift : 0, 1};
+    case GEMM_COUNT:   break;
     }
     return (gemm_dims){0, 0, 0, 0};
 }
@@ -102,17 +139,19 @@ static int gemm_in_pass(gemm_id id, int backward)
 
 static fusedrnn_status check_problem(const fusedrnn_problem *p)
 {
-    int64_t tb, n;
-    if (!p || (p->dtype != FUSEDRNN_F32 && p->dtype != FUSEDRNN_F64))
+    int64_t tb, n, gh;
+    if (!p || (p->dtype != FUSEDRNN_F32 && p->dtype != FUSEDRNN_F64) || !known_cell(p->cell))
         return FUSEDRNN_EINVAL;
     if (p->T < 0 || p->B < 0 || p->D < 0 || p->H < 0)
         return FUSEDRNN_EINVAL;
-    if (p->act != FUSEDRNN_TANH && p->act != FUSEDRNN_RELU && p->act != FUSEDRNN_SIGMOID)
+    if (p->cell == FUSEDRNN_RNN && p->act != FUSEDRNN_TANH && p->act != FUSEDRNN_RELU &&
+        p->act != FUSEDRNN_SIGMOID)
         return FUSEDRNN_EINVAL;
     /* Every element index the drivers form must fit in int64_t. */
-    if (__builtin_mul_overflow(p->T, p->B, &tb) || __builtin_mul_overflow(tb, p->D, &n) ||
-        __builtin_mul_overflow(tb, p->H, &n) || __builtin_mul_overflow(p->H, p->D, &n) ||
-        __builtin_mul_overflow(p->H, p->H, &n))
+    if (__builtin_mul_overflow(p->H, (int64_t)CELLS[p->cell].gates, &gh) ||
+        __builtin_mul_overflow(p->T, p->B, &tb) || __builtin_mul_overflow(tb, p->D, &n) ||
+        __builtin_mul_overflow(tb, gh, &n) || __builtin_mul_overflow(gh, p->D, &n) ||
+        __builtin_mul_overflow(gh, p->H, &n))
         return FUSEDRNN_EOVERFLOW;
     return FUSEDRNN_OK;
 }
@@ -135,13 +174,30 @@ static int nothing_recurs(const fusedrnn_problem *p)
     return p->B == 0 || p->H == 0;
 }
 
-static void zero_fill(void *buf, int64_t count, fusedrnn_dtype dtype)
+static size_t elem_size(fusedrnn_dtype dtype)
 {
-    if (count > 0)  /* memset(NULL, 0, 0) is undefined */
-        memset(buf, 0, (size_t)count * (dtype == FUSEDRNN_F32 ? sizeof(float) : sizeof(double)));
+    return dtype == FUSEDRNN_F32 ? sizeof(float) : sizeof(double);
 }
 
-/* The workspace layout, measured (base == NULL) or laid over a buffer. */
+static void zero_fill(void *buf, int64_t count, fusedrnn_dtype dtype)
+{
+    if (buf && count > 0)  /* memset(NULL, 0, 0) is undefined */
+        memset(buf, 0, (size_t)count * elem_size(dtype));
+}
+
+/* A gated cell's training forward and its backward work on the reserve. */
+static int uses_reserve(const fusedrnn_problem *p, int backward)
+{
+    return !CELLS[p->cell].fused && (backward || p->training);
+}
+
+/* The layouts, measured (base == NULL) or laid over a buffer. + 64: room to
+ * align an arbitrary caller pointer. */
+static size_t measured(const arena *a)
+{
+    return a->overflow || a->used > SIZE_MAX - 64 ? 0 : a->used + 64;
+}
+
 static size_t workspace_size(const fusedrnn_problem *p, int backward)
 {
     arena a = {0};
@@ -153,15 +209,37 @@ static size_t workspace_size(const fusedrnn_problem *p, int backward)
         carve_f32(&a, p, backward);
     else
         carve_f64(&a, p, backward);
-    /* + 64: room to align an arbitrary caller pointer */
-    return a.overflow || a.used > SIZE_MAX - 64 ? 0 : a.used + 64;
+    return measured(&a);
 }
 
 size_t fusedrnn_forward_workspace(const fusedrnn_problem *p) { return workspace_size(p, 0); }
 size_t fusedrnn_backward_workspace(const fusedrnn_problem *p) { return workspace_size(p, 1); }
 
+size_t fusedrnn_reserve_size(const fusedrnn_problem *p)
+{
+    arena a = {0};
+    if (check_problem(p) != FUSEDRNN_OK)
+        return 0;
+    if (CELLS[p->cell].fused)
+        return 0;
+    if (p->dtype == FUSEDRNN_F32) {
+        work_f32 w;
+        take_reserve_f32(&a, &w, p);
+    } else {
+        work_f64 w;
+        take_reserve_f64(&a, &w, p);
+    }
+    return measured(&a);
+}
+
+static char *aligned(void *buf)
+{
+    return (char *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
+}
+
 static fusedrnn_status prepare(const fusedrnn_problem *p, const int64_t *lengths, int backward,
-                               void *workspace, size_t workspace_bytes, arena *a)
+                               const void *reserve, void *workspace, size_t workspace_bytes,
+                               arena *a, arena *ra)
 {
     fusedrnn_status st = check_problem(p);
     if (st == FUSEDRNN_OK)
@@ -169,77 +247,104 @@ static fusedrnn_status prepare(const fusedrnn_problem *p, const int64_t *lengths
     if (st != FUSEDRNN_OK)
         return st;
     size_t need = workspace_size(p, backward);
-    if (need == 0)
+    if (need == 0 || (uses_reserve(p, backward) && fusedrnn_reserve_size(p) == 0))
         return FUSEDRNN_EOVERFLOW;
     if (!workspace || workspace_bytes < need)
         return FUSEDRNN_EWORKSPACE;
-    a->base = (char *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
+    if (uses_reserve(p, backward) && !reserve && !nothing_recurs(p))
+        return FUSEDRNN_ERESERVE;
+    a->base = aligned(workspace);
+    /* The reserve is laid out from its own start (its size has the 64 bytes
+     * to spare that aligning it may need). */
+    ra->base = reserve ? aligned((void *)reserve) : NULL;
     return FUSEDRNN_OK;
 }
 
-fusedrnn_status fusedrnn_forward(const fusedrnn_problem *p,
-                                 const void *x, const void *h0,
-                                 const void *w_ih, const void *w_hh, const void *bias,
-                                 const int64_t *lengths,
-                                 void *FUSEDRNN_RESTRICT y, void *FUSEDRNN_RESTRICT h_n,
+/* The drivers' view of a call, for either dtype: the same pointers, typed. */
+#define RUN_OF(R, prob, kernels, work, inputs, bwd)                                 \
+    (R){.p = (prob), .cell = &CELLS[(prob)->cell], .u = (kernels), .w = (work),      \
+        .backward = (bwd), .x = (inputs)->x, .h0 = (inputs)->h0, .c0 = (inputs)->c0,  \
+        .w_ih = (inputs)->w_ih, .w_hh = (inputs)->w_hh, .b_ih = (inputs)->b_ih,       \
+        .b_hh = (inputs)->b_hh, .lengths = (inputs)->lengths}
+
+fusedrnn_status fusedrnn_forward(const fusedrnn_problem *p, const fusedrnn_inputs *in,
+                                 const fusedrnn_outputs *out,
                                  void *workspace, size_t workspace_bytes)
 {
-    arena a = {0};
-    fusedrnn_status st = prepare(p, lengths, 0, workspace, workspace_bytes, &a);
-    if (st != FUSEDRNN_OK || nothing_recurs(p))   /* y and h_n are empty */
+    arena a = {0}, ra = {0};
+    if (!in || !out)
+        return FUSEDRNN_EINVAL;
+    fusedrnn_status st = prepare(p, in->lengths, 0, out->reserve, workspace, workspace_bytes,
+                                 &a, &ra);
+    if (st != FUSEDRNN_OK || nothing_recurs(p))   /* y, h_n, c_n are empty */
         return st;
     const isa_kernels *k = fusedrnn_active_kernels();
+    int reserve = uses_reserve(p, 0);
     fp_mode mode = fp_enter();
     if (p->dtype == FUSEDRNN_F32) {
         work_f32 w = carve_f32(&a, p, 0);
-        forward_f32(&(run_f32){.p = p, .u = &k->f32, .w = &w, .x = x, .h0 = h0, .w_ih = w_ih,
-                                .w_hh = w_hh, .bias = bias, .lengths = lengths, .y = y, .h_n = h_n});
+        if (reserve)
+            take_reserve_f32(&ra, &w, p);
+        run_f32 r = RUN_OF(run_f32, p, &k->f32, &w, in, 0);
+        r.y = out->y, r.h_n = out->h_n, r.c_n = out->c_n;
+        forward_f32(&r);
     } else {
         work_f64 w = carve_f64(&a, p, 0);
-        forward_f64(&(run_f64){.p = p, .u = &k->f64, .w = &w, .x = x, .h0 = h0, .w_ih = w_ih,
-                                .w_hh = w_hh, .bias = bias, .lengths = lengths, .y = y, .h_n = h_n});
+        if (reserve)
+            take_reserve_f64(&ra, &w, p);
+        run_f64 r = RUN_OF(run_f64, p, &k->f64, &w, in, 0);
+        r.y = out->y, r.h_n = out->h_n, r.c_n = out->c_n;
+        forward_f64(&r);
     }
     fp_leave(mode);
     return FUSEDRNN_OK;
 }
 
-fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p,
-                                  const void *x, const void *h0,
-                                  const void *w_ih, const void *w_hh,
-                                  const int64_t *lengths,
-                                  const void *y, const void *dy, const void *dh_n,
-                                  void *FUSEDRNN_RESTRICT dx, void *FUSEDRNN_RESTRICT dh0,
-                                  void *FUSEDRNN_RESTRICT dw_ih, void *FUSEDRNN_RESTRICT dw_hh,
-                                  void *FUSEDRNN_RESTRICT dbias,
+fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p, const fusedrnn_inputs *in,
+                                  const fusedrnn_grad_inputs *gin, const fusedrnn_grads *grads,
                                   void *workspace, size_t workspace_bytes)
 {
-    arena a = {0};
-    fusedrnn_status st = prepare(p, lengths, 1, workspace, workspace_bytes, &a);
+    arena a = {0}, ra = {0};
+    if (!in || !gin || !grads)
+        return FUSEDRNN_EINVAL;
+    fusedrnn_status st = prepare(p, in->lengths, 1, gin->reserve, workspace, workspace_bytes,
+                                 &a, &ra);
     if (st != FUSEDRNN_OK)
         return st;
     if (nothing_recurs(p)) {   /* every gradient is a sum over no terms */
-        zero_fill(dx, p->T * p->B * p->D, p->dtype);
-        zero_fill(dh0, p->B * p->H, p->dtype);
-        zero_fill(dw_ih, p->H * p->D, p->dtype);
-        zero_fill(dw_hh, p->H * p->H, p->dtype);
-        zero_fill(dbias, p->H, p->dtype);
+        const int64_t GH = CELLS[p->cell].gates * p->H;
+        zero_fill(grads->dx, p->T * p->B * p->D, p->dtype);
+        zero_fill(grads->dh0, p->B * p->H, p->dtype);
+        if (CELLS[p->cell].has_c)
+            zero_fill(grads->dc0, p->B * p->H, p->dtype);
+        zero_fill(grads->dw_ih, GH * p->D, p->dtype);
+        zero_fill(grads->dw_hh, GH * p->H, p->dtype);
+        zero_fill(grads->db_ih, GH, p->dtype);
+        zero_fill(grads->db_hh, GH, p->dtype);
         return FUSEDRNN_OK;
     }
     const isa_kernels *k = fusedrnn_active_kernels();
+    int reserve = uses_reserve(p, 1);
     fp_mode mode = fp_enter();
     /* y is an input here: the run's y is read only. */
     if (p->dtype == FUSEDRNN_F32) {
         work_f32 w = carve_f32(&a, p, 1);
-        backward_f32(&(run_f32){.p = p, .u = &k->f32, .w = &w, .backward = 1, .x = x, .h0 = h0,
-                                 .w_ih = w_ih, .w_hh = w_hh, .dy = dy, .dh_n = dh_n,
-                                 .lengths = lengths, .y = (float *)y, .dx = dx, .dh0 = dh0,
-                                 .dw_ih = dw_ih, .dw_hh = dw_hh, .dbias = dbias});
+        if (reserve)
+            take_reserve_f32(&ra, &w, p);
+        run_f32 r = RUN_OF(run_f32, p, &k->f32, &w, in, 1);
+        r.y = (float *)gin->y, r.dy = gin->dy, r.dh_n = gin->dh_n, r.dc_n = gin->dc_n;
+        r.dx = grads->dx, r.dh0 = grads->dh0, r.dc0 = grads->dc0, r.dw_ih = grads->dw_ih;
+        r.dw_hh = grads->dw_hh, r.db_ih = grads->db_ih, r.db_hh = grads->db_hh;
+        backward_f32(&r);
     } else {
         work_f64 w = carve_f64(&a, p, 1);
-        backward_f64(&(run_f64){.p = p, .u = &k->f64, .w = &w, .backward = 1, .x = x, .h0 = h0,
-                                 .w_ih = w_ih, .w_hh = w_hh, .dy = dy, .dh_n = dh_n,
-                                 .lengths = lengths, .y = (double *)y, .dx = dx, .dh0 = dh0,
-                                 .dw_ih = dw_ih, .dw_hh = dw_hh, .dbias = dbias});
+        if (reserve)
+            take_reserve_f64(&ra, &w, p);
+        run_f64 r = RUN_OF(run_f64, p, &k->f64, &w, in, 1);
+        r.y = (double *)gin->y, r.dy = gin->dy, r.dh_n = gin->dh_n, r.dc_n = gin->dc_n;
+        r.dx = grads->dx, r.dh0 = grads->dh0, r.dc0 = grads->dc0, r.dw_ih = grads->dw_ih;
+        r.dw_hh = grads->dw_hh, r.db_ih = grads->db_ih, r.db_hh = grads->db_hh;
+        backward_f64(&r);
     }
     fp_leave(mode);
     return FUSEDRNN_OK;

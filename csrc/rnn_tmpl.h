@@ -1,25 +1,45 @@
-/* The forward and backward drivers: the time loop, what is fused, what is
- * deferred, what runs on which thread. Included once per dtype by rnn.c,
- * with REAL and SFX(name) defined. Sequence arrays are addressed by rows:
- * row (t,b) of x, y, dy, dx and dz. */
+/* The forward and backward drivers, one of each for every cell: the time
+ * loop, what is fused, what is deferred, what runs on which thread. Included
+ * once per dtype by rnn.c, with REAL and SFX(name) defined. Sequence arrays
+ * are addressed by rows: row (t,b) of x, y, dy, dx, the gates and their
+ * gradients. */
+
+/* The rows of one step for every thread of the team. */
+typedef struct {
+    int64_t m;                /* sequences still running */
+    const REAL **a;           /* [m] the rows multiplied by W_hh (or W_hh^T) */
+    REAL **c;                 /* [m] the rows the product updates */
+    const REAL **aux;         /* [m] the product's epilogue operand (y, a bias, dy) */
+    REAL **gates, **state, **h, **carry, **dgates, **dxn;   /* the cell kernel's */
+    const REAL **prev;
+    SFX(cell_rows) cell;      /* the same, as the cell kernel takes them */
+} SFX(step_rows);
 
 typedef struct {
-    REAL *packed;             /* W_hh packed for the step kernel [H, H rounded up to nr] */
+    REAL *packed;             /* W_hh packed for the step kernel: forward G blocks of
+                                 W_hh^T [H, H rounded up to nr], backward W_hh [G*H, H] */
     size_t packed_cap;
     SFX(slabs) *slabs;        /* [threads] GEMM panels, one set per thread */
-    REAL *zeros;              /* [H] the state before the first step when h0 is NULL */
-    /* The rows of a step, double-buffered: thread 0 fills the next step's
-     * while the team still reads the current one. */
-    const REAL **a_rows[2];   /* [B] the rows multiplied by W_hh */
-    REAL **c_rows[2];         /* [B] the rows updated in place */
-    const REAL **aux_rows[2]; /* [B] backward: y at the same rows */
-    int64_t m[2];             /* rows in use */
-    REAL *dz;                 /* backward: [T,B,H] in y's layout */
-    REAL *g;                  /* backward: [B,H] dz at each sequence's first step */
-    /* Backward: which K rows of a weight-gradient GEMM may reach the product
-     * (1) and which are padding or pair across sequences (0, packed as zeros). */
+    REAL *zeros;              /* [G*H] the state before the first step when h0 (c0) is
+                                 NULL, and what follows a sequence's last step */
+    REAL *bias;               /* [G*H] b_ih + b_hh, less b_hn (split), when both are given */
+    /* Double-buffered: thread 0 fills the next step's rows while the team
+     * still works on the current one. */
+    SFX(step_rows) rows[2];
+    /* Gated cells, in the reserve or, for inference, here: */
+    REAL *gates;              /* [T,B,G*H] pre-activations, then activated gates */
+    REAL *state;              /* [T,B,H] c_t (LSTM) or W_hn h_{t-1} + b_hn (GRU) */
+    /* Backward: */
+    REAL *dg;                 /* [T,B,G*H] in y's layout: the gates' gradients (RNN: dz) */
+    REAL *dxn;                /* [T,B,H] split cells: the last gate's input side */
+    REAL *g;                  /* [B,G*H] dg at each sequence's first step */
+    REAL *dh;                 /* [B,H] gated: a step's dh, dg_{t+1} W_hh + dy_t */
+    REAL *carry;              /* [B,H] gated: LSTM dc, GRU z * dh, from step to step */
+    REAL *last;               /* [B,H] gated: dy + dh_n at each sequence's last step */
+    /* Which K rows of a weight-gradient GEMM may reach the product (1) and
+     * which are padding or pair across sequences (0, packed as zeros). */
     unsigned char *keep_x;    /* [T*B] row (t,b) of x: t < lengths[b] */
-    unsigned char *keep_pair; /* [K of GEMM_DW_HH] a dz row that has a previous step */
+    unsigned char *keep_pair; /* [K of GEMM_DW_HH] a dg row that has a previous step */
     unsigned char *keep_h0;   /* [B] sequence b has a first step, which saw h0 */
 } SFX(work);
 
@@ -58,22 +78,57 @@ static void SFX(take_slabs)(arena *a, SFX(work) *w, const fusedrnn_problem *p, i
         w->slabs[i] = (SFX(slabs)){pa + i * a_cap, pb + i * b_cap, a_cap, b_cap};
 }
 
+/* The reserve's layout, laid over the reserve or (inference) the workspace. */
+static void SFX(take_reserve)(arena *a, SFX(work) *w, const fusedrnn_problem *p)
+{
+    const cell_desc *c = &CELLS[p->cell];
+    size_t TB = arena_checked_mul(a, (size_t)p->T, (size_t)p->B);
+    w->gates = arena_take(a, arena_checked_mul(a, TB, (size_t)(c->gates * p->H)), sizeof(REAL));
+    w->state = has_state(c) ? arena_take(a, arena_checked_mul(a, TB, (size_t)p->H), sizeof(REAL))
+                            : NULL;
+}
+
+/* The workspace of a pass, measured (base NULL) or laid over a buffer. */
 static SFX(work) SFX(carve)(arena *a, const fusedrnn_problem *p, int backward)
 {
-    size_t T = (size_t)p->T, B = (size_t)p->B, H = (size_t)p->H;
+    const cell_desc *c = &CELLS[p->cell];
+    size_t T = (size_t)p->T, B = (size_t)p->B, H = (size_t)p->H, GH = (size_t)c->gates * H;
     size_t TB = arena_checked_mul(a, T, B);
     SFX(work) w = {0};
-    w.packed_cap = arena_checked_mul(a, H, SFX(round_up)(a, H, FUSEDRNN_NR_MAX));
+    w.packed_cap = arena_checked_mul(a, GH, SFX(round_up)(a, H, FUSEDRNN_NR_MAX));
     w.packed = arena_take(a, w.packed_cap, sizeof(REAL));
-    w.zeros = arena_take(a, H, sizeof(REAL));
+    w.zeros = arena_take(a, GH, sizeof(REAL));
+    w.bias = arena_take(a, GH, sizeof(REAL));
     for (int i = 0; i < 2; i++) {
-        w.a_rows[i] = arena_take(a, B, sizeof(REAL *));
-        w.c_rows[i] = arena_take(a, B, sizeof(REAL *));
-        w.aux_rows[i] = backward ? arena_take(a, B, sizeof(REAL *)) : NULL;
+        SFX(step_rows) *r = &w.rows[i];
+        r->a = arena_take(a, B, sizeof(REAL *));
+        r->c = arena_take(a, B, sizeof(REAL *));
+        r->aux = arena_take(a, B, sizeof(REAL *));
+        if (c->fused)
+            continue;
+        r->gates = arena_take(a, B, sizeof(REAL *));
+        r->state = arena_take(a, B, sizeof(REAL *));
+        r->prev = arena_take(a, B, sizeof(REAL *));
+        r->h = arena_take(a, B, sizeof(REAL *));
+        if (backward) {
+            r->carry = arena_take(a, B, sizeof(REAL *));
+            r->dgates = arena_take(a, B, sizeof(REAL *));
+            r->dxn = arena_take(a, B, sizeof(REAL *));
+        }
+        r->cell = (SFX(cell_rows)){(int64_t)H, r->gates, r->state, r->prev, r->h,
+                                   r->carry, r->dgates, r->dxn};
     }
+    if (!backward && !c->fused && !p->training)
+        SFX(take_reserve)(a, &w, p);
     if (backward) {
-        w.dz = arena_take(a, arena_checked_mul(a, TB, H), sizeof(REAL));
-        w.g = arena_take(a, arena_checked_mul(a, B, H), sizeof(REAL));
+        w.dg = arena_take(a, arena_checked_mul(a, TB, GH), sizeof(REAL));
+        w.dxn = c->split ? arena_take(a, arena_checked_mul(a, TB, H), sizeof(REAL)) : NULL;
+        w.g = arena_take(a, arena_checked_mul(a, B, GH), sizeof(REAL));
+        if (!c->fused) {
+            w.dh = arena_take(a, arena_checked_mul(a, B, H), sizeof(REAL));
+            w.carry = arena_take(a, arena_checked_mul(a, B, H), sizeof(REAL));
+            w.last = arena_take(a, arena_checked_mul(a, B, H), sizeof(REAL));
+        }
         w.keep_x = arena_take(a, TB, 1);
         w.keep_pair = arena_take(a, (size_t)dims_of(p, GEMM_DW_HH).K, 1);
         w.keep_h0 = arena_take(a, B, 1);
@@ -85,23 +140,35 @@ static SFX(work) SFX(carve)(arena *a, const fusedrnn_problem *p, int backward)
 /* Everything one call works on. */
 typedef struct {
     const fusedrnn_problem *p;
+    const cell_desc *cell;
     const SFX(ukr) *u;
     SFX(work) *w;
     int backward;
-    const REAL *x, *h0, *w_ih, *w_hh, *bias, *dy, *dh_n;
+    const REAL *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh, *dy, *dh_n, *dc_n;
     const int64_t *lengths;
-    REAL *y, *h_n, *dx, *dh0, *dw_ih, *dw_hh, *dbias;
+    REAL *y, *h_n, *c_n, *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh;
 } SFX(run);
 
 /* libc's copies are vectorised for whatever CPU runs them; all-zero bits are 0.0. */
 static void SFX(zero)(REAL *v, int64_t n)
 {
-    memset(v, 0, (size_t)n * sizeof(REAL));
+    if (n > 0)
+        memset(v, 0, (size_t)n * sizeof(REAL));
 }
 
 static void SFX(copy)(REAL *dst, const REAL *src, int64_t n)
 {
-    memcpy(dst, src, (size_t)n * sizeof(REAL));
+    if (n > 0)
+        memcpy(dst, src, (size_t)n * sizeof(REAL));
+}
+
+/* dst[j] = sum over the `rows` rows of src (leading dimension ld) of src[i][j], j < n. */
+static void SFX(column_sums)(REAL *dst, const REAL *src, int64_t rows, int64_t ld, int64_t n)
+{
+    SFX(zero)(dst, n);
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < n; j++)
+            dst[j] += src[i * ld + j];
 }
 
 /* Product `id` of the call, C = A B (+ bias) or C += A B, over the team when
@@ -115,47 +182,119 @@ static void SFX(gemm_team)(const SFX(run) *r, gemm_id id, SFX(view) A, SFX(view)
     team_run(threads_for(r->p, (double)d.M * d.N * d.K, 1 << 18), SFX(gemm_slice), &g);
 }
 
+/* The row of a state given per sequence ([B,H], NULL meaning zeros). */
+static const REAL *SFX(initial)(const SFX(run) *r, const REAL *v, int64_t b)
+{
+    return v ? v + b * r->p->H : r->w->zeros;
+}
+
 /* The rows of step s into buffer `buf`: the sequences still running, each at
- * its own time (reverse with lengths). Forward: y_t = act(y_t + h_{t-1} W^T),
- * h_{t-1} being the previous step's row of y, or h0. Backward: dz_t =
- * (dz_t + dz_{t'} W) act'(y_t), t' the step after t, or nothing at a
- * sequence's last step (the zero row). */
+ * its own time (reverse with lengths). Forward: the product reads h_{t-1}
+ * (the previous step's row of y, or h0) and updates the step's y row (RNN)
+ * or gates row; the cell kernel finds the state of the step before in the
+ * same buffers. Backward: the product reads the gradients of the step that
+ * follows (nothing after a sequence's last step: the zero row). */
 static void SFX(fill_rows)(const SFX(run) *r, int64_t s, int buf)
 {
     const fusedrnn_problem *p = r->p;
+    const cell_desc *c = r->cell;
     const seq_layout L = layout_of(p);
-    const int64_t T = p->T, B = p->B, H = p->H;
+    const int64_t T = p->T, B = p->B, H = p->H, GH = c->gates * H;
     SFX(work) *w = r->w;
+    SFX(step_rows) *rows = &w->rows[buf];
     int64_t m = 0;
     for (int64_t b = 0; b < B; b++) {
         int64_t len = seq_len(r->lengths, b, T);
         if (s >= len)
             continue;
-        int64_t row = row_of(L, time_at(p, len, s), b) * H;
+        int64_t row = row_of(L, time_at(p, len, s), b);
+        int64_t before = s > 0 ? row_of(L, time_at(p, len, s - 1), b) : -1;
+        const REAL *h_prev = before >= 0 ? r->y + before * H : SFX(initial)(r, r->h0, b);
+        if (c->has_c)
+            rows->prev[m] = before >= 0 ? w->state + before * H : SFX(initial)(r, r->c0, b);
+        else if (!c->fused)
+            rows->prev[m] = h_prev;
         if (!r->backward) {
-            w->c_rows[buf][m] = r->y + row;
-            w->a_rows[buf][m] = s > 0 ? r->y + row_of(L, time_at(p, len, s - 1), b) * H
-                              : r->h0 ? r->h0 + b * H
-                                      : w->zeros;
+            rows->a[m] = h_prev;
+            if (c->fused) {
+                rows->c[m] = r->y + row * H;
+            } else {
+                rows->c[m] = w->gates + row * GH;
+                rows->gates[m] = w->gates + row * GH;
+                rows->h[m] = r->y + row * H;
+                if (has_state(c))
+                    rows->state[m] = w->state + row * H;
+                if (c->split)   /* the kept-apart product's bias, b_hn */
+                    rows->aux[m] = r->b_hh ? r->b_hh + (c->gates - 1) * H : w->zeros;
+            }
         } else {
-            w->c_rows[buf][m] = w->dz + row;
-            w->aux_rows[buf][m] = r->y + row;
-            w->a_rows[buf][m] = s + 1 < len ? w->dz + row_of(L, time_at(p, len, s + 1), b) * H
-                                            : w->zeros;
+            int64_t after = s + 1 < len ? row_of(L, time_at(p, len, s + 1), b) : -1;
+            rows->a[m] = after >= 0 ? w->dg + after * GH : w->zeros;
+            if (c->fused) {
+                rows->c[m] = w->dg + row * H;
+                rows->aux[m] = r->y + row * H;
+            } else {
+                rows->c[m] = rows->h[m] = w->dh + m * H;
+                rows->aux[m] = after < 0 && r->dh_n ? w->last + b * H
+                             : r->dy                ? r->dy + row * H
+                                                    : w->zeros;
+                rows->gates[m] = w->gates + row * GH;
+                if (has_state(c))
+                    rows->state[m] = w->state + row * H;
+                rows->carry[m] = w->carry + b * H;
+                rows->dgates[m] = w->dg + row * GH;
+                if (c->split)
+                    rows->dxn[m] = w->dxn + row * H;
+            }
         }
         m++;
     }
-    w->m[buf] = m;
+    rows->m = m;
 }
 
-/* The recurrence: every thread owns a slice of the hidden columns for all
- * steps; one barrier per step publishes h_t (or dz_t) to the others. */
+/* One step on the columns [j0, j1) of this thread, every gate of them. RNN:
+ * the product's epilogue is the cell. Gated forward: each gate's product
+ * accumulates into the gates row (the split gate's goes to its own row, with
+ * b_hn), then the cell kernel. Gated backward: dh = dg_{t+1} W_hh + dy, then
+ * the cell kernel's derivatives. */
+static void SFX(step_cell)(const SFX(run) *r, const SFX(step_rows) *rows, int64_t j0, int64_t j1)
+{
+    const cell_desc *c = r->cell;
+    const SFX(ukr) *u = r->u;
+    const int64_t H = r->p->H, G = c->gates;
+    const REAL *Bp = r->w->packed;
+    if (c->fused) {
+        SFX(step)(u, rows->m, j0, j1, H, rows->a, Bp, rows->c, 0,
+                  r->backward ? rows->aux : NULL, epilogue_of(r->p->act, r->backward));
+        return;
+    }
+    if (!r->backward) {
+        const int64_t block = H * ((H + u->nr - 1) / u->nr * u->nr);   /* a gate's W_hh^T */
+        for (int64_t q = 0; q < G; q++) {
+            if (c->split && q == G - 1)
+                SFX(step)(u, rows->m, j0, j1, H, rows->a, Bp + q * block, rows->state, 0,
+                          rows->aux, EPI_BIAS);
+            else
+                SFX(step)(u, rows->m, j0, j1, H, rows->a, Bp + q * block, rows->c, q * H,
+                          NULL, EPI_ACC);
+        }
+        if (rows->m > 0)
+            u->cell_forward[r->p->cell](rows->m, j0, j1 - j0, &rows->cell);
+    } else {
+        SFX(step)(u, rows->m, j0, j1, G * H, rows->a, Bp, rows->c, 0, rows->aux, EPI_BIAS);
+        if (rows->m > 0)
+            u->cell_backward[r->p->cell](rows->m, j0, j1 - j0, &rows->cell);
+    }
+}
+
+/* The recurrence: every thread owns a slice of the hidden columns, every gate
+ * of them, for all steps; one barrier per step publishes h_t (or dg_t) to the
+ * others. */
 static void SFX(time_loop)(void *arg, int tid, int n, team *t)
 {
     const SFX(run) *r = arg;
     const int64_t T = r->p->T, H = r->p->H;
     SFX(work) *w = r->w;
-    epilogue epi = epilogue_of(r->p->act, r->backward);
     int64_t j0, j1;
     team_share(H, r->u->nr, tid, n, &j0, &j1);
     if (tid == 0)
@@ -163,8 +302,7 @@ static void SFX(time_loop)(void *arg, int tid, int n, team *t)
     team_barrier(t);
     for (int64_t i = 0; i < T; i++) {
         int buf = (int)(i & 1);
-        SFX(step)(r->u, w->m[buf], j0, j1, H, w->a_rows[buf], w->packed, w->c_rows[buf],
-                  r->backward ? w->aux_rows[buf] : NULL, epi);
+        SFX(step_cell)(r, &w->rows[buf], j0, j1);
         if (tid == 0 && i + 1 < T)
             SFX(fill_rows)(r, r->backward ? T - 2 - i : i + 1, buf ^ 1);
         team_barrier(t);
@@ -175,43 +313,74 @@ static void SFX(recurrence)(const SFX(run) *r)
 {
     const fusedrnn_problem *p = r->p;
     int64_t panels = (p->H + r->u->nr - 1) / r->u->nr;
-    int n = threads_for(p, (double)p->B * p->H * p->H, 1 << 15);
-    SFX(zero)(r->w->zeros, p->H);
+    int n = threads_for(p, (double)p->B * r->cell->gates * p->H * p->H, 1 << 15);
     if (p->T > 0)
         team_run(n < panels ? n : (int)panels, SFX(time_loop), (void *)r);
+}
+
+/* The bias the input GEMM adds: b_ih + b_hh, except b_hn of a split cell,
+ * which joins its own product. NULL when there is none. */
+static const REAL *SFX(input_bias)(const SFX(run) *r)
+{
+    const int64_t H = r->p->H, GH = r->cell->gates * H;
+    const int64_t summed = r->cell->split ? GH - H : GH;
+    if (!r->b_hh || summed == 0)
+        return r->b_ih;
+    REAL *bias = r->w->bias;
+    for (int64_t j = 0; j < GH; j++)
+        bias[j] = (r->b_ih ? r->b_ih[j] : 0) + (j < summed ? r->b_hh[j] : 0);
+    return bias;
+}
+
+/* The sequences' final states: the row of `seq` at each one's last valid
+ * step, or its initial state when it has none. */
+static void SFX(final_rows)(const SFX(run) *r, REAL *out, const REAL *seq, const REAL *initial)
+{
+    const fusedrnn_problem *p = r->p;
+    const seq_layout L = layout_of(p);
+    for (int64_t b = 0; b < p->B; b++) {
+        int64_t len = seq_len(r->lengths, b, p->T);
+        const REAL *last = len > 0 ? seq + row_of(L, time_at(p, len, len - 1), b) * p->H
+                                   : SFX(initial)(r, initial, b);
+        SFX(copy)(out + b * p->H, last, p->H);
+    }
 }
 
 static void SFX(forward)(const SFX(run) *r)
 {
     const fusedrnn_problem *p = r->p;
-    const int64_t T = p->T, B = p->B, D = p->D, H = p->H;
+    const cell_desc *c = r->cell;
+    const int64_t T = p->T, B = p->B, D = p->D, H = p->H, GH = c->gates * H;
     const seq_layout L = layout_of(p);
-    REAL *y = r->y;
+    SFX(work) *w = r->w;
+    SFX(zero)(w->zeros, GH);
 
-    /* y = x W_ih^T + b for all steps in one GEMM, straight into y  [T*B,H] */
+    /* The input side of every step in one GEMM, straight into y (RNN) or the
+     * gates  [T*B,G*H] */
     SFX(gemm_team)(r, GEMM_INPUT, (SFX(view)){r->x, D, 1}, (SFX(view)){r->w_ih, 1, D}, NULL,
-                   y, H, 0, r->bias);
+                   c->fused ? r->y : w->gates, GH, 0, SFX(input_bias)(r));
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = seq_len(r->lengths, b, T); t < T; t++)
-            SFX(zero)(y + row_of(L, t, b) * H, H);
+            SFX(zero)(r->y + row_of(L, t, b) * H, H);
 
-    SFX(pack_b)(r->u, H, H, r->w_hh, 1, H, NULL, r->w->packed, r->w->packed_cap);   /* W_hh^T */
+    /* W_hh^T, one block per gate, so that a thread's columns of every gate
+     * are a panel range of each block. */
+    const int64_t block = H * ((H + r->u->nr - 1) / r->u->nr * r->u->nr);
+    for (int64_t q = 0; q < c->gates; q++)
+        SFX(pack_b)(r->u, H, H, r->w_hh + q * H * H, 1, H, NULL, w->packed + q * block,
+                    w->packed_cap - (size_t)(q * block));
     SFX(recurrence)(r);
 
-    for (int64_t b = 0; b < B; b++) {
-        int64_t len = seq_len(r->lengths, b, T);
-        const REAL *last = len > 0 ? y + row_of(L, time_at(p, len, len - 1), b) * H
-                         : r->h0   ? r->h0 + b * H
-                                   : r->w->zeros;
-        SFX(copy)(r->h_n + b * H, last, H);
-    }
+    SFX(final_rows)(r, r->h_n, r->y, r->h0);
+    if (c->has_c)
+        SFX(final_rows)(r, r->c_n, w->state, r->c0);
 }
 
 /* Which rows of the deferred weight-gradient GEMMs carry a term of the sum.
- * dz is zero on every other row, but x's padding, h0 of an empty sequence or
+ * dg is zero on every other row, but x's padding, h0 of an empty sequence or
  * an infinite state can be paired with such a row, and 0 * inf is NaN: those
  * are packed as zeros instead (pack_b's keep). A pair of the shifted dW_hh
- * GEMM counts when its dz row is a step of a sequence after its first: then
+ * GEMM counts when its dg row is a step of a sequence after its first: then
  * its y row is that sequence's previous step. */
 static void SFX(mark_rows)(const SFX(run) *r)
 {
@@ -226,7 +395,7 @@ static void SFX(mark_rows)(const SFX(run) *r)
         for (int64_t t = 0; t < T; t++)
             w->keep_x[row_of(L, t, b)] = t < len;
     }
-    /* forward: pair k is dz row k + shift with y row k; reverse: dz row k with y row k + shift */
+    /* forward: pair k is dg row k + shift with y row k; reverse: dg row k with y row k + shift */
     for (int64_t k = 0; k < K; k++)
         w->keep_pair[k] = w->keep_x[k] && w->keep_x[k + shift];
     if (!p->batch_first)
@@ -237,73 +406,122 @@ static void SFX(mark_rows)(const SFX(run) *r)
         w->keep_pair[row_of(L, T - 1, b)] = 0;
 }
 
+/* Where the loss gradients enter the recurrence. RNN: dz starts as dy, plus
+ * dh_n at the step each sequence ended on; the step then works in place.
+ * Gated: dy enters each step's product as its epilogue operand, dh_n with
+ * dy at the last step (the rows `last`); dc_n starts the LSTM's carry.
+ * Rows past a sequence's length are zero whatever dy holds there. */
+static void SFX(seed_gradients)(const SFX(run) *r)
+{
+    const fusedrnn_problem *p = r->p;
+    const cell_desc *c = r->cell;
+    const int64_t T = p->T, B = p->B, H = p->H, TB = T * B;
+    const seq_layout L = layout_of(p);
+    SFX(work) *w = r->w;
+    SFX(zero)(w->zeros, c->gates * H);
+    if (c->fused) {
+        if (r->dy)
+            SFX(copy)(w->dg, r->dy, TB * H);
+        else
+            SFX(zero)(w->dg, TB * H);
+    }
+    for (int64_t b = 0; b < B; b++) {
+        int64_t len = seq_len(r->lengths, b, T);
+        const REAL *dh_n = r->dh_n ? r->dh_n + b * H : NULL;
+        if (!c->fused) {
+            SFX(copy)(w->carry + b * H, SFX(initial)(r, c->has_c ? r->dc_n : NULL, b), H);
+            if (len > 0 && dh_n) {
+                const REAL *dy = r->dy ? r->dy + row_of(L, time_at(p, len, len - 1), b) * H
+                                       : w->zeros;
+                for (int64_t j = 0; j < H; j++)
+                    w->last[b * H + j] = dy[j] + dh_n[j];
+            }
+            continue;
+        }
+        for (int64_t t = len; t < T; t++)
+            SFX(zero)(w->dg + row_of(L, t, b) * H, H);
+        if (len > 0 && dh_n) {
+            REAL *end = w->dg + row_of(L, time_at(p, len, len - 1), b) * H;
+            for (int64_t j = 0; j < H; j++)
+                end[j] += dh_n[j];
+        }
+    }
+}
+
 static void SFX(backward)(const SFX(run) *r)
 {
     const fusedrnn_problem *p = r->p;
+    const cell_desc *c = r->cell;
     const int64_t T = p->T, B = p->B, D = p->D, H = p->H, TB = T * B;
+    const int64_t G = c->gates, GH = G * H, GxH = (G - c->split) * H;
     const seq_layout L = layout_of(p);
-    REAL *dz = r->w->dz, *g = r->w->g;
+    SFX(work) *w = r->w;
+    REAL *dg = w->dg, *g = w->g;
 
-    /* dz starts as dy; dh_n joins each sequence at the step it ended on;
-     * padded steps stay zero whatever dy holds there. */
-    if (r->dy)
-        SFX(copy)(dz, r->dy, TB * H);
-    else
-        SFX(zero)(dz, TB * H);
-    for (int64_t b = 0; b < B; b++) {
-        int64_t len = seq_len(r->lengths, b, T);
-        for (int64_t t = len; t < T; t++)
-            SFX(zero)(dz + row_of(L, t, b) * H, H);
-        if (len > 0 && r->dh_n) {
-            REAL *end = dz + row_of(L, time_at(p, len, len - 1), b) * H;
-            for (int64_t j = 0; j < H; j++)
-                end[j] += r->dh_n[b * H + j];
-        }
-    }
-
-    SFX(pack_b)(r->u, H, H, r->w_hh, H, 1, NULL, r->w->packed, r->w->packed_cap);   /* W_hh */
+    SFX(seed_gradients)(r);
+    SFX(pack_b)(r->u, GH, H, r->w_hh, H, 1, NULL, w->packed, w->packed_cap);   /* W_hh */
     SFX(recurrence)(r);
+    /* Steps the recurrence did not reach hold nothing yet: zeros, so that
+     * the deferred products over every row see no garbage. */
+    if (!c->fused)
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t t = seq_len(r->lengths, b, T); t < T; t++) {
+                SFX(zero)(dg + row_of(L, t, b) * GH, GH);
+                if (c->split)
+                    SFX(zero)(w->dxn + row_of(L, t, b) * H, H);
+            }
     SFX(mark_rows)(r);
 
-    /* The weight and input gradients, deferred to one GEMM each over K = T*B. */
-    SFX(zero)(r->dbias, H);
-    for (int64_t i = 0; i < TB; i++)
-        for (int64_t j = 0; j < H; j++)
-            r->dbias[j] += dz[i * H + j];
-    SFX(gemm_team)(r, GEMM_DW_IH, (SFX(view)){dz, 1, H}, (SFX(view)){r->x, D, 1},
-                   r->w->keep_x, r->dw_ih, D, 0, NULL);                   /* dz^T x   [H,D] */
-    SFX(gemm_team)(r, GEMM_DX, (SFX(view)){dz, H, 1}, (SFX(view)){r->w_ih, D, 1}, NULL,
-                   r->dx, D, 0, NULL);                                     /* dz W_ih  [T*B,D] */
+    /* The weight and input gradients, deferred to one GEMM each over K = T*B
+     * (two for a split cell: its last gate's input side is dxn). */
+    if (r->db_hh)
+        SFX(column_sums)(r->db_hh, dg, TB, GH, GH);
+    SFX(column_sums)(r->db_ih, dg, TB, GH, GxH);
+    SFX(gemm_team)(r, GEMM_DW_IH, (SFX(view)){dg, 1, GH}, (SFX(view)){r->x, D, 1},
+                   w->keep_x, r->dw_ih, D, 0, NULL);                          /* dg^T x   [Gx*H,D] */
+    SFX(gemm_team)(r, GEMM_DX, (SFX(view)){dg, GH, 1}, (SFX(view)){r->w_ih, D, 1}, NULL,
+                   r->dx, D, 0, NULL);                                        /* dg W_ih  [T*B,D] */
+    if (c->split) {
+        SFX(column_sums)(r->db_ih + GxH, w->dxn, TB, H, H);
+        SFX(gemm_team)(r, GEMM_DW_IH_N, (SFX(view)){w->dxn, 1, H}, (SFX(view)){r->x, D, 1},
+                       w->keep_x, r->dw_ih + GxH * D, D, 0, NULL);
+        SFX(gemm_team)(r, GEMM_DX_N, (SFX(view)){w->dxn, H, 1},
+                       (SFX(view)){r->w_ih + GxH * D, D, 1}, NULL, r->dx, D, 1, NULL);
+    }
 
-    /* The first step of each sequence saw h0: g = its dz row, dh0 = g W_hh,
-     * and dh_n passes straight through an empty sequence. */
+    /* The first step of each sequence saw h0: g = its dg row, dh0 = g W_hh
+     * (+ the GRU's z * dh of that step, left in the carry); dh_n and dc_n
+     * pass straight through an empty sequence. The LSTM's carry ends as dc0. */
     for (int64_t b = 0; b < B; b++) {
         int64_t len = seq_len(r->lengths, b, T);
         if (len > 0)
-            SFX(copy)(g + b * H, dz + row_of(L, time_at(p, len, 0), b) * H, H);
+            SFX(copy)(g + b * GH, dg + row_of(L, time_at(p, len, 0), b) * GH, GH);
         else
-            SFX(zero)(g + b * H, H);
+            SFX(zero)(g + b * GH, GH);
     }
-    SFX(gemm_team)(r, GEMM_DH0, (SFX(view)){g, H, 1}, (SFX(view)){r->w_hh, H, 1}, NULL,
+    SFX(gemm_team)(r, GEMM_DH0, (SFX(view)){g, GH, 1}, (SFX(view)){r->w_hh, H, 1}, NULL,
                    r->dh0, H, 0, NULL);
-    for (int64_t b = 0; b < B; b++)
-        if (seq_len(r->lengths, b, T) == 0) {
-            if (r->dh_n)
-                SFX(copy)(r->dh0 + b * H, r->dh_n + b * H, H);
-            else
-                SFX(zero)(r->dh0 + b * H, H);
-        }
+    for (int64_t b = 0; b < B; b++) {
+        REAL *dh0 = r->dh0 + b * H;
+        if (seq_len(r->lengths, b, T) == 0)
+            SFX(copy)(dh0, SFX(initial)(r, r->dh_n, b), H);
+        else if (c->split)
+            for (int64_t j = 0; j < H; j++)
+                dh0[j] += w->carry[b * H + j];
+    }
+    if (c->has_c)
+        SFX(copy)(r->dc0, w->carry, B * H);
 
-    /* dW_hh = sum over steps of dz_t^T h_{t-1}. The first steps pair with h0;
+    /* dW_hh = sum over steps of dg_t^T h_{t-1}. The first steps pair with h0;
      * every other step pairs with y one time step back (forward) or ahead
      * (reverse), which in either layout is y shifted by one time step's rows;
      * keep_pair leaves out the pairs that are not a step and its predecessor. */
     if (r->h0)
-        SFX(gemm_team)(r, GEMM_DW_HH0, (SFX(view)){g, 1, H}, (SFX(view)){r->h0, H, 1},
-                       r->w->keep_h0, r->dw_hh, H, 0, NULL);
+        SFX(gemm_team)(r, GEMM_DW_HH0, (SFX(view)){g, 1, GH}, (SFX(view)){r->h0, H, 1},
+                       w->keep_h0, r->dw_hh, H, 0, NULL);
     int64_t shift = L.t_rows;
-    const REAL *dz_k = p->reverse ? dz : dz + shift * H;
+    const REAL *dg_k = p->reverse ? dg : dg + shift * GH;
     const REAL *y_k = p->reverse ? r->y + shift * H : r->y;
-    SFX(gemm_team)(r, GEMM_DW_HH, (SFX(view)){dz_k, 1, H}, (SFX(view)){y_k, H, 1},
-                   r->w->keep_pair, r->dw_hh, H, r->h0 != NULL, NULL);
+    SFX(gemm_team)(r, GEMM_DW_HH, (SFX(view)){dg_k, 1, GH}, (SFX(view)){y_k, H, 1},
+                   w->keep_pair, r->dw_hh, H, r->h0 != NULL, NULL);
 }

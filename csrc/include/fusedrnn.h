@@ -1,19 +1,28 @@
-/* fusedrnn: the fused RNN recurrence and its backward pass over plain buffers.
+/* fusedrnn: the fused recurrence of an RNN cell and its backward pass (BPTT)
+ * over plain buffers, for three cells with PyTorch's maths and layouts:
  *
- *   forward   h_t = act(W_ih x_t + W_hh h_{t-1} + b)        for each sequence
- *   backward  dz_t = (dy_t + dh) * act'(y_t),  dh = dz_t W_hh  (BPTT)
+ *   RNN   h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)                 G = 1
+ *   LSTM  i, f, g, o = sig, sig, tanh, sig(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
+ *         c_t = f c_{t-1} + i g,   h_t = o tanh(c_t)                          G = 4
+ *   GRU   r, z = sig(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)   (their rows)
+ *         n = tanh(W_in x_t + b_in + r (W_hn h_{t-1} + b_hn))
+ *         h_t = (1 - z) n + z h_{t-1}                                      G = 3
  *
- * Shape vocabulary: T time steps, B batch, D input size, H hidden size.
- * Sequence data (x, y, dy, dx) is a contiguous array, either time-major [T,B,*]
- * or, with batch_first, batch-major [B,T,*]: the layout only changes the
- * strides the kernel walks, so batch_first costs no copy.
+ * Gates are stacked in this order along the rows of W_ih [G*H,D], W_hh
+ * [G*H,H], b_ih and b_hh [G*H]: gate q is rows [q*H, (q+1)*H).
+ *
+ * Shape vocabulary: T time steps, B batch, D input size, H hidden size, G
+ * gates. Sequence data (x, y, dy, dx) is a contiguous array, either
+ * time-major [T,B,*] or, with batch_first, batch-major [B,T,*]: the layout
+ * only changes the strides the kernel walks, so batch_first costs no copy.
  *
  * Buffers are caller-owned. Inputs are never written. Outputs are overwritten,
  * never accumulated into. No output may alias any other buffer. Every call
- * needs a workspace of at least the size its query returns (any alignment).
- * Calls are thread-safe; the kernel allocates nothing and keeps no state
- * besides the micro-kernel table chosen once and its worker threads, created
- * on first use and asleep between calls.
+ * needs a workspace of at least the size its query returns (any alignment),
+ * and the float buffers aligned to their dtype. Calls are thread-safe; the
+ * kernel allocates nothing and keeps no state besides the micro-kernel table
+ * chosen once and its worker threads, created on first use and asleep
+ * between calls.
  */
 #ifndef FUSEDRNN_H
 #define FUSEDRNN_H
@@ -33,68 +42,109 @@ typedef enum {
     FUSEDRNN_EINVAL = 1,        /* a size, option or length is out of range */
     FUSEDRNN_EWORKSPACE = 2,    /* workspace NULL or smaller than the query says */
     FUSEDRNN_EISA = 3,          /* ISA name unknown or not supported here */
-    FUSEDRNN_EOVERFLOW = 4      /* a buffer size does not fit in 64 bits */
+    FUSEDRNN_EOVERFLOW = 4,     /* a buffer size does not fit in 64 bits */
+    FUSEDRNN_ERESERVE = 5       /* a gated cell's training forward or backward without a reserve */
 } fusedrnn_status;
 
 typedef enum { FUSEDRNN_F32 = 0, FUSEDRNN_F64 = 1 } fusedrnn_dtype;
+
+typedef enum { FUSEDRNN_RNN = 0, FUSEDRNN_LSTM = 1, FUSEDRNN_GRU = 2 } fusedrnn_cell;
 
 typedef enum { FUSEDRNN_TANH = 0, FUSEDRNN_RELU = 1, FUSEDRNN_SIGMOID = 2 } fusedrnn_act;
 
 /* One layer, one direction. */
 typedef struct {
+    fusedrnn_cell cell;
     fusedrnn_dtype dtype;   /* every float buffer of the call has this type */
     int64_t T, B, D, H;     /* each >= 0 */
-    fusedrnn_act act;
+    fusedrnn_act act;       /* RNN only; ignored by the gated cells */
     int reverse;            /* nonzero: each sequence runs from its last valid step to 0 */
     int batch_first;        /* nonzero: sequence data is [B,T,*], else [T,B,*] */
     int threads;            /* at most this many threads (<= 1: the caller's only);
                                results are bitwise the same for any count */
+    int training;           /* forward of a gated cell: nonzero writes the reserve
+                               (then required), zero runs inference (reserve unused) */
 } fusedrnn_problem;
 
-/* Workspace sizes in bytes (0 on an invalid problem or when the size overflows). */
+/* What a forward call reads; the backward reads the same, for the same call.
+ *   x        [T,B,D] (or [B,T,D])
+ *   h0       [B,H], NULL means zeros
+ *   c0       [B,H], LSTM only, NULL means zeros
+ *   w_ih     [G*H,D]
+ *   w_hh     [G*H,H]
+ *   b_ih     [G*H], NULL means zeros
+ *   b_hh     [G*H], NULL means zeros
+ *   lengths  [B], 0 <= lengths[b] <= T; NULL means all T. Steps at or past
+ *            lengths[b] give zeros in y and leave the state unchanged; x there,
+ *            and h0, c0 of a sequence of length 0, are never read into a
+ *            result (NaN there stays out). */
+typedef struct {
+    const void *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh;
+    const int64_t *lengths;
+} fusedrnn_inputs;
+
+/* What a forward call writes.
+ *   y        [T,B,H] (or [B,T,H]): h_t of every step
+ *   h_n      [B,H], the state after each sequence's last valid step
+ *   c_n      [B,H], LSTM only (else unused): the cell state there
+ *   reserve  what the backward needs, fusedrnn_reserve_size bytes, or NULL
+ *            (inference). Gated cells: the activated gates of every step
+ *            [T,B,G*H], then [T,B,H] of c_t (LSTM) or W_hn h_{t-1} + b_hn
+ *            (GRU), in y's layout; rows past a sequence's length are not
+ *            written. The RNN needs none (its y is enough). It must live
+ *            until the backward of the same problem and inputs has run. */
+typedef struct {
+    void *FUSEDRNN_RESTRICT y, *FUSEDRNN_RESTRICT h_n, *FUSEDRNN_RESTRICT c_n;
+    void *FUSEDRNN_RESTRICT reserve;
+} fusedrnn_outputs;
+
+/* What a backward call reads besides the inputs: the forward's results and
+ * the loss gradients.
+ *   y        forward's y (RNN: its derivative comes from it); rows at or past
+ *            a sequence's length are never read
+ *   reserve  gated cells: the forward's reserve (training), unchanged since
+ *   dy       y-shaped, NULL means zeros; rows past a sequence's length are
+ *            never read
+ *   dh_n     [B,H], NULL means zeros
+ *   dc_n     [B,H], LSTM only, NULL means zeros */
+typedef struct {
+    const void *y, *reserve, *dy, *dh_n, *dc_n;
+} fusedrnn_grad_inputs;
+
+/* What a backward call writes: the gradient of every input.
+ *   dx       x-shaped
+ *   dh0      [B,H]
+ *   dc0      [B,H], LSTM only (else unused)
+ *   dw_ih    [G*H,D]
+ *   dw_hh    [G*H,H]
+ *   db_ih    [G*H], the sum over time and batch of the input side's gate
+ *            gradients
+ *   db_hh    [G*H], the same for the recurrent side; equal to db_ih except
+ *            in GRU's n gate. May be NULL (not written). */
+typedef struct {
+    void *FUSEDRNN_RESTRICT dx, *FUSEDRNN_RESTRICT dh0, *FUSEDRNN_RESTRICT dc0;
+    void *FUSEDRNN_RESTRICT dw_ih, *FUSEDRNN_RESTRICT dw_hh;
+    void *FUSEDRNN_RESTRICT db_ih, *FUSEDRNN_RESTRICT db_hh;
+} fusedrnn_grads;
+
+/* The number of gates of a cell (1, 4, 3), or 0 for an unknown one. */
+int fusedrnn_gates(fusedrnn_cell cell);
+
+/* Sizes in bytes, 0 on an invalid problem or when the size overflows; the
+ * RNN's reserve is 0 (it has none). A gated cell's inference forward holds
+ * in its workspace what training writes to the reserve, so its workspace
+ * is larger. */
 size_t fusedrnn_forward_workspace(const fusedrnn_problem *p);
 size_t fusedrnn_backward_workspace(const fusedrnn_problem *p);
+size_t fusedrnn_reserve_size(const fusedrnn_problem *p);
 
-/* Forward.
- *   x        in   [T,B,D] (or [B,T,D])
- *   h0       in   [B,H], NULL means zeros
- *   w_ih     in   [H,D]
- *   w_hh     in   [H,H]
- *   bias     in   [H], NULL means zeros
- *   lengths  in   [B], 0 <= lengths[b] <= T; NULL means all T. Steps at or past
- *                 lengths[b] give zeros in y and leave the state unchanged.
- *   y        out  [T,B,H] (or [B,T,H]), the hidden state of every step
- *   h_n      out  [B,H], the state after each sequence's last valid step
- */
-fusedrnn_status fusedrnn_forward(const fusedrnn_problem *p,
-                                 const void *x, const void *h0,
-                                 const void *w_ih, const void *w_hh, const void *bias,
-                                 const int64_t *lengths,
-                                 void *FUSEDRNN_RESTRICT y, void *FUSEDRNN_RESTRICT h_n,
+fusedrnn_status fusedrnn_forward(const fusedrnn_problem *p, const fusedrnn_inputs *in,
+                                 const fusedrnn_outputs *out,
                                  void *workspace, size_t workspace_bytes);
 
-/* Backward (BPTT) for the forward call with the same problem and inputs.
- *   x, h0, w_ih, w_hh, lengths   in   as for forward
- *   y        in   forward's y (the derivative comes from it); rows at or past a
- *                 sequence's length are never read
- * Values that the maths ignores never reach a result: x and dy past a
- * sequence's length and h0 of an empty sequence may hold NaN or inf.
- *   dy       in   y-shaped, NULL means zeros
- *   dh_n     in   [B,H], NULL means zeros
- *   dx       out  x-shaped
- *   dh0      out  [B,H]
- *   dw_ih    out  [H,D]
- *   dw_hh    out  [H,H]
- *   dbias    out  [H], the sum of dz over time and batch
- */
-fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p,
-                                  const void *x, const void *h0,
-                                  const void *w_ih, const void *w_hh,
-                                  const int64_t *lengths,
-                                  const void *y, const void *dy, const void *dh_n,
-                                  void *FUSEDRNN_RESTRICT dx, void *FUSEDRNN_RESTRICT dh0,
-                                  void *FUSEDRNN_RESTRICT dw_ih, void *FUSEDRNN_RESTRICT dw_hh,
-                                  void *FUSEDRNN_RESTRICT dbias,
+/* Backward (BPTT) for the forward call with the same problem and inputs. */
+fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p, const fusedrnn_inputs *in,
+                                  const fusedrnn_grad_inputs *gin, const fusedrnn_grads *grads,
                                   void *workspace, size_t workspace_bytes);
 
 /* Micro-kernel selection. The best ISA this CPU and OS support is chosen on

@@ -1,5 +1,34 @@
 /* Included once per dtype by kernels.h, with REAL and SFX(name) defined. */
 
+/* The rows of one step that a cell kernel works on: each field an array of
+ * m row pointers (one per sequence still running), of which the kernel
+ * touches columns [col, col + n) of the hidden units; gate q of a gates row
+ * is at q*H + j, in PyTorch's order (LSTM i f g o, GRU r z n). The driver
+ * fills the fields its cell's kernels read.
+ *               forward                          backward
+ *   gates   [G*H] pre-activations in,          activated gates in (reserve)
+ *                 activated gates out
+ *   state   [H]   LSTM c_t out; GRU hn in      LSTM c_t in; GRU hn in (reserve)
+ *                 (hn = W_hn h_{t-1} + b_hn)
+ *   prev    [H]   LSTM c_{t-1}; GRU h_{t-1}    the same
+ *   h       [H]   h_t out (the row of y)       dh_t in: dgates_{t+1} W_hh + dy_t
+ *   carry   [H]                                in from step t+1, out to step t-1:
+ *                                              LSTM dc; GRU z * dh
+ *   dgates  [G*H]                              out: d pre-activations, recurrent side
+ *   dxn     [H]                                GRU out: d of n's input side */
+typedef struct {
+    int64_t H;
+    REAL *const *gates;
+    REAL *const *state;
+    const REAL *const *prev;
+    REAL *const *h;
+    REAL *const *carry;
+    REAL *const *dgates;
+    REAL *const *dxn;
+} SFX(cell_rows);
+
+typedef void (*SFX(cell_kernel))(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r);
+
 typedef struct {
     /* Register tile and cache blocking of the GEMM engine for this ISA. */
     int64_t mr, nr, mc, kc, nc;
@@ -22,6 +51,12 @@ typedef struct {
     void (*transpose)(int64_t rows, int64_t cols, const REAL *src, int64_t lds,
                       REAL *dst, int64_t ldd);
 
+    /* The per-step elementwise maths of the gated cells, indexed by
+     * fusedrnn_cell (the Elman RNN's runs in the step kernel's epilogue, so
+     * its entries are NULL). LSTM forward writes c_t into state; GRU reads hn
+     * from it. */
+    SFX(cell_kernel) cell_forward[3], cell_backward[3];
+
     /* out[j] = epi(z[j], aux[j]) for j < n, with the step kernel's vector
      * activations: how they are tested alone. aux may be NULL (forward). */
     void (*apply)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilogue epi);
@@ -37,5 +72,9 @@ void SFX(step_ref)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
                    int64_t col, int64_t m, int64_t n, epilogue epi);
 void SFX(transpose_ref)(int64_t rows, int64_t cols, const REAL *src, int64_t lds,
                         REAL *dst, int64_t ldd);
+void SFX(lstm_forward_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r);
+void SFX(lstm_backward_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r);
+void SFX(gru_forward_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r);
+void SFX(gru_backward_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r);
 void SFX(apply_ref)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilogue epi);
 double SFX(fma_probe_ref)(int64_t iters, REAL *sink);

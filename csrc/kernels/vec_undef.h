@@ -1,6 +1,7 @@
 /* Clears a vector layer (kernels/<isa>/vec_*.h) so the next dtype can define its own. */
 #undef REAL
 #undef SFX
+#undef DT
 #undef V
 #undef VL
 #undef V_ZERO

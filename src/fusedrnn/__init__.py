@@ -2,6 +2,9 @@
 
     y, h_n = fusedrnn.rnn_forward(x, h0, w_ih, w_hh, bias)
     grads = fusedrnn.rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n)
+    y, h_n, c_n, reserve = fusedrnn.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, training=True)
+    grads = fusedrnn.lstm_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy)
+    (gru_forward and gru_backward likewise, without c)
 
 `fusedrnn.reference` holds the NumPy specification of the same two functions,
 and of an LSTM and a GRU (results LSTMOutput/LSTMGrads, GRUOutput/GRUGrads).
@@ -17,6 +20,10 @@ from ._api import (
     available_isas,
     get_isa,
     get_num_threads,
+    gru_backward,
+    gru_forward,
+    lstm_backward,
+    lstm_forward,
     peak_gflops,
     rnn_backward,
     rnn_forward,
@@ -44,6 +51,10 @@ __all__ = [
     "clip_grad_norm",
     "get_isa",
     "get_num_threads",
+    "gru_backward",
+    "gru_forward",
+    "lstm_backward",
+    "lstm_forward",
     "peak_gflops",
     "rnn_backward",
     "rnn_forward",

@@ -7,10 +7,13 @@ import os
 import numpy as np
 
 from . import _kernel
-from ._types import RNNGrads
+from ._types import GRUGrads, GRUOutput, LSTMGrads, LSTMOutput, RNNGrads
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_ACTIVATIONS = {"tanh": 0, "relu": 1, "sigmoid": 2}
+_ACTIVATIONS = _kernel.ACTIVATIONS
+_CELLS = _kernel.CELLS
+_RNN, _LSTM, _GRU = _CELLS["rnn"], _CELLS["lstm"], _CELLS["gru"]
+_CELL_NAMES = {_RNN: "RNN", _LSTM: "LSTM", _GRU: "GRU"}
 _ISA_NAMES = _kernel.ISAS
 
 
@@ -68,13 +71,13 @@ def _contiguous(**arrays):
 _MAX_BYTES = np.iinfo(np.intp).max
 
 
-def _check_sizes(T, B, H, itemsize):
-    """The buffers the call allocates ([T,B,H] outputs and workspace, [B,H])
-    must have byte sizes that fit in 64 bits. Checked on Python integers,
-    which do not overflow, before anything is allocated. The input-shaped
-    buffers ([T,B,D], [H,D], [H,H]) fit: the caller's arrays have those
-    shapes, and NumPy caps an array's size."""
-    for what, count in (("T*B*H", T * B * H), ("B*H", B * H)):
+def _check_sizes(T, B, H, itemsize, G=1):
+    """The buffers the call allocates ([T,B,H] outputs, [T,B,G*H] workspace
+    and reserve, [B,H]) must have byte sizes that fit in 64 bits. Checked on
+    Python integers, which do not overflow, before anything is allocated.
+    The input-shaped buffers ([T,B,D], [G*H,D], [G*H,H]) fit: the caller's
+    arrays have those shapes, and NumPy caps an array's size."""
+    for what, count in (("T*B*G*H", T * B * (G + 1) * H), ("B*H", B * H)):
         if count * itemsize > _MAX_BYTES:
             raise MemoryError(f"{what} = {count} elements of {itemsize} bytes (T={T}, B={B}, "
                               f"H={H}) do not fit in a 64-bit size")
@@ -102,24 +105,33 @@ def _lengths(lengths, B, T):
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
-def _common(x, h0, w_ih, w_hh, lengths, batch_first):
+def _common(x, h0, w_ih, w_hh, lengths, batch_first, cell=_RNN, c0=None):
     """Check what forward and backward share; returns the arrays (not yet
-    copied to C order), lengths as int64 and the sizes."""
+    copied to C order), lengths as int64 and the sizes. The weights of a
+    cell with G gates are (G*H, D) and (G*H, H)."""
     x = _float_array("x", x, 3)
     dtype = x.dtype
     B, T, D = x.shape if batch_first else (x.shape[1], x.shape[0], x.shape[2])
+    G = _kernel.gates(cell)
     w_hh = _float_array("w_hh", w_hh, 2, dtype)
-    if w_hh.shape[0] != w_hh.shape[1]:
-        raise ValueError(f"w_hh: expected a square (H, H) array, got shape {w_hh.shape}")
-    H = w_hh.shape[0]
-    w_ih = _float_array("w_ih", w_ih, (H, D), dtype)
+    H = w_hh.shape[1]
+    if w_hh.shape[0] != G * H:
+        expected = "a square (H, H) array" if G == 1 else \
+            f"shape ({G}*H, H) for an {_CELL_NAMES[cell]}, ({G * H}, {H}) for H = {H}"
+        raise ValueError(f"w_hh: expected {expected}, got shape {w_hh.shape}")
+    w_ih = _float_array("w_ih", w_ih, (G * H, D), dtype)
     h0 = _optional("h0", h0, (B, H), dtype)
-    _check_sizes(T, B, H, dtype.itemsize)
-    return x, h0, w_ih, w_hh, _lengths(lengths, B, T), T, B, H
+    c0 = _optional("c0", c0, (B, H), dtype)
+    _check_sizes(T, B, H, dtype.itemsize, G)
+    return x, h0, c0, w_ih, w_hh, _lengths(lengths, B, T), T, B, D, H
 
 
 def _seq_shape(T, B, n, batch_first):
     return (B, T, n) if batch_first else (T, B, n)
+
+
+def _options(reverse, batch_first):
+    return _flag("reverse", reverse), _flag("batch_first", batch_first)
 
 
 def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
@@ -136,8 +148,8 @@ def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
     sequence's state after its last valid step.
     """
     act = _activation(nonlinearity)
-    reverse, batch_first = _flag("reverse", reverse), _flag("batch_first", batch_first)
-    x, h0, w_ih, w_hh, lengths, T, B, H = _common(x, h0, w_ih, w_hh, lengths, batch_first)
+    reverse, batch_first = _options(reverse, batch_first)
+    x, h0, _, w_ih, w_hh, lengths, T, B, D, H = _common(x, h0, w_ih, w_hh, lengths, batch_first)
     bias = _optional("bias", bias, (H,), x.dtype)
     x, h0, w_ih, w_hh, bias = _contiguous(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, bias=bias)
     return _run_forward(x, h0, w_ih, w_hh, bias, lengths, T, B, H, act, reverse, batch_first)
@@ -155,8 +167,8 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
     the bias whether or not one was used.
     """
     act = _activation(nonlinearity)
-    reverse, batch_first = _flag("reverse", reverse), _flag("batch_first", batch_first)
-    x, h0, w_ih, w_hh, lengths, T, B, H = _common(x, h0, w_ih, w_hh, lengths, batch_first)
+    reverse, batch_first = _options(reverse, batch_first)
+    x, h0, _, w_ih, w_hh, lengths, T, B, D, H = _common(x, h0, w_ih, w_hh, lengths, batch_first)
     seq = _seq_shape(T, B, H, batch_first)
     y = _float_array("y", y, seq, x.dtype)
     dy = _optional("dy", dy, seq, x.dtype)
@@ -167,6 +179,163 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
                          batch_first)
 
 
+# The gated cells. Their reserve, what the forward keeps for the backward, is
+# the kernel's (fusedrnn_reserve_size elements) after a header of _HEADER
+# elements naming the call it came from, so that a reserve handed to the
+# backward of another problem is refused rather than read.
+_HEADER = 8
+
+
+def _problem(cell, act, T, B, D, H, reverse, batch_first, training=False):
+    return (cell, act, T, B, D, H, reverse, batch_first, _num_threads, training)
+
+
+def _reserve_header(cell, T, B, D, H, reverse, batch_first):
+    return np.array([cell, T, B, D, H, reverse, batch_first, 0], np.float64)
+
+
+def _gated_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, batch_first,
+                   training):
+    reverse, batch_first = _options(reverse, batch_first)
+    training = _flag("training", training)
+    x, h0, c0, w_ih, w_hh, lengths, T, B, D, H = _common(x, h0, w_ih, w_hh, lengths,
+                                                         batch_first, cell, c0)
+    G = _kernel.gates(cell)
+    b_ih = _optional("b_ih", b_ih, (G * H,), x.dtype)
+    b_hh = _optional("b_hh", b_hh, (G * H,), x.dtype)
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = _contiguous(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh,
+                                                    b_ih=b_ih, b_hh=b_hh)
+    y, h_n, c_n, reserve = _run_gated_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
+                                              T, B, D, H, reverse, batch_first, training)
+    return y, h_n, c_n, reserve
+
+
+def _run_gated_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, T, B, D, H, reverse,
+                       batch_first, training):
+    prob = _problem(cell, 0, T, B, D, H, reverse, batch_first, training)
+    y = np.empty(_seq_shape(T, B, H, batch_first), x.dtype)
+    h_n = np.empty((B, H), x.dtype)
+    c_n = np.empty((B, H), x.dtype) if cell == _LSTM else None
+    reserve = None
+    if training:
+        reserve = np.empty(_HEADER + _kernel.reserve_size(prob, x.dtype), x.dtype)
+        reserve[:_HEADER] = _reserve_header(cell, T, B, D, H, reverse, batch_first)
+    _kernel.forward(prob, (x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths),
+                    (y, h_n, c_n, None if reserve is None else reserve[_HEADER:]))
+    return y, h_n, c_n, reserve
+
+
+def _check_reserve(reserve, cell, T, B, D, H, reverse, batch_first, dtype):
+    """The reserve of the forward of this very problem, or a clear error."""
+    if not isinstance(reserve, np.ndarray):
+        raise TypeError(f"reserve: expected the reserve array a training forward returned "
+                        f"(or None), got {type(reserve).__name__}")
+    if reserve.dtype != dtype:
+        raise TypeError(f"reserve: expected dtype {dtype} (the dtype of x), got {reserve.dtype}")
+    prob = _problem(cell, 0, T, B, D, H, reverse, batch_first, True)
+    size = _HEADER + _kernel.reserve_size(prob, dtype)
+    header = _reserve_header(cell, T, B, D, H, reverse, batch_first)
+    if reserve.shape != (size,):
+        raise ValueError(f"reserve: expected shape ({size},), from the training forward of this "
+                         f"{_CELL_NAMES[cell]} (T={T}, B={B}, D={D}, H={H}), got {reserve.shape}")
+    got = reserve[:_HEADER].astype(np.float64)
+    if not np.array_equal(got, header):
+        names = ("cell", "T", "B", "D", "H", "reverse", "batch_first")
+        theirs = ", ".join(f"{n}={v:g}" for n, v in zip(names, got))
+        raise ValueError(f"reserve: it comes from a different call ({theirs}); this one is "
+                         f"{_CELL_NAMES[cell]} T={T}, B={B}, D={D}, H={H}, reverse={reverse}, "
+                         f"batch_first={batch_first}")
+    return np.ascontiguousarray(reserve[_HEADER:])
+
+
+def _gated_backward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n, dc_n,
+                    lengths, reverse, batch_first):
+    reverse, batch_first = _options(reverse, batch_first)
+    x, h0, c0, w_ih, w_hh, lengths, T, B, D, H = _common(x, h0, w_ih, w_hh, lengths,
+                                                         batch_first, cell, c0)
+    G, dtype = _kernel.gates(cell), x.dtype
+    b_ih = _optional("b_ih", b_ih, (G * H,), dtype)
+    b_hh = _optional("b_hh", b_hh, (G * H,), dtype)
+    seq = _seq_shape(T, B, H, batch_first)
+    y = _float_array("y", y, seq, dtype)
+    dy = _optional("dy", dy, seq, dtype)
+    dh_n = _optional("dh_n", dh_n, (B, H), dtype)
+    dc_n = _optional("dc_n", dc_n, (B, H), dtype)
+    if reserve is not None:
+        reserve = _check_reserve(reserve, cell, T, B, D, H, reverse, batch_first, dtype)
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, dy, dh_n, dc_n = _contiguous(
+        x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, y=y, dy=dy, dh_n=dh_n,
+        dc_n=dc_n)
+    if reserve is None:   # recompute it: one more forward
+        reserve = _run_gated_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, T, B,
+                                     D, H, reverse, batch_first, True)[3][_HEADER:]
+    grads = (np.empty_like(x), np.empty((B, H), dtype),
+             np.empty((B, H), dtype) if cell == _LSTM else None,
+             np.empty_like(w_ih), np.empty_like(w_hh), np.empty(G * H, dtype),
+             np.empty(G * H, dtype))
+    _kernel.backward(_problem(cell, 0, T, B, D, H, reverse, batch_first),
+                     (x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths),
+                     (y, reserve, dy, dh_n, dc_n), grads)
+    return grads
+
+
+def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=False,
+                 batch_first=False, training=False):
+    """Run one LSTM layer over a batch of sequences, with PyTorch's maths and layout.
+
+    Gates i, f, g, o are the row blocks of w_ih (4H, D), w_hh (4H, H), b_ih
+    and b_hh (4H,) (None: zero). h0, c0: (B, H) or None (zeros). lengths,
+    reverse, batch_first: as for rnn_forward. training: also return the
+    reserve, what lstm_backward needs from this call.
+
+    Returns LSTMOutput(y, h_n, c_n, reserve); reserve is None unless training.
+    """
+    return LSTMOutput(*_gated_forward(_LSTM, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
+                                      reverse, batch_first, training))
+
+
+def lstm_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, dc_n=None, *,
+                  lengths=None, reverse=False, batch_first=False):
+    """Backpropagation through time for the lstm_forward call with the same arguments.
+
+    y: its y. reserve: its reserve (training=True), or None to recompute it
+    (one more forward). dy, dh_n, dc_n: the loss's gradients with respect to
+    y, h_n and c_n, None meaning zero.
+
+    Returns LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh).
+    """
+    return LSTMGrads(*_gated_backward(_LSTM, x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve,
+                                      dy, dh_n, dc_n, lengths, reverse, batch_first))
+
+
+def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=False,
+                batch_first=False, training=False):
+    """Run one GRU layer over a batch of sequences, with PyTorch's maths and layout.
+
+    Gates r, z, n are the row blocks of w_ih (3H, D), w_hh (3H, H), b_ih and
+    b_hh (3H,) (None: zero); n = tanh(W_in x + b_in + r (W_hn h + b_hn)).
+    Otherwise as lstm_forward, without a cell state.
+
+    Returns GRUOutput(y, h_n, reserve); reserve is None unless training.
+    """
+    y, h_n, _, reserve = _gated_forward(_GRU, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths,
+                                        reverse, batch_first, training)
+    return GRUOutput(y, h_n, reserve)
+
+
+def gru_backward(x, h0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, *, lengths=None,
+                 reverse=False, batch_first=False):
+    """Backpropagation through time for the gru_forward call with the same arguments.
+
+    Returns GRUGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh); db_ih and db_hh
+    differ in the n gate.
+    """
+    dx, dh0, _, dw_ih, dw_hh, db_ih, db_hh = _gated_backward(
+        _GRU, x, h0, None, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n, None, lengths,
+        reverse, batch_first)
+    return GRUGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
+
+
 # The kernel calls once every argument is known good: C-contiguous arrays of
 # one float dtype with matching shapes (or None), lengths int64 within [0, T]
 # (or None). rnn_forward/rnn_backward get there by checking; fusedrnn.torch by
@@ -175,16 +344,20 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
 def _run_forward(x, h0, w_ih, w_hh, bias, lengths, T, B, H, act, reverse, batch_first):
     y = np.empty(_seq_shape(T, B, H, batch_first), x.dtype)
     h_n = np.empty((B, H), x.dtype)
-    _kernel.forward(x, h0, w_ih, w_hh, bias, lengths, y, h_n, T, B, act,
-                    reverse, batch_first, _num_threads)
+    D = w_ih.shape[1]
+    _kernel.forward(_problem(_RNN, act, T, B, D, H, reverse, batch_first),
+                    (x, h0, None, w_ih, w_hh, bias, None, lengths), (y, h_n, None, None))
     return y, h_n
 
 
 def _run_backward(x, h0, w_ih, w_hh, lengths, y, dy, dh_n, T, B, H, act, reverse, batch_first):
     grads = RNNGrads(np.empty_like(x), np.empty((B, H), x.dtype), np.empty_like(w_ih),
                      np.empty_like(w_hh), np.empty(H, x.dtype))
-    _kernel.backward(x, h0, w_ih, w_hh, lengths, y, dy, dh_n, *grads, T, B, act,
-                     reverse, batch_first, _num_threads)
+    D = w_ih.shape[1]
+    _kernel.backward(_problem(_RNN, act, T, B, D, H, reverse, batch_first),
+                     (x, h0, None, w_ih, w_hh, None, None, lengths),
+                     (y, None, dy, dh_n, None),
+                     (grads.dx, grads.dh0, None, grads.dw_ih, grads.dw_hh, grads.dbias, None))
     return grads
 
 

@@ -9,10 +9,16 @@ cdef extern from "fusedrnn.h" nogil:
         FUSEDRNN_EWORKSPACE
         FUSEDRNN_EISA
         FUSEDRNN_EOVERFLOW
+        FUSEDRNN_ERESERVE
 
     ctypedef enum fusedrnn_dtype:
         FUSEDRNN_F32
         FUSEDRNN_F64
+
+    ctypedef enum fusedrnn_cell:
+        FUSEDRNN_RNN
+        FUSEDRNN_LSTM
+        FUSEDRNN_GRU
 
     ctypedef enum fusedrnn_act:
         FUSEDRNN_TANH
@@ -20,27 +26,59 @@ cdef extern from "fusedrnn.h" nogil:
         FUSEDRNN_SIGMOID
 
     ctypedef struct fusedrnn_problem:
+        fusedrnn_cell cell
         fusedrnn_dtype dtype
         int64_t T, B, D, H
         fusedrnn_act act
         int reverse
         int batch_first
         int threads
+        int training
 
+    ctypedef struct fusedrnn_inputs:
+        const void *x
+        const void *h0
+        const void *c0
+        const void *w_ih
+        const void *w_hh
+        const void *b_ih
+        const void *b_hh
+        const int64_t *lengths
+
+    ctypedef struct fusedrnn_outputs:
+        void *y
+        void *h_n
+        void *c_n
+        void *reserve
+
+    ctypedef struct fusedrnn_grad_inputs:
+        const void *y
+        const void *reserve
+        const void *dy
+        const void *dh_n
+        const void *dc_n
+
+    ctypedef struct fusedrnn_grads:
+        void *dx
+        void *dh0
+        void *dc0
+        void *dw_ih
+        void *dw_hh
+        void *db_ih
+        void *db_hh
+
+    int fusedrnn_gates(fusedrnn_cell cell)
     size_t fusedrnn_forward_workspace(const fusedrnn_problem *p)
     size_t fusedrnn_backward_workspace(const fusedrnn_problem *p)
+    size_t fusedrnn_reserve_size(const fusedrnn_problem *p)
 
-    fusedrnn_status fusedrnn_forward(
-        const fusedrnn_problem *p, const void *x, const void *h0,
-        const void *w_ih, const void *w_hh, const void *bias, const int64_t *lengths,
-        void *y, void *h_n, void *workspace, size_t workspace_bytes)
-
-    fusedrnn_status fusedrnn_backward(
-        const fusedrnn_problem *p, const void *x, const void *h0,
-        const void *w_ih, const void *w_hh, const int64_t *lengths,
-        const void *y, const void *dy, const void *dh_n,
-        void *dx, void *dh0, void *dw_ih, void *dw_hh, void *dbias,
-        void *workspace, size_t workspace_bytes)
+    fusedrnn_status fusedrnn_forward(const fusedrnn_problem *p, const fusedrnn_inputs *inputs,
+                                     const fusedrnn_outputs *out,
+                                     void *workspace, size_t workspace_bytes)
+    fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p, const fusedrnn_inputs *inputs,
+                                      const fusedrnn_grad_inputs *gin,
+                                      const fusedrnn_grads *grads,
+                                      void *workspace, size_t workspace_bytes)
 
     fusedrnn_status fusedrnn_set_isa(const char *name)
     const char *fusedrnn_get_isa()

@@ -7,6 +7,7 @@ Here they become pointers, the kernel runs once with the GIL released, and a
 status code becomes an exception.
 """
 cimport numpy as cnp
+import numpy as np
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
@@ -19,23 +20,42 @@ cdef inline const void *data(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
+cdef inline void *out_data(object a):
+    return <void *>data(a)
+
+
 cdef inline fusedrnn_dtype dtype_of(object a):
-    return FUSEDRNN_F64 if (<cnp.ndarray>a).dtype.itemsize == 8 else FUSEDRNN_F32
+    return FUSEDRNN_F64 if (<cnp.ndarray>a).dtype == np.float64 else FUSEDRNN_F32
 
 
-cdef fusedrnn_problem problem(object x, object w_hh, int64_t T, int64_t B, int act,
-                              bint reverse, bint batch_first, int threads):
+# The enums of fusedrnn.h, for the Python layer: one source for the values.
+CELLS = {"rnn": FUSEDRNN_RNN, "lstm": FUSEDRNN_LSTM, "gru": FUSEDRNN_GRU}
+ACTIVATIONS = {"tanh": FUSEDRNN_TANH, "relu": FUSEDRNN_RELU, "sigmoid": FUSEDRNN_SIGMOID}
+
+
+def gates(int cell):
+    """G: the number of gates of a cell."""
+    return fusedrnn_gates(<fusedrnn_cell>cell)
+
+
+cdef fusedrnn_problem problem(tuple prob, object dtype_from):
+    """prob = (cell, act, T, B, D, H, reverse, batch_first, threads, training)."""
     cdef fusedrnn_problem p
-    p.dtype = dtype_of(x)
-    p.T = T
-    p.B = B
-    p.D = (<cnp.ndarray>x).shape[2]
-    p.H = (<cnp.ndarray>w_hh).shape[0]
-    p.act = <fusedrnn_act>act
-    p.reverse = reverse
-    p.batch_first = batch_first
-    p.threads = threads
+    p.cell = <fusedrnn_cell>(<int>prob[0])
+    p.act = <fusedrnn_act>(<int>prob[1])
+    p.T, p.B, p.D, p.H = prob[2], prob[3], prob[4], prob[5]
+    p.reverse, p.batch_first, p.threads, p.training = prob[6], prob[7], prob[8], prob[9]
+    p.dtype = dtype_of(dtype_from)
     return p
+
+
+cdef fusedrnn_inputs inputs_of(tuple a):
+    """a = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)."""
+    cdef fusedrnn_inputs i
+    i.x, i.h0, i.c0, i.w_ih = data(a[0]), data(a[1]), data(a[2]), data(a[3])
+    i.w_hh, i.b_ih, i.b_hh = data(a[4]), data(a[5]), data(a[6])
+    i.lengths = <const int64_t *>data(a[7])
+    return i
 
 
 cdef int check(fusedrnn_status status) except -1:
@@ -57,48 +77,49 @@ cdef void *workspace(size_t n) except NULL:
     return ws
 
 
-def forward(x, h0, w_ih, w_hh, bias, lengths, y, h_n, int64_t T, int64_t B, int act,
-            bint reverse, bint batch_first, int threads):
-    cdef fusedrnn_problem p = problem(x, w_hh, T, B, act, reverse, batch_first, threads)
+def reserve_size(tuple prob, dtype):
+    """The reserve's size in elements of `dtype` (0: the cell needs none)."""
+    cdef fusedrnn_problem p = problem(prob, np.empty(0, dtype))
+    cdef size_t n = fusedrnn_reserve_size(&p)
+    if n == 0 and fusedrnn_gates(p.cell) != 1:
+        raise MemoryError("fusedrnn: the reserve's size overflows")
+    itemsize = np.dtype(dtype).itemsize
+    return (<object>n + itemsize - 1) // itemsize
+
+
+def forward(tuple prob, tuple inputs, tuple outputs):
+    """One forward call. inputs as inputs_of takes them; outputs = (y, h_n, c_n, reserve)."""
+    cdef fusedrnn_problem p = problem(prob, inputs[0])
+    cdef fusedrnn_inputs i = inputs_of(inputs)
+    cdef fusedrnn_outputs o
+    o.y, o.h_n, o.c_n, o.reserve = (out_data(outputs[0]), out_data(outputs[1]),
+                                    out_data(outputs[2]), out_data(outputs[3]))
     cdef size_t n = fusedrnn_forward_workspace(&p)
     cdef void *ws = workspace(n)
-    cdef const void *px = data(x)
-    cdef const void *ph0 = data(h0)
-    cdef const void *pwi = data(w_ih)
-    cdef const void *pwh = data(w_hh)
-    cdef const void *pb = data(bias)
-    cdef const int64_t *plen = <const int64_t *>data(lengths)
-    cdef void *py = <void *>data(y)
-    cdef void *phn = <void *>data(h_n)
     cdef fusedrnn_status status
     with nogil:
-        status = fusedrnn_forward(&p, px, ph0, pwi, pwh, pb, plen, py, phn, ws, n)
+        status = fusedrnn_forward(&p, &i, &o, ws, n)
     free(ws)
     check(status)
 
 
-def backward(x, h0, w_ih, w_hh, lengths, y, dy, dh_n, dx, dh0, dw_ih, dw_hh, dbias,
-             int64_t T, int64_t B, int act, bint reverse, bint batch_first, int threads):
-    cdef fusedrnn_problem p = problem(x, w_hh, T, B, act, reverse, batch_first, threads)
+def backward(tuple prob, tuple inputs, tuple grad_inputs, tuple grads):
+    """One backward call. grad_inputs = (y, reserve, dy, dh_n, dc_n);
+    grads = (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)."""
+    cdef fusedrnn_problem p = problem(prob, inputs[0])
+    cdef fusedrnn_inputs i = inputs_of(inputs)
+    cdef fusedrnn_grad_inputs gi
+    gi.y, gi.reserve, gi.dy = data(grad_inputs[0]), data(grad_inputs[1]), data(grad_inputs[2])
+    gi.dh_n, gi.dc_n = data(grad_inputs[3]), data(grad_inputs[4])
+    cdef fusedrnn_grads g
+    g.dx, g.dh0, g.dc0 = out_data(grads[0]), out_data(grads[1]), out_data(grads[2])
+    g.dw_ih, g.dw_hh = out_data(grads[3]), out_data(grads[4])
+    g.db_ih, g.db_hh = out_data(grads[5]), out_data(grads[6])
     cdef size_t n = fusedrnn_backward_workspace(&p)
     cdef void *ws = workspace(n)
-    cdef const void *px = data(x)
-    cdef const void *ph0 = data(h0)
-    cdef const void *pwi = data(w_ih)
-    cdef const void *pwh = data(w_hh)
-    cdef const int64_t *plen = <const int64_t *>data(lengths)
-    cdef const void *py = data(y)
-    cdef const void *pdy = data(dy)
-    cdef const void *pdhn = data(dh_n)
-    cdef void *pdx = <void *>data(dx)
-    cdef void *pdh0 = <void *>data(dh0)
-    cdef void *pdwi = <void *>data(dw_ih)
-    cdef void *pdwh = <void *>data(dw_hh)
-    cdef void *pdb = <void *>data(dbias)
     cdef fusedrnn_status status
     with nogil:
-        status = fusedrnn_backward(&p, px, ph0, pwi, pwh, plen, py, pdy, pdhn,
-                                   pdx, pdh0, pdwi, pdwh, pdb, ws, n)
+        status = fusedrnn_backward(&p, &i, &gi, &g, ws, n)
     free(ws)
     check(status)
 
@@ -119,7 +140,7 @@ def available_isas():
 def activation(int act, bint derivative, z, y, out):
     """out = act(z), or z * act'(y): the active ISA's vector epilogue on 1-D arrays."""
     check(fusedrnn_activation(dtype_of(z), <fusedrnn_act>act, derivative, z.shape[0],
-                              data(z), data(y), <void *>data(out)))
+                              data(z), data(y), out_data(out)))
 
 
 def peak_gflops(bint double, double seconds):

@@ -205,7 +205,10 @@ static void run_case(fusedrnn_problem p, int with_lengths, int with_optional,
     size_t n = fusedrnn_forward_workspace(&p);
     void *ws = malloc(n);   /* exactly the queried size: an overrun is the tools' to see */
     CHECK(n > 0, "%s: forward workspace query returned 0", what);
-    fusedrnn_status st = fusedrnn_forward(&p, x, h0, w_ih, w_hh, bias, lengths, y, h_n, ws, n);
+    fusedrnn_inputs in = {.x = x, .h0 = h0, .w_ih = w_ih, .w_hh = w_hh, .b_ih = bias,
+                          .lengths = lengths};
+    fusedrnn_status st = fusedrnn_forward(&p, &in, &(fusedrnn_outputs){.y = y, .h_n = h_n},
+                                          ws, n);
     CHECK(st == FUSEDRNN_OK, "%s: forward status %d", what, (int)st);
     free(ws);
 
@@ -222,8 +225,10 @@ static void run_case(fusedrnn_problem p, int with_lengths, int with_optional,
     n = fusedrnn_backward_workspace(&p);
     ws = malloc(n);
     CHECK(n > 0, "%s: backward workspace query returned 0", what);
-    st = fusedrnn_backward(&p, x, h0, w_ih, w_hh, lengths, y, dy, dh_n, dx, dh0, dw_ih, dw_hh,
-                           dbias, ws, n);
+    st = fusedrnn_backward(&p, &in, &(fusedrnn_grad_inputs){.y = y, .dy = dy, .dh_n = dh_n},
+                           &(fusedrnn_grads){.dx = dx, .dh0 = dh0, .dw_ih = dw_ih,
+                                             .dw_hh = dw_hh, .db_ih = dbias},
+                           ws, n);
     CHECK(st == FUSEDRNN_OK, "%s: backward status %d", what, (int)st);
     free(ws);
 
@@ -247,16 +252,19 @@ static void run_case(fusedrnn_problem p, int with_lengths, int with_optional,
 /* Statuses for bad problems and workspaces, and queries that must fail. */
 static void error_cases(void)
 {
-    fusedrnn_problem ok = {FUSEDRNN_F32, 3, 2, 4, 5, FUSEDRNN_TANH, 0, 0, 1};
+    fusedrnn_problem ok = {.cell = FUSEDRNN_RNN, .dtype = FUSEDRNN_F32, .T = 3, .B = 2, .D = 4,
+                           .H = 5, .act = FUSEDRNN_TANH, .threads = 1};
+    const fusedrnn_inputs none = {0};
+    const fusedrnn_outputs nothing = {0};
     char ws[64];
     fusedrnn_problem p;
 
     p = ok, p.T = -1;
     CHECK(fusedrnn_forward_workspace(&p) == 0, "negative T: workspace query not 0");
-    CHECK(fusedrnn_forward(&p, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ws, sizeof ws) ==
+    CHECK(fusedrnn_forward(&p, &none, &nothing, ws, sizeof ws) ==
               FUSEDRNN_EINVAL, "negative T accepted");
     p = ok, p.act = (fusedrnn_act)7;
-    CHECK(fusedrnn_forward(&p, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ws, sizeof ws) ==
+    CHECK(fusedrnn_forward(&p, &none, &nothing, ws, sizeof ws) ==
               FUSEDRNN_EINVAL, "unknown activation accepted");
     p = ok, p.dtype = (fusedrnn_dtype)9;
     CHECK(fusedrnn_backward_workspace(&p) == 0, "unknown dtype: workspace query not 0");
@@ -265,16 +273,18 @@ static void error_cases(void)
     /* T*B*H past int64: refused before anything is touched (all pointers NULL). */
     p = ok, p.T = (int64_t)1 << 40, p.B = (int64_t)1 << 20, p.H = (int64_t)1 << 10;
     CHECK(fusedrnn_forward_workspace(&p) == 0, "overflowing sizes: workspace query not 0");
-    CHECK(fusedrnn_forward(&p, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ws, sizeof ws) ==
+    CHECK(fusedrnn_forward(&p, &none, &nothing, ws, sizeof ws) ==
               FUSEDRNN_EOVERFLOW, "overflowing sizes accepted");
 
     /* A workspace one byte short, or missing. */
     size_t n = fusedrnn_forward_workspace(&ok);
     float x[24] = {0}, w_ih[20] = {0}, w_hh[25] = {0}, y[30], h_n[10];
+    fusedrnn_inputs in = {.x = x, .w_ih = w_ih, .w_hh = w_hh};
+    fusedrnn_outputs out = {.y = y, .h_n = h_n};
     void *small = malloc(n - 1);
-    CHECK(fusedrnn_forward(&ok, x, NULL, w_ih, w_hh, NULL, NULL, y, h_n, small, n - 1) ==
+    CHECK(fusedrnn_forward(&ok, &in, &out, small, n - 1) ==
               FUSEDRNN_EWORKSPACE, "short workspace accepted");
-    CHECK(fusedrnn_forward(&ok, x, NULL, w_ih, w_hh, NULL, NULL, y, h_n, NULL, n) ==
+    CHECK(fusedrnn_forward(&ok, &in, &out, NULL, n) ==
               FUSEDRNN_EWORKSPACE, "NULL workspace accepted");
     free(small);
 
@@ -282,7 +292,9 @@ static void error_cases(void)
     int64_t bad[2][2] = {{-1, 1}, {1, 4}};
     void *work = malloc(n);
     for (int i = 0; i < 2; i++)
-        CHECK(fusedrnn_forward(&ok, x, NULL, w_ih, w_hh, NULL, bad[i], y, h_n, work, n) ==
+        CHECK(fusedrnn_forward(&ok, &(fusedrnn_inputs){.x = x, .w_ih = w_ih, .w_hh = w_hh,
+                                                       .lengths = bad[i]},
+                               &out, work, n) ==
                   FUSEDRNN_EINVAL, "lengths {%lld, %lld} accepted", (long long)bad[i][0],
               (long long)bad[i][1]);
     free(work);
@@ -291,7 +303,8 @@ static void error_cases(void)
     p = ok, p.T = (int64_t)1 << 60, p.B = 0;
     n = fusedrnn_forward_workspace(&p);
     work = malloc(n);
-    CHECK(n > 0 && fusedrnn_forward(&p, NULL, NULL, w_ih, w_hh, NULL, NULL, NULL, NULL, work, n) ==
+    CHECK(n > 0 && fusedrnn_forward(&p, &(fusedrnn_inputs){.w_ih = w_ih, .w_hh = w_hh},
+                                       &nothing, work, n) ==
                        FUSEDRNN_OK, "B = 0 with a huge T not accepted");
     free(work);
 
@@ -328,10 +341,12 @@ int main(void)
             for (int dtype = 0; dtype < 2; dtype++)
                 for (int opt = 0; opt < 8; opt++) {
                     /* opt's bits: reverse, batch_first, lengths; the rest by turns */
-                    fusedrnn_problem p = {(fusedrnn_dtype)dtype, shapes[s][0], shapes[s][1],
-                                          shapes[s][2], shapes[s][3],
-                                          (fusedrnn_act)((s + opt) % 3), opt & 1, (opt >> 1) & 1,
-                                          1 + (int)((s + opt) % 2)};
+                    fusedrnn_problem p = {.cell = FUSEDRNN_RNN, .dtype = (fusedrnn_dtype)dtype,
+                                          .T = shapes[s][0], .B = shapes[s][1],
+                                          .D = shapes[s][2], .H = shapes[s][3],
+                                          .act = (fusedrnn_act)((s + opt) % 3),
+                                          .reverse = opt & 1, .batch_first = (opt >> 1) & 1,
+                                          .threads = 1 + (int)((s + opt) % 2)};
                     run_case(p, (opt >> 2) & 1, (int)((s + opt + dtype) % 2), seed++);
                     cases++;
                 }

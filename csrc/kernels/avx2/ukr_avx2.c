@@ -10,11 +10,11 @@
 #define PROBE_CHAINS 12
 
 #include "vec_f32.h"
-#include "../simd_tmpl.h"
+#include "../simd_kernels.h"
 #include "../vec_undef.h"
 
 #include "vec_f64.h"
-#include "../simd_tmpl.h"
+#include "../simd_kernels.h"
 #include "../vec_undef.h"
 
 /* In-register transposes: 8 x 8 floats in three rounds of shuffles (pairs of
@@ -76,6 +76,10 @@ static inline void block_f64(const double *s, int64_t lds, double *d, int64_t ld
  * once or twice for N up to 1760 (float32 XL: 72% -> 82% of peak over nc 512). */
 const isa_kernels isa_avx2 = {
     "avx2", cpu_has_avx2,
-    {MR, 16, 72, 256, 1024, step_f32_avx2, transpose_f32_avx2, apply_f32_avx2, fma_probe_f32_avx2},
-    {MR, 8, 72, 256, 512, step_f64_avx2, transpose_f64_avx2, apply_f64_avx2, fma_probe_f64_avx2},
+    {MR, 16, 72, 256, 1024, step_f32_avx2, transpose_f32_avx2,
+     {NULL, lstm_forward_f32_avx2, gru_forward_f32_avx2},
+     {NULL, lstm_backward_f32_avx2, gru_backward_f32_avx2}, apply_f32_avx2, fma_probe_f32_avx2},
+    {MR, 8, 72, 256, 512, step_f64_avx2, transpose_f64_avx2,
+     {NULL, lstm_forward_f64_avx2, gru_forward_f64_avx2},
+     {NULL, lstm_backward_f64_avx2, gru_backward_f64_avx2}, apply_f64_avx2, fma_probe_f64_avx2},
 };

@@ -1,6 +1,7 @@
 /* The vector layer of simd_tmpl.h for AVX2, float32: 8 lanes. */
 #define REAL float
 #define SFX(name) name##_f32_avx2
+#define DT(name) name##_f32   /* the dtype's types, shared by every ISA */
 #define V __m256
 #define VMASK __m256i
 #define VL 8

@@ -1,6 +1,7 @@
 /* The vector layer of simd_tmpl.h for AVX2, float64: 4 lanes. */
 #define REAL double
 #define SFX(name) name##_f64_avx2
+#define DT(name) name##_f64   /* the dtype's types, shared by every ISA */
 #define V __m256d
 #define VMASK __m256i
 #define VL 4

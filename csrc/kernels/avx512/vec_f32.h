@@ -3,6 +3,7 @@
  * domain (the float forms need AVX512DQ). */
 #define REAL float
 #define SFX(name) name##_f32_avx512
+#define DT(name) name##_f32   /* the dtype's types, shared by every ISA */
 #define V __m512
 #define VMASK __mmask16
 #define VL 16

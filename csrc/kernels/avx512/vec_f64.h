@@ -1,6 +1,7 @@
 /* The vector layer of simd_tmpl.h for AVX-512F, float64: 8 lanes. */
 #define REAL double
 #define SFX(name) name##_f64_avx512
+#define DT(name) name##_f64   /* the dtype's types, shared by every ISA */
 #define V __m512d
 #define VMASK __mmask8
 #define VL 8

@@ -25,6 +25,10 @@ static int always(void) { return 1; }
 
 const isa_kernels isa_scalar = {
     "scalar", always,
-    {REF_MR, REF_NR, 64, 256, 1024, step_ref_f32, transpose_ref_f32, apply_ref_f32, fma_probe_ref_f32},
-    {REF_MR, REF_NR, 64, 256, 1024, step_ref_f64, transpose_ref_f64, apply_ref_f64, fma_probe_ref_f64},
+    {REF_MR, REF_NR, 64, 256, 1024, step_ref_f32, transpose_ref_f32,
+     {NULL, lstm_forward_ref_f32, gru_forward_ref_f32},
+     {NULL, lstm_backward_ref_f32, gru_backward_ref_f32}, apply_ref_f32, fma_probe_ref_f32},
+    {REF_MR, REF_NR, 64, 256, 1024, step_ref_f64, transpose_ref_f64,
+     {NULL, lstm_forward_ref_f64, gru_forward_ref_f64},
+     {NULL, lstm_backward_ref_f64, gru_backward_ref_f64}, apply_ref_f64, fma_probe_ref_f64},
 };

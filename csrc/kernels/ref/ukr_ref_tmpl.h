@@ -82,3 +82,76 @@ double SFX(fma_probe_ref)(int64_t iters, REAL *sink)
     *sink = s;
     return 2.0 * REF_NR * (double)iters;
 }
+
+/* The gated cells, element by element: the oracle of the SIMD cell kernels
+ * (kernels/cells_tmpl.h), the same maths in the same order. */
+void SFX(lstm_forward_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r)
+{
+    const int64_t H = r->H;
+    for (int64_t i = 0; i < m; i++) {
+        REAL *g = r->gates[i] + col, *c = r->state[i] + col, *h = r->h[i] + col;
+        const REAL *c_prev = r->prev[i] + col;
+        for (int64_t j = 0; j < n; j++) {
+            REAL in = SFX(sigmoid)(g[j]), forget = SFX(sigmoid)(g[H + j]);
+            REAL cand = tanh(g[2 * H + j]), out = SFX(sigmoid)(g[3 * H + j]);
+            c[j] = forget * c_prev[j] + in * cand;
+            h[j] = out * tanh(c[j]);
+            g[j] = in, g[H + j] = forget, g[2 * H + j] = cand, g[3 * H + j] = out;
+        }
+    }
+}
+
+void SFX(lstm_backward_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r)
+{
+    const int64_t H = r->H;
+    for (int64_t i = 0; i < m; i++) {
+        const REAL *g = r->gates[i] + col, *c = r->state[i] + col, *c_prev = r->prev[i] + col;
+        const REAL *dh = r->h[i] + col;
+        REAL *dc_next = r->carry[i] + col, *dg = r->dgates[i] + col;
+        for (int64_t j = 0; j < n; j++) {
+            REAL in = g[j], forget = g[H + j], cand = g[2 * H + j], out = g[3 * H + j];
+            REAL tc = tanh(c[j]);
+            REAL dc = dc_next[j] + dh[j] * out * (1 - tc * tc);
+            dg[j] = dc * cand * (in * (1 - in));
+            dg[H + j] = dc * c_prev[j] * (forget * (1 - forget));
+            dg[2 * H + j] = dc * in * (1 - cand * cand);
+            dg[3 * H + j] = dh[j] * tc * (out * (1 - out));
+            dc_next[j] = dc * forget;
+        }
+    }
+}
+
+void SFX(gru_forward_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r)
+{
+    const int64_t H = r->H;
+    for (int64_t i = 0; i < m; i++) {
+        REAL *g = r->gates[i] + col, *h = r->h[i] + col;
+        const REAL *hn = r->state[i] + col, *h_prev = r->prev[i] + col;
+        for (int64_t j = 0; j < n; j++) {
+            REAL reset = SFX(sigmoid)(g[j]), update = SFX(sigmoid)(g[H + j]);
+            REAL cand = tanh(g[2 * H + j] + reset * hn[j]);
+            h[j] = cand + update * (h_prev[j] - cand);   /* (1 - z) n + z h */
+            g[j] = reset, g[H + j] = update, g[2 * H + j] = cand;
+        }
+    }
+}
+
+void SFX(gru_backward_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r)
+{
+    const int64_t H = r->H;
+    for (int64_t i = 0; i < m; i++) {
+        const REAL *g = r->gates[i] + col, *hn = r->state[i] + col, *h_prev = r->prev[i] + col;
+        const REAL *dh_in = r->h[i] + col;
+        REAL *carry = r->carry[i] + col, *dg = r->dgates[i] + col, *dxn = r->dxn[i] + col;
+        for (int64_t j = 0; j < n; j++) {
+            REAL reset = g[j], update = g[H + j], cand = g[2 * H + j];
+            REAL dh = dh_in[j] + carry[j];
+            REAL dn = dh * (1 - update) * (1 - cand * cand);
+            dg[j] = dn * hn[j] * (reset * (1 - reset));
+            dg[H + j] = dh * (h_prev[j] - cand) * (update * (1 - update));
+            dg[2 * H + j] = dn * reset;
+            dxn[j] = dn;
+            carry[j] = dh * update;
+        }
+    }
+}
