@@ -54,12 +54,23 @@ def _optional(name, a, shape, dtype):
     return None if a is None else _float_array(name, a, shape, dtype)
 
 
+def _kernel_buffer(a, dtype=None):
+    """`a` as the kernel reads it: C-contiguous and aligned to its dtype, in
+    `dtype` when given; the array itself when it already is, else a copy.
+    C-contiguous is not enough: np.frombuffer(buf, np.float32, offset=1) is
+    C-contiguous with every element one byte off, and the kernel's loads
+    through float/double/int64_t pointers assume the dtype's alignment
+    (np.ascontiguousarray hands such an array through as it is)."""
+    return None if a is None else np.require(a, dtype, ("C", "A"))
+
+
 def _contiguous(**arrays):
-    """What the kernel reads: C-contiguous buffers, copied only when needed
-    (a copy of a huge zero-stride view can fail: the message names it)."""
+    """What the kernel reads: C-contiguous, aligned buffers (_kernel_buffer),
+    copied only when needed (a copy of a huge zero-stride view can fail: the
+    message names it)."""
     def copy(name, a):
         try:
-            return None if a is None else np.ascontiguousarray(a)
+            return _kernel_buffer(a)
         except MemoryError as e:
             raise MemoryError(f"{name}: no memory for a C-contiguous copy: {e}") from None
     return [copy(name, a) for name, a in arrays.items()]
@@ -99,7 +110,7 @@ def _lengths(lengths, B, T):
     if B and (a.min() < 0 or a.max() > T):
         raise ValueError(f"lengths: expected 0 <= lengths[b] <= T = {T}, "
                          f"got values from {a.min()} to {a.max()}")
-    return np.ascontiguousarray(a, dtype=np.int64)
+    return _kernel_buffer(a, np.int64)
 
 
 def _common(x, h0, w_ih, w_hh, lengths, batch_first):
@@ -167,10 +178,11 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
                          batch_first)
 
 
-# The kernel calls once every argument is known good: C-contiguous arrays of
-# one float dtype with matching shapes (or None), lengths int64 within [0, T]
-# (or None). rnn_forward/rnn_backward get there by checking; fusedrnn.torch by
-# what torch.nn.RNN has already checked.
+# The kernel calls once every argument is known good: C-contiguous, aligned
+# arrays (_kernel_buffer) of one float dtype with matching shapes (or None),
+# lengths int64 within [0, T] (or None). rnn_forward/rnn_backward get there by
+# checking; fusedrnn.torch by what torch.nn.RNN has already checked, and
+# _kernel_buffer for the layout.
 
 def _run_forward(x, h0, w_ih, w_hh, bias, lengths, T, B, H, act, reverse, batch_first):
     y = np.empty(_seq_shape(T, B, H, batch_first), x.dtype)

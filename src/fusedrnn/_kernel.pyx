@@ -2,9 +2,9 @@
 """Thin wrapper over csrc/include/fusedrnn.h.
 
 The Python layer (_api.py) has already checked and converted every argument:
-arrays arrive C-contiguous, of one float dtype, with matching shapes, or None.
-Here they become pointers, the kernel runs once with the GIL released, and a
-status code becomes an exception.
+arrays arrive C-contiguous and aligned to their dtype, of one float dtype, with
+matching shapes, or None. Here they become pointers, the kernel runs once with
+the GIL released, and a status code becomes an exception.
 """
 cimport numpy as cnp
 from libc.stdint cimport int64_t
