@@ -1,6 +1,7 @@
 """The NumPy API: check and convert arguments, allocate outputs, call the
 kernel once. Everything numeric happens in C."""
 
+import numbers
 import operator
 import os
 
@@ -207,12 +208,28 @@ def set_isa(name):
     _kernel.set_isa(name)
 
 
+def _seconds(seconds):
+    """peak_gflops's duration: a real number (int, float, NumPy scalar,
+    Fraction; never a bool) in (0, PEAK_MAX_SECONDS]. The C loop runs without
+    the GIL, so Ctrl-C could not stop an infinite one."""
+    most = _kernel.PEAK_MAX_SECONDS
+    if isinstance(seconds, (bool, np.bool_)) or not isinstance(seconds, numbers.Real):
+        raise TypeError(f"seconds: expected a real number, got {seconds!r}")
+    # Compared before any conversion: exact for huge ints (float() would
+    # overflow), and false for NaN.
+    if not 0 < seconds <= most:
+        raise ValueError(f"seconds: expected a finite number of seconds in (0, {most:g}], "
+                         f"got {seconds!r}")
+    return float(seconds)
+
+
 def peak_gflops(dtype=np.float32, seconds=0.2):
     """GFLOP/s of a tight FMA loop on one thread with the active ISA, measured now.
 
+    seconds: how long to measure, in (0, 60]; the best of runs of ~0.1 ms.
     Benchmarks divide by this (times the thread count) to report efficiency.
     """
-    return _kernel.peak_gflops(_float_dtype(dtype) == np.float64, float(seconds))
+    return _kernel.peak_gflops(_float_dtype(dtype) == np.float64, _seconds(seconds))
 
 
 get_isa = _kernel.get_isa

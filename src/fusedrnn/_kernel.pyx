@@ -122,6 +122,9 @@ def activation(int act, bint derivative, z, y, out):
                               data(z), data(y), <void *>data(out)))
 
 
+PEAK_MAX_SECONDS = FUSEDRNN_PEAK_MAX_SECONDS  # peak_gflops's longest measurement
+
+
 def peak_gflops(bint double, double seconds):
     cdef fusedrnn_dtype dtype = FUSEDRNN_F64 if double else FUSEDRNN_F32
     with nogil:
