@@ -1,4 +1,5 @@
 /* Measurement and test aids: the activations alone and the FMA peak. */
+#include <math.h>
 #include <time.h>
 
 #include "internal.h"
@@ -29,6 +30,13 @@ double fusedrnn_peak_gflops(fusedrnn_dtype dtype, double seconds)
 {
     const isa_kernels *k = fusedrnn_active_kernels();
     const int64_t iters = 20000;   /* ~0.1 ms a run: short enough to dodge interrupts */
+    /* This loop runs without the GIL and nothing can interrupt it, so it must
+     * end whatever it is given: +inf would never be reached. Not a finite
+     * positive duration (NaN, +-inf, <= 0): one run; a long one: capped. */
+    if (!isfinite(seconds) || seconds <= 0)
+        seconds = 0;
+    else if (seconds > FUSEDRNN_PEAK_MAX_SECONDS)
+        seconds = FUSEDRNN_PEAK_MAX_SECONDS;
     double best = 0, sink[8], end = now() + seconds;
     do {
         double t0 = now();

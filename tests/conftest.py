@@ -38,6 +38,32 @@ def isa(request):
     fusedrnn.set_isa(previous)
 
 
+@pytest.fixture
+def kernel_sees_aligned_arrays(monkeypatch):
+    """Every array the kernel (fusedrnn._kernel.forward, .backward) is handed
+    must be C-contiguous and aligned to its dtype, or the test fails. A call
+    that breaks the rule is refused before the kernel runs, so that a
+    misaligned read cannot take the test process down (under
+    UndefinedBehaviorSanitizer it aborts). Yields a list that gets the name
+    of every kernel function called, so that a test can tell the kernel ran."""
+    from fusedrnn import _kernel
+    calls = []
+
+    def guard(name, run):
+        def checked(*args):
+            bad = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)
+                   and not (a.flags.c_contiguous and a.flags.aligned)]
+            assert not bad, (f"_kernel.{name}: arguments {bad} are not C-contiguous and "
+                             f"aligned")
+            calls.append(name)
+            return run(*args)
+        monkeypatch.setattr(_kernel, name, checked)
+
+    guard("forward", _kernel.forward)
+    guard("backward", _kernel.backward)
+    yield calls
+
+
 # Kernel against reference, per dtype. The bound on element i is
 #     tol * (|expected_i| + rms(expected)),
 # relative for the large elements and absolute, at the array's typical

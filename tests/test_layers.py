@@ -253,6 +253,45 @@ def test_backward_reads_what_forward_saw():
         assert_array_equal(a, e)
 
 
+def change_in_place(params, how):
+    """Change every array of `params` in place, as an optimiser step or
+    load_state_dict does between a forward and its backward."""
+    if how == "sgd_step":
+        fusedrnn.SGD(params, lr=0.5).step({k: np.ones_like(p) for k, p in params.items()})
+    elif how == "load_state_dict":
+        return {k: np.full_like(p, 0.25) for k, p in params.items()}
+    else:  # assignment into the array, as a user would do by hand
+        for p in params.values():
+            p[...] = -p
+    return None
+
+
+@pytest.mark.parametrize("how", ["sgd_step", "load_state_dict", "assignment"])
+def test_backward_uses_the_weights_forward_used(how):
+    """Parameters changed in place between forward and backward (an
+    optimiser step, load_state_dict) leave the gradients those of the
+    weights the forward ran with: a fresh model with the original weights
+    gives bitwise the same dx, dh0 and grads."""
+    def model():
+        return fusedrnn.RNN(D, H, 2, bidirectional=True, dtype=np.float64, seed=0)
+
+    x, h0, dy, dh_n = make_inputs(np.float64, False, 2, True)
+    fresh, changed = model(), model()
+    fresh.forward(x, h0, LENGTHS)
+    expected = fresh.backward(dy, dh_n)
+    changed.forward(x, h0, LENGTHS)
+    new = change_in_place(changed.params, how)
+    if new is not None:
+        changed.load_state_dict(new)
+    assert all(np.any(changed.params[k] != fresh.params[k]) for k in fresh.params)
+    actual = changed.backward(dy, dh_n)
+    assert_array_equal(actual[0], expected[0], err_msg="dx")
+    assert_array_equal(actual[1], expected[1], err_msg="dh0")
+    assert changed.grads.keys() == fresh.grads.keys()
+    for name, g in changed.grads.items():
+        assert_array_equal(g, fresh.grads[name], err_msg=name)
+
+
 BAD_CONSTRUCTORS = [
     (dict(input_size=0), ValueError, "input_size"),
     (dict(input_size=2.5), TypeError, "input_size"),

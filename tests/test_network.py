@@ -238,3 +238,41 @@ def test_changing_the_returned_y_changes_nothing(loss_kind):
     assert loss == expected_loss
     for name, g in grads.items():
         assert_allclose(g, expected_grads[name], rtol=0, atol=0, err_msg=name)
+
+
+@pytest.mark.parametrize("changed", ["output_layer", "weight_hy", "bias_hy", "all"])
+@pytest.mark.parametrize("loss_kind", ["paired_loss", "given_dy"])
+def test_backward_uses_the_weights_forward_used(changed, loss_kind):
+    """Parameters changed in place after forward (an optimiser step,
+    load_state_dict), whether the output layer's (weight_hy, bias_hy) or the
+    RNN's, leave the loss and the gradients those of the weights forward ran
+    with: a fresh network with the original weights gives bitwise the same."""
+    def network():
+        return fusedrnn.ElmanRNN(3, 4, 5, num_layers=2, output_activation="softmax",
+                                 bidirectional=True, dtype=np.float64, seed=0)
+
+    rng = np.random.default_rng(0)
+    x, dy = rng.normal(size=(6, 2, 3)), rng.normal(size=(6, 2, 5))
+    target, lengths = rng.integers(0, 5, size=(6, 2)), np.array([6, 4])
+    names = {"output_layer": ["weight_hy", "bias_hy"], "weight_hy": ["weight_hy"],
+             "bias_hy": ["bias_hy"], "all": None}[changed]
+
+    def loss_and_gradients(net, change):
+        net.forward(x, lengths=lengths)
+        if change:  # before the loss: it too is of the last forward
+            net.load_state_dict({k: p + 0.5 if names is None or k in names else p
+                                 for k, p in net.params.items()})
+        loss = net.loss(target) if loss_kind == "paired_loss" else None
+        dx, dh0 = net.backward(None if loss_kind == "paired_loss" else dy)
+        return loss, dx, dh0, dict(net.grads)
+
+    fresh, moved = network(), network()
+    expected = loss_and_gradients(fresh, change=False)
+    actual = loss_and_gradients(moved, change=True)
+    assert any(np.any(moved.params[k] != fresh.params[k]) for k in fresh.params)
+    assert actual[0] == expected[0]
+    assert_allclose(actual[1], expected[1], rtol=0, atol=0, err_msg="dx")
+    assert_allclose(actual[2], expected[2], rtol=0, atol=0, err_msg="dh0")
+    assert actual[3].keys() == expected[3].keys()
+    for name, g in actual[3].items():
+        assert_allclose(g, expected[3][name], rtol=0, atol=0, err_msg=name)

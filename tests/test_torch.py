@@ -304,6 +304,57 @@ def test_gradients_of_non_contiguous_inputs():
         torch.testing.assert_close(leaf_.grad, gradient_through_view(leaf_, copy.grad))
 
 
+def misaligned(t):
+    """A copy of t in memory one byte past an aligned address: contiguous,
+    and not aligned to its dtype (torch.frombuffer takes a byte offset)."""
+    buf = bytearray(t.numel() * t.element_size() + 1)
+    m = torch.frombuffer(buf, dtype=t.dtype, count=t.numel(), offset=1).view(t.shape)
+    m.copy_(t)
+    assert m.is_contiguous() and m.data_ptr() % t.element_size() != 0
+    return m
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_misaligned_tensors_reach_the_kernel_as_aligned_copies(isa, kernel_sees_aligned_arrays,
+                                                                dtype):
+    """Misaligned input, hx and weights give the module (its path straight to
+    the kernel) and rnn_layer (through the NumPy API) bitwise the outputs and
+    gradients of aligned ones, and are left unchanged; the kernel only ever
+    sees aligned arrays."""
+    g = torch.Generator().manual_seed(0)
+    x, hx = torch.randn(T, B, D, dtype=dtype, generator=g), torch.randn(2, B, H, dtype=dtype,
+                                                                       generator=g)
+    weights = ftorch.RNN(D, H, num_layers=2, dtype=dtype).state_dict()
+
+    def module_results(move):
+        fused = ftorch.RNN(D, H, num_layers=2, dtype=dtype)
+        for name, w in weights.items():
+            setattr(fused, name, torch.nn.Parameter(move(w)))
+        x_, hx_ = move(x).requires_grad_(), move(hx).requires_grad_()
+        output, h_n = fused(x_, hx_)
+        (output.sum() + (h_n ** 2).sum()).backward()
+        inputs = [(x_, x), (hx_, hx)] + [(getattr(fused, k), w) for k, w in weights.items()]
+        return [output, h_n] + [a.grad for a, _ in inputs], inputs
+
+    def layer_results(move):
+        originals = (x, hx[0], weights["weight_ih_l0"], weights["weight_hh_l0"],
+                     weights["bias_ih_l0"])
+        args = [move(a).requires_grad_() for a in originals]
+        y, h_n = ftorch.rnn_layer(*args)
+        (y.sum() + (h_n ** 2).sum()).backward()
+        return [y, h_n] + [a.grad for a in args], list(zip(args, originals))
+
+    for results in (module_results, layer_results):
+        expected, _ = results(torch.clone)
+        actual, inputs = results(misaligned)
+        assert not any(a.data_ptr() % a.element_size() == 0 for a, _ in inputs)
+        for a, e in zip(actual, expected):
+            assert torch.equal(a, e)
+        for a, original in inputs:
+            assert torch.equal(a.detach(), original)
+    assert "forward" in kernel_sees_aligned_arrays and "backward" in kernel_sees_aligned_arrays
+
+
 def gradient_through_view(base, grad_of_view):
     """The gradient a base receives from the view of it taken in the test above."""
     views = {(B, T, 2 * D): lambda a: a.transpose(0, 1)[..., ::2], (H, B): torch.t,

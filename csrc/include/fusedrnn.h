@@ -165,8 +165,14 @@ int fusedrnn_isa_supported(const char *name);
 fusedrnn_status fusedrnn_activation(fusedrnn_dtype dtype, fusedrnn_act act, int derivative,
                                     int64_t n, const void *z, const void *y, void *out);
 
-/* GFLOP/s of a tight FMA loop on one thread: the best of several timed runs
- * of about `seconds` in all. Efficiency figures divide by this. */
+/* The longest fusedrnn_peak_gflops measures for, in seconds. */
+#define FUSEDRNN_PEAK_MAX_SECONDS 60.0
+
+/* GFLOP/s of a tight FMA loop on one thread: the best of timed runs of about
+ * 0.1 ms each, repeated for about `seconds` in all. Efficiency figures divide
+ * by this. It always returns: `seconds` above FUSEDRNN_PEAK_MAX_SECONDS is
+ * taken as FUSEDRNN_PEAK_MAX_SECONDS, and a `seconds` that is not a finite
+ * number greater than 0 (NaN, +-inf, 0, negative) gives a single run. */
 double fusedrnn_peak_gflops(fusedrnn_dtype dtype, double seconds);
 
 #ifdef __cplusplus

@@ -1,6 +1,7 @@
 """The NumPy API: check and convert arguments, allocate outputs, call the
 kernel once. Everything numeric happens in C."""
 
+import numbers
 import operator
 import os
 
@@ -57,12 +58,23 @@ def _optional(name, a, shape, dtype):
     return None if a is None else _float_array(name, a, shape, dtype)
 
 
+def _kernel_buffer(a, dtype=None):
+    """`a` as the kernel reads it: C-contiguous and aligned to its dtype, in
+    `dtype` when given; the array itself when it already is, else a copy.
+    C-contiguous is not enough: np.frombuffer(buf, np.float32, offset=1) is
+    C-contiguous with every element one byte off, and the kernel's loads
+    through float/double/int64_t pointers assume the dtype's alignment
+    (np.ascontiguousarray hands such an array through as it is)."""
+    return None if a is None else np.require(a, dtype, ("C", "A"))
+
+
 def _contiguous(**arrays):
-    """What the kernel reads: C-contiguous buffers, copied only when needed
-    (a copy of a huge zero-stride view can fail: the message names it)."""
+    """What the kernel reads: C-contiguous, aligned buffers (_kernel_buffer),
+    copied only when needed (a copy of a huge zero-stride view can fail: the
+    message names it)."""
     def copy(name, a):
         try:
-            return None if a is None else np.ascontiguousarray(a)
+            return _kernel_buffer(a)
         except MemoryError as e:
             raise MemoryError(f"{name}: no memory for a C-contiguous copy: {e}") from None
     return [copy(name, a) for name, a in arrays.items()]
@@ -102,7 +114,7 @@ def _lengths(lengths, B, T):
     if B and (a.min() < 0 or a.max() > T):
         raise ValueError(f"lengths: expected 0 <= lengths[b] <= T = {T}, "
                          f"got values from {a.min()} to {a.max()}")
-    return np.ascontiguousarray(a, dtype=np.int64)
+    return _kernel_buffer(a, np.int64)
 
 
 def _common(x, h0, w_ih, w_hh, lengths, batch_first, cell=_RNN, c0=None):
@@ -245,7 +257,7 @@ def _check_reserve(reserve, cell, T, B, D, H, reverse, batch_first, dtype):
         raise ValueError(f"reserve: it comes from a different call ({theirs}); this one is "
                          f"{_CELL_NAMES[cell]} T={T}, B={B}, D={D}, H={H}, reverse={reverse}, "
                          f"batch_first={batch_first}")
-    return np.ascontiguousarray(reserve[_HEADER:])
+    return _kernel_buffer(reserve[_HEADER:])
 
 
 def _gated_backward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n, dc_n,
@@ -336,10 +348,11 @@ def gru_backward(x, h0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, *, le
     return GRUGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
 
 
-# The kernel calls once every argument is known good: C-contiguous arrays of
-# one float dtype with matching shapes (or None), lengths int64 within [0, T]
-# (or None). rnn_forward/rnn_backward get there by checking; fusedrnn.torch by
-# what torch.nn.RNN has already checked.
+# The kernel calls once every argument is known good: C-contiguous, aligned
+# arrays (_kernel_buffer) of one float dtype with matching shapes (or None),
+# lengths int64 within [0, T] (or None). rnn_forward/rnn_backward get there by
+# checking; fusedrnn.torch by what torch.nn.RNN has already checked, and
+# _kernel_buffer for the layout.
 
 def _run_forward(x, h0, w_ih, w_hh, bias, lengths, T, B, H, act, reverse, batch_first):
     y = np.empty(_seq_shape(T, B, H, batch_first), x.dtype)
@@ -368,12 +381,28 @@ def set_isa(name):
     _kernel.set_isa(name)
 
 
+def _seconds(seconds):
+    """peak_gflops's duration: a real number (int, float, NumPy scalar,
+    Fraction; never a bool) in (0, PEAK_MAX_SECONDS]. The C loop runs without
+    the GIL, so Ctrl-C could not stop an infinite one."""
+    most = _kernel.PEAK_MAX_SECONDS
+    if isinstance(seconds, (bool, np.bool_)) or not isinstance(seconds, numbers.Real):
+        raise TypeError(f"seconds: expected a real number, got {seconds!r}")
+    # Compared before any conversion: exact for huge ints (float() would
+    # overflow), and false for NaN.
+    if not 0 < seconds <= most:
+        raise ValueError(f"seconds: expected a finite number of seconds in (0, {most:g}], "
+                         f"got {seconds!r}")
+    return float(seconds)
+
+
 def peak_gflops(dtype=np.float32, seconds=0.2):
     """GFLOP/s of a tight FMA loop on one thread with the active ISA, measured now.
 
+    seconds: how long to measure, in (0, 60]; the best of runs of ~0.1 ms.
     Benchmarks divide by this (times the thread count) to report efficiency.
     """
-    return _kernel.peak_gflops(_float_dtype(dtype) == np.float64, float(seconds))
+    return _kernel.peak_gflops(_float_dtype(dtype) == np.float64, _seconds(seconds))
 
 
 get_isa = _kernel.get_isa

@@ -86,4 +86,5 @@ cdef extern from "fusedrnn.h" nogil:
 
     fusedrnn_status fusedrnn_activation(fusedrnn_dtype dtype, fusedrnn_act act, int derivative,
                                         int64_t n, const void *z, const void *y, void *out)
+    double FUSEDRNN_PEAK_MAX_SECONDS
     double fusedrnn_peak_gflops(fusedrnn_dtype dtype, double seconds)

@@ -2,9 +2,9 @@
 """Thin wrapper over csrc/include/fusedrnn.h.
 
 The Python layer (_api.py) has already checked and converted every argument:
-arrays arrive C-contiguous, of one float dtype, with matching shapes, or None.
-Here they become pointers, the kernel runs once with the GIL released, and a
-status code becomes an exception.
+arrays arrive C-contiguous and aligned to their dtype, of one float dtype, with
+matching shapes, or None. Here they become pointers, the kernel runs once with
+the GIL released, and a status code becomes an exception.
 """
 cimport numpy as cnp
 import numpy as np
@@ -141,6 +141,9 @@ def activation(int act, bint derivative, z, y, out):
     """out = act(z), or z * act'(y): the active ISA's vector epilogue on 1-D arrays."""
     check(fusedrnn_activation(dtype_of(z), <fusedrnn_act>act, derivative, z.shape[0],
                               data(z), data(y), out_data(out)))
+
+
+PEAK_MAX_SECONDS = FUSEDRNN_PEAK_MAX_SECONDS  # peak_gflops's longest measurement
 
 
 def peak_gflops(bint double, double seconds):

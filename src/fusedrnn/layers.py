@@ -128,7 +128,7 @@ class RNN(_Parameters):
         Returns (y, h_n): y [T, B, dirs * H] (or batch-first), the last layer's
         states with the directions concatenated forward | reverse; h_n
         [num_layers * dirs, B, H], each sequence's state after its last valid step.
-        Keeps copies of what backward needs.
+        Keeps copies of what backward needs: x, h0, lengths and the weights.
         """
         x = np.asarray(x)
         if x.dtype != self.dtype:
@@ -144,17 +144,29 @@ class RNN(_Parameters):
         options = dict(nonlinearity=self.nonlinearity, lengths=lengths,
                        batch_first=self.batch_first)
         inputs, outputs = [], []  # per layer: its input; per (layer, direction): its y
+        # Per (layer, direction): copies of (w_ih, w_hh) as this forward used
+        # them. backward needs the weights of the forward it differentiates,
+        # and params are live arrays that an optimiser step or
+        # load_state_dict may change in place in between; reading them then
+        # would silently give the gradients of other weights. Copies rather
+        # than detecting a change: a sound check needs the old values (a
+        # checksum of the whole array costs what a copy does and can
+        # collide), and a copy is always right. They cost H * (H + D) per
+        # layer and direction, beside the T * B * H of its y kept already.
+        # The biases are not kept: the backward does not read them.
+        weights = []
         h_n = np.empty(state_shape, self.dtype)
         layer_input = x
         for k in range(self.num_layers):
             inputs.append(layer_input)
             ys = []
             for d, tag, i in self._cells(k):
-                y, h_n[i] = rnn_forward(layer_input, None if h0 is None else h0[i],
-                                        self.params[f"weight_ih_{tag}"],
-                                        self.params[f"weight_hh_{tag}"], self._kernel_bias(tag),
-                                        reverse=d == 1, **options)
+                w = (self.params[f"weight_ih_{tag}"].copy(),
+                     self.params[f"weight_hh_{tag}"].copy())
+                y, h_n[i] = rnn_forward(layer_input, None if h0 is None else h0[i], *w,
+                                        self._kernel_bias(tag), reverse=d == 1, **options)
                 ys.append(y)
+                weights.append(w)
             outputs.extend(ys)
             layer_input = np.concatenate(ys, axis=2)
         # backward reads x, h0 and lengths again: keep copies, so that a caller
@@ -162,7 +174,8 @@ class RNN(_Parameters):
         inputs[0] = x.copy()
         if lengths is not None:
             options["lengths"] = np.array(lengths)
-        self._cache = (inputs, outputs, None if h0 is None else h0.copy(), state_shape, options)
+        self._cache = (inputs, outputs, weights, None if h0 is None else h0.copy(), state_shape,
+                       options)
         return layer_input, h_n
 
     def backward(self, dy, dh_n=None):
@@ -174,11 +187,13 @@ class RNN(_Parameters):
 
         Returns (dx, dh0), shaped like x and h_n, and fills ``self.grads``
         (same keys as ``self.params``; bias_ih and bias_hh get the same gradient).
+        The gradients are those of the weights forward ran with, even if
+        ``self.params`` changed since.
         """
         if self._cache is None:
             raise RuntimeError("backward: call forward first; backward differentiates "
                                "the last forward call")
-        inputs, outputs, h0, state_shape, options = self._cache
+        inputs, outputs, weights, h0, state_shape, options = self._cache
         H = self.hidden_size
         dy = _array("dy", dy, outputs[-1].shape[:2] + (self.num_directions * H,), self.dtype)
         dh_n = _array("dh_n", dh_n, state_shape, self.dtype)
@@ -189,8 +204,7 @@ class RNN(_Parameters):
         for k in reversed(range(self.num_layers)):
             d_input = 0  # both directions read the layer's input: their dx add up
             for d, tag, i in self._cells(k):
-                g = rnn_backward(inputs[k], None if h0 is None else h0[i],
-                                 self.params[f"weight_ih_{tag}"], self.params[f"weight_hh_{tag}"],
+                g = rnn_backward(inputs[k], None if h0 is None else h0[i], *weights[i],
                                  outputs[i],
                                  None if d_output is None else d_output[:, :, d * H:(d + 1) * H],
                                  None if dh_n is None else dh_n[i], reverse=d == 1, **options)

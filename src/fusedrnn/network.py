@@ -145,14 +145,18 @@ class ElmanRNN(_Parameters):
         Past a sequence's length h_t is zero, so y_t there is O(b_y); the
         losses leave those positions out."""
         h, h_n = self.rnn.forward(x, h0, lengths)
+        # backward needs W_hy as it is now; params may change in place before
+        # it (an optimiser step, load_state_dict): keep a copy, as the RNN
+        # keeps its weights. b_y is not needed: z, kept below, holds it.
+        w_hy = self.params["weight_hy"].copy()
         rows = h.reshape(-1, h.shape[-1])  # [T*B, dirs*H]: one GEMM for every step
-        z = rows @ self.params["weight_hy"].T
+        z = rows @ w_hy.T
         if self.rnn.bias:
             z += self.params["bias_hy"]
         z = z.reshape(h.shape[:2] + (self.output_size,))
         y = OUTPUT_ACTIVATIONS[self.output_activation][0](z)
         # y goes to the caller, who may change it: loss and backward read a copy.
-        self._cache = (h, z, y.copy(), self._valid(h.shape[:2], lengths))
+        self._cache = (h, z, y.copy(), self._valid(h.shape[:2], lengths), w_hy)
         self._dz = None
         return y, h_n
 
@@ -176,7 +180,7 @@ class ElmanRNN(_Parameters):
         """
         if self._cache is None:
             raise RuntimeError("loss: call forward first; the loss is of the last forward call")
-        _, z, y, valid = self._cache
+        _, z, y, valid, _ = self._cache
         target = np.asarray(target)
         if self.loss_name == "cross_entropy":
             if target.dtype.kind not in "iu":
@@ -221,7 +225,7 @@ class ElmanRNN(_Parameters):
         if self._cache is None:
             raise RuntimeError("backward: call forward first; backward differentiates "
                                "the last forward call")
-        h, z, y, _ = self._cache
+        h, z, y, _, w_hy = self._cache
         if dy is None:
             if self._dz is None:
                 raise RuntimeError("backward: without dy, call loss(target) first (after "
@@ -234,7 +238,7 @@ class ElmanRNN(_Parameters):
         grads = {"weight_hy": dz_rows.T @ h.reshape(-1, h.shape[-1])}
         if self.rnn.bias:
             grads["bias_hy"] = dz_rows.sum(axis=0)
-        dh = (dz_rows @ self.params["weight_hy"]).reshape(h.shape)
+        dh = (dz_rows @ w_hy).reshape(h.shape)
         dx, dh0 = self.rnn.backward(dh, dh_n)
         self.grads = {**self.rnn.grads, **grads}
         return dx, dh0

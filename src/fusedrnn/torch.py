@@ -11,7 +11,6 @@ intra-op setting.
 Importing this module imports torch; `import fusedrnn` alone does not.
 """
 
-import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
@@ -130,22 +129,24 @@ class _Trusted:
     tensor's device and dtype, and the weights' shapes; lengths come from
     a PackedSequence, int64 and at most T by construction; autograd hands
     the backward dy and dh_n of y's and h_n's shape and dtype. What is left
-    is the kernel's need for C-contiguous buffers: a non-contiguous array
-    is copied here (np.ascontiguousarray returns any other as it is)."""
+    is the kernel's need for C-contiguous, aligned buffers: a tensor that is
+    not (non-contiguous; or misaligned, which torch.frombuffer with an odd
+    byte offset can make) is copied here by _api._kernel_buffer, which
+    returns any other as it is."""
 
     def __init__(self, nonlinearity, lengths, reverse, batch_first):
         self.act = _api._activation(nonlinearity)
         self.lengths, self.reverse, self.batch_first = lengths, reverse, batch_first
 
     def forward(self, x, h0, w_ih, w_hh, *biases):
-        x, h0, w_ih, w_hh = map(_contiguous, (x, h0, w_ih, w_hh))
+        x, h0, w_ih, w_hh = map(_api._kernel_buffer, (x, h0, w_ih, w_hh))
         # torch's b_ih + b_hh (a new, C-contiguous array) or no bias.
         bias = biases[0] + biases[1] if biases else None
         return _api._run_forward(x, h0, w_ih, w_hh, bias, self.lengths, *self._sizes(x, w_hh),
                                  self.act, self.reverse, self.batch_first)
 
     def backward(self, *arrays):
-        x, h0, w_ih, w_hh, y, dy, dh_n = map(_contiguous, arrays)
+        x, h0, w_ih, w_hh, y, dy, dh_n = map(_api._kernel_buffer, arrays)
         return _api._run_backward(x, h0, w_ih, w_hh, self.lengths, y, dy, dh_n,
                                   *self._sizes(x, w_hh), self.act, self.reverse,
                                   self.batch_first)
@@ -155,8 +156,6 @@ class _Trusted:
         return T, B, w_hh.shape[0]
 
 
-def _contiguous(a):
-    return None if a is None else np.ascontiguousarray(a)
 
 
 class RNN(torch.nn.RNN):
