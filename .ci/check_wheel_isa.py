@@ -5,14 +5,14 @@
 
 Only the files under csrc/kernels/avx2/ and csrc/kernels/avx512/ are compiled
 with ISA flags, and they run only after cpuid and xgetbv say the CPU and OS
-support them (DESIGN.md section 5). Anything else holding a newer
+support them (docs/design.md §9). Anything else holding a newer
 instruction would crash with SIGILL on an older x86-64 CPU. This disassembles
 every shared library in the wheel and attributes each instruction to its
 function and each function to its source file through the symbol table:
 the linker keeps a FILE symbol before each object's local symbols. The
 kernel files' functions are static, so they are among those locals; a
 global function has no file in the table and counts as a kernel if its name
-says its ISA, as DESIGN.md section 8 asks kernel names to.
+says its ISA, as docs/design.md §9 asks kernel names to.
 
 Needs objdump (binutils) and pyelftools (auditwheel's dependency), and an
 unstripped library (pyproject's install.strip = false). Exits 1 on a

@@ -31,7 +31,7 @@ def watchdog():
 @pytest.fixture(params=fusedrnn.available_isas())
 def isa(request):
     """Forces one ISA for the test and restores the previous choice after, so
-    that DESIGN.md section 5's "the whole suite over every ISA" holds."""
+    that docs/design.md §11's "the suite runs on every ISA" holds."""
     previous = fusedrnn.get_isa()
     fusedrnn.set_isa(request.param)
     yield request.param

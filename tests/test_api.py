@@ -228,7 +228,7 @@ def test_repeated_calls_are_bitwise_identical(dtype):
 
 @pytest.mark.usefixtures("isa")
 def test_results_do_not_depend_on_the_thread_count():
-    """DESIGN.md section 4: threads split output tiles, never a reduction,
+    """docs/design.md §4: threads split output tiles, never a reduction,
     so the bits do not depend on how many there are."""
     previous = fusedrnn.get_num_threads()
     p = make_problem(np.float32)

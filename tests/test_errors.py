@@ -1,4 +1,4 @@
-"""Every bad argument raises, naming itself (DESIGN.md section 3): TypeError
+"""Every bad argument raises, naming itself (the README's "Rules for every call"): TypeError
 for dtypes, ValueError for shapes, sizes, lengths and options, from both
 rnn_forward and rnn_backward.
 

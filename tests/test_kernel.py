@@ -15,7 +15,7 @@ from fusedrnn import reference
 pytestmark = pytest.mark.usefixtures("isa")
 
 # (T, B, D, H): sizes of 1, odd sizes that fill no vector register or tile
-# evenly, T = 0 and 1, B = 0, D = 0 or H = 0 (DESIGN.md: each >= 0), and one
+# evenly, T = 0 and 1, B = 0, D = 0 or H = 0 (fusedrnn.h: each >= 0), and one
 # shape past every ISA's blocking bounds (kernels.h: T*B > KC_MAX = 512 rows
 # in the weight-gradient GEMMs, B > MR_MAX = 32, H > NR_MAX = 64), so that
 # the GEMM engine's block loops run more than once.
@@ -125,7 +125,7 @@ def last_valid_time(length, reverse):
 @flag("reverse")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_padding_and_pass_through_are_exact(dtype, reverse, batch_first):
-    """What DESIGN.md states as values, not approximations: padded steps of y
+    """What the README states as values, not approximations: padded steps of y
     and dx are exactly 0, h_n is exactly the last valid state (h0 for an empty
     sequence) and an empty sequence's dh0 is exactly its dh_n."""
     shape = SHAPES["T6B17D5H33"]

@@ -1,5 +1,5 @@
 """The NumPy reference checked on its own: its gradients against central finite
-differences, and its outputs against the properties DESIGN.md section 3 states.
+differences, and its outputs against the properties the README's API section states.
 
 The reference is the oracle for every fast path, so nothing here uses the
 compiled kernel; everything is float64.

@@ -1,4 +1,4 @@
-"""The worked example from the seeds (DESIGN.md section 6), through the NumPy
+"""The worked example from the seeds (docs/design.md §10), through the NumPy
 reference and through the fast API for both dtypes on every ISA.
 
 A one-unit RNN: X = [1, 2, 3] (T=3, B=1, D=1), W_xh = 0.5, W_hh = 0.3,
