@@ -7,9 +7,10 @@ matching shapes, or None. Here they become pointers, the kernel runs once with
 the GIL released, and a status code becomes an exception.
 """
 cimport numpy as cnp
+import threading
+
 import numpy as np
 from libc.stdint cimport int64_t
-from libc.stdlib cimport free, malloc
 
 cnp.import_array()
 
@@ -68,13 +69,26 @@ cdef int check(fusedrnn_status status) except -1:
     raise RuntimeError(f"fusedrnn: kernel status {<int>status}")
 
 
-cdef void *workspace(size_t n) except NULL:
+# Each calling thread keeps its workspace for the next call: a fresh one of
+# tens of MB (an LSTM's gates at L) comes from mmap, and the kernel's first
+# touch of every page then costs more than a tenth of the call. Kept while
+# calls need between a quarter and all of it, freed with the thread.
+_workspaces = threading.local()
+
+
+cdef object workspace(size_t n):
+    """A buffer of at least n bytes: the thread's kept one, or a new one."""
     if n == 0:
         raise MemoryError("fusedrnn: the workspace size overflows")
-    cdef void *ws = malloc(n)
-    if ws == NULL:
-        raise MemoryError(f"fusedrnn: cannot allocate a {n}-byte workspace")
-    return ws
+    kept = getattr(_workspaces, "buffer", None)
+    if kept is not None and n <= kept.nbytes <= 4 * <object>n:
+        return kept
+    _workspaces.buffer = None   # let the old one go before asking for the new
+    try:
+        _workspaces.buffer = np.empty(n, np.uint8)
+    except MemoryError:
+        raise MemoryError(f"fusedrnn: cannot allocate a {n}-byte workspace") from None
+    return _workspaces.buffer
 
 
 def reserve_size(tuple prob, dtype):
@@ -95,11 +109,11 @@ def forward(tuple prob, tuple inputs, tuple outputs):
     o.y, o.h_n, o.c_n, o.reserve = (out_data(outputs[0]), out_data(outputs[1]),
                                     out_data(outputs[2]), out_data(outputs[3]))
     cdef size_t n = fusedrnn_forward_workspace(&p)
-    cdef void *ws = workspace(n)
+    buffer = workspace(n)
+    cdef void *ws = out_data(buffer)
     cdef fusedrnn_status status
     with nogil:
         status = fusedrnn_forward(&p, &i, &o, ws, n)
-    free(ws)
     check(status)
 
 
@@ -116,11 +130,11 @@ def backward(tuple prob, tuple inputs, tuple grad_inputs, tuple grads):
     g.dw_ih, g.dw_hh = out_data(grads[3]), out_data(grads[4])
     g.db_ih, g.db_hh = out_data(grads[5]), out_data(grads[6])
     cdef size_t n = fusedrnn_backward_workspace(&p)
-    cdef void *ws = workspace(n)
+    buffer = workspace(n)
+    cdef void *ws = out_data(buffer)
     cdef fusedrnn_status status
     with nogil:
         status = fusedrnn_backward(&p, &i, &gi, &g, ws, n)
-    free(ws)
     check(status)
 
 
