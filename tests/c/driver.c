@@ -2,12 +2,14 @@
  * CMake configure (see .ci/sanitize) and run under valgrind memcheck and
  * under AddressSanitizer + UndefinedBehaviorSanitizer.
  *
- * Every buffer is malloc'ed at exactly its size, the workspace at exactly the
- * queried size, and outputs are left uninitialised: a read or write past any
- * buffer, or an output element the kernel forgot to write (the comparison
- * below then branches on it), is reported by the tools. The results are
- * compared with a naive double-precision forward and backward written here.
- * Exit status 0 when everything passed. */
+ * Every buffer is malloc'ed at exactly its size, the workspaces and the
+ * reserve at exactly the queried sizes, and outputs and the reserve are left
+ * uninitialised: a read or write past any buffer, or an output element the
+ * kernel forgot to write (the comparison below then branches on it), is
+ * reported by the tools. For each cell (RNN, LSTM, GRU) the inference and
+ * the training forward, and the backward from the training forward's
+ * reserve, are compared with a naive double-precision forward and backward
+ * written here. Exit status 0 when everything passed. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,9 +68,14 @@ static int64_t row(const fusedrnn_problem *p, int64_t t, int64_t b)
     return p->batch_first ? b * p->T + t : t * p->B + b;
 }
 
+static double sigmoid(double z)
+{
+    return 1 / (1 + exp(-z));
+}
+
 static double act(fusedrnn_act a, double z)
 {
-    return a == FUSEDRNN_TANH ? tanh(z) : a == FUSEDRNN_RELU ? (z > 0 ? z : 0) : 1 / (1 + exp(-z));
+    return a == FUSEDRNN_TANH ? tanh(z) : a == FUSEDRNN_RELU ? (z > 0 ? z : 0) : sigmoid(z);
 }
 
 static double act_grad(fusedrnn_act a, double y)
@@ -82,81 +89,160 @@ static int64_t time_at(const fusedrnn_problem *p, int64_t len, int64_t s)
     return p->reverse ? len - 1 - s : s;
 }
 
-/* The naive forward in double: y [rows,H] and h_n [B,H]. */
-static void naive_forward(const fusedrnn_problem *p, const void *x, const void *h0,
-                          const void *w_ih, const void *w_hh, const void *bias,
-                          const int64_t *lengths, double *y, double *h_n)
+/* n zeroed doubles, never NULL (the naive side's buffers may be empty). */
+static double *zeros(int64_t n)
 {
-    const int64_t T = p->T, B = p->B, D = p->D, H = p->H;
-    double *h = malloc(sizeof(double) * (size_t)(H + 1)), *z = malloc(sizeof(double) * (size_t)(H + 1));
+    return calloc((size_t)n + 1, sizeof(double));
+}
+
+/* What the naive forward keeps of each valid step for its backward, by row
+ * (t,b) of y's layout: the state the step started from, the activated gates
+ * [G*H] and, as in the kernel's reserve, c_t (LSTM) or W_hn h_{t-1} + b_hn
+ * (GRU). */
+typedef struct {
+    double *h_prev, *c_prev, *gates, *extra;
+} naive_record;
+
+/* The naive forward in double, from the header's maths: y [rows,H], h_n and
+ * c_n [B,H] (c_n zeros but for the LSTM), and the record. */
+static void naive_forward(const fusedrnn_problem *p, const fusedrnn_inputs *in, double *y,
+                          double *h_n, double *c_n, const naive_record *rec)
+{
+    const int64_t T = p->T, B = p->B, D = p->D, H = p->H, GH = fusedrnn_gates(p->cell) * H;
+    double *h = zeros(H), *c = zeros(H), *gi = zeros(GH), *gh = zeros(GH);
     for (int64_t i = 0; i < T * B * H; i++)
         y[i] = 0;
     for (int64_t b = 0; b < B; b++) {
-        int64_t len = lengths ? lengths[b] : T;
-        for (int64_t j = 0; j < H; j++)
-            h[j] = h0 ? get(p, h0, b * H + j) : 0;
+        int64_t len = in->lengths ? in->lengths[b] : T;
+        for (int64_t j = 0; j < H; j++) {
+            h[j] = in->h0 ? get(p, in->h0, b * H + j) : 0;
+            c[j] = in->c0 ? get(p, in->c0, b * H + j) : 0;
+        }
         for (int64_t s = 0; s < len; s++) {
             int64_t r = row(p, time_at(p, len, s), b);
-            for (int64_t j = 0; j < H; j++) {
-                z[j] = bias ? get(p, bias, j) : 0;
+            /* The input and recurrent sides apart: GRU's n gate scales the latter. */
+            for (int64_t q = 0; q < GH; q++) {
+                gi[q] = in->b_ih ? get(p, in->b_ih, q) : 0;
                 for (int64_t d = 0; d < D; d++)
-                    z[j] += get(p, w_ih, j * D + d) * get(p, x, r * D + d);
+                    gi[q] += get(p, in->w_ih, q * D + d) * get(p, in->x, r * D + d);
+                gh[q] = in->b_hh ? get(p, in->b_hh, q) : 0;
                 for (int64_t k = 0; k < H; k++)
-                    z[j] += get(p, w_hh, j * H + k) * h[k];
+                    gh[q] += get(p, in->w_hh, q * H + k) * h[k];
             }
-            for (int64_t j = 0; j < H; j++)
-                h[j] = y[r * H + j] = act(p->act, z[j]);
+            memcpy(rec->h_prev + r * H, h, sizeof(double) * (size_t)H);
+            memcpy(rec->c_prev + r * H, c, sizeof(double) * (size_t)H);
+            double *a = rec->gates + r * GH, *e = rec->extra + r * H;
+            for (int64_t j = 0; j < H; j++) {
+                switch (p->cell) {
+                case FUSEDRNN_RNN:
+                    h[j] = act(p->act, gi[j] + gh[j]);
+                    break;
+                case FUSEDRNN_LSTM:   /* i, f, g, o */
+                    a[j] = sigmoid(gi[j] + gh[j]);
+                    a[H + j] = sigmoid(gi[H + j] + gh[H + j]);
+                    a[2 * H + j] = tanh(gi[2 * H + j] + gh[2 * H + j]);
+                    a[3 * H + j] = sigmoid(gi[3 * H + j] + gh[3 * H + j]);
+                    e[j] = c[j] = a[H + j] * c[j] + a[j] * a[2 * H + j];
+                    h[j] = a[3 * H + j] * tanh(c[j]);
+                    break;
+                case FUSEDRNN_GRU:    /* r, z, n */
+                    a[j] = sigmoid(gi[j] + gh[j]);
+                    a[H + j] = sigmoid(gi[H + j] + gh[H + j]);
+                    e[j] = gh[2 * H + j];
+                    a[2 * H + j] = tanh(gi[2 * H + j] + a[j] * gh[2 * H + j]);
+                    h[j] = (1 - a[H + j]) * a[2 * H + j] + a[H + j] * h[j];
+                    break;
+                }
+                y[r * H + j] = h[j];
+            }
         }
         memcpy(h_n + b * H, h, sizeof(double) * (size_t)H);
+        memcpy(c_n + b * H, c, sizeof(double) * (size_t)H);
     }
     free(h);
-    free(z);
+    free(c);
+    free(gi);
+    free(gh);
 }
 
-/* The naive backward in double, at the kernel's own y (as the Python tests
+/* The gradients, in the order the comparisons name them. */
+enum { DX, DH0, DC0, DW_IH, DW_HH, DB_IH, DB_HH, GRADS };
+static const char *const grad_names[GRADS] = {"dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih",
+                                              "db_hh"};
+
+/* The naive backward in double from the naive forward's record, except that
+ * the RNN's derivative is taken at the kernel's own y (as the Python tests
  * do: relu's derivative at 0 depends on rounding). Gradients accumulate into
- * zeroed dx [rows,D], dh0 [B,H], dw_ih [H,D], dw_hh [H,H], dbias [H]. */
-static void naive_backward(const fusedrnn_problem *p, const void *x, const void *h0,
-                           const void *w_ih, const void *w_hh, const int64_t *lengths,
-                           const void *y, const void *dy, const void *dh_n, double *dx,
-                           double *dh0, double *dw_ih, double *dw_hh, double *dbias)
+ * the zeroed buffers e[DX] ... e[DB_HH]. */
+static void naive_backward(const fusedrnn_problem *p, const fusedrnn_inputs *in, const void *y,
+                           const naive_record *rec, const void *dy, const void *dh_n,
+                           const void *dc_n, double *const e[GRADS])
 {
-    const int64_t T = p->T, B = p->B, D = p->D, H = p->H;
-    double *dh = malloc(sizeof(double) * (size_t)(H + 1)), *dz = malloc(sizeof(double) * (size_t)(H + 1));
+    const int64_t T = p->T, B = p->B, D = p->D, H = p->H, GH = fusedrnn_gates(p->cell) * H;
+    double *dh = zeros(H), *dc = zeros(H), *dgi = zeros(GH), *dgh = zeros(GH);
     for (int64_t b = 0; b < B; b++) {
-        int64_t len = lengths ? lengths[b] : T;
-        for (int64_t j = 0; j < H; j++)
+        int64_t len = in->lengths ? in->lengths[b] : T;
+        for (int64_t j = 0; j < H; j++) {
             dh[j] = dh_n ? get(p, dh_n, b * H + j) : 0;
+            dc[j] = dc_n ? get(p, dc_n, b * H + j) : 0;
+        }
         for (int64_t s = len - 1; s >= 0; s--) {
             int64_t r = row(p, time_at(p, len, s), b);
+            const double *a = rec->gates + r * GH, *ex = rec->extra + r * H;
+            const double *hp = rec->h_prev + r * H, *cp = rec->c_prev + r * H;
+            /* The pre-activation gradients of both sides, and in dh the part
+             * of the previous h's gradient that bypasses W_hh. */
             for (int64_t j = 0; j < H; j++) {
                 double g = (dy ? get(p, dy, r * H + j) : 0) + dh[j];
-                dz[j] = g * act_grad(p->act, get(p, y, r * H + j));
-                dbias[j] += dz[j];
+                switch (p->cell) {
+                case FUSEDRNN_RNN:
+                    dgi[j] = dgh[j] = g * act_grad(p->act, get(p, y, r * H + j));
+                    dh[j] = 0;
+                    break;
+                case FUSEDRNN_LSTM: {
+                    double i = a[j], f = a[H + j], gg = a[2 * H + j], o = a[3 * H + j];
+                    double tc = tanh(ex[j]), dct = dc[j] + g * o * (1 - tc * tc);
+                    dgi[j] = dct * gg * i * (1 - i);
+                    dgi[H + j] = dct * cp[j] * f * (1 - f);
+                    dgi[2 * H + j] = dct * i * (1 - gg * gg);
+                    dgi[3 * H + j] = g * tc * o * (1 - o);
+                    for (int q = 0; q < 4; q++)
+                        dgh[q * H + j] = dgi[q * H + j];
+                    dc[j] = dct * f;
+                    dh[j] = 0;
+                    break;
+                }
+                case FUSEDRNN_GRU: {
+                    double rr = a[j], z = a[H + j], n = a[2 * H + j], dn = g * (1 - z) * (1 - n * n);
+                    dgi[j] = dgh[j] = dn * ex[j] * rr * (1 - rr);
+                    dgi[H + j] = dgh[H + j] = g * (hp[j] - n) * z * (1 - z);
+                    dgi[2 * H + j] = dn;
+                    dgh[2 * H + j] = dn * rr;
+                    dh[j] = g * z;
+                    break;
+                }
+                }
             }
-            for (int64_t j = 0; j < H; j++) {
+            for (int64_t q = 0; q < GH; q++) {
                 for (int64_t d = 0; d < D; d++) {
-                    dx[r * D + d] += dz[j] * get(p, w_ih, j * D + d);
-                    dw_ih[j * D + d] += dz[j] * get(p, x, r * D + d);
+                    e[DX][r * D + d] += dgi[q] * get(p, in->w_ih, q * D + d);
+                    e[DW_IH][q * D + d] += dgi[q] * get(p, in->x, r * D + d);
                 }
                 for (int64_t k = 0; k < H; k++) {
-                    double prev = s > 0 ? get(p, y, row(p, time_at(p, len, s - 1), b) * H + k)
-                                : h0    ? get(p, h0, b * H + k)
-                                        : 0;
-                    dw_hh[j * H + k] += dz[j] * prev;
+                    e[DW_HH][q * H + k] += dgh[q] * hp[k];
+                    dh[k] += dgh[q] * get(p, in->w_hh, q * H + k);
                 }
-            }
-            for (int64_t k = 0; k < H; k++) {
-                dh[k] = 0;
-                for (int64_t j = 0; j < H; j++)
-                    dh[k] += dz[j] * get(p, w_hh, j * H + k);
+                e[DB_IH][q] += dgi[q];
+                e[DB_HH][q] += dgh[q];
             }
         }
-        for (int64_t j = 0; j < H; j++)
-            dh0[b * H + j] = dh[j];
+        memcpy(e[DH0] + b * H, dh, sizeof(double) * (size_t)H);
+        memcpy(e[DC0] + b * H, dc, sizeof(double) * (size_t)H);
     }
     free(dh);
-    free(dz);
+    free(dc);
+    free(dgi);
+    free(dgh);
 }
 
 /* Kernel output against the naive one: |a - e| <= tol (|e| + rms(e)), the
@@ -178,73 +264,127 @@ static void compare(const fusedrnn_problem *p, const char *what, const char *nam
     }
 }
 
-/* One problem: forward and backward against the naive versions. */
+/* One forward on fresh, uninitialised outputs, against the naive results
+ * ey, eh, ec. Returns y, which the caller frees. */
+static void *forward_case(const fusedrnn_problem *p, const char *case_name,
+                          const fusedrnn_inputs *in, void *reserve, const double *ey,
+                          const double *eh, const double *ec)
+{
+    const int64_t BH = p->B * p->H;
+    const int lstm = p->cell == FUSEDRNN_LSTM;
+    char what[240];
+    snprintf(what, sizeof what, "%s %s forward", case_name, p->training ? "training" : "inference");
+    /* c_n is unused but by the LSTM: NULL shows it untouched. */
+    void *y = alloc(p, p->T * BH), *h_n = alloc(p, BH), *c_n = lstm ? alloc(p, BH) : NULL;
+    size_t n = fusedrnn_forward_workspace(p);
+    void *ws = malloc(n);   /* exactly the queried size: an overrun is the tools' to see */
+    CHECK(n > 0, "%s: workspace query returned 0", what);
+    fusedrnn_status st = fusedrnn_forward(
+        p, in, &(fusedrnn_outputs){.y = y, .h_n = h_n, .c_n = c_n, .reserve = reserve}, ws, n);
+    CHECK(st == FUSEDRNN_OK, "%s: status %d", what, (int)st);
+    free(ws);
+    compare(p, what, "y", y, ey, p->T * BH);
+    compare(p, what, "h_n", h_n, eh, BH);
+    if (lstm)
+        compare(p, what, "c_n", c_n, ec, BH);
+    free(h_n);
+    free(c_n);
+    return y;
+}
+
+/* One backward on fresh, uninitialised gradients, against the naive ones
+ * e[DX] ... e[DB_HH] of sizes[]; db_hh is left NULL unless with_db_hh. */
+static void backward_case(const fusedrnn_problem *p, const char *case_name,
+                          const fusedrnn_inputs *in, const fusedrnn_grad_inputs *gin,
+                          int with_db_hh, double *const e[GRADS], const int64_t sizes[GRADS])
+{
+    char what[240];
+    snprintf(what, sizeof what, "%s backward db_hh%d", case_name, with_db_hh);
+    void *got[GRADS];
+    int wanted[GRADS];
+    for (int i = 0; i < GRADS; i++) {
+        wanted[i] = (i != DC0 || p->cell == FUSEDRNN_LSTM) && (i != DB_HH || with_db_hh);
+        got[i] = wanted[i] ? alloc(p, sizes[i]) : NULL;
+    }
+    size_t n = fusedrnn_backward_workspace(p);
+    void *ws = malloc(n);
+    CHECK(n > 0, "%s: workspace query returned 0", what);
+    fusedrnn_status st = fusedrnn_backward(
+        p, in, gin,
+        &(fusedrnn_grads){.dx = got[DX], .dh0 = got[DH0], .dc0 = got[DC0], .dw_ih = got[DW_IH],
+                          .dw_hh = got[DW_HH], .db_ih = got[DB_IH], .db_hh = got[DB_HH]},
+        ws, n);
+    CHECK(st == FUSEDRNN_OK, "%s: status %d", what, (int)st);
+    free(ws);
+    for (int i = 0; i < GRADS; i++) {
+        if (wanted[i])
+            compare(p, what, grad_names[i], got[i], e[i], sizes[i]);
+        free(got[i]);
+    }
+}
+
+/* One problem: the inference and the training forward, and the backward
+ * from the training one, against the naive versions. */
 static void run_case(fusedrnn_problem p, int with_lengths, int with_optional,
                      unsigned long long seed)
 {
+    static const char *const cells[] = {"rnn", "lstm", "gru"};
     const int64_t T = p.T, B = p.B, D = p.D, H = p.H, rows = T * B;
+    const int64_t GH = fusedrnn_gates(p.cell) * H;
+    const int lstm = p.cell == FUSEDRNN_LSTM;
     char what[200];
-    snprintf(what, sizeof what, "%s %s T%lld B%lld D%lld H%lld act%d rev%d bf%d thr%d len%d opt%d",
-             fusedrnn_get_isa(), p.dtype == FUSEDRNN_F32 ? "f32" : "f64", (long long)T,
-             (long long)B, (long long)D, (long long)H, (int)p.act, p.reverse, p.batch_first,
-             p.threads, with_lengths, with_optional);
+    snprintf(what, sizeof what,
+             "%s %s %s T%lld B%lld D%lld H%lld act%d rev%d bf%d thr%d len%d opt%d",
+             fusedrnn_get_isa(), cells[p.cell], p.dtype == FUSEDRNN_F32 ? "f32" : "f64",
+             (long long)T, (long long)B, (long long)D, (long long)H, (int)p.act, p.reverse,
+             p.batch_first, p.threads, with_lengths, with_optional);
     unsigned long long state = seed;
     void *x = random_buffer(&p, rows * D, 1, &state);
-    void *w_ih = random_buffer(&p, H * D, 1 / sqrt((double)(D ? D : 1)), &state);
-    void *w_hh = random_buffer(&p, H * H, 1 / sqrt((double)(H ? H : 1)), &state);
+    void *w_ih = random_buffer(&p, GH * D, 1 / sqrt((double)(D ? D : 1)), &state);
+    void *w_hh = random_buffer(&p, GH * H, 1 / sqrt((double)(H ? H : 1)), &state);
     void *h0 = with_optional ? random_buffer(&p, B * H, 1, &state) : NULL;
-    void *bias = with_optional ? random_buffer(&p, H, 1, &state) : NULL;
+    void *c0 = with_optional && lstm ? random_buffer(&p, B * H, 1, &state) : NULL;
+    void *b_ih = with_optional ? random_buffer(&p, GH, 1, &state) : NULL;
+    void *b_hh = with_optional ? random_buffer(&p, GH, 1, &state) : NULL;
     int64_t *lengths = NULL;
     if (with_lengths) {
         lengths = malloc(sizeof(int64_t) * (size_t)B);
         for (int64_t b = 0; b < B; b++)   /* empty, full and partial sequences */
             lengths[b] = (b % 3 == 0) ? 0 : (b % 3 == 1) ? T : T / 2;
     }
+    fusedrnn_inputs in = {.x = x, .h0 = h0, .c0 = c0, .w_ih = w_ih, .w_hh = w_hh,
+                          .b_ih = b_ih, .b_hh = b_hh, .lengths = lengths};
 
-    void *y = alloc(&p, rows * H), *h_n = alloc(&p, B * H);
-    size_t n = fusedrnn_forward_workspace(&p);
-    void *ws = malloc(n);   /* exactly the queried size: an overrun is the tools' to see */
-    CHECK(n > 0, "%s: forward workspace query returned 0", what);
-    fusedrnn_inputs in = {.x = x, .h0 = h0, .w_ih = w_ih, .w_hh = w_hh, .b_ih = bias,
-                          .lengths = lengths};
-    fusedrnn_status st = fusedrnn_forward(&p, &in, &(fusedrnn_outputs){.y = y, .h_n = h_n},
-                                          ws, n);
-    CHECK(st == FUSEDRNN_OK, "%s: forward status %d", what, (int)st);
-    free(ws);
+    double *ey = zeros(rows * H), *eh = zeros(B * H), *ec = zeros(B * H);
+    naive_record rec = {zeros(rows * H), zeros(rows * H), zeros(rows * GH), zeros(rows * H)};
+    naive_forward(&p, &in, ey, eh, ec, &rec);
 
-    double *ey = malloc(sizeof(double) * (size_t)(rows * H + 1));
-    double *eh = malloc(sizeof(double) * (size_t)(B * H + 1));
-    naive_forward(&p, x, h0, w_ih, w_hh, bias, lengths, ey, eh);
-    compare(&p, what, "y", y, ey, rows * H);
-    compare(&p, what, "h_n", h_n, eh, B * H);
+    p.training = 0;
+    free(forward_case(&p, what, &in, NULL, ey, eh, ec));
+    p.training = 1;
+    size_t reserve_bytes = fusedrnn_reserve_size(&p);
+    CHECK(p.cell == FUSEDRNN_RNN ? reserve_bytes == 0 : reserve_bytes > 0,
+          "%s: reserve size %zu", what, reserve_bytes);
+    void *reserve = malloc(reserve_bytes);   /* exactly its size, left uninitialised */
+    void *y = forward_case(&p, what, &in, reserve, ey, eh, ec);
 
     void *dy = with_optional ? random_buffer(&p, rows * H, 1, &state) : NULL;
     void *dh_n = with_optional ? random_buffer(&p, B * H, 1, &state) : NULL;
-    void *dx = alloc(&p, rows * D), *dh0 = alloc(&p, B * H), *dw_ih = alloc(&p, H * D);
-    void *dw_hh = alloc(&p, H * H), *dbias = alloc(&p, H);
-    n = fusedrnn_backward_workspace(&p);
-    ws = malloc(n);
-    CHECK(n > 0, "%s: backward workspace query returned 0", what);
-    st = fusedrnn_backward(&p, &in, &(fusedrnn_grad_inputs){.y = y, .dy = dy, .dh_n = dh_n},
-                           &(fusedrnn_grads){.dx = dx, .dh0 = dh0, .dw_ih = dw_ih,
-                                             .dw_hh = dw_hh, .db_ih = dbias},
-                           ws, n);
-    CHECK(st == FUSEDRNN_OK, "%s: backward status %d", what, (int)st);
-    free(ws);
+    void *dc_n = with_optional && lstm ? random_buffer(&p, B * H, 1, &state) : NULL;
+    const int64_t sizes[GRADS] = {rows * D, B * H, B * H, GH * D, GH * H, GH, GH};
+    double *e[GRADS];
+    for (int i = 0; i < GRADS; i++)
+        e[i] = zeros(sizes[i]);
+    naive_backward(&p, &in, y, &rec, dy, dh_n, dc_n, e);
+    fusedrnn_grad_inputs gin = {.y = y, .reserve = reserve, .dy = dy, .dh_n = dh_n,
+                                .dc_n = dc_n};
+    backward_case(&p, what, &in, &gin, 1, e, sizes);
+    backward_case(&p, what, &in, &gin, 0, e, sizes);
 
-    double *e[5];
-    int64_t sizes[5] = {rows * D, B * H, H * D, H * H, H};
-    for (int i = 0; i < 5; i++)
-        e[i] = calloc((size_t)sizes[i] + 1, sizeof(double));
-    naive_backward(&p, x, h0, w_ih, w_hh, lengths, y, dy, dh_n, e[0], e[1], e[2], e[3], e[4]);
-    const char *names[5] = {"dx", "dh0", "dw_ih", "dw_hh", "dbias"};
-    void *got[5] = {dx, dh0, dw_ih, dw_hh, dbias};
-    for (int i = 0; i < 5; i++) {
-        compare(&p, what, names[i], got[i], e[i], sizes[i]);
+    for (int i = 0; i < GRADS; i++)
         free(e[i]);
-        free(got[i]);
-    }
-    void *owned[] = {x, w_ih, w_hh, h0, bias, lengths, y, h_n, ey, eh, dy, dh_n};
+    void *owned[] = {x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, ey, eh, ec, rec.h_prev,
+                     rec.c_prev, rec.gates, rec.extra, reserve, y, dy, dh_n, dc_n};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
         free(owned[i]);
 }
@@ -308,6 +448,46 @@ static void error_cases(void)
                        FUSEDRNN_OK, "B = 0 with a huge T not accepted");
     free(work);
 
+    /* The cells: their gates, an unknown one refused by every entry point,
+     * and the reserve only the gated cells have and need. */
+    CHECK(fusedrnn_gates(FUSEDRNN_RNN) == 1 && fusedrnn_gates(FUSEDRNN_LSTM) == 4 &&
+              fusedrnn_gates(FUSEDRNN_GRU) == 3, "gate counts not 1, 4, 3");
+    p = ok, p.cell = (fusedrnn_cell)3;
+    CHECK(fusedrnn_gates(p.cell) == 0, "unknown cell: gates not 0");
+    CHECK(fusedrnn_forward_workspace(&p) == 0 && fusedrnn_backward_workspace(&p) == 0 &&
+              fusedrnn_reserve_size(&p) == 0, "unknown cell: a size query not 0");
+    CHECK(fusedrnn_forward(&p, &none, &nothing, ws, sizeof ws) ==
+              FUSEDRNN_EINVAL, "unknown cell accepted by the forward");
+    CHECK(fusedrnn_backward(&p, &none, &(fusedrnn_grad_inputs){0}, &(fusedrnn_grads){0}, ws,
+                            sizeof ws) == FUSEDRNN_EINVAL, "unknown cell accepted by the backward");
+    p = ok, p.training = 1;
+    CHECK(fusedrnn_reserve_size(&ok) == 0 && fusedrnn_reserve_size(&p) == 0,
+          "the RNN's reserve size not 0");
+    /* Buffers of the LSTM's sizes (the larger G), so that a call that went on
+     * regardless would still stay in bounds. */
+    float w_ih4[80] = {0}, w_hh4[100] = {0}, c_n[10], dx[24], dh0[10], dc0[10], dw_ih[80],
+          dw_hh[100], db_ih[20], db_hh[20];
+    in = (fusedrnn_inputs){.x = x, .w_ih = w_ih4, .w_hh = w_hh4};
+    out = (fusedrnn_outputs){.y = y, .h_n = h_n, .c_n = c_n};
+    fusedrnn_grads grads = {.dx = dx, .dh0 = dh0, .dc0 = dc0, .dw_ih = dw_ih, .dw_hh = dw_hh,
+                            .db_ih = db_ih, .db_hh = db_hh};
+    static const fusedrnn_cell gated[] = {FUSEDRNN_LSTM, FUSEDRNN_GRU};
+    for (size_t i = 0; i < sizeof gated / sizeof gated[0]; i++) {
+        fusedrnn_cell cell = gated[i];
+        p = ok, p.cell = cell, p.training = 1;
+        n = fusedrnn_forward_workspace(&p);
+        work = malloc(n);
+        CHECK(fusedrnn_forward(&p, &in, &out, work, n) == FUSEDRNN_ERESERVE,
+              "cell %d: training forward without a reserve not FUSEDRNN_ERESERVE", (int)cell);
+        free(work);
+        n = fusedrnn_backward_workspace(&p);
+        work = malloc(n);
+        CHECK(fusedrnn_backward(&p, &in, &(fusedrnn_grad_inputs){.y = y}, &grads, work, n) ==
+                  FUSEDRNN_ERESERVE, "cell %d: backward without a reserve not FUSEDRNN_ERESERVE",
+              (int)cell);
+        free(work);
+    }
+
     CHECK(fusedrnn_set_isa("no such isa") == FUSEDRNN_EISA, "unknown ISA accepted");
     CHECK(fusedrnn_set_isa(NULL) == FUSEDRNN_EISA, "NULL ISA accepted");
 }
@@ -337,19 +517,22 @@ int main(void)
             continue;
         }
         CHECK(fusedrnn_set_isa(isas[i]) == FUSEDRNN_OK, "set_isa(%s)", isas[i]);
-        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-            for (int dtype = 0; dtype < 2; dtype++)
-                for (int opt = 0; opt < 8; opt++) {
-                    /* opt's bits: reverse, batch_first, lengths; the rest by turns */
-                    fusedrnn_problem p = {.cell = FUSEDRNN_RNN, .dtype = (fusedrnn_dtype)dtype,
-                                          .T = shapes[s][0], .B = shapes[s][1],
-                                          .D = shapes[s][2], .H = shapes[s][3],
-                                          .act = (fusedrnn_act)((s + opt) % 3),
-                                          .reverse = opt & 1, .batch_first = (opt >> 1) & 1,
-                                          .threads = 1 + (int)((s + opt) % 2)};
-                    run_case(p, (opt >> 2) & 1, (int)((s + opt + dtype) % 2), seed++);
-                    cases++;
-                }
+        for (int cell = 0; cell < 3; cell++)
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+                for (int dtype = 0; dtype < 2; dtype++)
+                    for (int opt = 0; opt < 8; opt++) {
+                        /* opt's bits: reverse, batch_first, lengths; the rest by
+                         * turns (act, which the gated cells ignore, too) */
+                        fusedrnn_problem p = {.cell = (fusedrnn_cell)cell,
+                                              .dtype = (fusedrnn_dtype)dtype,
+                                              .T = shapes[s][0], .B = shapes[s][1],
+                                              .D = shapes[s][2], .H = shapes[s][3],
+                                              .act = (fusedrnn_act)((s + opt) % 3),
+                                              .reverse = opt & 1, .batch_first = (opt >> 1) & 1,
+                                              .threads = 1 + (int)((s + opt) % 2)};
+                        run_case(p, (opt >> 2) & 1, (int)((s + opt + dtype) % 2), seed++);
+                        cases++;
+                    }
     }
     printf("%d cases, %d failures\n", cases, failures);
     return failures != 0;
