@@ -15,6 +15,7 @@ _ACTIVATIONS = _kernel.ACTIVATIONS
 _CELLS = _kernel.CELLS
 _RNN, _LSTM, _GRU = _CELLS["rnn"], _CELLS["lstm"], _CELLS["gru"]
 _CELL_NAMES = {_RNN: "RNN", _LSTM: "LSTM", _GRU: "GRU"}
+_WITH_ARTICLE = {_RNN: "an RNN", _LSTM: "an LSTM", _GRU: "a GRU"}
 _ISA_NAMES = _kernel.ISAS
 
 
@@ -130,7 +131,7 @@ def _common(x, h0, w_ih, w_hh, lengths, batch_first, cell=_RNN, c0=None):
     H = w_hh.shape[1]
     if w_hh.shape[0] != G * H:
         expected = "a square (H, H) array" if G == 1 else \
-            f"shape ({G}*H, H) for an {_CELL_NAMES[cell]}, ({G * H}, {H}) for H = {H}"
+            f"shape ({G}*H, H) for {_WITH_ARTICLE[cell]}, ({G * H}, {H}) for H = {H}"
         raise ValueError(f"w_hh: expected {expected}, got shape {w_hh.shape}")
     w_ih = _float_array("w_ih", w_ih, (G * H, D), dtype)
     h0 = _optional("h0", h0, (B, H), dtype)
@@ -238,6 +239,26 @@ def _run_gated_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, T, B, D
     return y, h_n, c_n, reserve
 
 
+def _header_text(header):
+    """A reserve header as the call it names: "LSTM T=3, B=2, D=4, H=5,
+    reverse=False, batch_first=False"; a value that names no cell, size or
+    flag (a header overwritten by something else) is shown as it is."""
+    def value(name, v):
+        if not (np.isfinite(v) and v == int(v)):
+            return f"{name}={float(v)!r}"
+        v = int(v)
+        if name == "cell":
+            return _CELL_NAMES.get(v, f"cell={v}")
+        if name in ("reverse", "batch_first") and v in (0, 1):
+            return f"{name}={bool(v)}"
+        return f"{name}={v}"
+    names = ("cell", "T", "B", "D", "H", "reverse", "batch_first")
+    parts = [value(n, v) for n, v in zip(names, header)]
+    if header[7] != 0:  # the spare element, always 0 in a reserve
+        parts.append(f"header[7]={float(header[7])!r}")
+    return f"{parts[0]} {', '.join(parts[1:])}"
+
+
 def _check_reserve(reserve, cell, T, B, D, H, reverse, batch_first, dtype):
     """The reserve of the forward of this very problem, or a clear error."""
     if not isinstance(reserve, np.ndarray):
@@ -253,11 +274,8 @@ def _check_reserve(reserve, cell, T, B, D, H, reverse, batch_first, dtype):
                          f"{_CELL_NAMES[cell]} (T={T}, B={B}, D={D}, H={H}), got {reserve.shape}")
     got = reserve[:_HEADER].astype(np.float64)
     if not np.array_equal(got, header):
-        names = ("cell", "T", "B", "D", "H", "reverse", "batch_first")
-        theirs = ", ".join(f"{n}={v:g}" for n, v in zip(names, got))
-        raise ValueError(f"reserve: it comes from a different call ({theirs}); this one is "
-                         f"{_CELL_NAMES[cell]} T={T}, B={B}, D={D}, H={H}, reverse={reverse}, "
-                         f"batch_first={batch_first}")
+        raise ValueError(f"reserve: it comes from a different call ({_header_text(got)}); "
+                         f"this one is {_header_text(header)}")
     return _kernel_buffer(reserve[_HEADER:])
 
 
