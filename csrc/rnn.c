@@ -215,13 +215,10 @@ static size_t workspace_size(const fusedrnn_problem *p, int backward)
 size_t fusedrnn_forward_workspace(const fusedrnn_problem *p) { return workspace_size(p, 0); }
 size_t fusedrnn_backward_workspace(const fusedrnn_problem *p) { return workspace_size(p, 1); }
 
-size_t fusedrnn_reserve_size(const fusedrnn_problem *p)
+/* The reserve's layout, measured: its bytes, or -1 when the size overflows. */
+static int64_t reserve_bytes(const fusedrnn_problem *p)
 {
     arena a = {0};
-    if (check_problem(p) != FUSEDRNN_OK)
-        return 0;
-    if (CELLS[p->cell].fused)
-        return 0;
     if (p->dtype == FUSEDRNN_F32) {
         work_f32 w;
         take_reserve_f32(&a, &w, p);
@@ -229,7 +226,15 @@ size_t fusedrnn_reserve_size(const fusedrnn_problem *p)
         work_f64 w;
         take_reserve_f64(&a, &w, p);
     }
-    return measured(&a);
+    return a.overflow || a.used > INT64_MAX ? -1 : (int64_t)a.used;
+}
+
+size_t fusedrnn_reserve_size(const fusedrnn_problem *p)
+{
+    if (check_problem(p) != FUSEDRNN_OK || CELLS[p->cell].fused)
+        return 0;
+    int64_t bytes = reserve_bytes(p);
+    return bytes < 0 ? 0 : (size_t)bytes;
 }
 
 static char *aligned(void *buf)
@@ -247,16 +252,17 @@ static fusedrnn_status prepare(const fusedrnn_problem *p, const int64_t *lengths
     if (st != FUSEDRNN_OK)
         return st;
     size_t need = workspace_size(p, backward);
-    if (need == 0 || (uses_reserve(p, backward) && fusedrnn_reserve_size(p) == 0))
+    if (need == 0 || (uses_reserve(p, backward) && reserve_bytes(p) < 0))
         return FUSEDRNN_EOVERFLOW;
     if (!workspace || workspace_bytes < need)
         return FUSEDRNN_EWORKSPACE;
     if (uses_reserve(p, backward) && !reserve && !nothing_recurs(p))
         return FUSEDRNN_ERESERVE;
     a->base = aligned(workspace);
-    /* The reserve is laid out from its own start (its size has the 64 bytes
-     * to spare that aligning it may need). */
-    ra->base = reserve ? aligned((void *)reserve) : NULL;
+    /* The reserve is laid out from its own start, never from an aligned
+     * address past it: it is the caller's array, and an equal copy of it at
+     * another address (np.copy, pickle) must read the same. */
+    ra->base = (char *)reserve;
     return FUSEDRNN_OK;
 }
 

@@ -14,8 +14,8 @@ child process: a threading bug can hang), for backward with the training
 forward's reserve or recomputing it, for training and inference forwards,
 and for inputs in any memory layout; inputs are never written; NaN and inf
 in values the contract ignores never reach a result; every output element
-is written. test_reserve_copied_elsewhere (xfail, a kernel bug) shows that a
-byte-identical copy of the reserve at another address gives other gradients.
+is written; a byte-identical copy of the reserve at another address gives
+the same gradients.
 
 The reference works in float64 from the very same dtype-rounded inputs and
 does not depend on the ISA, so each of its results is computed once and
@@ -430,11 +430,6 @@ def copy_elsewhere(reserve):
     raise AssertionError("unreachable")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kernel bug: prepare() in csrc/rnn.c lays the reserve out from "
-    "aligned(reserve), the pointer rounded up to 64 bytes, so a byte-identical "
-    "copy of the reserve at another address modulo 64 is read at a shifted "
-    "offset and the backward returns wrong gradients without an error"))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cell", CELLS)
 def test_reserve_copied_elsewhere(cell, dtype):

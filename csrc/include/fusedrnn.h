@@ -131,7 +131,8 @@ typedef struct {
 int fusedrnn_gates(fusedrnn_cell cell);
 
 /* Sizes in bytes, 0 on an invalid problem or when the size overflows; the
- * RNN's reserve is 0 (it has none). A gated cell's inference forward holds
+ * RNN's reserve is 0 (it has none), and so is an empty problem's (T, B or H
+ * 0). The reserve needs no alignment beyond its dtype's. A gated cell's inference forward holds
  * in its workspace what training writes to the reserve, so its workspace
  * is larger. */
 size_t fusedrnn_forward_workspace(const fusedrnn_problem *p);

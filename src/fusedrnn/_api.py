@@ -4,6 +4,7 @@ kernel once. Everything numeric happens in C."""
 import numbers
 import operator
 import os
+import zlib
 
 import numpy as np
 
@@ -194,18 +195,28 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
 
 
 # The gated cells. Their reserve, what the forward keeps for the backward, is
-# the kernel's (fusedrnn_reserve_size elements) after a header of _HEADER
-# elements naming the call it came from, so that a reserve handed to the
-# backward of another problem is refused rather than read.
-_HEADER = 8
+# a header naming the call it came from, then the kernel's reserve
+# (fusedrnn_reserve_size bytes), so that a reserve handed to the backward of
+# another problem is refused rather than read. The header is _FIELDS int64
+# values stored as their bits (exact for any size, in either dtype):
+_FIELDS = ("cell", "T", "B", "D", "H", "reverse", "batch_first", "lengths")
+_HEADER_BYTES = 8 * len(_FIELDS)
+
+
+def _header_len(dtype):
+    return _HEADER_BYTES // dtype.itemsize
 
 
 def _problem(cell, act, T, B, D, H, reverse, batch_first, training=False):
     return (cell, act, T, B, D, H, reverse, batch_first, _num_threads, training)
 
 
-def _reserve_header(cell, T, B, D, H, reverse, batch_first):
-    return np.array([cell, T, B, D, H, reverse, batch_first, 0], np.float64)
+def _reserve_header(cell, T, B, D, H, reverse, batch_first, lengths):
+    """The header's values; `lengths` enters as a checksum (-1: none), so that a
+    reserve of the same sizes but other lengths, whose padded rows the forward
+    never wrote, is refused too."""
+    checksum = -1 if lengths is None else zlib.crc32(lengths.tobytes())
+    return np.array([cell, T, B, D, H, reverse, batch_first, checksum], np.int64)
 
 
 def _gated_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, batch_first,
@@ -232,34 +243,33 @@ def _run_gated_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, T, B, D
     c_n = np.empty((B, H), x.dtype) if cell == _LSTM else None
     reserve = None
     if training:
-        reserve = np.empty(_HEADER + _kernel.reserve_size(prob, x.dtype), x.dtype)
-        reserve[:_HEADER] = _reserve_header(cell, T, B, D, H, reverse, batch_first)
+        n = _header_len(x.dtype)
+        reserve = np.empty(n + _kernel.reserve_size(prob, x.dtype), x.dtype)
+        reserve[:n].view(np.int64)[:] = _reserve_header(cell, T, B, D, H, reverse, batch_first,
+                                                        lengths)
     _kernel.forward(prob, (x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths),
-                    (y, h_n, c_n, None if reserve is None else reserve[_HEADER:]))
+                    (y, h_n, c_n, None if reserve is None else reserve[_header_len(x.dtype):]))
     return y, h_n, c_n, reserve
 
 
 def _header_text(header):
     """A reserve header as the call it names: "LSTM T=3, B=2, D=4, H=5,
-    reverse=False, batch_first=False"; a value that names no cell, size or
-    flag (a header overwritten by something else) is shown as it is."""
+    reverse=False, batch_first=False, lengths=None"; a value that names no
+    cell or flag (a header overwritten by something else) is shown as it is."""
     def value(name, v):
-        if not (np.isfinite(v) and v == int(v)):
-            return f"{name}={float(v)!r}"
         v = int(v)
         if name == "cell":
             return _CELL_NAMES.get(v, f"cell={v}")
         if name in ("reverse", "batch_first") and v in (0, 1):
             return f"{name}={bool(v)}"
+        if name == "lengths":
+            return "lengths=None" if v == -1 else f"lengths with checksum {v}"
         return f"{name}={v}"
-    names = ("cell", "T", "B", "D", "H", "reverse", "batch_first")
-    parts = [value(n, v) for n, v in zip(names, header)]
-    if header[7] != 0:  # the spare element, always 0 in a reserve
-        parts.append(f"header[7]={float(header[7])!r}")
+    parts = [value(n, v) for n, v in zip(_FIELDS, header)]
     return f"{parts[0]} {', '.join(parts[1:])}"
 
 
-def _check_reserve(reserve, cell, T, B, D, H, reverse, batch_first, dtype):
+def _check_reserve(reserve, cell, T, B, D, H, reverse, batch_first, lengths, dtype):
     """The reserve of the forward of this very problem, or a clear error."""
     if not isinstance(reserve, np.ndarray):
         raise TypeError(f"reserve: expected the reserve array a training forward returned "
@@ -267,16 +277,17 @@ def _check_reserve(reserve, cell, T, B, D, H, reverse, batch_first, dtype):
     if reserve.dtype != dtype:
         raise TypeError(f"reserve: expected dtype {dtype} (the dtype of x), got {reserve.dtype}")
     prob = _problem(cell, 0, T, B, D, H, reverse, batch_first, True)
-    size = _HEADER + _kernel.reserve_size(prob, dtype)
-    header = _reserve_header(cell, T, B, D, H, reverse, batch_first)
+    n = _header_len(dtype)
+    size = n + _kernel.reserve_size(prob, dtype)
+    header = _reserve_header(cell, T, B, D, H, reverse, batch_first, lengths)
     if reserve.shape != (size,):
         raise ValueError(f"reserve: expected shape ({size},), from the training forward of this "
                          f"{_CELL_NAMES[cell]} (T={T}, B={B}, D={D}, H={H}), got {reserve.shape}")
-    got = reserve[:_HEADER].astype(np.float64)
+    got = np.ascontiguousarray(reserve[:n]).view(np.int64)
     if not np.array_equal(got, header):
         raise ValueError(f"reserve: it comes from a different call ({_header_text(got)}); "
                          f"this one is {_header_text(header)}")
-    return _kernel_buffer(reserve[_HEADER:])
+    return _kernel_buffer(reserve[n:])
 
 
 def _gated_backward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n, dc_n,
@@ -293,13 +304,14 @@ def _gated_backward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_
     dh_n = _optional("dh_n", dh_n, (B, H), dtype)
     dc_n = _optional("dc_n", dc_n, (B, H), dtype)
     if reserve is not None:
-        reserve = _check_reserve(reserve, cell, T, B, D, H, reverse, batch_first, dtype)
+        reserve = _check_reserve(reserve, cell, T, B, D, H, reverse, batch_first, lengths,
+                                 dtype)
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, dy, dh_n, dc_n = _contiguous(
         x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, y=y, dy=dy, dh_n=dh_n,
         dc_n=dc_n)
     if reserve is None:   # recompute it: one more forward
         reserve = _run_gated_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, T, B,
-                                     D, H, reverse, batch_first, True)[3][_HEADER:]
+                                     D, H, reverse, batch_first, True)[3][_header_len(dtype):]
     grads = (np.empty_like(x), np.empty((B, H), dtype),
              np.empty((B, H), dtype) if cell == _LSTM else None,
              np.empty_like(w_ih), np.empty_like(w_hh), np.empty(G * H, dtype),

@@ -95,7 +95,8 @@ def reserve_size(tuple prob, dtype):
     """The reserve's size in elements of `dtype` (0: the cell needs none)."""
     cdef fusedrnn_problem p = problem(prob, np.empty(0, dtype))
     cdef size_t n = fusedrnn_reserve_size(&p)
-    if n == 0 and fusedrnn_gates(p.cell) != 1:
+    # 0 is also the size of an empty reserve (no rows or no units)
+    if n == 0 and fusedrnn_gates(p.cell) != 1 and (<object>p.T) * p.B * p.H != 0:
         raise MemoryError("fusedrnn: the reserve's size overflows")
     itemsize = np.dtype(dtype).itemsize
     return (<object>n + itemsize - 1) // itemsize

@@ -363,7 +363,10 @@ static void run_case(fusedrnn_problem p, int with_lengths, int with_optional,
     free(forward_case(&p, what, &in, NULL, ey, eh, ec));
     p.training = 1;
     size_t reserve_bytes = fusedrnn_reserve_size(&p);
-    CHECK(p.cell == FUSEDRNN_RNN ? reserve_bytes == 0 : reserve_bytes > 0,
+    /* the gates and one state per step; nothing at all for an empty problem */
+    size_t least = (size_t)(rows * H * (fusedrnn_gates(p.cell) + 1)) *
+                   (p.dtype == FUSEDRNN_F32 ? sizeof(float) : sizeof(double));
+    CHECK(p.cell == FUSEDRNN_RNN ? reserve_bytes == 0 : reserve_bytes >= least,
           "%s: reserve size %zu", what, reserve_bytes);
     void *reserve = malloc(reserve_bytes);   /* exactly its size, left uninitialised */
     void *y = forward_case(&p, what, &in, reserve, ey, eh, ec);
