@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fusedrnn
-from fusedrnn._bench import SHAPES, problem
+from fusedrnn._bench import SHAPES, disagreements, problem
 
 
 def pytest_addoption(parser):
@@ -32,39 +32,26 @@ def peak_gflops():
 
 @pytest.fixture(scope="session")
 def problems():
-    """The Problem of a shape name and dtype, built once: every implementation
-    and thread count times the same data, so their results can be compared."""
+    """The Problem of a cell, shape name and dtype, built once: every
+    implementation and thread count times the same data, so their results
+    can be compared."""
     @functools.cache
-    def get(shape, dtype):
-        return problem(SHAPES[shape], dtype, np.random.default_rng(0))
+    def get(cell, shape, dtype):
+        return problem(SHAPES[shape], dtype, np.random.default_rng(0), cell)
     return get
 
 
 @pytest.fixture(scope="session")
 def first_results():
-    """(shape, mode, dtype) -> the outputs of the first implementation timed
-    on it; later ones are checked against them."""
+    """(cell, shape, mode, dtype) -> the outputs of the first implementation
+    timed on it; later ones are checked against them."""
     return {}
 
 
-# Two implementations agree on element i within tol * (|a_i| + rms(a)): as
-# the tolerance of tests/conftest.py, relative for large elements and
-# absolute at the array's typical size for small ones (gradient sums after
-# cancellation). Both sides round here, over T steps of dot products up to
-# 1760 terms long; fusedrnn and torch differ by 6e-6 in float32 and 2e-14 in
-# float64 on XL, well inside these.
-AGREEMENT = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-11}
-
-
-def assert_agree(got, want, dtype, name):
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    assert got.shape == want.shape, f"{name}: shape {got.shape}, expected {want.shape}"
-    rms = np.sqrt(np.mean(want ** 2))
-    error = np.abs(got - want)
-    # Written so that a NaN counts as a failure.
-    bad = ~(error <= AGREEMENT[np.dtype(dtype)] * (np.abs(want) + rms))
-    assert not bad.any(), (f"{name}: {bad.sum()} of {bad.size} elements off, "
-                           f"max error {error.max():.3g}, rms {rms:.3g}")
+def assert_agree(got, want, dtype, what):
+    """{name: array} `got` agrees with `want` (fusedrnn._bench.AGREEMENT)."""
+    messages = disagreements(got, want, dtype)
+    assert not messages, f"{what}: " + "; ".join(messages)
 
 
 @pytest.fixture(name="assert_agree")

@@ -1,6 +1,6 @@
 """`python -m fusedrnn`: end to end in a subprocess, as a user runs it, and
-its failure path in-process with a deliberately wrong kernel. `python -m
-fusedrnn bench` the same way, and its usage errors."""
+its failure path in-process with a deliberately wrong kernel for each cell.
+`python -m fusedrnn bench` the same way, and its usage errors."""
 
 import importlib.util
 import subprocess
@@ -17,16 +17,26 @@ def run_cli(*args):
                           text=True, timeout=300)
 
 
+CELLS = ("rnn", "lstm", "gru")
+DTYPES = ("float32", "float64")
+
+
 def table_rows(stdout):
-    """{(shape, mode)} of the timing table's rows."""
-    return {(words[0], words[2]) for words in map(str.split, stdout.splitlines())
-            if len(words) > 2 and words[2] in ("fwd", "fwd+bwd")}
+    """{(cell, shape, mode)} of the timing table's rows."""
+    return {(words[0], words[1], words[3]) for words in map(str.split, stdout.splitlines())
+            if len(words) > 3 and words[3] in ("fwd", "fwd+bwd")}
 
 
 def check_verdicts(stdout):
-    """{dtype: PASS or FAIL} from the check's lines."""
-    return {words[0]: words[-1] for words in map(str.split, stdout.splitlines())
+    """{(cell, dtype): PASS or FAIL} from the check's lines."""
+    return {(words[0], words[1]): words[-1] for words in map(str.split, stdout.splitlines())
             if words and words[-1] in ("PASS", "FAIL")}
+
+
+def verdicts(failing=None):
+    """What check_verdicts reads when only the cell `failing` fails."""
+    return {(cell, dtype): "FAIL" if cell == failing else "PASS"
+            for cell in CELLS for dtype in DTYPES}
 
 
 @pytest.fixture(scope="module")
@@ -38,36 +48,54 @@ def test_quick_exits_0(quick):
     assert quick.returncode == 0, quick.stderr
 
 
-def test_quick_check_passes_for_both_dtypes(quick):
-    assert check_verdicts(quick.stdout) == {"float32": "PASS", "float64": "PASS"}
+def test_quick_check_passes_for_every_cell_and_dtype(quick):
+    assert check_verdicts(quick.stdout) == verdicts()
 
 
-def test_quick_times_every_shape_and_mode(quick):
-    assert table_rows(quick.stdout) == {(shape, mode) for shape in "SML"
+def test_quick_times_every_cell_shape_and_mode(quick):
+    """L for the rnn only: the reference's LSTM and GRU are slow there."""
+    assert table_rows(quick.stdout) == {(cell, shape, mode) for cell in CELLS
+                                        for shape in ("SML" if cell == "rnn" else "SM")
                                         for mode in ("fwd", "fwd+bwd")}
 
 
 def test_no_bench_checks_without_timing():
     result = run_cli("--no-bench")
     assert result.returncode == 0, result.stderr
-    assert check_verdicts(result.stdout) == {"float32": "PASS", "float64": "PASS"}
+    assert check_verdicts(result.stdout) == verdicts()
     assert table_rows(result.stdout) == set()
 
 
+def make_wrong(monkeypatch, function, index, error):
+    """fusedrnn.`function` with its result's element `index` off by `error`."""
+    right = getattr(fusedrnn, function)
+
+    def wrong(*args, **kwargs):
+        result = right(*args, **kwargs)
+        parts = list(result)
+        parts[index] = parts[index] + error
+        return type(result)(*parts) if hasattr(result, "_fields") else tuple(parts)
+
+    monkeypatch.setattr(fusedrnn, function, wrong)
+
+
+# h_n rather than y, and gradients past the first: a NaN past the first
+# compared array must not slip through as a comparison that is merely false.
+WRONG = [("rnn", "rnn_forward", 1),  # h_n
+         ("lstm", "lstm_forward", 2),  # c_n
+         ("lstm", "lstm_backward", 2),  # dc0
+         ("gru", "gru_forward", 1),  # h_n
+         ("gru", "gru_backward", 5)]  # db_hh
+
+
 @pytest.mark.parametrize("error", [1e-3, float("nan")])
-def test_wrong_kernel_fails(monkeypatch, capsys, error):
-    """An h_n off by `error` must FAIL for both dtypes and exit 1. h_n rather
-    than y: a NaN past the first compared array must not slip through as a
-    comparison that is merely false."""
-    forward = fusedrnn.rnn_forward
-
-    def wrong_forward(*args, **kwargs):
-        y, h_n = forward(*args, **kwargs)
-        return y, h_n + error
-
-    monkeypatch.setattr(fusedrnn, "rnn_forward", wrong_forward)
+@pytest.mark.parametrize("cell, function, index", WRONG)
+def test_wrong_kernel_fails(monkeypatch, capsys, cell, function, index, error):
+    """An output or gradient of one cell off by `error` must FAIL that cell
+    for both dtypes, and only that cell, and exit 1."""
+    make_wrong(monkeypatch, function, index, error)
     assert _cli.main(["--no-bench"]) == 1
-    assert check_verdicts(capsys.readouterr().out) == {"float32": "FAIL", "float64": "FAIL"}
+    assert check_verdicts(capsys.readouterr().out) == verdicts(failing=cell)
 
 
 # --- bench ------------------------------------------------------------------
@@ -76,32 +104,75 @@ BENCH_QUICK = ("bench", "--quick", "--shapes", "S", "--threads", "1")
 
 
 def bench_header(stdout):
-    return next(line for line in stdout.splitlines() if line.startswith("shape")).split()
+    return next(line for line in stdout.splitlines() if line.startswith("cell ")).split()
 
 
 def bench_rows(stdout):
     """The timing table's rows, split into words."""
     return [words for words in map(str.split, stdout.splitlines())
-            if len(words) > 2 and words[2] in ("fwd", "fwd+bwd")]
+            if len(words) > 3 and words[3] in ("fwd", "fwd+bwd")]
 
 
-def test_bench_quick_prints_a_row_per_mode():
+def test_bench_quick_prints_a_row_per_cell_and_mode():
     result = run_cli(*BENCH_QUICK, "--compare")  # --compare alone: fusedrnn only
     assert result.returncode == 0, result.stderr
-    assert bench_header(result.stdout) == ["shape", "T,B,D,H", "mode", "dtype", "threads",
-                                           "fusedrnn", "GFLOP/s", "%", "peak"]
-    assert [words[:5] for words in bench_rows(result.stdout)] == [
-        ["S", "100,1,64,64", "fwd", "float32", "1"],
-        ["S", "100,1,64,64", "fwd+bwd", "float32", "1"]]
+    assert bench_header(result.stdout) == ["cell", "shape", "T,B,D,H", "mode", "dtype",
+                                           "threads", "fusedrnn", "GFLOP/s", "%", "peak"]
+    assert [words[:6] for words in bench_rows(result.stdout)] == [
+        [cell, "S", "100,1,64,64", mode, "float32", "1"]
+        for cell in CELLS for mode in ("fwd", "fwd+bwd")]
+
+
+def test_bench_cell_picks_the_cells():
+    result = run_cli(*BENCH_QUICK, "--compare", "--cell", "gru", "lstm")
+    assert result.returncode == 0, result.stderr
+    assert [words[0] for words in bench_rows(result.stdout)] == ["gru", "gru", "lstm", "lstm"]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
 def test_bench_compares_with_torch():
+    """torch.nn.RNN next to fusedrnn.torch.RNN; torch.nn.LSTM and GRU, which
+    fusedrnn.torch does not have, next to the NumPy API ("-" in the
+    fusedrnn.torch columns)."""
     result = run_cli(*BENCH_QUICK, "--compare", "torch")
     assert result.returncode == 0, result.stderr
     assert bench_header(result.stdout)[-4:] == ["fusedrnn.torch", "speed-up", "torch", "speed-up"]
     rows = bench_rows(result.stdout)
-    assert len(rows) == 2 and all(words[-1].endswith("x") for words in rows)
+    assert [words[0] for words in rows] == [cell for cell in CELLS for _ in range(2)]
+    for words in rows:
+        assert words[-1].endswith("x")
+        # The fusedrnn.torch columns: time, "ms", speed-up; or "-", "-".
+        assert (words[-4].endswith("x") if words[0] == "rnn" else words[-5:-3] == ["-", "-"])
+    assert "FAIL" not in result.stdout
+
+
+def test_bench_compares_with_the_reference():
+    result = run_cli(*BENCH_QUICK, "--compare", "reference", "--cell", "lstm", "gru")
+    assert result.returncode == 0, result.stderr
+    assert bench_header(result.stdout)[-2:] == ["reference", "speed-up"]
+    rows = bench_rows(result.stdout)
+    assert len(rows) == 4 and all(words[-1].endswith("x") for words in rows)
+    assert "FAIL" not in result.stdout
+
+
+@pytest.mark.parametrize("cell, function, index", [("lstm", "lstm_backward", 6),  # db_hh
+                                                   ("gru", "gru_forward", 1)])  # h_n
+def test_bench_fails_when_results_disagree(monkeypatch, capsys, cell, function, index):
+    """A compared implementation's results are checked against fusedrnn's
+    after its timing: with fusedrnn's wrong, the row is followed by a FAIL
+    naming the array, and the command exits 1."""
+    make_wrong(monkeypatch, function, index, 1e-2)
+    assert _cli.main([*BENCH_QUICK, "--cell", cell, "--compare", "reference"]) == 1
+    name = {"lstm_backward": "db_hh", "gru_forward": "h_n"}[function]
+    assert f"FAIL, disagrees with fusedrnn: reference: {name}:" in capsys.readouterr().out
+
+
+def test_bench_unknown_cell_is_a_usage_error():
+    result = run_cli("bench", "--cell", "rnn", "elman")
+    assert result.returncode == 2
+    assert "argument --cell: invalid choice: 'elman'" in result.stderr
+    assert "'rnn', 'lstm', 'gru'" in result.stderr  # the valid names are listed
+    assert result.stdout == ""
 
 
 def test_bench_unknown_shape_is_a_usage_error():
@@ -132,8 +203,12 @@ def test_bench_restores_the_thread_count(capsys):
         fusedrnn.set_num_threads(before)
 
 
-def test_bench_plot_writes_a_png(tmp_path, capsys):
+@pytest.mark.parametrize("compare", [[], ["torch"]])
+def test_bench_plot_writes_a_png(tmp_path, capsys, compare):
+    """Every cell on it; with torch, fusedrnn.torch has no LSTM or GRU bars."""
     pytest.importorskip("matplotlib")
+    if compare:
+        pytest.importorskip("torch")
     path = tmp_path / "bench.png"
-    assert _cli.main([*BENCH_QUICK, "--compare", "--plot", str(path)]) == 0
+    assert _cli.main([*BENCH_QUICK, "--compare", *compare, "--plot", str(path)]) == 0
     assert path.read_bytes().startswith(b"\x89PNG")

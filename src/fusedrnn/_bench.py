@@ -1,7 +1,8 @@
 """What `python -m fusedrnn`, `python -m fusedrnn bench` and the
 pytest-benchmark suite in bench/ share: the standard shapes and their FLOP
-counts, the problems timed, the implementations timed side by side (the
-peers) and the timing loop.
+counts, the cells (rnn, lstm, gru), the problems timed, the implementations
+timed side by side (the peers), how their results are compared, and the
+timing loop.
 
 Importing this module never imports torch; building a torch peer does.
 """
@@ -12,13 +13,13 @@ import sys
 import time
 from contextlib import contextmanager
 from functools import partial
-from typing import NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
 import fusedrnn
 from fusedrnn import reference
-from fusedrnn.reference import RNNGrads
+from fusedrnn._types import GRUGrads, LSTMGrads, RNNGrads
 
 # DESIGN.md section 7: T, B, D, H.
 SHAPES = {
@@ -33,88 +34,168 @@ SHAPES = {
 MODES = {"fwd": 1, "fwd+bwd": 3}
 
 
-def flops(shape, mode):
-    """FLOPs of one run of `mode` on `shape` (T, B, D, H); a forward is 2*T*B*H*(D+H)."""
-    T, B, D, H = shape
-    return MODES[mode] * 2 * T * B * H * (D + H)
-
-
 class Problem(NamedTuple):
-    """The arguments of one rnn_forward and rnn_backward pair."""
+    """The arguments of one forward and backward pair of a cell with G gates.
+    For the rnn, b_ih is its one bias and b_hh is None; c0 and dc_n are the
+    LSTM's only (None otherwise)."""
 
     x: np.ndarray  # [T,B,D]
     h0: np.ndarray  # [B,H]
-    w_ih: np.ndarray  # [H,D]
-    w_hh: np.ndarray  # [H,H]
-    bias: np.ndarray  # [H]
+    c0: Optional[np.ndarray]  # [B,H]
+    w_ih: np.ndarray  # [G*H,D]
+    w_hh: np.ndarray  # [G*H,H]
+    b_ih: np.ndarray  # [G*H]
+    b_hh: Optional[np.ndarray]  # [G*H]
     dy: np.ndarray  # [T,B,H]
     dh_n: np.ndarray  # [B,H]
+    dc_n: Optional[np.ndarray]  # [B,H]
 
 
-def problem(shape, dtype, rng):
-    """Random arguments for `shape` (T, B, D, H). Weights scaled by
+# --- cells ------------------------------------------------------------------
+# A cell's run calls `impl`'s forward (and backward) on a Problem: impl is
+# fusedrnn or fusedrnn.reference, which spell them the same. The function
+# is looked up on each call, so that a test can replace fusedrnn's. The
+# result names every array: y, the final states, then the gradients by
+# their field names (RNNGrads, LSTMGrads, GRUGrads). The gated cells'
+# backward takes the reserve of a training forward.
+
+def _run_rnn(impl, p, backward, **options):
+    y, h_n = impl.rnn_forward(p.x, p.h0, p.w_ih, p.w_hh, p.b_ih, **options)
+    out = {"y": y, "h_n": h_n}
+    if backward:
+        out |= impl.rnn_backward(p.x, p.h0, p.w_ih, p.w_hh, y, p.dy, p.dh_n,
+                                 **options)._asdict()
+    return out
+
+
+def _run_lstm(impl, p, backward, **options):
+    y, h_n, c_n, reserve = impl.lstm_forward(p.x, p.h0, p.c0, p.w_ih, p.w_hh, p.b_ih, p.b_hh,
+                                             training=backward, **options)
+    out = {"y": y, "h_n": h_n, "c_n": c_n}
+    if backward:
+        out |= impl.lstm_backward(p.x, p.h0, p.c0, p.w_ih, p.w_hh, p.b_ih, p.b_hh, y, reserve,
+                                  p.dy, p.dh_n, p.dc_n, **options)._asdict()
+    return out
+
+
+def _run_gru(impl, p, backward, **options):
+    y, h_n, reserve = impl.gru_forward(p.x, p.h0, p.w_ih, p.w_hh, p.b_ih, p.b_hh,
+                                       training=backward, **options)
+    out = {"y": y, "h_n": h_n}
+    if backward:
+        out |= impl.gru_backward(p.x, p.h0, p.w_ih, p.w_hh, p.b_ih, p.b_hh, y, reserve, p.dy,
+                                 p.dh_n, **options)._asdict()
+    return out
+
+
+class Cell(NamedTuple):
+    gates: int  # G: the weights are [G*H,D] and [G*H,H]
+    lstm: bool  # a cell state c besides h
+    run: Callable  # (impl, Problem, backward, **options) -> {name: array}
+    grads: type  # the gradients' NamedTuple, fields in the order of the inputs
+    torch_class: str  # the torch.nn module
+    fused_torch: bool  # fusedrnn.torch has a module of that name
+
+
+CELLS = {
+    "rnn": Cell(1, False, _run_rnn, RNNGrads, "RNN", True),
+    "lstm": Cell(4, True, _run_lstm, LSTMGrads, "LSTM", False),
+    "gru": Cell(3, False, _run_gru, GRUGrads, "GRU", False),
+}
+
+
+def flops(shape, mode, cell="rnn"):
+    """FLOPs of one run of `mode` on `shape` (T, B, D, H) for a cell of G
+    gates: a forward is 2*T*B*G*H*(D+H), its two products per step."""
+    T, B, D, H = shape
+    return MODES[mode] * 2 * T * B * CELLS[cell].gates * H * (D + H)
+
+
+def problem(shape, dtype, rng, cell="rnn"):
+    """Random arguments of `cell` for `shape` (T, B, D, H). Weights scaled by
     1/sqrt(fan-in) keep tanh and sigmoid out of saturation, where a wrong
     gradient term would vanish."""
     T, B, D, H = shape
+    G, lstm = CELLS[cell].gates, CELLS[cell].lstm
+    gated = G > 1
 
-    def normal(*dims, scale=1.0):
-        return (scale * rng.standard_normal(dims)).astype(dtype)
+    def normal(*dims, scale=1.0, when=True):
+        return (scale * rng.standard_normal(dims)).astype(dtype) if when else None
 
-    return Problem(normal(T, B, D), normal(B, H, scale=0.5), normal(H, D, scale=D ** -0.5),
-                   normal(H, H, scale=H ** -0.5), normal(H, scale=0.5), normal(T, B, H),
-                   normal(B, H))
+    # Drawn in the field order, nothing for a None: for the rnn, the same
+    # draws as before the gated cells were added.
+    return Problem(normal(T, B, D), normal(B, H, scale=0.5), normal(B, H, scale=0.5, when=lstm),
+                   normal(G * H, D, scale=D ** -0.5), normal(G * H, H, scale=H ** -0.5),
+                   normal(G * H, scale=0.5), normal(G * H, scale=0.5, when=gated),
+                   normal(T, B, H), normal(B, H), normal(B, H, when=lstm))
 
 
 # --- peers ------------------------------------------------------------------
-# A peer builds what it needs for one Problem once and returns
-# {mode: a callable doing one run}. Every run returns NumPy arrays:
-# (y, h_n) for "fwd", (y, h_n, RNNGrads) for "fwd+bwd".
+# A peer builds what it needs for one cell's Problem once and returns
+# {mode: a callable doing one run}. Every run returns {name: NumPy array},
+# as a cell's run does: y and the final states for "fwd", the gradients too
+# for "fwd+bwd".
 
-def _numpy_peer(impl, p):
-    """fusedrnn and fusedrnn.reference: the same two functions."""
-    def forward():
-        return impl.rnn_forward(p.x, p.h0, p.w_ih, p.w_hh, p.bias)
-
-    def forward_backward():
-        y, h_n = forward()
-        return y, h_n, impl.rnn_backward(p.x, p.h0, p.w_ih, p.w_hh, y, p.dy, p.dh_n)
-
-    return {"fwd": forward, "fwd+bwd": forward_backward}
+def _numpy_peer(impl, cell, p):
+    """fusedrnn's NumPy API and fusedrnn.reference: the same functions."""
+    run = CELLS[cell].run
+    return {"fwd": partial(run, impl, p, False), "fwd+bwd": partial(run, impl, p, True)}
 
 
-def _torch_peer(module, p):
-    """`module`.RNN with the problem's weights, in the problem's dtype:
-    torch.nn.RNN, or fusedrnn.torch.RNN, which takes the same arguments."""
+def _torch_peer(module, cell, p):
+    """`module`.RNN, LSTM or GRU with the problem's weights, in the problem's
+    dtype: torch.nn's, or fusedrnn.torch.RNN, which takes the same
+    arguments."""
     import torch
 
+    spec = CELLS[cell]
     T, B, D = p.x.shape
-    H = p.w_hh.shape[0]
-    # torch.nn.RNN takes h0 and returns h_n as [1,B,H] (layers, batch, hidden).
-    x, h0 = (torch.from_numpy(a).requires_grad_() for a in (p.x, p.h0[None]))
-    dy, dh_n = torch.from_numpy(p.dy), torch.from_numpy(p.dh_n[None])
-    rnn = importlib.import_module(module).RNN(D, H, dtype=x.dtype)
+    H = p.w_hh.shape[1]
+    # torch takes h0 (and c0) and returns h_n (and c_n) as [1,B,H] (layers,
+    # batch, hidden); the LSTM's as a tuple (h, c).
+    x = torch.from_numpy(p.x).requires_grad_()
+    states0 = tuple(torch.from_numpy(a[None]).requires_grad_()
+                    for a in (p.h0, p.c0) if a is not None)
+    d_states_n = tuple(torch.from_numpy(a[None]) for a in (p.dh_n, p.dc_n) if a is not None)
+    dy = torch.from_numpy(p.dy)
+    rnn = getattr(importlib.import_module(module), spec.torch_class)(D, H, dtype=x.dtype)
     with torch.no_grad():
         rnn.weight_ih_l0.copy_(torch.from_numpy(p.w_ih))
         rnn.weight_hh_l0.copy_(torch.from_numpy(p.w_hh))
-        # fusedrnn's one bias stands for torch's b_ih + b_hh.
-        rnn.bias_ih_l0.copy_(torch.from_numpy(p.bias))
-        rnn.bias_hh_l0.zero_()
-    wrt = (x, h0, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0)
+        rnn.bias_ih_l0.copy_(torch.from_numpy(p.b_ih))
+        if p.b_hh is None:
+            rnn.bias_hh_l0.zero_()  # fusedrnn's one rnn bias stands for b_ih + b_hh
+        else:
+            rnn.bias_hh_l0.copy_(torch.from_numpy(p.b_hh))
+    state_names = ("h_n", "c_n")[:len(states0)]
+    # In the order of the cell's gradient fields: x, the states, the weights,
+    # the biases (the rnn's one).
+    wrt = (x, *states0, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0,
+           *([] if p.b_hh is None else [rnn.bias_hh_l0]))
+
+    def call():
+        y, states_n = rnn(x, states0 if spec.lstm else states0[0])
+        return y, (states_n if spec.lstm else (states_n,))
+
+    def named(y, states_n):
+        return {"y": y.detach().numpy(),
+                **{name: s[0].detach().numpy() for name, s in zip(state_names, states_n)}}
 
     def forward():
         with torch.no_grad():
-            y, h_n = rnn(x, h0)
-        return y.numpy(), h_n[0].numpy()
+            return named(*call())
 
     def forward_backward():
-        y, h_n = rnn(x, h0)
-        # The gradients of sum(y*dy) + sum(h_n*dh_n), fed in as the
-        # outputs' gradients: the work rnn_backward does for the same dy
-        # and dh_n, without building the loss. autograd.grad rather than
-        # backward(): nothing accumulates into .grad from run to run.
-        dx, dh0, dw_ih, dw_hh, dbias = torch.autograd.grad((y, h_n), wrt, (dy, dh_n))
-        return (y.detach().numpy(), h_n[0].detach().numpy(),
-                RNNGrads(dx.numpy(), dh0[0].numpy(), dw_ih.numpy(), dw_hh.numpy(), dbias.numpy()))
+        y, states_n = call()
+        # The gradients of sum(y*dy) + sum(h_n*dh_n) (+ sum(c_n*dc_n)), fed
+        # in as the outputs' gradients: the work the NumPy backward does for
+        # the same dy, dh_n and dc_n, without building the loss.
+        # autograd.grad rather than backward(): nothing accumulates into
+        # .grad from run to run.
+        grads = torch.autograd.grad((y, *states_n), wrt, (dy, *d_states_n))
+        return named(y, states_n) | {
+            name: (g[0] if name in ("dh0", "dc0") else g).numpy()
+            for name, g in zip(spec.grads._fields, grads)}
 
     return {"fwd": forward, "fwd+bwd": forward_backward}
 
@@ -126,10 +207,52 @@ PEERS = {
     "torch": partial(_torch_peer, "torch.nn"),
 }
 
-# What each peer's speed-up is measured against: torch.nn.RNN against the
-# module that replaces it (both torch modules, autograd and all), the others
-# against fusedrnn's NumPy API.
-BASELINE = {"reference": "fusedrnn", "fusedrnn.torch": "fusedrnn", "torch": "fusedrnn.torch"}
+
+def has_cell(impl, cell):
+    """Whether peer `impl` runs `cell`: fusedrnn.torch has no LSTM or GRU yet."""
+    return impl != "fusedrnn.torch" or CELLS[cell].fused_torch
+
+
+def baseline(impl, cell):
+    """What `impl`'s speed-up is measured against: torch.nn.RNN against the
+    module that replaces it (both torch modules, autograd and all); torch's
+    LSTM and GRU, which fusedrnn.torch does not have yet, and the others
+    against fusedrnn's NumPy API."""
+    if impl == "torch" and CELLS[cell].fused_torch:
+        return "fusedrnn.torch"
+    return "fusedrnn"
+
+
+# Two implementations agree on element i within tol * (|a_i| + rms(a)),
+# compared in float64 (the reference's results are float64 whatever the
+# dtype): as the tolerance of tests/conftest.py, relative for large elements
+# and absolute at the array's typical size for small ones (gradient sums
+# after cancellation). Both sides round, over T steps of dot products up to
+# 1760 terms long; fusedrnn and torch differ by 6e-6 in float32 and 2e-14 in
+# float64 on XL (the rnn), well inside these.
+AGREEMENT = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-11}
+
+
+def disagreements(got, want, dtype):
+    """What in `got` ({name: array}) disagrees with `want`, as messages; []
+    when every array of `want` is there with its shape and agrees."""
+    messages = []
+    for name, w in want.items():
+        if name not in got:
+            messages.append(f"{name}: missing")
+            continue
+        g, w = np.asarray(got[name], np.float64), np.asarray(w, np.float64)
+        if g.shape != w.shape:
+            messages.append(f"{name}: shape {g.shape}, expected {w.shape}")
+            continue
+        rms = np.sqrt(np.mean(w ** 2)) if w.size else 0.0
+        error = np.abs(g - w)
+        # Written so that a NaN counts as a failure.
+        bad = ~(error <= AGREEMENT[np.dtype(dtype)] * (np.abs(w) + rms))
+        if bad.any():
+            messages.append(f"{name}: {bad.sum()} of {bad.size} elements off, max error "
+                            f"{np.nan_to_num(error, nan=np.inf).max():.3g}, rms {rms:.3g}")
+    return messages
 
 
 @contextmanager
@@ -170,11 +293,13 @@ QUICK = Repeats(budget=0.02, min_runs=1, cap=0.0)
 
 
 def median_seconds(fn, repeats):
+    """(median seconds of a run of `fn`, what its last run returned): the
+    result is checked after the timing, outside it."""
     fn()
     times = []
     while sum(times) < repeats.budget or (len(times) < repeats.min_runs
                                           and sum(times) < repeats.cap):
         start = time.perf_counter()
-        fn()
+        result = fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), result

@@ -1,7 +1,7 @@
 """`python -m fusedrnn`: what this build runs on, whether its kernel agrees with
-the NumPy reference, and how fast it is next to it. `python -m fusedrnn bench`:
-how fast it is next to torch.nn.RNN and the reference, over shapes, dtypes and
-thread counts.
+the NumPy reference for every cell (rnn, lstm, gru), and how fast it is next
+to it. `python -m fusedrnn bench`: how fast it is next to torch.nn.RNN, LSTM
+and GRU and the reference, over cells, shapes, dtypes and thread counts.
 
 Standard library and NumPy only, so that it runs from any installed wheel;
 torch and matplotlib are imported only when asked for.
@@ -9,6 +9,7 @@ torch and matplotlib are imported only when asked for.
 
 import argparse
 import importlib
+import itertools
 import sys
 from typing import NamedTuple
 
@@ -16,8 +17,8 @@ import numpy as np
 
 import fusedrnn
 from fusedrnn import reference
-from fusedrnn._bench import BASELINE, FULL, MODES, PEERS, QUICK, SHAPES, flops, \
-    median_seconds, num_threads, problem
+from fusedrnn._bench import CELLS, FULL, MODES, PEERS, QUICK, SHAPES, baseline, \
+    disagreements, flops, has_cell, median_seconds, num_threads, problem
 
 NONLINEARITIES = ("tanh", "relu", "sigmoid")
 
@@ -31,9 +32,11 @@ TOLERANCES = {np.float32: 1e-4, np.float64: 1e-10}
 CHECK_SHAPE = (6, 5, 19, 37)  # T, B, D, H
 CHECK_LENGTHS = (6, 0, 3, 1, 5)
 
-# The report's timings against the reference stay at a few seconds without
-# XL, where one run of the reference takes over a second; `bench` has XL.
-REPORT_SHAPES = ("S", "M", "L")
+# cell -> the shapes the report times against the reference: no XL, and L
+# for the rnn only. On L one run of the reference's LSTM or GRU takes
+# 0.4-1.7 s; with L for every cell the report took 35 s on 2 quiet Zen 4
+# cores, over half of it on those two cells. `bench` has them all.
+REPORT_SHAPES = {"rnn": ("S", "M", "L"), "lstm": ("S", "M"), "gru": ("S", "M")}
 
 
 def main(argv=None):
@@ -44,24 +47,31 @@ def main(argv=None):
 def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m fusedrnn",
-        description="Report the build, check the kernel against the NumPy reference "
-                    "and time both on the standard shapes.")
+        description="Report the build, check every cell's kernel (rnn, lstm, gru; forward "
+                    "and backward) against the NumPy reference and time both on the "
+                    "standard shapes. Exits 1 if a check fails.")
     parser.add_argument("--quick", action="store_true",
                         help="time each case once or for a few milliseconds: "
                              "a smoke test, not a measurement")
     parser.add_argument("--no-bench", action="store_true",
-                        help="only report the build and check the kernel")
+                        help="only report the build and check the kernels")
     parser.set_defaults(run=_report)
 
     subcommands = parser.add_subparsers(title="subcommands")
     bench = subcommands.add_parser(
-        "bench", help="time fusedrnn against torch.nn.RNN and the reference",
-        description="Time fusedrnn's forward and forward+backward on the standard shapes: "
-                    "median time, GFLOP/s, percentage of the peak measured in the same run, "
-                    "and speed-up against each compared implementation (its time / "
-                    "fusedrnn's). The thread counts are restored afterwards.")
+        "bench", help="time fusedrnn against torch.nn.RNN/LSTM/GRU and the reference",
+        description="Time fusedrnn's forward and forward+backward for each cell on the "
+                    "standard shapes: median time, GFLOP/s (a forward is 2*T*B*G*H*(D+H) "
+                    "FLOPs with G = 1, 4, 3 gates for rnn, lstm, gru; forward+backward 3x "
+                    "that), percentage of the peak measured in the same run, and speed-up "
+                    "against each compared implementation (its time / fusedrnn's). Each "
+                    "compared implementation's results are checked against fusedrnn's after "
+                    "its timing: exits 1 if one disagrees. The thread counts are restored "
+                    "afterwards.")
     bench.add_argument("--threads", nargs="+", type=_thread_count, metavar="N",
                        help="thread counts to time (default: 1 and fusedrnn.get_num_threads())")
+    bench.add_argument("--cell", nargs="+", choices=CELLS, default=list(CELLS),
+                       help="cells to time (default: all)")
     bench.add_argument("--dtype", nargs="+", choices=("float32", "float64"),
                        default=["float32"], help="default: float32")
     bench.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES),
@@ -70,8 +80,12 @@ def _parser():
                        + " (default: all)")
     bench.add_argument("--compare", nargs="*", type=_peer_name, choices=("torch", "reference"),
                        help="implementations to time against fusedrnn (default: torch if "
-                            "installed; none when given empty); the reference is slow on L "
-                            "and XL")
+                            "installed; none when given empty). torch: torch.nn.RNN, LSTM or "
+                            "GRU with the same weights; for rnn also fusedrnn.torch.RNN, "
+                            "against which torch.nn.RNN's speed-up is taken; fusedrnn.torch "
+                            "has no LSTM or GRU yet, so torch.nn.LSTM and GRU are compared "
+                            "with fusedrnn's NumPy API. reference: fusedrnn.reference, slow "
+                            "on L and XL")
     bench.add_argument("--plot", type=_plot_file, metavar="FILE",
                        help="write a PNG bar chart of GFLOP/s, peak marked (needs matplotlib)")
     # SUPPRESS: without --quick here, `python -m fusedrnn --quick bench`
@@ -121,52 +135,60 @@ def _report(args):
         return 1  # timings of a wrong kernel mean nothing
     if not args.no_bench:
         print()
-        _time_table(REPORT_SHAPES, ["float32"], [fusedrnn.get_num_threads()], ["reference"],
-                    QUICK if args.quick else FULL)
+        rows = _time_table(REPORT_SHAPES, ["float32"], [fusedrnn.get_num_threads()],
+                           ["reference"], QUICK if args.quick else FULL)
+        if not all(row.agrees for row in rows):
+            return 1
     return 0
 
 
 # --- check ------------------------------------------------------------------
 
 def _check():
-    """Compare the kernel with the reference for both dtypes; True if all pass."""
+    """Compare every cell's kernel with the reference for both dtypes; True
+    if all pass."""
     T, B, D, H = CHECK_SHAPE
     print(f"check against fusedrnn.reference: T={T} B={B} D={D} H={H}, "
-          f"lengths {list(CHECK_LENGTHS)}, {', '.join(NONLINEARITIES)}")
+          f"lengths {list(CHECK_LENGTHS)}; rnn with {', '.join(NONLINEARITIES)}; "
+          f"{', '.join(cell for cell in CELLS if cell != 'rnn')} through a training forward "
+          f"and a backward with its reserve; every output and gradient")
     passed = True
-    for dtype, tolerance in TOLERANCES.items():
-        errors = list(_errors(dtype))
-        max_abs = max(error for _, error, _ in errors)
-        where, _, worst = max(errors, key=lambda e: e[2])
-        ok = worst <= tolerance
-        passed &= ok
-        print(f"  {np.dtype(dtype).name:8} max abs error {max_abs:.1e}, relative {worst:.1e} "
-              f"({where}), tolerance {tolerance:.0e}  {'PASS' if ok else 'FAIL'}")
+    for cell in CELLS:
+        for dtype, tolerance in TOLERANCES.items():
+            errors = list(_errors(cell, dtype))
+            max_abs = max(error for _, error, _ in errors)
+            where, _, worst = max(errors, key=lambda e: e[2])
+            ok = worst <= tolerance
+            passed &= ok
+            print(f"  {cell:4} {np.dtype(dtype).name:8} max abs error {max_abs:.1e}, "
+                  f"relative {worst:.1e} ({where}), tolerance {tolerance:.0e}  "
+                  f"{'PASS' if ok else 'FAIL'}")
     return passed
 
 
-def _errors(dtype):
-    """(where, abs error, relative error) for every nonlinearity and every
-    output of rnn_forward and rnn_backward."""
+def _errors(cell, dtype):
+    """(where, abs error, relative error) for every output and gradient of
+    `cell`'s forward and backward, for each nonlinearity of the rnn."""
     rng = np.random.default_rng(0)
-    lengths = np.array(CHECK_LENGTHS)
-    for nonlinearity in NONLINEARITIES:
-        x, h0, w_ih, w_hh, bias, dy, dh_n = problem(CHECK_SHAPE, dtype, rng)
-        options = dict(nonlinearity=nonlinearity, lengths=lengths)
-
-        y, h_n = fusedrnn.rnn_forward(x, h0, w_ih, w_hh, bias, **options)
-        ref_y, ref_h_n = reference.rnn_forward(x, h0, w_ih, w_hh, bias, **options)
-        # The reference backward gets the kernel's y, so that its error is the
-        # backward's own and not the forward's carried over.
-        grads = fusedrnn.rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n, **options)
-        ref_grads = reference.rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n, **options)
-
-        pairs = {"y": (y, ref_y), "h_n": (h_n, ref_h_n),
-                 **{name: pair for name, pair in zip(grads._fields, zip(grads, ref_grads))}}
-        for name, (got, want) in pairs.items():
+    spec = CELLS[cell]
+    variants = [{"nonlinearity": n} for n in NONLINEARITIES] if cell == "rnn" else [{}]
+    for variant in variants:
+        p = problem(CHECK_SHAPE, dtype, rng, cell)
+        options = dict(variant, lengths=np.array(CHECK_LENGTHS))
+        got = spec.run(fusedrnn, p, True, **options)
+        want = spec.run(reference, p, True, **options)
+        if cell == "rnn":
+            # The reference backward gets the kernel's y, so that its error
+            # is the backward's own and not the forward's carried over (relu's
+            # derivative jumps where y rounds across 0). The gated cells'
+            # reference backward reads its own reserve; their gates are smooth.
+            want |= reference.rnn_backward(p.x, p.h0, p.w_ih, p.w_hh, got["y"], p.dy, p.dh_n,
+                                           **options)._asdict()
+        suffix = f", {variant['nonlinearity']}" if variant else ""
+        for name, w in want.items():
             # A NaN must count as the worst error, not as one that compares false.
-            error = np.nan_to_num(np.abs(got - want), nan=np.inf).max()
-            yield f"{name}, {nonlinearity}", error, error / max(1.0, np.abs(want).max())
+            error = np.nan_to_num(np.abs(got[name] - w), nan=np.inf).max()
+            yield f"{name}{suffix}", error, error / max(1.0, np.abs(w).max())
 
 
 # --- timing -----------------------------------------------------------------
@@ -175,77 +197,101 @@ def _bench_command(args):
     compare = args.compare
     if compare is None:
         compare = ["torch"] if _importable("torch") else []
-    if "torch" in compare:
-        # torch.nn.RNN is timed next to fusedrnn.torch.RNN, its replacement.
+    if "torch" in compare and any(has_cell("fusedrnn.torch", cell) for cell in args.cell):
+        # torch.nn.RNN is timed next to fusedrnn.torch.RNN, its replacement
+        # (there is no fusedrnn.torch.LSTM or GRU yet).
         compare = ["fusedrnn.torch", *compare]
     threads = args.threads or list(dict.fromkeys([1, fusedrnn.get_num_threads()]))
     print(f"fusedrnn {fusedrnn.__version__}, ISA {fusedrnn.get_isa()}")
-    rows = _time_table(args.shapes, args.dtype, threads, compare, QUICK if args.quick else FULL)
+    rows = _time_table({cell: args.shapes for cell in args.cell}, args.dtype, threads, compare,
+                       QUICK if args.quick else FULL)
     if args.plot:
         _plot(args.plot, rows)
         print(f"plot written to {args.plot}")
-    return 0
+    return 0 if all(row.agrees for row in rows) else 1
 
 
 class _Row(NamedTuple):
+    cell: str
     shape: str
     mode: str
     dtype: str
     threads: int
-    seconds: dict  # implementation -> median seconds per run
+    seconds: dict  # implementation -> median seconds per run; those that have the cell
     peak: float  # GFLOP/s: fusedrnn.peak_gflops(dtype) times the thread count
+    agrees: bool  # every implementation's results agree with fusedrnn's
 
     def gflops(self, impl):
-        return flops(SHAPES[self.shape], self.mode) / self.seconds[impl] / 1e9
+        return flops(SHAPES[self.shape], self.mode, self.cell) / self.seconds[impl] / 1e9
 
 
-def _time_table(shapes, dtypes, threads, compare, repeats):
-    """Time fusedrnn and each implementation in `compare` on every shape,
-    mode, dtype and thread count; print a row as each is done (a log shows
-    progress too) and return the rows."""
+def _time_table(cells, dtypes, threads, compare, repeats):
+    """Time fusedrnn and each implementation in `compare` on every cell and
+    its shapes (`cells`: cell -> shape names), every mode, dtype and thread
+    count, checking each one's results against fusedrnn's after its timing;
+    print a row as each is done (a log shows progress too) and a FAIL line
+    for each disagreement, and return the rows."""
     impls = ["fusedrnn", *compare]
     peaks = {dtype: fusedrnn.peak_gflops(dtype) for dtype in dtypes}
     print("peak of one thread (fusedrnn.peak_gflops, an FMA loop): "
           + ", ".join(f"{dtype} {peak:.1f} GFLOP/s" for dtype, peak in peaks.items()))
-    print("median time per call; FLOPs: forward 2*T*B*H*(D+H), fwd+bwd 3x that; % peak: "
-          "of the peak times the thread count; speed-up: the column's time / fusedrnn's, "
-          "torch's / fusedrnn.torch's for torch")
+    print("median time per call; FLOPs: forward 2*T*B*G*H*(D+H), G = "
+          + ", ".join(f"{CELLS[cell].gates} ({cell})" for cell in cells)
+          + ", fwd+bwd 3x that; % peak: of the peak times the thread count; speed-up: the "
+            "column's time / fusedrnn's (the NumPy API's), torch's / fusedrnn.torch's for rnn")
+    print("fusedrnn: the NumPy API; lstm and gru fwd+bwd: a training forward, then the "
+          "backward with its reserve")
     if "torch" in compare:
         torch = sys.modules["torch"]  # imported by _peer_name or _importable
-        print(f"torch {torch.__version__}: torch.nn.RNN, same weights, same thread count; "
-              "fwd under torch.no_grad(), fwd+bwd through autograd")
+        print(f"torch {torch.__version__}: torch.nn."
+              + "/".join(CELLS[cell].torch_class for cell in cells)
+              + ", same weights, same thread count; fwd under torch.no_grad(), fwd+bwd "
+                "through autograd")
+    if "fusedrnn.torch" in compare:
         print("fusedrnn.torch: fusedrnn.torch.RNN, the same module on fusedrnn's kernel")
+    if "torch" in compare and any(not has_cell("fusedrnn.torch", cell) for cell in cells):
+        print("fusedrnn.torch has no LSTM or GRU yet: torch.nn.LSTM and GRU are compared "
+              "with the NumPy API")
     if "reference" in compare:
         print("reference: fusedrnn.reference, NumPy in float64, on NumPy's own BLAS threads")
-    print(f"{'shape':5}  {'T,B,D,H':15}  {'mode':7}  {'dtype':7}  {'threads':>7}  "
+    print("each implementation's results are checked against fusedrnn's after its timing")
+    print(f"{'cell':4}  {'shape':5}  {'T,B,D,H':15}  {'mode':7}  {'dtype':7}  {'threads':>7}  "
           f"{'fusedrnn':>14}  {'GFLOP/s':>8}  {'% peak':>6}"
           + "".join(f"  {impl:>14}  {'speed-up':>8}" for impl in compare))
 
     rng = np.random.default_rng(0)
     progress = _Progress()
-    total = len(shapes) * len(MODES) * len(dtypes) * len(threads) * len(impls)
+    total = sum(has_cell(impl, cell) * len(shapes) for cell, shapes in cells.items()
+                for impl in impls) * len(MODES) * len(dtypes) * len(threads)
     started = 0
     rows = []
-    for shape in shapes:
-        # One problem per dtype, every implementation built on it once.
-        runs = {}
-        for dtype in dtypes:
-            p = problem(SHAPES[shape], dtype, rng)
-            runs[dtype] = {impl: PEERS[impl](p) for impl in impls}
-        for mode in MODES:
+    for cell, shapes in cells.items():
+        cell_impls = [impl for impl in impls if has_cell(impl, cell)]
+        for shape in shapes:
+            # One problem per dtype, every implementation built on it once.
+            runs = {}
             for dtype in dtypes:
-                for n in threads:
-                    seconds = {}
-                    with num_threads(n):
-                        for impl in impls:
-                            started += 1
-                            progress.show(f"timing {shape} {mode} {dtype} threads={n} {impl} "
-                                          f"[{started}/{total}]")
-                            seconds[impl] = median_seconds(runs[dtype][impl][mode], repeats)
-                    row = _Row(shape, mode, dtype, n, seconds, peaks[dtype] * n)
-                    progress.clear()
-                    print(_format(row, compare), flush=True)
-                    rows.append(row)
+                p = problem(SHAPES[shape], dtype, rng, cell)
+                runs[dtype] = {impl: PEERS[impl](cell, p) for impl in cell_impls}
+            for mode, dtype, n in itertools.product(MODES, dtypes, threads):
+                seconds, failures = {}, []
+                with num_threads(n):
+                    for impl in cell_impls:  # fusedrnn first
+                        started += 1
+                        progress.show(f"timing {cell} {shape} {mode} {dtype} threads={n} "
+                                      f"{impl} [{started}/{total}]")
+                        seconds[impl], result = median_seconds(runs[dtype][impl][mode], repeats)
+                        if impl == "fusedrnn":
+                            fused = result
+                        else:
+                            failures += [f"{impl}: {message}"
+                                         for message in disagreements(result, fused, dtype)]
+                row = _Row(cell, shape, mode, dtype, n, seconds, peaks[dtype] * n, not failures)
+                progress.clear()
+                print(_format(row, compare), flush=True)
+                for message in failures:
+                    print(f"  FAIL, disagrees with fusedrnn: {message}", flush=True)
+                rows.append(row)
     return rows
 
 
@@ -253,10 +299,11 @@ def _format(row, compare):
     fused = row.seconds["fusedrnn"]
     gflops = row.gflops("fusedrnn")
     dims = ",".join(map(str, SHAPES[row.shape]))
-    return (f"{row.shape:5}  {dims:15}  {row.mode:7}  {row.dtype:7}  {row.threads:7}  "
-            f"{_ms(fused)}  {gflops:8.2f}  {100 * gflops / row.peak:5.1f}%"
+    return (f"{row.cell:4}  {row.shape:5}  {dims:15}  {row.mode:7}  {row.dtype:7}  "
+            f"{row.threads:7}  {_ms(fused)}  {gflops:8.2f}  {100 * gflops / row.peak:5.1f}%"
             + "".join(f"  {_ms(row.seconds[impl])}  "
-                      f"{row.seconds[impl] / row.seconds[BASELINE[impl]]:7.2f}x"
+                      f"{row.seconds[impl] / row.seconds[baseline(impl, row.cell)]:7.2f}x"
+                      if impl in row.seconds else f"  {'-':>14}  {'-':>8}"
                       for impl in compare))
 
 
@@ -266,14 +313,15 @@ def _ms(seconds):
 
 def _plot(path, rows):
     """A bar chart per dtype and thread count: GFLOP/s of each implementation
-    per shape and mode, on a log scale (S and the reference sit orders of
-    magnitude below L), the peak as a dashed line."""
+    per cell, shape and mode, on a log scale (S and the reference sit orders
+    of magnitude below L), the peak as a dashed line. An implementation
+    without a cell (fusedrnn.torch for lstm and gru) has no bar there."""
     # Figure without pyplot: no GUI backend, no global state.
     from matplotlib.figure import Figure
 
     dtypes = list(dict.fromkeys(row.dtype for row in rows))
     threads = list(dict.fromkeys(row.threads for row in rows))
-    impls = list(rows[0].seconds)
+    impls = list(dict.fromkeys(impl for row in rows for impl in row.seconds))
     bars_across = len(rows) // len(dtypes) * len(impls)
     fig = Figure(figsize=(1.5 + 0.4 * bars_across, 3.5 * len(dtypes)), layout="constrained")
     axes = fig.subplots(len(dtypes), len(threads), squeeze=False, sharey=True)
@@ -281,16 +329,17 @@ def _plot(path, rows):
     for i, dtype in enumerate(dtypes):
         for j, n in enumerate(threads):
             ax = axes[i][j]
-            cells = [row for row in rows if row.dtype == dtype and row.threads == n]
+            cases = [row for row in rows if row.dtype == dtype and row.threads == n]
             for k, impl in enumerate(impls):
-                ax.bar([c + k * width for c in range(len(cells))],
-                       [row.gflops(impl) for row in cells], width, label=impl)
-            ax.axhline(cells[0].peak, color="black", linestyle="--", label="peak")
-            ax.set_xticks([c + (len(impls) - 1) * width / 2 for c in range(len(cells))],
-                          [f"{row.shape}\n{row.mode}" for row in cells])
+                ax.bar([c + k * width for c in range(len(cases))],
+                       [row.gflops(impl) if impl in row.seconds else np.nan for row in cases],
+                       width, label=impl)
+            ax.axhline(cases[0].peak, color="black", linestyle="--", label="peak")
+            ax.set_xticks([c + (len(impls) - 1) * width / 2 for c in range(len(cases))],
+                          [f"{row.cell}\n{row.shape}\n{row.mode}" for row in cases])
             ax.set_yscale("log")
             ax.set_title(f"{dtype}, {n} thread{'s' if n > 1 else ''}, "
-                         f"peak {cells[0].peak:.0f} GFLOP/s")
+                         f"peak {cases[0].peak:.0f} GFLOP/s")
         axes[i][0].set_ylabel("GFLOP/s")
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside upper center",
                ncols=len(impls) + 1)

@@ -1,0 +1,91 @@
+"""One benchmark per implementation, cell, shape, mode, dtype and thread
+count; each times one run and then checks what the run returned.
+
+The cells are rnn, lstm and gru (fusedrnn._bench.CELLS); fusedrnn.torch has
+the rnn only, so its LSTM and GRU cases are not generated.
+
+extra_info records flops, gflops and pct_peak (of fusedrnn.peak_gflops(dtype)
+times the thread count), in `--benchmark-json` output.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from fusedrnn import reference
+from fusedrnn._bench import CELLS, MODES, PEERS, SHAPES, flops, has_cell, num_threads
+
+DTYPES = ("float32", "float64")
+THREADS = (1, 2)
+QUICK_SHAPES = ("S", "M")
+# The reference takes up to seconds per run on L and XL, times
+# pytest-benchmark's five rounds at the least. The thread count is
+# fusedrnn's and torch's; NumPy's BLAS under the reference picks its own, so
+# a second count would time the same thing again.
+REFERENCE_SHAPES = ("S", "M")
+REFERENCE_THREADS = (1,)
+# y_t depends on x up to step t only: the reference on this many steps checks
+# the start of y at a fraction of a full run's cost.
+CHECK_STEPS = 2
+
+
+def pytest_generate_tests(metafunc):
+    shapes = QUICK_SHAPES if metafunc.config.getoption("--bench-quick") else SHAPES
+    cases = [
+        pytest.param(impl, cell, shape, mode, dtype, threads,
+                     id=f"{impl}-{cell}-{shape}-{mode}-{dtype}-{threads}thread")
+        for impl, cell, shape, mode, dtype, threads in itertools.product(
+            PEERS, CELLS, shapes, MODES, DTYPES, THREADS)
+        if has_cell(impl, cell)
+        and (impl != "reference" or (shape in REFERENCE_SHAPES and threads in REFERENCE_THREADS))
+    ]
+    metafunc.parametrize(("impl", "cell", "shape", "mode", "dtype", "threads"), cases)
+
+
+def expected_shapes(cell, shape, mode):
+    """{name: shape} of what a run of `mode` returns."""
+    T, B, D, H = SHAPES[shape]
+    spec = CELLS[cell]
+    G = spec.gates
+    shapes = {"y": (T, B, H), "h_n": (B, H), **({"c_n": (B, H)} if spec.lstm else {})}
+    if mode == "fwd+bwd":
+        every = {"dx": (T, B, D), "dh0": (B, H), "dc0": (B, H), "dw_ih": (G * H, D),
+                 "dw_hh": (G * H, H), "dbias": (H,), "db_ih": (G * H,), "db_hh": (G * H,)}
+        shapes |= {name: every[name] for name in spec.grads._fields}
+    return shapes
+
+
+def test_cell(benchmark, quick, peak_gflops, problems, first_results, assert_agree,
+              impl, cell, shape, mode, dtype, threads):
+    if impl in ("torch", "fusedrnn.torch"):
+        pytest.importorskip("torch")
+    p = problems(cell, shape, dtype)
+    run = PEERS[impl](cell, p)[mode]
+    benchmark.group = f"{cell} {shape} {mode} {dtype}"
+    with num_threads(threads):
+        outputs = benchmark.pedantic(run, rounds=1, iterations=1) if quick else benchmark(run)
+
+    n_flops = flops(SHAPES[shape], mode, cell)
+    benchmark.extra_info["flops"] = n_flops
+    if benchmark.stats:  # None under --benchmark-disable
+        gflops = n_flops / benchmark.stats.stats.median / 1e9
+        benchmark.extra_info["gflops"] = gflops
+        benchmark.extra_info["pct_peak"] = 100 * gflops / (peak_gflops(dtype) * threads)
+
+    assert {name: a.shape for name, a in outputs.items()} == expected_shapes(cell, shape, mode)
+    for name, a in outputs.items():
+        assert np.isfinite(a).all(), f"{name}: not finite"
+    start = p._replace(x=p.x[:CHECK_STEPS], dy=p.dy[:CHECK_STEPS])
+    ref_y = CELLS[cell].run(reference, start, False)["y"]
+    assert_agree({"y": outputs["y"][:CHECK_STEPS]}, {"y": ref_y}, dtype,
+                 f"y[:{CHECK_STEPS}] against the reference")
+
+    # Every output against the first implementation and thread count timed
+    # on the same problem: fusedrnn on one thread, unless deselected.
+    key = (cell, shape, mode, dtype)
+    if key in first_results:
+        first, first_outputs = first_results[key]
+        assert_agree(outputs, first_outputs, dtype, f"against {first}")
+    else:
+        first_results[key] = f"{impl} on {threads} thread(s)", outputs
