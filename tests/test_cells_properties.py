@@ -66,7 +66,11 @@ def cell_problems(draw):
     dtype = np.dtype(draw(st.sampled_from(["float32", "float64"])))
     batch_first = draw(st.booleans())
     layout = draw(st.sampled_from(["C", "F", "strided"]))
-    scale = draw(st.sampled_from([0.3, 1.0, 4.0]))  # 4: the gates saturate
+    # 4: the gates saturate. Not in float32: a gate stored as float32 that far
+    # out (sigmoid 1 - 6e-8, one ulp below 1) leaves its derivative s (1 - s)
+    # no correct digit, which the float64 reference keeps; the backward is
+    # then right only to the float32 gates' rounding, not to the tolerance.
+    scale = draw(st.sampled_from([0.3, 1.0] if dtype == np.float32 else [0.3, 1.0, 4.0]))
     rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
 
     def array(shape, fan_in=1):

@@ -21,7 +21,7 @@ import fusedrnn
 from fusedrnn import reference
 from fusedrnn._types import GRUGrads, LSTMGrads, RNNGrads
 
-# DESIGN.md section 7: T, B, D, H.
+# The standard shapes (docs/design.md, README "Benchmarks"): T, B, D, H.
 SHAPES = {
     "S": (100, 1, 64, 64),
     "M": (100, 32, 128, 128),
