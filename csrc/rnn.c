@@ -123,6 +123,12 @@ static int gemm_in_pass(gemm_id id, int backward)
     return backward ? id != GEMM_INPUT : id == GEMM_INPUT;
 }
 
+/* A gated cell's training forward and its backward work on the reserve. */
+static int uses_reserve(const fusedrnn_problem *p, int backward)
+{
+    return !CELLS[p->cell].fused && (backward || p->training);
+}
+
 /* The GEMM engine and the drivers, once per dtype. */
 #define REAL float
 #define SFX(name) name##_f32
@@ -183,12 +189,6 @@ static void zero_fill(void *buf, int64_t count, fusedrnn_dtype dtype)
 {
     if (buf && count > 0)  /* memset(NULL, 0, 0) is undefined */
         memset(buf, 0, (size_t)count * elem_size(dtype));
-}
-
-/* A gated cell's training forward and its backward work on the reserve. */
-static int uses_reserve(const fusedrnn_problem *p, int backward)
-{
-    return !CELLS[p->cell].fused && (backward || p->training);
 }
 
 /* The layouts, measured (base == NULL) or laid over a buffer. + 64: room to
@@ -266,13 +266,6 @@ static fusedrnn_status prepare(const fusedrnn_problem *p, const int64_t *lengths
     return FUSEDRNN_OK;
 }
 
-/* The drivers' view of a call, for either dtype: the same pointers, typed. */
-#define RUN_OF(R, prob, kernels, work, inputs, bwd)                                 \
-    (R){.p = (prob), .cell = &CELLS[(prob)->cell], .u = (kernels), .w = (work),      \
-        .backward = (bwd), .x = (inputs)->x, .h0 = (inputs)->h0, .c0 = (inputs)->c0,  \
-        .w_ih = (inputs)->w_ih, .w_hh = (inputs)->w_hh, .b_ih = (inputs)->b_ih,       \
-        .b_hh = (inputs)->b_hh, .lengths = (inputs)->lengths}
-
 fusedrnn_status fusedrnn_forward(const fusedrnn_problem *p, const fusedrnn_inputs *in,
                                  const fusedrnn_outputs *out,
                                  void *workspace, size_t workspace_bytes)
@@ -285,23 +278,11 @@ fusedrnn_status fusedrnn_forward(const fusedrnn_problem *p, const fusedrnn_input
     if (st != FUSEDRNN_OK || nothing_recurs(p))   /* y, h_n, c_n are empty */
         return st;
     const isa_kernels *k = fusedrnn_active_kernels();
-    int reserve = uses_reserve(p, 0);
     fp_mode mode = fp_enter();
-    if (p->dtype == FUSEDRNN_F32) {
-        work_f32 w = carve_f32(&a, p, 0);
-        if (reserve)
-            take_reserve_f32(&ra, &w, p);
-        run_f32 r = RUN_OF(run_f32, p, &k->f32, &w, in, 0);
-        r.y = out->y, r.h_n = out->h_n, r.c_n = out->c_n;
-        forward_f32(&r);
-    } else {
-        work_f64 w = carve_f64(&a, p, 0);
-        if (reserve)
-            take_reserve_f64(&ra, &w, p);
-        run_f64 r = RUN_OF(run_f64, p, &k->f64, &w, in, 0);
-        r.y = out->y, r.h_n = out->h_n, r.c_n = out->c_n;
-        forward_f64(&r);
-    }
+    if (p->dtype == FUSEDRNN_F32)
+        run_forward_f32(p, &k->f32, &a, &ra, in, out);
+    else
+        run_forward_f64(p, &k->f64, &a, &ra, in, out);
     fp_leave(mode);
     return FUSEDRNN_OK;
 }
@@ -330,28 +311,11 @@ fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p, const fusedrnn_inpu
         return FUSEDRNN_OK;
     }
     const isa_kernels *k = fusedrnn_active_kernels();
-    int reserve = uses_reserve(p, 1);
     fp_mode mode = fp_enter();
-    /* y is an input here: the run's y is read only. */
-    if (p->dtype == FUSEDRNN_F32) {
-        work_f32 w = carve_f32(&a, p, 1);
-        if (reserve)
-            take_reserve_f32(&ra, &w, p);
-        run_f32 r = RUN_OF(run_f32, p, &k->f32, &w, in, 1);
-        r.y = (float *)gin->y, r.dy = gin->dy, r.dh_n = gin->dh_n, r.dc_n = gin->dc_n;
-        r.dx = grads->dx, r.dh0 = grads->dh0, r.dc0 = grads->dc0, r.dw_ih = grads->dw_ih;
-        r.dw_hh = grads->dw_hh, r.db_ih = grads->db_ih, r.db_hh = grads->db_hh;
-        backward_f32(&r);
-    } else {
-        work_f64 w = carve_f64(&a, p, 1);
-        if (reserve)
-            take_reserve_f64(&ra, &w, p);
-        run_f64 r = RUN_OF(run_f64, p, &k->f64, &w, in, 1);
-        r.y = (double *)gin->y, r.dy = gin->dy, r.dh_n = gin->dh_n, r.dc_n = gin->dc_n;
-        r.dx = grads->dx, r.dh0 = grads->dh0, r.dc0 = grads->dc0, r.dw_ih = grads->dw_ih;
-        r.dw_hh = grads->dw_hh, r.db_ih = grads->db_ih, r.db_hh = grads->db_hh;
-        backward_f64(&r);
-    }
+    if (p->dtype == FUSEDRNN_F32)
+        run_backward_f32(p, &k->f32, &a, &ra, in, gin, grads);
+    else
+        run_backward_f64(p, &k->f64, &a, &ra, in, gin, grads);
     fp_leave(mode);
     return FUSEDRNN_OK;
 }

@@ -525,3 +525,40 @@ static void SFX(backward)(const SFX(run) *r)
     SFX(gemm_team)(r, GEMM_DW_HH, (SFX(view)){dg_k, 1, GH}, (SFX(view)){y_k, H, 1},
                    w->keep_pair, r->dw_hh, H, r->h0 != NULL, NULL);
 }
+
+/* The entry points' view of a call: the workspace and reserve laid over the
+ * caller's buffers (a, ra), the pointers typed, the driver run. */
+static SFX(run) SFX(bind)(const fusedrnn_problem *p, const SFX(ukr) *u, SFX(work) *w,
+                          const fusedrnn_inputs *in, int backward)
+{
+    return (SFX(run)){.p = p, .cell = &CELLS[p->cell], .u = u, .w = w, .backward = backward,
+                      .x = in->x, .h0 = in->h0, .c0 = in->c0, .w_ih = in->w_ih,
+                      .w_hh = in->w_hh, .b_ih = in->b_ih, .b_hh = in->b_hh,
+                      .lengths = in->lengths};
+}
+
+static void SFX(run_forward)(const fusedrnn_problem *p, const SFX(ukr) *u, arena *a, arena *ra,
+                             const fusedrnn_inputs *in, const fusedrnn_outputs *out)
+{
+    SFX(work) w = SFX(carve)(a, p, 0);
+    if (uses_reserve(p, 0))
+        SFX(take_reserve)(ra, &w, p);
+    SFX(run) r = SFX(bind)(p, u, &w, in, 0);
+    r.y = out->y, r.h_n = out->h_n, r.c_n = out->c_n;
+    SFX(forward)(&r);
+}
+
+static void SFX(run_backward)(const fusedrnn_problem *p, const SFX(ukr) *u, arena *a, arena *ra,
+                              const fusedrnn_inputs *in, const fusedrnn_grad_inputs *gin,
+                              const fusedrnn_grads *g)
+{
+    SFX(work) w = SFX(carve)(a, p, 1);
+    if (uses_reserve(p, 1))
+        SFX(take_reserve)(ra, &w, p);
+    SFX(run) r = SFX(bind)(p, u, &w, in, 1);
+    r.y = (REAL *)gin->y;   /* an input here: the run's y is read only */
+    r.dy = gin->dy, r.dh_n = gin->dh_n, r.dc_n = gin->dc_n;
+    r.dx = g->dx, r.dh0 = g->dh0, r.dc0 = g->dc0, r.dw_ih = g->dw_ih, r.dw_hh = g->dw_hh;
+    r.db_ih = g->db_ih, r.db_hh = g->db_hh;
+    SFX(backward)(&r);
+}
