@@ -98,7 +98,7 @@ static SFX(work) SFX(carve)(arena *a, const fusedrnn_problem *p, int backward)
     w.packed_cap = arena_checked_mul(a, GH, SFX(round_up)(a, H, FUSEDRNN_NR_MAX));
     w.packed = arena_take(a, w.packed_cap, sizeof(REAL));
     w.zeros = arena_take(a, GH, sizeof(REAL));
-    w.bias = arena_take(a, GH, sizeof(REAL));
+    w.bias = backward ? NULL : arena_take(a, GH, sizeof(REAL));
     for (int i = 0; i < 2; i++) {
         SFX(step_rows) *r = &w.rows[i];
         r->a = arena_take(a, B, sizeof(REAL *));
