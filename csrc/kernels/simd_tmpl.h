@@ -139,6 +139,8 @@ static void SFX(step)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
             SFX(step_tile)(2, 1, 1, k, a_rows, B, c_rows, aux_rows, c, m, w, epi);
         else if (m <= 4)
             SFX(step_tile)(4, 1, 1, k, a_rows, B, c_rows, aux_rows, c, m, w, epi);
+        else if (MR > 8 && m <= 8)   /* AVX-512: 32 rows are 12 + 12 + 8, not a third 12 */
+            SFX(step_tile)(8, 1, 1, k, a_rows, B, c_rows, aux_rows, c, m, w, epi);
         else
             SFX(step_tile)(MR, 1, 1, k, a_rows, B, c_rows, aux_rows, c, m, w, epi);
         j += pair ? 2 * NR : NR;
