@@ -179,7 +179,8 @@ static void SFX(gemm_team)(const SFX(run) *r, gemm_id id, SFX(view) A, SFX(view)
 {
     gemm_dims d = dims_of(r->p, id);
     SFX(gemm_job) g = {r->u, d.M, d.N, d.K, A, B, keep, C, ldc, accumulate, bias, r->w->slabs};
-    team_run(threads_for(r->p, (double)d.M * d.N * d.K, 1 << 18), SFX(gemm_slice), &g);
+    /* a share of 2^20 multiply-adds (about 20 us) outweighs waking a worker that sleeps */
+    team_run(threads_for(r->p, (double)d.M * d.N * d.K, 1 << 20), SFX(gemm_slice), &g);
 }
 
 /* The row of a state given per sequence ([B,H], NULL meaning zeros). */
@@ -474,9 +475,12 @@ static void SFX(backward)(const SFX(run) *r)
 
     /* The weight and input gradients, deferred to one GEMM each over K = T*B
      * (two for a split cell: its last gate's input side is dxn). */
-    if (r->db_hh)
-        SFX(column_sums)(r->db_hh, dg, TB, GH, GH);
+    /* db_ih equals db_hh but in a split gate: one sum serves both */
     SFX(column_sums)(r->db_ih, dg, TB, GH, GxH);
+    if (r->db_hh) {
+        SFX(copy)(r->db_hh, r->db_ih, GxH);
+        SFX(column_sums)(r->db_hh + GxH, dg + GxH, TB, GH, GH - GxH);
+    }
     SFX(gemm_team)(r, GEMM_DW_IH, (SFX(view)){dg, 1, GH}, (SFX(view)){r->x, D, 1},
                    w->keep_x, r->dw_ih, D, 0, NULL);                          /* dg^T x   [Gx*H,D] */
     SFX(gemm_team)(r, GEMM_DX, (SFX(view)){dg, GH, 1}, (SFX(view)){r->w_ih, D, 1}, NULL,
