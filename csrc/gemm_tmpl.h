@@ -80,17 +80,27 @@ static void SFX(step)(const SFX(ukr) *u, int64_t m, int64_t j0, int64_t j1, int6
  * (unit stride down its columns) is copied once per block into rows, in pack_a.
  * The bias joins in the first k block's epilogue: C is written once, by the
  * team, not filled beforehand by one thread. */
+/* Rows given one by one rather than by a view: row i of A at a[i] (unit
+ * stride along K), row i of C at c[i] + c_col. How the gated cells' input
+ * side reaches the rows of the steps it feeds, wherever they are. */
+typedef struct {
+    const REAL *const *a;
+    REAL *const *c;
+    int64_t c_col;
+} SFX(row_lists);
+
 static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
                       SFX(view) A, SFX(view) B, const unsigned char *keep,
                       REAL *C, int64_t ldc, int accumulate, const REAL *bias,
-                      const SFX(slabs) *s)
+                      const SFX(slabs) *s, const SFX(row_lists) *lists)
 {
     const REAL *a_rows[FUSEDRNN_MC_MAX], *bias_rows[FUSEDRNN_MC_MAX];
     REAL *c_rows[FUSEDRNN_MC_MAX];
+#define C_ROW(i) (lists ? lists->c[i] + lists->c_col : C + (i) * ldc)
     if (K == 0 && !accumulate)
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < N; j++)
-                C[i * ldc + j] = bias ? bias[j] : 0;
+                C_ROW(i)[j] = bias ? bias[j] : 0;
     for (int64_t jc = 0; jc < N; jc += u->nc) {
         int64_t nc = SFX(min64)(u->nc, N - jc);
         for (int64_t pc = 0; pc < K; pc += u->kc) {
@@ -100,13 +110,14 @@ static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
                         keep ? keep + pc : NULL, s->b, s->b_cap);
             for (int64_t ic = 0; ic < M; ic += u->mc) {
                 int64_t mc = SFX(min64)(u->mc, M - ic);
-                const REAL *a = A.p + ic * A.rs + pc * A.cs;
+                const REAL *a = lists ? NULL : A.p + ic * A.rs + pc * A.cs;
                 for (int64_t i = 0; i < mc; i++) {
-                    a_rows[i] = A.cs == 1 ? a + i * A.rs : s->a + i * kc;
-                    c_rows[i] = C + (ic + i) * ldc + jc;
+                    a_rows[i] = lists ? lists->a[ic + i] + pc
+                              : A.cs == 1 ? a + i * A.rs : s->a + i * kc;
+                    c_rows[i] = C_ROW(ic + i) + jc;
                     bias_rows[i] = epi == EPI_BIAS ? bias + jc : NULL;
                 }
-                if (A.cs != 1) {   /* A transposed: its rows contiguous */
+                if (!lists && A.cs != 1) {   /* A transposed: its rows contiguous */
                     FUSEDRNN_ASSERT((size_t)(mc * kc) <= s->a_cap);
                     u->transpose(kc, mc, a, A.cs, s->a, kc);
                 }
@@ -115,6 +126,7 @@ static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
             }
         }
     }
+#undef C_ROW
 }
 
 /* C = A B (+ bias) or C += A B on `threads` threads: each takes a slice of whole
@@ -140,11 +152,11 @@ static void SFX(gemm_slice)(void *arg, int tid, int n, team *t)
         team_share(g->N, g->u->nr, tid, n, &lo, &hi);
         SFX(view) B = {g->B.p + lo * g->B.cs, g->B.rs, g->B.cs};
         SFX(gemm)(g->u, g->M, hi - lo, g->K, g->A, B, g->keep, g->C + lo, g->ldc,
-                  g->accumulate, g->bias ? g->bias + lo : NULL, &g->slabs[tid]);
+                  g->accumulate, g->bias ? g->bias + lo : NULL, &g->slabs[tid], NULL);
     } else {
         team_share(g->M, g->u->mr, tid, n, &lo, &hi);
         SFX(view) A = {g->A.p + lo * g->A.rs, g->A.rs, g->A.cs};
         SFX(gemm)(g->u, hi - lo, g->N, g->K, A, g->B, g->keep, g->C + lo * g->ldc, g->ldc,
-                  g->accumulate, g->bias, &g->slabs[tid]);
+                  g->accumulate, g->bias, &g->slabs[tid], NULL);
     }
 }

@@ -26,9 +26,19 @@ typedef struct {
     /* Double-buffered: thread 0 fills the next step's rows while the team
      * still works on the current one. */
     SFX(step_rows) rows[2];
-    /* Gated cells, in the reserve or, for inference, here: */
+    /* Gated cells: in the reserve (training forward, backward) */
     REAL *gates;              /* [T,B,G*H] pre-activations, then activated gates */
-    REAL *state;              /* [T,B,H] c_t (LSTM) or W_hn h_{t-1} + b_hn (GRU) */
+    REAL *state;              /* [T,B,H] c_t (LSTM) or W_hn h_{t-1} + b_hn (GRU); for
+                                 inference [B,H] here: each sequence's c (LSTM) or the
+                                 step's hn (GRU) */
+    /* Gated forward: the rows of every step in step order, step s's at
+     * [step_start[s], step_start[s + 1]): their x rows and where their gates
+     * go (the reserve, or for inference the chunk's rows in `ring`). */
+    const REAL **x_rows;      /* [T*B] */
+    REAL **g_rows;            /* [T*B] */
+    int64_t *step_start;      /* [T+1] */
+    REAL *ring;               /* inference: [chunk rows, G*H] one chunk's gates */
+    const REAL *in_bias;      /* [G*H] what the input side adds (input_bias), or NULL */
     /* Backward: */
     REAL *dg;                 /* [T,B,G*H] in y's layout: the gates' gradients (RNN: dz) */
     REAL *dxn;                /* [T,B,H] split cells: the last gate's input side */
@@ -118,8 +128,17 @@ static SFX(work) SFX(carve)(arena *a, const fusedrnn_problem *p, int backward)
         r->cell = (SFX(cell_rows)){(int64_t)H, r->gates, r->state, r->prev, r->h,
                                    r->carry, r->dgates, r->dxn};
     }
-    if (!backward && !c->fused && !p->training)
-        SFX(take_reserve)(a, &w, p);
+    if (!backward && !c->fused) {
+        w.x_rows = arena_take(a, TB, sizeof(REAL *));
+        w.g_rows = arena_take(a, TB, sizeof(REAL *));
+        w.step_start = arena_take(a, T + 1, sizeof(int64_t));
+        if (!p->training) {
+            size_t chunk = arena_checked_mul(a, (size_t)chunk_steps(p), B);
+            w.ring = arena_take(a, arena_checked_mul(a, chunk, GH), sizeof(REAL));
+            w.state = has_state(c) ? arena_take(a, arena_checked_mul(a, B, H), sizeof(REAL))
+                                   : NULL;
+        }
+    }
     if (backward) {
         w.dg = arena_take(a, arena_checked_mul(a, TB, GH), sizeof(REAL));
         w.dxn = c->split ? arena_take(a, arena_checked_mul(a, TB, H), sizeof(REAL)) : NULL;
@@ -203,6 +222,7 @@ static void SFX(fill_rows)(const SFX(run) *r, int64_t s, int buf)
     const int64_t T = p->T, B = p->B, H = p->H, GH = c->gates * H;
     SFX(work) *w = r->w;
     SFX(step_rows) *rows = &w->rows[buf];
+    const int in_reserve = r->backward || p->training;
     int64_t m = 0;
     for (int64_t b = 0; b < B; b++) {
         int64_t len = seq_len(r->lengths, b, T);
@@ -211,8 +231,12 @@ static void SFX(fill_rows)(const SFX(run) *r, int64_t s, int buf)
         int64_t row = row_of(L, time_at(p, len, s), b);
         int64_t before = s > 0 ? row_of(L, time_at(p, len, s - 1), b) : -1;
         const REAL *h_prev = before >= 0 ? r->y + before * H : SFX(initial)(r, r->h0, b);
+        /* The state rows: per step in the reserve; for inference each
+         * sequence's own c, updated in place, or the step's own hn. */
+        int64_t here = in_reserve ? row : c->has_c ? b : m;
+        int64_t there = in_reserve ? before : b;
         if (c->has_c)
-            rows->prev[m] = before >= 0 ? w->state + before * H : SFX(initial)(r, r->c0, b);
+            rows->prev[m] = before >= 0 ? w->state + there * H : SFX(initial)(r, r->c0, b);
         else if (!c->fused)
             rows->prev[m] = h_prev;
         if (!r->backward) {
@@ -220,11 +244,10 @@ static void SFX(fill_rows)(const SFX(run) *r, int64_t s, int buf)
             if (c->fused) {
                 rows->c[m] = r->y + row * H;
             } else {
-                rows->c[m] = w->gates + row * GH;
-                rows->gates[m] = w->gates + row * GH;
+                rows->c[m] = rows->gates[m] = w->g_rows[w->step_start[s] + m];
                 rows->h[m] = r->y + row * H;
                 if (has_state(c))
-                    rows->state[m] = w->state + row * H;
+                    rows->state[m] = w->state + here * H;
                 if (c->split)   /* the kept-apart product's bias, b_hn */
                     rows->aux[m] = r->b_hh ? r->b_hh + (c->gates - 1) * H : w->zeros;
             }
@@ -251,6 +274,50 @@ static void SFX(fill_rows)(const SFX(run) *r, int64_t s, int buf)
         m++;
     }
     rows->m = m;
+}
+
+/* The rows of every step of a gated forward, in the order fill_rows takes
+ * them, and where each one's gates go. */
+static void SFX(list_rows)(const SFX(run) *r)
+{
+    const fusedrnn_problem *p = r->p;
+    const seq_layout L = layout_of(p);
+    const int64_t T = p->T, B = p->B, D = p->D, GH = r->cell->gates * p->H;
+    const int64_t chunk = chunk_steps(p);
+    SFX(work) *w = r->w;
+    int64_t k = 0;
+    for (int64_t s = 0; s < T; s++) {
+        w->step_start[s] = k;
+        const int64_t first = w->step_start[s - s % chunk];   /* the chunk's first row */
+        for (int64_t b = 0; b < B; b++) {
+            int64_t len = seq_len(r->lengths, b, T);
+            if (s >= len)
+                continue;
+            int64_t row = row_of(L, time_at(p, len, s), b);
+            w->x_rows[k] = r->x + row * D;
+            w->g_rows[k] = p->training ? w->gates + row * GH : w->ring + (k - first) * GH;
+            k++;
+        }
+    }
+    w->step_start[T] = k;
+}
+
+/* The input side, gates = x W_ih^T + b, of the chunk of steps from step s,
+ * on this thread's columns of every gate: no other thread reads them, so
+ * no barrier is needed, and they are still in cache when the steps come. */
+static void SFX(input_chunk)(const SFX(run) *r, int tid, int64_t j0, int64_t j1, int64_t s)
+{
+    const fusedrnn_problem *p = r->p;
+    const int64_t H = p->H, D = p->D, end = SFX(min64)(s + chunk_steps(p), p->T);
+    const SFX(work) *w = r->w;
+    const int64_t first = w->step_start[s], M = w->step_start[end] - first;
+    FUSEDRNN_ASSERT(M <= dims_of(p, GEMM_STEPS).M);
+    for (int64_t q = 0; q < r->cell->gates; q++) {
+        SFX(row_lists) rows = {w->x_rows + first, w->g_rows + first, q * H + j0};
+        SFX(gemm)(r->u, M, j1 - j0, D, (SFX(view)){NULL, 0, 0},
+                  (SFX(view)){r->w_ih + (q * H + j0) * D, 1, D}, NULL, NULL, 0, 0,
+                  w->in_bias ? w->in_bias + q * H + j0 : NULL, &w->slabs[tid], &rows);
+    }
 }
 
 /* One step on the columns [j0, j1) of this thread, every gate of them. RNN:
@@ -301,8 +368,12 @@ static void SFX(time_loop)(void *arg, int tid, int n, team *t)
     if (tid == 0)
         SFX(fill_rows)(r, r->backward ? T - 1 : 0, 0);
     team_barrier(t);
+    const int64_t chunk = chunk_steps(r->p);
+    const int chunked = !r->backward && !r->cell->fused;
     for (int64_t i = 0; i < T; i++) {
         int buf = (int)(i & 1);
+        if (chunked && i % chunk == 0)
+            SFX(input_chunk)(r, tid, j0, j1, i);
         SFX(step_cell)(r, &w->rows[buf], j0, j1);
         if (tid == 0 && i + 1 < T)
             SFX(fill_rows)(r, r->backward ? T - 2 - i : i + 1, buf ^ 1);
@@ -314,7 +385,9 @@ static void SFX(recurrence)(const SFX(run) *r)
 {
     const fusedrnn_problem *p = r->p;
     int64_t panels = (p->H + r->u->nr - 1) / r->u->nr;
-    int n = threads_for(p, (double)p->B * r->cell->gates * p->H * p->H, 1 << 15);
+    /* a gated forward's steps hold its input side too */
+    int64_t k = r->backward || r->cell->fused ? p->H : p->H + p->D;
+    int n = threads_for(p, (double)p->B * r->cell->gates * p->H * k, 1 << 15);
     if (p->T > 0)
         team_run(n < panels ? n : (int)panels, SFX(time_loop), (void *)r);
 }
@@ -356,10 +429,15 @@ static void SFX(forward)(const SFX(run) *r)
     SFX(work) *w = r->w;
     SFX(zero)(w->zeros, GH);
 
-    /* The input side of every step in one GEMM, straight into y (RNN) or the
-     * gates  [T*B,G*H] */
-    SFX(gemm_team)(r, GEMM_INPUT, (SFX(view)){r->x, D, 1}, (SFX(view)){r->w_ih, 1, D}, NULL,
-                   c->fused ? r->y : w->gates, GH, 0, SFX(input_bias)(r));
+    /* RNN: the input side of every step in one GEMM, straight into y
+     * [T*B,H]; gated: a chunk of steps at a time, inside the time loop. */
+    if (c->fused) {
+        SFX(gemm_team)(r, GEMM_INPUT, (SFX(view)){r->x, D, 1}, (SFX(view)){r->w_ih, 1, D},
+                       NULL, r->y, H, 0, SFX(input_bias)(r));
+    } else {
+        w->in_bias = SFX(input_bias)(r);
+        SFX(list_rows)(r);
+    }
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = seq_len(r->lengths, b, T); t < T; t++)
             SFX(zero)(r->y + row_of(L, t, b) * H, H);
@@ -373,8 +451,12 @@ static void SFX(forward)(const SFX(run) *r)
     SFX(recurrence)(r);
 
     SFX(final_rows)(r, r->h_n, r->y, r->h0);
-    if (c->has_c)
+    if (c->has_c && p->training)
         SFX(final_rows)(r, r->c_n, w->state, r->c0);
+    else if (c->has_c)   /* inference: each sequence's c, where its steps left it */
+        for (int64_t b = 0; b < B; b++)
+            SFX(copy)(r->c_n + b * H, seq_len(r->lengths, b, T) > 0 ? w->state + b * H
+                                                                   : SFX(initial)(r, r->c0, b), H);
 }
 
 /* Which rows of the deferred weight-gradient GEMMs carry a term of the sum.
