@@ -132,9 +132,10 @@ int fusedrnn_gates(fusedrnn_cell cell);
 
 /* Sizes in bytes, 0 on an invalid problem or when the size overflows; the
  * RNN's reserve is 0 (it has none), and so is an empty problem's (T, B or H
- * 0). The reserve needs no alignment beyond its dtype's. A gated cell's inference forward holds
- * in its workspace what training writes to the reserve, so its workspace
- * is larger. */
+ * 0). The reserve needs no alignment beyond its dtype's. A gated cell's
+ * inference forward keeps one chunk of steps' gates in its workspace,
+ * (1024 + B) x G*H elements at most, where training writes all of them to
+ * the reserve. */
 size_t fusedrnn_forward_workspace(const fusedrnn_problem *p);
 size_t fusedrnn_backward_workspace(const fusedrnn_problem *p);
 size_t fusedrnn_reserve_size(const fusedrnn_problem *p);
