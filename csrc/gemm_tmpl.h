@@ -23,9 +23,16 @@ static void SFX(pack_b)(const SFX(ukr) *u, int64_t k, int64_t n,
     for (int64_t j0 = 0; j0 < n; j0 += nr, Bp += k * nr) {
         int64_t w = SFX(min64)(nr, n - j0);
         if (csb == 1)
-            for (int64_t p = 0; p < k; p++)
-                for (int64_t j = 0; j < w; j++)
-                    Bp[p * nr + j] = !keep || keep[p] ? B[p * rsb + j0 + j] : 0;
+            for (int64_t p = 0; p < k; p++) {
+                REAL *dst = Bp + p * nr;
+                const REAL *src = B + p * rsb + j0;
+                if (!keep || keep[p])   /* plain copies, which the compiler vectorises */
+                    for (int64_t j = 0; j < w; j++)
+                        dst[j] = src[j];
+                else
+                    for (int64_t j = 0; j < w; j++)
+                        dst[j] = 0;
+            }
         else
             u->transpose(w, k, B + j0 * csb, csb, Bp, nr);
         for (int64_t p = 0; p < k; p++)
