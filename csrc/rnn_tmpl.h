@@ -231,45 +231,46 @@ static void SFX(fill_rows)(const SFX(run) *r, int64_t s, int buf)
         int64_t row = row_of(L, time_at(p, len, s), b);
         int64_t before = s > 0 ? row_of(L, time_at(p, len, s - 1), b) : -1;
         const REAL *h_prev = before >= 0 ? r->y + before * H : SFX(initial)(r, r->h0, b);
-        /* The state rows: per step in the reserve; for inference each
-         * sequence's own c, updated in place, or the step's own hn. */
-        int64_t here = in_reserve ? row : c->has_c ? b : m;
-        int64_t there = in_reserve ? before : b;
-        if (c->has_c)
-            rows->prev[m] = before >= 0 ? w->state + there * H : SFX(initial)(r, r->c0, b);
-        else if (!c->fused)
-            rows->prev[m] = h_prev;
-        if (!r->backward) {
-            rows->a[m] = h_prev;
-            if (c->fused) {
+        int64_t after = r->backward && s + 1 < len ? row_of(L, time_at(p, len, s + 1), b) : -1;
+        if (c->fused) {   /* the RNN: the product is the whole step */
+            if (!r->backward) {
+                rows->a[m] = h_prev;
                 rows->c[m] = r->y + row * H;
             } else {
-                rows->c[m] = rows->gates[m] = w->g_rows[w->step_start[s] + m];
-                rows->h[m] = r->y + row * H;
-                if (has_state(c))
-                    rows->state[m] = w->state + here * H;
-                if (c->split)   /* the kept-apart product's bias, b_hn */
-                    rows->aux[m] = r->b_hh ? r->b_hh + (c->gates - 1) * H : w->zeros;
-            }
-        } else {
-            int64_t after = s + 1 < len ? row_of(L, time_at(p, len, s + 1), b) : -1;
-            rows->a[m] = after >= 0 ? w->dg + after * GH : w->zeros;
-            if (c->fused) {
+                rows->a[m] = after >= 0 ? w->dg + after * H : w->zeros;
                 rows->c[m] = w->dg + row * H;
                 rows->aux[m] = r->y + row * H;
-            } else {
-                rows->c[m] = rows->h[m] = w->dh + m * H;
-                rows->aux[m] = after < 0 && r->dh_n ? w->last + b * H
-                             : r->dy                ? r->dy + row * H
-                                                    : w->zeros;
-                rows->gates[m] = w->gates + row * GH;
-                if (has_state(c))
-                    rows->state[m] = w->state + row * H;
-                rows->carry[m] = w->carry + b * H;
-                rows->dgates[m] = w->dg + row * GH;
-                if (c->split)
-                    rows->dxn[m] = w->dxn + row * H;
             }
+            m++;
+            continue;
+        }
+        /* The state rows: per step in the reserve; for inference each
+         * sequence's own c, updated in place, or the step's own hn. */
+        REAL *state = w->state + (in_reserve ? row : c->has_c ? b : m) * H;
+        if (c->has_c)
+            rows->prev[m] = before < 0 ? SFX(initial)(r, r->c0, b)
+                                       : w->state + (in_reserve ? before : b) * H;
+        else
+            rows->prev[m] = h_prev;
+        if (has_state(c))
+            rows->state[m] = state;
+        if (!r->backward) {
+            rows->a[m] = h_prev;
+            rows->c[m] = rows->gates[m] = w->g_rows[w->step_start[s] + m];
+            rows->h[m] = r->y + row * H;
+            if (c->split)   /* the kept-apart product's bias, b_hn */
+                rows->aux[m] = r->b_hh ? r->b_hh + (c->gates - 1) * H : w->zeros;
+        } else {
+            rows->a[m] = after >= 0 ? w->dg + after * GH : w->zeros;
+            rows->c[m] = rows->h[m] = w->dh + m * H;
+            rows->aux[m] = after < 0 && r->dh_n ? w->last + b * H
+                         : r->dy                ? r->dy + row * H
+                                                : w->zeros;
+            rows->gates[m] = w->gates + row * GH;
+            rows->carry[m] = w->carry + b * H;
+            rows->dgates[m] = w->dg + row * GH;
+            if (c->split)
+                rows->dxn[m] = w->dxn + row * H;
         }
         m++;
     }
@@ -325,7 +326,8 @@ static void SFX(input_chunk)(const SFX(run) *r, int tid, int64_t j0, int64_t j1,
  * accumulates into the gates row (the split gate's goes to its own row, with
  * b_hn), then the cell kernel. Gated backward: dh = dg_{t+1} W_hh + dy, then
  * the cell kernel's derivatives. */
-static void SFX(step_cell)(const SFX(run) *r, const SFX(step_rows) *rows, int64_t j0, int64_t j1)
+static inline void SFX(step_cell)(const SFX(run) *r, const SFX(step_rows) *rows, int64_t j0,
+                                  int64_t j1)
 {
     const cell_desc *c = r->cell;
     const SFX(ukr) *u = r->u;
