@@ -340,7 +340,16 @@ static inline void SFX(step_cell)(const SFX(run) *r, const SFX(step_rows) *rows,
     }
     if (!r->backward) {
         const int64_t block = H * ((H + u->nr - 1) / u->nr * u->nr);   /* a gate's W_hh^T */
-        for (int64_t q = 0; q < G; q++) {
+        int64_t q = 0;
+        /* One thread owning every column, with whole panels per gate: the
+         * gates' blocks are one run of panels and the gates one run of
+         * columns, so a single call covers them (batch 1: fewer, longer
+         * calls; the sums are the same). */
+        if (j0 == 0 && j1 == H && H % u->nr == 0) {
+            q = G - c->split;
+            SFX(step)(u, rows->m, 0, q * H, H, rows->a, Bp, rows->c, 0, NULL, EPI_ACC);
+        }
+        for (; q < G; q++) {
             if (c->split && q == G - 1)
                 SFX(step)(u, rows->m, j0, j1, H, rows->a, Bp + q * block, rows->state, 0,
                           rows->aux, EPI_BIAS);
