@@ -72,8 +72,8 @@ static int known_cell(fusedrnn_cell cell)
 
 int fusedrnn_gates(fusedrnn_cell cell) { return known_cell(cell) ? CELLS[cell].gates : 0; }
 
-/* Gated cells keep a [T,B,H] state per step beside the gates: c_t (LSTM)
- * or W_hn h_{t-1} + b_hn (GRU). */
+/* Gated cells keep a state beside the gates, c_t (LSTM) or W_hn h_{t-1} +
+ * b_hn (GRU): per step in the reserve, per sequence or row in inference. */
 static int has_state(const cell_desc *c) { return c->has_c || c->split; }
 
 /* A gated cell's forward computes the input side of its steps a chunk at a

@@ -38,7 +38,7 @@ typedef struct {
     REAL **g_rows;            /* [T*B] */
     int64_t *step_start;      /* [T+1] */
     REAL *ring;               /* inference: [chunk rows, G*H] one chunk's gates */
-    const REAL *in_bias;      /* [G*H] what the input side adds (input_bias), or NULL */
+    const REAL *in_bias;      /* [G*H] what the input side adds: b_ih, or `bias`, or NULL */
     /* Backward: */
     REAL *dg;                 /* [T,B,G*H] in y's layout: the gates' gradients (RNN: dz) */
     REAL *dxn;                /* [T,B,H] split cells: the last gate's input side */
@@ -88,7 +88,8 @@ static void SFX(take_slabs)(arena *a, SFX(work) *w, const fusedrnn_problem *p, i
         w->slabs[i] = (SFX(slabs)){pa + i * a_cap, pb + i * b_cap, a_cap, b_cap};
 }
 
-/* The reserve's layout, laid over the reserve or (inference) the workspace. */
+/* The reserve's layout: what a gated cell's training forward keeps for its
+ * backward, laid over the caller's reserve. */
 static void SFX(take_reserve)(arena *a, SFX(work) *w, const fusedrnn_problem *p)
 {
     const cell_desc *c = &CELLS[p->cell];
@@ -188,6 +189,13 @@ static void SFX(column_sums)(REAL *dst, const REAL *src, int64_t rows, int64_t l
     for (int64_t i = 0; i < rows; i++)
         for (int64_t j = 0; j < n; j++)
             dst[j] += src[i * ld + j];
+}
+
+/* The elements of one gate's block of the packed W_hh^T: H rows of H
+ * columns rounded up to whole panels. */
+static int64_t SFX(gate_block)(const SFX(ukr) *u, int64_t H)
+{
+    return H * ((H + u->nr - 1) / u->nr * u->nr);
 }
 
 /* Product `id` of the call, C = A B (+ bias) or C += A B, over the team when
@@ -339,7 +347,7 @@ static inline void SFX(step_cell)(const SFX(run) *r, const SFX(step_rows) *rows,
         return;
     }
     if (!r->backward) {
-        const int64_t block = H * ((H + u->nr - 1) / u->nr * u->nr);   /* a gate's W_hh^T */
+        const int64_t block = SFX(gate_block)(u, H);
         int64_t q = 0;
         /* One thread owning every column, with whole panels per gate: the
          * gates' blocks are one run of panels and the gates one run of
@@ -442,20 +450,19 @@ static void SFX(forward)(const SFX(run) *r)
 
     /* RNN: the input side of every step in one GEMM, straight into y
      * [T*B,H]; gated: a chunk of steps at a time, inside the time loop. */
-    if (c->fused) {
+    w->in_bias = SFX(input_bias)(r);
+    if (c->fused)
         SFX(gemm_team)(r, GEMM_INPUT, (SFX(view)){r->x, D, 1}, (SFX(view)){r->w_ih, 1, D},
-                       NULL, r->y, H, 0, SFX(input_bias)(r));
-    } else {
-        w->in_bias = SFX(input_bias)(r);
+                       NULL, r->y, H, 0, w->in_bias);
+    else
         SFX(list_rows)(r);
-    }
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = seq_len(r->lengths, b, T); t < T; t++)
             SFX(zero)(r->y + row_of(L, t, b) * H, H);
 
     /* W_hh^T, one block per gate, so that a thread's columns of every gate
      * are a panel range of each block. */
-    const int64_t block = H * ((H + r->u->nr - 1) / r->u->nr * r->u->nr);
+    const int64_t block = SFX(gate_block)(r->u, H);
     for (int64_t q = 0; q < c->gates; q++)
         SFX(pack_b)(r->u, H, H, r->w_hh + q * H * H, 1, H, NULL, w->packed + q * block,
                     w->packed_cap - (size_t)(q * block));
@@ -509,10 +516,10 @@ static void SFX(seed_gradients)(const SFX(run) *r)
 {
     const fusedrnn_problem *p = r->p;
     const cell_desc *c = r->cell;
-    const int64_t T = p->T, B = p->B, H = p->H, TB = T * B;
+    const int64_t T = p->T, B = p->B, H = p->H, GH = c->gates * H, TB = T * B;
     const seq_layout L = layout_of(p);
     SFX(work) *w = r->w;
-    SFX(zero)(w->zeros, c->gates * H);
+    SFX(zero)(w->zeros, GH);
     if (c->fused) {
         if (r->dy)
             SFX(copy)(w->dg, r->dy, TB * H);
@@ -522,6 +529,13 @@ static void SFX(seed_gradients)(const SFX(run) *r)
     for (int64_t b = 0; b < B; b++) {
         int64_t len = seq_len(r->lengths, b, T);
         const REAL *dh_n = r->dh_n ? r->dh_n + b * H : NULL;
+        /* Steps the recurrence does not reach: zeros, so that the deferred
+         * products over every row see no garbage. */
+        for (int64_t t = len; t < T; t++) {
+            SFX(zero)(w->dg + row_of(L, t, b) * GH, GH);
+            if (c->split)
+                SFX(zero)(w->dxn + row_of(L, t, b) * H, H);
+        }
         if (!c->fused) {
             SFX(copy)(w->carry + b * H, SFX(initial)(r, c->has_c ? r->dc_n : NULL, b), H);
             if (len > 0 && dh_n) {
@@ -532,8 +546,6 @@ static void SFX(seed_gradients)(const SFX(run) *r)
             }
             continue;
         }
-        for (int64_t t = len; t < T; t++)
-            SFX(zero)(w->dg + row_of(L, t, b) * H, H);
         if (len > 0 && dh_n) {
             REAL *end = w->dg + row_of(L, time_at(p, len, len - 1), b) * H;
             for (int64_t j = 0; j < H; j++)
@@ -555,15 +567,6 @@ static void SFX(backward)(const SFX(run) *r)
     SFX(seed_gradients)(r);
     SFX(pack_b)(r->u, GH, H, r->w_hh, H, 1, NULL, w->packed, w->packed_cap);   /* W_hh */
     SFX(recurrence)(r);
-    /* Steps the recurrence did not reach hold nothing yet: zeros, so that
-     * the deferred products over every row see no garbage. */
-    if (!c->fused)
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t t = seq_len(r->lengths, b, T); t < T; t++) {
-                SFX(zero)(dg + row_of(L, t, b) * GH, GH);
-                if (c->split)
-                    SFX(zero)(w->dxn + row_of(L, t, b) * H, H);
-            }
     SFX(mark_rows)(r);
 
     /* The weight and input gradients, deferred to one GEMM each over K = T*B

@@ -235,9 +235,8 @@ def _gated_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, ba
     b_hh = _optional("b_hh", b_hh, (G * H,), x.dtype)
     x, h0, c0, w_ih, w_hh, b_ih, b_hh = _contiguous(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh,
                                                     b_ih=b_ih, b_hh=b_hh)
-    y, h_n, c_n, reserve = _run_gated_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
-                                              T, B, D, H, reverse, batch_first, training)
-    return y, h_n, c_n, reserve
+    return _run_gated_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, T, B, D, H,
+                              reverse, batch_first, training)
 
 
 def _run_gated_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, T, B, D, H, reverse,
@@ -246,14 +245,15 @@ def _run_gated_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, T, B, D
     y = np.empty(_seq_shape(T, B, H, batch_first), x.dtype)
     h_n = np.empty((B, H), x.dtype)
     c_n = np.empty((B, H), x.dtype) if cell == _LSTM else None
-    reserve = None
+    reserve = kernel_reserve = None
     if training:
         n = _header_len(x.dtype)
         reserve = np.empty(n + _kernel.reserve_size(prob, x.dtype), x.dtype)
         reserve[:n].view(np.int64)[:] = _reserve_header(cell, T, B, D, H, reverse, batch_first,
                                                         lengths)
+        kernel_reserve = reserve[n:]
     _kernel.forward(prob, (x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths),
-                    (y, h_n, c_n, None if reserve is None else reserve[_header_len(x.dtype):]))
+                    (y, h_n, c_n, kernel_reserve))
     return y, h_n, c_n, reserve
 
 

@@ -25,8 +25,8 @@ cdef inline void *out_data(object a):
     return <void *>data(a)
 
 
-cdef inline fusedrnn_dtype dtype_of(object a):
-    return FUSEDRNN_F64 if (<cnp.ndarray>a).dtype == np.float64 else FUSEDRNN_F32
+cdef inline fusedrnn_dtype dtype_enum(object dtype):
+    return FUSEDRNN_F64 if dtype == np.float64 else FUSEDRNN_F32
 
 
 # The enums of fusedrnn.h, for the Python layer: one source for the values.
@@ -39,14 +39,14 @@ def gates(int cell):
     return fusedrnn_gates(<fusedrnn_cell>cell)
 
 
-cdef fusedrnn_problem problem(tuple prob, object dtype_from):
+cdef fusedrnn_problem problem(tuple prob, object dtype):
     """prob = (cell, act, T, B, D, H, reverse, batch_first, threads, training)."""
     cdef fusedrnn_problem p
     p.cell = <fusedrnn_cell>(<int>prob[0])
     p.act = <fusedrnn_act>(<int>prob[1])
     p.T, p.B, p.D, p.H = prob[2], prob[3], prob[4], prob[5]
     p.reverse, p.batch_first, p.threads, p.training = prob[6], prob[7], prob[8], prob[9]
-    p.dtype = dtype_of(dtype_from)
+    p.dtype = dtype_enum(dtype)
     return p
 
 
@@ -93,7 +93,7 @@ cdef object workspace(size_t n):
 
 def reserve_size(tuple prob, dtype):
     """The reserve's size in elements of `dtype` (0: the cell needs none)."""
-    cdef fusedrnn_problem p = problem(prob, np.empty(0, dtype))
+    cdef fusedrnn_problem p = problem(prob, dtype)
     cdef size_t n = fusedrnn_reserve_size(&p)
     # 0 is also the size of an empty reserve (no rows or no units)
     if n == 0 and fusedrnn_gates(p.cell) != 1 and (<object>p.T) * p.B * p.H != 0:
@@ -104,7 +104,7 @@ def reserve_size(tuple prob, dtype):
 
 def forward(tuple prob, tuple inputs, tuple outputs):
     """One forward call. inputs as inputs_of takes them; outputs = (y, h_n, c_n, reserve)."""
-    cdef fusedrnn_problem p = problem(prob, inputs[0])
+    cdef fusedrnn_problem p = problem(prob, (<cnp.ndarray>inputs[0]).dtype)
     cdef fusedrnn_inputs i = inputs_of(inputs)
     cdef fusedrnn_outputs o
     o.y, o.h_n, o.c_n, o.reserve = (out_data(outputs[0]), out_data(outputs[1]),
@@ -121,7 +121,7 @@ def forward(tuple prob, tuple inputs, tuple outputs):
 def backward(tuple prob, tuple inputs, tuple grad_inputs, tuple grads):
     """One backward call. grad_inputs = (y, reserve, dy, dh_n, dc_n);
     grads = (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)."""
-    cdef fusedrnn_problem p = problem(prob, inputs[0])
+    cdef fusedrnn_problem p = problem(prob, (<cnp.ndarray>inputs[0]).dtype)
     cdef fusedrnn_inputs i = inputs_of(inputs)
     cdef fusedrnn_grad_inputs gi
     gi.y, gi.reserve, gi.dy = data(grad_inputs[0]), data(grad_inputs[1]), data(grad_inputs[2])
@@ -154,7 +154,7 @@ def available_isas():
 
 def activation(int act, bint derivative, z, y, out):
     """out = act(z), or z * act'(y): the active ISA's vector epilogue on 1-D arrays."""
-    check(fusedrnn_activation(dtype_of(z), <fusedrnn_act>act, derivative, z.shape[0],
+    check(fusedrnn_activation(dtype_enum(z.dtype), <fusedrnn_act>act, derivative, z.shape[0],
                               data(z), data(y), out_data(out)))
 
 
