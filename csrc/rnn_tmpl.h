@@ -93,10 +93,13 @@ static void SFX(take_slabs)(arena *a, SFX(work) *w, const fusedrnn_problem *p, i
 static void SFX(take_reserve)(arena *a, SFX(work) *w, const fusedrnn_problem *p)
 {
     const cell_desc *c = &CELLS[p->cell];
+    /* One block, gates then state, without padding between them: its size is
+     * exactly T*B*(G+1)*H elements, which a caller can compute from the
+     * shapes alone (the torch ops' fake tensors do, for symbolic sizes). */
     size_t TB = arena_checked_mul(a, (size_t)p->T, (size_t)p->B);
-    w->gates = arena_take(a, arena_checked_mul(a, TB, (size_t)(c->gates * p->H)), sizeof(REAL));
-    w->state = has_state(c) ? arena_take(a, arena_checked_mul(a, TB, (size_t)p->H), sizeof(REAL))
-                            : NULL;
+    size_t per_row = (size_t)(c->gates + has_state(c)) * (size_t)p->H;
+    w->gates = arena_take(a, arena_checked_mul(a, TB, per_row), sizeof(REAL));
+    w->state = has_state(c) && w->gates ? w->gates + TB * (size_t)(c->gates * p->H) : NULL;
 }
 
 /* The workspace of a pass, measured (base NULL) or laid over a buffer. */

@@ -448,6 +448,18 @@ def test_reserve_copied_elsewhere(cell, dtype):
                                       err_msg=name)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_reserve_size_is_its_shape_from_sizes_alone(cell):
+    """The kernel's reserve is exactly T*B*(G+1)*H elements, the shape the
+    torch ops' fake implementations give it without asking the kernel."""
+    from fusedrnn import _engine
+    code = fusedrnn._kernel.CELLS[cell]
+    for T, B, D, H in itertools.product([0, 1, 3, 100], [0, 1, 7, 64], [1, 5], [0, 1, 13, 129]):
+        for dtype in (np.float32, np.float64):
+            want = int(np.prod(_engine.reserve_shape(code, T, B, H)))
+            assert _engine.reserve_elements(code, T, B, D, H, dtype) == want, (T, B, D, H, dtype)
+
+
 class _NaNFilledNumPy:
     """numpy, except that np.empty and np.empty_like return NaN-filled arrays."""
 
@@ -496,7 +508,9 @@ def test_every_output_is_written_and_no_unwritten_reserve_row_is_read(cell, dtyp
         return results
 
     usual = run_all()
-    monkeypatch.setattr(fusedrnn._api, "np", _NaNFilledNumPy())
+    # The engine allocates the outputs and gradients, the API the reserve.
+    for module in (fusedrnn._engine, fusedrnn._api):
+        monkeypatch.setattr(module, "np", _NaNFilledNumPy())
     for (a, d, options), want, got in zip(cases, usual, run_all()):
         label = "T{}B{}D{}H{} ".format(*(a["x"].shape[1::-1] if options["batch_first"]
                                          else a["x"].shape[:2]), a["x"].shape[2],

@@ -8,8 +8,8 @@ directions' outputs (forward | reverse) as the next layer's input.
 
 import numpy as np
 
-from ._api import (_activation, _as_array, _flag, _float_dtype, _positive_int, rnn_backward,
-                   rnn_forward)
+from ._api import rnn_backward, rnn_forward
+from ._checks import activation, as_array, flag, float_dtype, positive_int
 
 
 def _array(name, a, shape, dtype):
@@ -44,7 +44,7 @@ class _Parameters:
         unexpected = [k for k in state_dict if k not in self.params]
         if missing or unexpected:
             raise ValueError(f"state_dict: missing keys {missing}, unexpected keys {unexpected}")
-        values = {name: _as_array(name, value) for name, value in state_dict.items()}
+        values = {name: as_array(name, value) for name, value in state_dict.items()}
         for name, p in self.params.items():  # check all before changing any
             if values[name].dtype.kind not in "fiu":
                 raise TypeError(f"{name}: expected a real-valued array, got dtype "
@@ -70,15 +70,15 @@ class RNN(_Parameters):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, bidirectional=False, dtype=np.float32, seed=None):
-        self.input_size = _positive_int("input_size", input_size)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
-        self.num_layers = _positive_int("num_layers", num_layers)
-        _activation(nonlinearity)  # raises ValueError for an unknown name
+        self.input_size = positive_int("input_size", input_size)
+        self.hidden_size = positive_int("hidden_size", hidden_size)
+        self.num_layers = positive_int("num_layers", num_layers)
+        activation(nonlinearity)  # raises ValueError for an unknown name
         self.nonlinearity = nonlinearity
-        self.bias = _flag("bias", bias)
-        self.batch_first = _flag("batch_first", batch_first)
-        self.bidirectional = _flag("bidirectional", bidirectional)
-        self.dtype = _float_dtype(dtype)
+        self.bias = flag("bias", bias)
+        self.batch_first = flag("batch_first", batch_first)
+        self.bidirectional = flag("bidirectional", bidirectional)
+        self.dtype = float_dtype(dtype)
         self.num_directions = 2 if self.bidirectional else 1
 
         H = self.hidden_size

@@ -13,7 +13,7 @@ through the log of a rounded probability.
 
 import numpy as np
 
-from ._api import _positive_int
+from ._checks import positive_int
 from .layers import RNN, _array, _Parameters
 
 
@@ -116,7 +116,7 @@ class ElmanRNN(_Parameters):
             raise TypeError(f"ignore_index: expected an integer, got {ignore_index!r}")
         self.rnn = RNN(input_size, hidden_size, num_layers, nonlinearity, bias, batch_first,
                        bidirectional, dtype, seed)
-        self.output_size = _positive_int("output_size", output_size)
+        self.output_size = positive_int("output_size", output_size)
         self.output_activation = output_activation
         self.loss_name = LOSSES[output_activation]
         self.ignore_index = int(ignore_index)

@@ -16,7 +16,8 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
 import fusedrnn
-from fusedrnn import _api
+from fusedrnn import _engine
+from fusedrnn._checks import activation
 
 __all__ = ["RNN", "rnn_layer"]
 
@@ -131,31 +132,36 @@ class _Trusted:
     the backward dy and dh_n of y's and h_n's shape and dtype. What is left
     is the kernel's need for C-contiguous, aligned buffers: a tensor that is
     not (non-contiguous; or misaligned, which torch.frombuffer with an odd
-    byte offset can make) is copied here by _api._kernel_buffer, which
+    byte offset can make) is copied here by _engine.kernel_buffer, which
     returns any other as it is."""
 
     def __init__(self, nonlinearity, lengths, reverse, batch_first):
-        self.act = _api._activation(nonlinearity)
+        self.act = activation(nonlinearity)
         self.lengths, self.reverse, self.batch_first = lengths, reverse, batch_first
 
     def forward(self, x, h0, w_ih, w_hh, *biases):
-        x, h0, w_ih, w_hh = map(_api._kernel_buffer, (x, h0, w_ih, w_hh))
-        # torch's b_ih + b_hh (a new, C-contiguous array) or no bias.
-        bias = biases[0] + biases[1] if biases else None
-        return _api._run_forward(x, h0, w_ih, w_hh, bias, self.lengths, *self._sizes(x, w_hh),
-                                 self.act, self.reverse, self.batch_first)
+        x, h0, w_ih, w_hh, *biases = map(_engine.kernel_buffer, (x, h0, w_ih, w_hh, *biases))
+        b_ih, b_hh = biases or (None, None)
+        T, B, H = self._sizes(x, w_hh)
+        y, h_n, _, _ = _engine.empty(_engine.output_shapes(_engine.RNN, T, B, H, self.batch_first,
+                                                           False), x.dtype)
+        _engine.forward(_engine.RNN, self.act, (x, h0, None, w_ih, w_hh, b_ih, b_hh, self.lengths),
+                        (y, h_n, None, None), self.reverse, self.batch_first)
+        return y, h_n
 
     def backward(self, *arrays):
-        x, h0, w_ih, w_hh, y, dy, dh_n = map(_api._kernel_buffer, arrays)
-        return _api._run_backward(x, h0, w_ih, w_hh, self.lengths, y, dy, dh_n,
-                                  *self._sizes(x, w_hh), self.act, self.reverse,
-                                  self.batch_first)
+        x, h0, w_ih, w_hh, y, dy, dh_n = map(_engine.kernel_buffer, arrays)
+        T, B, H = self._sizes(x, w_hh)
+        grads = _engine.empty(_engine.grad_shapes(_engine.RNN, T, B, w_ih.shape[1], H,
+                                                  self.batch_first), x.dtype)
+        _engine.backward(_engine.RNN, self.act, (x, h0, None, w_ih, w_hh, None, None, self.lengths),
+                         (y, None, dy, dh_n, None), grads, self.reverse, self.batch_first)
+        dx, dh0, _, dw_ih, dw_hh, dbias, _ = grads
+        return dx, dh0, dw_ih, dw_hh, dbias
 
     def _sizes(self, x, w_hh):
         T, B = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
-        return T, B, w_hh.shape[0]
-
-
+        return T, B, w_hh.shape[1]
 
 
 class RNN(torch.nn.RNN):

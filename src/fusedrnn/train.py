@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from ._api import _as_array, _positive_int
+from ._checks import as_array, positive_int
 
 
 def _number(name, value, expected, ok):
@@ -125,7 +125,7 @@ def truncated_bptt(model, optimizer, x, target, chunk, h0=None, max_norm=None):
     model: an `ElmanRNN` (forward / loss / backward / grads). Returns (the
     chunks' losses as a list, the final h_n to pass as h0 to the next call).
     """
-    chunk = _positive_int("chunk", chunk)
+    chunk = positive_int("chunk", chunk)
     axis = 1 if model.batch_first else 0
     x, target = np.asarray(x), np.asarray(target)
     # Checked before the first step, which would otherwise change the model
@@ -157,7 +157,7 @@ def sample(probs, temperature=1.0, rng=None):
     ``probs.shape[:-1]``.
     """
     temperature = _positive("temperature", temperature)
-    probs = _as_array("probs", probs)
+    probs = as_array("probs", probs)
     if probs.dtype.kind not in "fiu":
         raise TypeError(f"probs: expected a real-valued array, got dtype {probs.dtype}")
     probs = probs.astype(np.float64)
