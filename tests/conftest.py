@@ -50,13 +50,17 @@ def kernel_sees_aligned_arrays(monkeypatch):
     calls = []
 
     def guard(name, run):
-        def checked(*args):
-            bad = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)
-                   and not (a.flags.c_contiguous and a.flags.aligned)]
-            assert not bad, (f"_kernel.{name}: arguments {bad} are not C-contiguous and "
-                             f"aligned")
+        def checked(problem, *groups):
+            # Buffers come in tuples (inputs, outputs, ...), as arrays or as
+            # the addresses fusedrnn.torch passes; the problem names the dtype.
+            itemsize = np.dtype(problem[-1]).itemsize
+            bad = [(g, i) for g, group in enumerate(groups) for i, a in enumerate(group)
+                   if (isinstance(a, np.ndarray) and not (a.flags.c_contiguous and a.flags.aligned))
+                   or (isinstance(a, int) and a % itemsize)]
+            assert not bad, (f"_kernel.{name}: buffers (group, index) {bad} are not C-contiguous "
+                             f"and aligned")
             calls.append(name)
-            return run(*args)
+            return run(problem, *groups)
         monkeypatch.setattr(_kernel, name, checked)
 
     guard("forward", _kernel.forward)

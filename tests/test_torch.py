@@ -367,32 +367,40 @@ def gradient_through_view(base, grad_of_view):
 
 
 def test_zero_copy(monkeypatch):
-    """Contiguous tensors reach the kernel as views of their memory, and y,
-    h_n and the gradients come back as views of the kernel's arrays."""
+    """Contiguous tensors reach the kernel as their own memory, and y, h_n and
+    the gradients are the memory the kernel wrote."""
     seen = {}
 
-    def spy(name, fn):
-        def wrapper(*arrays, **options):
-            seen[name] = [None if a is None else a.__array_interface__["data"][0]
-                          for a in arrays]
-            result = fn(*arrays, **options)
-            seen[name + " result"] = [a.__array_interface__["data"][0] for a in result]
-            return result
-        monkeypatch.setattr(fusedrnn, name, wrapper)
+    def address(a):
+        return a.__array_interface__["data"][0] if hasattr(a, "__array_interface__") else a
 
-    spy("rnn_forward", fusedrnn.rnn_forward)
-    spy("rnn_backward", fusedrnn.rnn_backward)
+    def spy(name):
+        run = getattr(fusedrnn._kernel, name)
+
+        def wrapper(problem, *buffers):
+            seen[name] = [[address(a) for a in group] for group in buffers]
+            return run(problem, *buffers)
+        monkeypatch.setattr(fusedrnn._kernel, name, wrapper)
+
+    spy("forward")
+    spy("backward")
     g = torch.Generator().manual_seed(0)
     args = [leaf(*shape, dtype=torch.float32, generator=g)
-            for shape in ((T, B, D), (B, H), (H, D), (H, H), (H,))]
+            for shape in ((T, B, D), (B, H), (H, D), (H, H), (H,), (H,))]
+    x, h0, w_ih, w_hh, b_ih, b_hh = args
     y, h_n = ftorch.rnn_layer(*args)
     dy = torch.randn(y.shape)
     y.backward(dy)
-    assert seen["rnn_forward"] == [a.data_ptr() for a in args]
-    assert seen["rnn_forward result"] == [y.data_ptr(), h_n.data_ptr()]
-    assert seen["rnn_backward"] == [a.data_ptr() for a in args[:4]] + [y.data_ptr(),
-                                                                       dy.data_ptr(), None]
-    assert seen["rnn_backward result"] == [a.grad.data_ptr() for a in args]
+    ptr = [a.data_ptr() for a in args]
+    assert seen["forward"] == [[ptr[0], ptr[1], None, *ptr[2:], None],
+                               [y.data_ptr(), h_n.data_ptr(), None, None]]
+    assert seen["backward"][:2] == [[ptr[0], ptr[1], None, *ptr[2:], None],
+                                    [y.data_ptr(), None, dy.data_ptr(), None, None]]
+    # The kernel writes one bias gradient; b_hh's is a copy of it.
+    assert seen["backward"][2] == [x.grad.data_ptr(), h0.grad.data_ptr(), None,
+                                   w_ih.grad.data_ptr(), w_hh.grad.data_ptr(),
+                                   b_ih.grad.data_ptr(), None]
+    assert torch.equal(b_ih.grad, b_hh.grad) and b_ih.grad.data_ptr() != b_hh.grad.data_ptr()
 
 
 # --- bad input -----------------------------------------------------------------
@@ -458,7 +466,7 @@ def test_op_rejects_mixed_dtypes_and_bad_shapes():
     x, h0, w_ih, w_hh = (torch.randn(*shape) for shape in ((T, B, D), (B, H), (H, D), (H, H)))
     with pytest.raises(RuntimeError, match="w_hh has dtype torch.float64, expected torch.float32"):
         ftorch.rnn_layer(x, h0, w_ih, w_hh.double())
-    with pytest.raises(ValueError, match=r"w_ih: expected shape \(6, 4\), got \(6, 5\)"):
+    with pytest.raises(RuntimeError, match=r"w_ih has shape \(6, 5\), expected \(6, 4\)"):
         ftorch.rnn_layer(x, h0, torch.randn(H, D + 1), w_hh)
 
 

@@ -1,4 +1,4 @@
-"""fusedrnn.torch.RNN under DistributedDataParallel with the gloo backend.
+"""fusedrnn.torch.RNN, LSTM and GRU under DistributedDataParallel with the gloo backend.
 
 The test starts this file under torchrun as 2 processes on localhost; each
 trains on its half of a batch and saves its parameters. They must be the
@@ -25,9 +25,12 @@ T, B, D, H = 6, 8, 5, 7  # B: the full batch, split evenly between the ranks
 STEPS = 4
 
 
-def make_model(seed):
+CELLS = ["RNN", "LSTM", "GRU"]
+
+
+def make_model(cell, seed):
     torch.manual_seed(seed)
-    return ftorch.RNN(D, H, num_layers=2, bidirectional=True, dtype=torch.float64)
+    return getattr(ftorch, cell)(D, H, num_layers=2, bidirectional=True, dtype=torch.float64)
 
 
 def batch():
@@ -45,7 +48,7 @@ def train(model, x, target):
         optimizer.step()
 
 
-def worker(out_dir):
+def worker(cell, out_dir):
     """One rank, as torchrun starts it: the rendezvous comes from torchrun's
     environment variables."""
     dist.init_process_group("gloo")
@@ -53,7 +56,7 @@ def worker(out_dir):
     # One kernel thread per process: the two processes share the cores.
     fusedrnn.set_num_threads(1)
     # Different initial weights on each rank: DDP must broadcast rank 0's.
-    model = DistributedDataParallel(make_model(seed=rank))
+    model = DistributedDataParallel(make_model(cell, seed=rank))
     x, target = batch()
     half = slice(rank * B // WORLD_SIZE, (rank + 1) * B // WORLD_SIZE)
     train(model, x[:, half], target[:, half])
@@ -61,16 +64,17 @@ def worker(out_dir):
     dist.destroy_process_group()
 
 
-def test_ddp_matches_full_batch_training(tmp_path):
+@pytest.mark.parametrize("cell", CELLS)
+def test_ddp_matches_full_batch_training(tmp_path, cell):
     # --standalone: a rendezvous on localhost at a free port.
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone",
-         f"--nproc_per_node={WORLD_SIZE}", __file__, str(tmp_path)],
+         f"--nproc_per_node={WORLD_SIZE}", __file__, cell, str(tmp_path)],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     states = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
 
-    model = make_model(seed=0)
+    model = make_model(cell, seed=0)
     initial = {name: p.clone() for name, p in model.state_dict().items()}
     train(model, *batch())
     for name, want in model.state_dict().items():
@@ -83,4 +87,4 @@ def test_ddp_matches_full_batch_training(tmp_path):
 
 
 if __name__ == "__main__":
-    worker(sys.argv[1])
+    worker(*sys.argv[1:])

@@ -103,7 +103,7 @@ def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
     inputs = (*_contiguous(x=x, h0=h0), None, *_contiguous(w_ih=w_ih, w_hh=w_hh, bias=bias),
               None, lengths)
     outputs = _engine.empty(_engine.output_shapes(RNN, T, B, H, batch_first, False), x.dtype)
-    _engine.forward(RNN, act, inputs, outputs, reverse, batch_first)
+    _engine.forward(RNN, act, (T, B, D, H), x.dtype, inputs, outputs, reverse, batch_first)
     return outputs[:2]
 
 
@@ -128,8 +128,9 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
     x, h0, w_ih, w_hh, y, dy, dh_n = _contiguous(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, y=y, dy=dy,
                                                  dh_n=dh_n)
     grads = _engine.empty(_engine.grad_shapes(RNN, T, B, D, H, batch_first), x.dtype)
-    _engine.backward(RNN, act, (x, h0, None, w_ih, w_hh, None, None, lengths),
-                     (y, None, dy, dh_n, None), grads, reverse, batch_first)
+    _engine.backward(RNN, act, (T, B, D, H), x.dtype,
+                     (x, h0, None, w_ih, w_hh, None, None, lengths), (y, None, dy, dh_n, None),
+                     grads, reverse, batch_first)
     dx, dh0, _, dw_ih, dw_hh, dbias, _ = grads
     return RNNGrads(dx, dh0, dw_ih, dw_hh, dbias)
 
@@ -189,8 +190,8 @@ def _run_gated_forward(cell, inputs, T, B, D, H, reverse, batch_first, training)
         reserve[:n].view(np.int64)[:] = _reserve_header(cell, T, B, D, H, reverse, batch_first,
                                                         inputs[7])
         kernel_reserve = reserve[n:]
-    _engine.forward(cell, 0, inputs, (y, h_n, c_n, kernel_reserve), reverse, batch_first,
-                    training)
+    _engine.forward(cell, 0, (T, B, D, H), dtype, inputs, (y, h_n, c_n, kernel_reserve), reverse,
+                    batch_first, training)
     return y, h_n, c_n, reserve
 
 
@@ -250,8 +251,8 @@ def _gated_backward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_
         reserve = _run_gated_forward(cell, inputs, T, B, D, H, reverse, batch_first,
                                      True)[3][_header_len(dtype):]
     grads = _engine.empty(_engine.grad_shapes(cell, T, B, D, H, batch_first), dtype)
-    _engine.backward(cell, 0, inputs, (y, reserve, dy, dh_n, dc_n), grads, reverse,
-                     batch_first)
+    _engine.backward(cell, 0, (T, B, D, H), dtype, inputs, (y, reserve, dy, dh_n, dc_n), grads,
+                     reverse, batch_first)
     return grads
 
 

@@ -39,9 +39,14 @@ def kernel_buffer(a, dtype=None):
     return np.require(a, dtype, ("C", "A"))
 
 
+# G per cell, read from the kernel once: a plain dict, which torch.compile
+# traces through (a call into the Cython module would break its graph).
+_GATES = {cell: _kernel.gates(cell) for cell in CELLS.values()}
+
+
 def gates(cell):
     """G: a cell's weights are (G*H, D) and (G*H, H)."""
-    return _kernel.gates(cell)
+    return _GATES[cell]
 
 
 def seq_shape(T, B, n, batch_first):
@@ -73,29 +78,28 @@ def empty(shapes, dtype):
     return tuple(None if s is None else np.empty(s, dtype) for s in shapes)
 
 
-def _problem(cell, act, inputs, reverse, batch_first, training=False):
-    x, w_ih, w_hh = inputs[0], inputs[3], inputs[4]
-    T, B = (x.shape[1], x.shape[0]) if batch_first else x.shape[:2]
-    return (cell, act, T, B, w_ih.shape[1], w_hh.shape[1], reverse, batch_first, _num_threads,
-            training)
+def _problem(cell, act, sizes, dtype, reverse, batch_first, training=False):
+    return (cell, act, *sizes, reverse, batch_first, _num_threads, training, dtype)
 
 
-def forward(cell, act, inputs, outputs, reverse, batch_first, training=False):
-    """One forward call into `outputs`; act is the RNN's nonlinearity (0 for
-    the gated cells); training: a gated cell writes the reserve."""
-    _kernel.forward(_problem(cell, act, inputs, reverse, batch_first, training), inputs, outputs)
+def forward(cell, act, sizes, dtype, inputs, outputs, reverse, batch_first, training=False):
+    """One forward call into `outputs`: sizes (T, B, D, H), dtype float32 or
+    float64; act is the RNN's nonlinearity (0 for the gated cells);
+    training: a gated cell writes the reserve. The buffers are arrays, or
+    addresses (ints) of memory laid out as the arrays would be."""
+    _kernel.forward(_problem(cell, act, sizes, dtype, reverse, batch_first, training), inputs,
+                    outputs)
 
 
-def backward(cell, act, inputs, grad_inputs, grads, reverse, batch_first):
+def backward(cell, act, sizes, dtype, inputs, grad_inputs, grads, reverse, batch_first):
     """One backward call into `grads`."""
-    _kernel.backward(_problem(cell, act, inputs, reverse, batch_first), inputs, grad_inputs,
-                     grads)
+    _kernel.backward(_problem(cell, act, sizes, dtype, reverse, batch_first), inputs,
+                     grad_inputs, grads)
 
 
-def reserve_elements(cell, T, B, D, H, dtype, reverse=False, batch_first=False):
+def reserve_elements(cell, T, B, D, H, dtype):
     """The kernel's own count of a gated cell's reserve, in elements of dtype."""
-    return _kernel.reserve_size((cell, 0, T, B, D, H, reverse, batch_first, _num_threads, True),
-                                dtype)
+    return _kernel.reserve_size(_problem(cell, 0, (T, B, D, H), dtype, False, False, True))
 
 
 def _threads_from_env():

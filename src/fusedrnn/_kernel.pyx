@@ -10,7 +10,7 @@ cimport numpy as cnp
 import threading
 
 import numpy as np
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uintptr_t
 
 cnp.import_array()
 
@@ -18,7 +18,14 @@ ISAS = ("scalar", "avx2", "avx512")  # every name the kernel knows, slowest firs
 
 
 cdef inline const void *data(object a):
-    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+    """An array's memory, or an address given as an int: fusedrnn.torch hands
+    over the memory of tensors it has checked (contiguous, aligned, of the
+    problem's dtype and shape), which costs less than a NumPy view of each."""
+    if a is None:
+        return NULL
+    if isinstance(a, int):
+        return <const void *><uintptr_t>a
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
 cdef inline void *out_data(object a):
@@ -39,14 +46,14 @@ def gates(int cell):
     return fusedrnn_gates(<fusedrnn_cell>cell)
 
 
-cdef fusedrnn_problem problem(tuple prob, object dtype):
-    """prob = (cell, act, T, B, D, H, reverse, batch_first, threads, training)."""
+cdef fusedrnn_problem problem(tuple prob):
+    """prob = (cell, act, T, B, D, H, reverse, batch_first, threads, training, dtype)."""
     cdef fusedrnn_problem p
     p.cell = <fusedrnn_cell>(<int>prob[0])
     p.act = <fusedrnn_act>(<int>prob[1])
     p.T, p.B, p.D, p.H = prob[2], prob[3], prob[4], prob[5]
     p.reverse, p.batch_first, p.threads, p.training = prob[6], prob[7], prob[8], prob[9]
-    p.dtype = dtype_enum(dtype)
+    p.dtype = dtype_enum(prob[10])
     return p
 
 
@@ -91,20 +98,20 @@ cdef object workspace(size_t n):
     return _workspaces.buffer
 
 
-def reserve_size(tuple prob, dtype):
-    """The reserve's size in elements of `dtype` (0: the cell needs none)."""
-    cdef fusedrnn_problem p = problem(prob, dtype)
+def reserve_size(tuple prob):
+    """The reserve's size in elements of the problem's dtype (0: the cell needs none)."""
+    cdef fusedrnn_problem p = problem(prob)
     cdef size_t n = fusedrnn_reserve_size(&p)
     # 0 is also the size of an empty reserve (no rows or no units)
     if n == 0 and fusedrnn_gates(p.cell) != 1 and (<object>p.T) * p.B * p.H != 0:
         raise MemoryError("fusedrnn: the reserve's size overflows")
-    itemsize = np.dtype(dtype).itemsize
+    itemsize = np.dtype(prob[10]).itemsize
     return (<object>n + itemsize - 1) // itemsize
 
 
 def forward(tuple prob, tuple inputs, tuple outputs):
     """One forward call. inputs as inputs_of takes them; outputs = (y, h_n, c_n, reserve)."""
-    cdef fusedrnn_problem p = problem(prob, (<cnp.ndarray>inputs[0]).dtype)
+    cdef fusedrnn_problem p = problem(prob)
     cdef fusedrnn_inputs i = inputs_of(inputs)
     cdef fusedrnn_outputs o
     o.y, o.h_n, o.c_n, o.reserve = (out_data(outputs[0]), out_data(outputs[1]),
@@ -121,7 +128,7 @@ def forward(tuple prob, tuple inputs, tuple outputs):
 def backward(tuple prob, tuple inputs, tuple grad_inputs, tuple grads):
     """One backward call. grad_inputs = (y, reserve, dy, dh_n, dc_n);
     grads = (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)."""
-    cdef fusedrnn_problem p = problem(prob, (<cnp.ndarray>inputs[0]).dtype)
+    cdef fusedrnn_problem p = problem(prob)
     cdef fusedrnn_inputs i = inputs_of(inputs)
     cdef fusedrnn_grad_inputs gi
     gi.y, gi.reserve, gi.dy = data(grad_inputs[0]), data(grad_inputs[1]), data(grad_inputs[2])

@@ -1,49 +1,49 @@
-"""PyTorch front end: `RNN`, a drop-in for `torch.nn.RNN`, and `rnn_layer`,
-the autograd op for one layer and direction that it is built from.
+"""PyTorch front end: the drop-ins `RNN`, `LSTM` and `GRU` for `torch.nn.RNN`,
+`torch.nn.LSTM` and `torch.nn.GRU`, and the functions `rnn_layer`,
+`lstm_layer` and `gru_layer`, one layer in one direction each, that they are
+built from.
 
-Tensors reach the kernel through `Tensor.numpy()` and its results come back
-through `torch.from_numpy()`: both share memory, so no contiguous CPU tensor
-is copied on the way in or out (a non-contiguous one is copied once). The
-kernel uses fusedrnn's thread count (`fusedrnn.set_num_threads`,
-`FUSEDRNN_NUM_THREADS`), not torch's: it runs its own pool, whatever torch's
-intra-op setting.
+The functions call operators registered with `torch.library`
+(`torch.ops.fusedrnn.rnn_layer`, `.lstm_layer`, `.gru_layer` and their
+`_backward`s), with fake implementations that give their results' shapes and
+autograd formulas whose backward is itself such an operator. So the kernel
+is one opaque node to autograd, to `torch.compile` (which traces through
+the modules into one graph) and to `torch.jit.trace` (which records the
+operator, not the values it returned).
 
-Importing this module imports torch; `import fusedrnn` alone does not.
+Inside an operator, tensors reach the kernel through `Tensor.numpy()`, and
+its results are written straight into tensors allocated for them: nothing
+contiguous is copied on the way in or out (a non-contiguous or misaligned
+tensor is copied once). The kernel uses fusedrnn's thread count
+(`fusedrnn.set_num_threads`, `FUSEDRNN_NUM_THREADS`), not torch's.
+
+Importing this module imports torch and registers the operators; it changes
+no torch setting. `import fusedrnn` alone does not import torch.
 """
 
+import warnings
+
+import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
-import fusedrnn
-from fusedrnn import _engine
-from fusedrnn._checks import activation
+from . import _engine
+from ._checks import ACTIVATIONS
 
-__all__ = ["RNN", "rnn_layer"]
+__all__ = ["GRU", "LSTM", "RNN", "gru_layer", "lstm_layer", "rnn_layer"]
 
-_DTYPES = (torch.float32, torch.float64)
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}   # the dtypes fusedrnn has
+_NAMES = {_engine.RNN: "rnn", _engine.LSTM: "lstm", _engine.GRU: "gru"}
 
 
-def rnn_layer(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh", lengths=None,
-              reverse=False, batch_first=False):
-    """One RNN layer in one direction, h_t = act(W_ih x_t + W_hh h_{t-1} + b),
-    differentiable with respect to every tensor argument.
-
-    The arguments and results are those of `fusedrnn.rnn_forward` as tensors:
-    x [T,B,D] (or [B,T,D] with batch_first), h0 [B,H] or None, w_ih [H,D],
-    w_hh [H,H], bias [H] or None, lengths [B] integers or None. Returns
-    (y, h_n). CPU float32 or float64 tensors, all of one dtype.
-    """
-    _check_tensors(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, bias=bias)
-    call = _Checked(nonlinearity=nonlinearity, lengths=lengths, reverse=reverse,
-                    batch_first=batch_first)
-    return _apply(call, x, h0, w_ih, w_hh, *([] if bias is None else [bias]))
-
+# --- checks -----------------------------------------------------------------
+# The operators check what they are given, with RuntimeError as torch's own
+# operators raise: they can be called directly, and the kernel trusts every
+# size it is handed. Shape checks compare sizes only, so they hold for the
+# symbolic sizes of torch.compile too.
 
 def _check_tensors(**tensors):
-    """RuntimeError, as torch's own CPU kernels raise for a device or dtype
-    they cannot handle, before .numpy() would fail less clearly. All must
-    have the first tensor's dtype."""
+    """Every tensor on the CPU, float32 or float64, all of the first's dtype."""
     first = next(iter(tensors))
     dtype = tensors[first].dtype
     for name, t in tensors.items():
@@ -52,7 +52,7 @@ def _check_tensors(**tensors):
         if not t.is_cpu:
             raise RuntimeError(f"fusedrnn.torch: {name} is on device {t.device}, but fusedrnn "
                                f"runs on the CPU only; move it with .cpu()")
-        if t.dtype not in _DTYPES:
+        if t.dtype not in _NUMPY:
             raise RuntimeError(f"fusedrnn.torch: {name} has dtype {t.dtype}, but fusedrnn "
                                f"supports torch.float32 and torch.float64 only")
         if t.dtype != dtype:
@@ -60,202 +60,427 @@ def _check_tensors(**tensors):
                                f"{dtype} (the dtype of {first})")
 
 
-def _arrays(*tensors):
-    # numpy() refuses a tensor that requires grad unless forced; forced, it
-    # detaches (sharing memory) and, for the CPU float tensors that
-    # _check_tensors lets through, copies nothing.
-    return [None if t is None else t.numpy(force=True) for t in tensors]
+def _check_shape(name, t, shape):
+    if t is not None and tuple(t.shape) != tuple(shape):
+        raise RuntimeError(f"fusedrnn.torch: {name} has shape {tuple(t.shape)}, expected "
+                           f"{tuple(shape)}")
 
 
-def _apply(call, x, h0, w_ih, w_hh, *biases):
-    """(y, h_n) from call.forward, through autograd when a gradient is
-    wanted. The kernel's bias is the sum of `biases` (none, rnn_layer's
-    one, or torch's b_ih and b_hh)."""
-    tensors = (x, h0, w_ih, w_hh, *biases)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return _RNNLayer.apply(call, *tensors)
-    # Nothing to differentiate (inference, torch.no_grad): the graph node
-    # that autograd.Function.apply builds would cost a third of the
-    # kernel's time at batch 1.
-    y, h_n = call.forward(*_arrays(*tensors))
-    return torch.from_numpy(y), torch.from_numpy(h_n)
+def _check_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, batch_first):
+    """The sizes (T, B, D, H) of one layer's call, after checking every argument."""
+    _check_tensors(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+    if x.dim() != 3:
+        raise RuntimeError(f"fusedrnn.torch: x must be 3-D, (T, B, D) or (B, T, D) with "
+                           f"batch_first, got shape {tuple(x.shape)}")
+    if w_hh.dim() != 2:
+        raise RuntimeError(f"fusedrnn.torch: w_hh must be 2-D, got shape {tuple(w_hh.shape)}")
+    T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
+    D, H = x.shape[2], w_hh.shape[1]
+    GH = _engine.gates(cell) * H
+    _check_shape("w_hh", w_hh, (GH, H))
+    _check_shape("w_ih", w_ih, (GH, D))
+    for name, t, shape in (("h0", h0, (B, H)), ("c0", c0, (B, H)), ("b_ih", b_ih, (GH,)),
+                           ("b_hh", b_hh, (GH,)), ("lengths", lengths, (B,))):
+        _check_shape(name, t, shape)
+    if c0 is not None and cell != _engine.LSTM:
+        raise RuntimeError(f"fusedrnn.torch: c0 is an LSTM's, not {_NAMES[cell]}'s")
+    if lengths is not None and (lengths.dtype != torch.int64 or lengths.device.type != "cpu"):
+        raise RuntimeError(f"fusedrnn.torch: lengths must be an int64 CPU tensor, got "
+                           f"{lengths.dtype} on {lengths.device}")
+    if nonlinearity not in ACTIVATIONS or (cell != _engine.RNN and nonlinearity != "tanh"):
+        raise RuntimeError(f"fusedrnn.torch: nonlinearity {nonlinearity!r}: the RNN takes one "
+                           f"of {', '.join(map(repr, ACTIVATIONS))}, the LSTM and GRU 'tanh'")
+    return T, B, D, H
 
 
-class _RNNLayer(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, call, x, h0, w_ih, w_hh, *biases):
-        y, h_n = call.forward(*_arrays(x, h0, w_ih, w_hh, *biases))
-        y, h_n = torch.from_numpy(y), torch.from_numpy(h_n)
-        ctx.call = call
-        # The backward takes act' from y: the only result of the forward it needs.
-        ctx.save_for_backward(x, h0, w_ih, w_hh, y)
-        # An unused output's gradient stays None, which the kernel reads as
-        # zero without a buffer of zeros being made and read.
-        ctx.set_materialize_grads(False)
-        return y, h_n
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy, dh_n):
-        dx, dh0, dw_ih, dw_hh, dbias = ctx.call.backward(*_arrays(*ctx.saved_tensors, dy, dh_n))
-        # Each bias gets dbias in its own memory: autograd may keep a
-        # gradient it is handed as the leaf's .grad, and accumulating into
-        # one bias's .grad must not change the other's.
-        dbiases = [dbias] + [dbias.copy() for _ in ctx.needs_input_grad[6:]]
-        # call gets None; the rest line up with the tensor inputs.
-        return None, *(torch.from_numpy(g) if needed else None
-                       for g, needed in zip((dx, dh0, dw_ih, dw_hh, *dbiases),
-                                            ctx.needs_input_grad[1:]))
+def _addresses(tensors, keep):
+    """The kernel's view of tensors: the address of each one's memory (None
+    for None). A tensor that is not contiguous, or not aligned to its dtype
+    (torch.frombuffer with an odd byte offset makes one), is copied first,
+    and the copy kept in `keep` for the call."""
+    addresses = []
+    for t in tensors:
+        if t is not None and not (t.is_contiguous() and t.data_ptr() % t.element_size() == 0):
+            t = t.clone(memory_format=torch.contiguous_format)
+            keep.append(t)
+        addresses.append(None if t is None else t.data_ptr())
+    return tuple(addresses)
 
 
-class _Checked:
-    """rnn_layer's kernel calls: fusedrnn's NumPy API, which checks every
-    argument and names the one that is wrong."""
-
-    def __init__(self, **options):
-        self.options = options
-
-    def forward(self, x, h0, w_ih, w_hh, bias=None):
-        return fusedrnn.rnn_forward(x, h0, w_ih, w_hh, bias, **self.options)
-
-    def backward(self, x, h0, w_ih, w_hh, y, dy, dh_n):
-        return fusedrnn.rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n, **self.options)
+def _empty(like, shapes):
+    """Tensors of `shapes` in like's dtype; a 0-element one for a None, since
+    an operator returns a tensor for every result it declares."""
+    return [like.new_empty((0,) if s is None else s) for s in shapes]
 
 
-class _Trusted:
-    """RNN's kernel calls, straight to the NumPy API's unchecked tail: its
-    checks would repeat what is already known. torch.nn.RNN's check_input
-    and check_hidden_size have checked the input's size and dimensions, its
-    dtype against the weights' and hx's shape; RNN._run has checked every
-    tensor's device and dtype, and the weights' shapes; lengths come from
-    a PackedSequence, int64 and at most T by construction; autograd hands
-    the backward dy and dh_n of y's and h_n's shape and dtype. What is left
-    is the kernel's need for C-contiguous, aligned buffers: a tensor that is
-    not (non-contiguous; or misaligned, which torch.frombuffer with an odd
-    byte offset can make) is copied here by _engine.kernel_buffer, which
-    returns any other as it is."""
+# --- the operators ----------------------------------------------------------
+# All three have the same signature, c0 for the LSTM only and nonlinearity
+# for the RNN only, so that one implementation, one fake and one autograd
+# formula serve them. The forward returns (y, h_n, c_n, reserve): c_n is
+# empty but for the LSTM, the reserve (what the backward reads) empty but
+# for a gated cell's training call.
 
-    def __init__(self, nonlinearity, lengths, reverse, batch_first):
-        self.act = activation(nonlinearity)
-        self.lengths, self.reverse, self.batch_first = lengths, reverse, batch_first
-
-    def forward(self, x, h0, w_ih, w_hh, *biases):
-        x, h0, w_ih, w_hh, *biases = map(_engine.kernel_buffer, (x, h0, w_ih, w_hh, *biases))
-        b_ih, b_hh = biases or (None, None)
-        T, B, H = self._sizes(x, w_hh)
-        y, h_n, _, _ = _engine.empty(_engine.output_shapes(_engine.RNN, T, B, H, self.batch_first,
-                                                           False), x.dtype)
-        _engine.forward(_engine.RNN, self.act, (x, h0, None, w_ih, w_hh, b_ih, b_hh, self.lengths),
-                        (y, h_n, None, None), self.reverse, self.batch_first)
-        return y, h_n
-
-    def backward(self, *arrays):
-        x, h0, w_ih, w_hh, y, dy, dh_n = map(_engine.kernel_buffer, arrays)
-        T, B, H = self._sizes(x, w_hh)
-        grads = _engine.empty(_engine.grad_shapes(_engine.RNN, T, B, w_ih.shape[1], H,
-                                                  self.batch_first), x.dtype)
-        _engine.backward(_engine.RNN, self.act, (x, h0, None, w_ih, w_hh, None, None, self.lengths),
-                         (y, None, dy, dh_n, None), grads, self.reverse, self.batch_first)
-        dx, dh0, _, dw_ih, dw_hh, dbias, _ = grads
-        return dx, dh0, dw_ih, dw_hh, dbias
-
-    def _sizes(self, x, w_hh):
-        T, B = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
-        return T, B, w_hh.shape[1]
+_FORWARD_SCHEMA = (
+    "(Tensor x, Tensor? h0, Tensor? c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+    "Tensor? lengths, str nonlinearity, bool reverse, bool batch_first, bool training) "
+    "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor reserve)")
+_BACKWARD_SCHEMA = (
+    "(Tensor x, Tensor? h0, Tensor? c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+    "Tensor? lengths, Tensor y, Tensor reserve, Tensor? dy, Tensor? dh_n, Tensor? dc_n, "
+    "str nonlinearity, bool reverse, bool batch_first) "
+    "-> (Tensor dx, Tensor dh0, Tensor dc0, Tensor dw_ih, Tensor dw_hh, Tensor db_ih, "
+    "Tensor db_hh)")
 
 
-class RNN(torch.nn.RNN):
-    """`torch.nn.RNN` computed by fusedrnn's kernel.
+def _forward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
+                    batch_first, training):
+    sizes = _check_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
+                         batch_first)
+    T, B, _, H = sizes
+    return sizes, _engine.output_shapes(cell, T, B, H, batch_first, training)
 
-    Same constructor, parameters (names, shapes, initialisation), state_dict,
-    forward(input, hx=None) -> (output, h_n) and input checks: batched 3-D,
-    unbatched 2-D and PackedSequence input, dropout between layers in
-    training mode. CPU float32 and float64 only.
 
-    torch's two biases reach the kernel as their sum, so both receive the
-    kernel's bias gradient, as they do in torch. A PackedSequence runs
-    through the kernel's `lengths`: steps past a sequence's end are skipped,
-    not computed on padding.
+def _forward_fake(cell):
+    def fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, reverse, batch_first,
+             training):
+        _, shapes = _forward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
+                                    nonlinearity, batch_first, training)
+        return tuple(_empty(x, shapes))
+    return fake
+
+
+def _forward_impl(cell):
+    def forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, reverse, batch_first,
+                training):
+        sizes, shapes = _forward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
+                                        nonlinearity, batch_first, training)
+        outputs = _empty(x, shapes)
+        if lengths is not None:
+            # The kernel writes no reserve row past a sequence's length:
+            # zeros there, so that the result is a function of the inputs.
+            outputs[3].zero_()
+        keep = []
+        _engine.forward(cell, ACTIVATIONS[nonlinearity], sizes, _NUMPY[x.dtype],
+                        _addresses((x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths), keep),
+                        tuple(t.data_ptr() if s else None for t, s in zip(outputs, shapes)),
+                        reverse, batch_first, training and cell != _engine.RNN)
+        return tuple(outputs)
+    return forward
+
+
+def _backward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, reserve, dy, dh_n,
+                     dc_n, nonlinearity, batch_first):
+    sizes = _check_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
+                         batch_first)
+    T, B, D, H = sizes
+    _check_tensors(x=x, y=y, reserve=reserve, dy=dy, dh_n=dh_n, dc_n=dc_n)
+    seq = _engine.seq_shape(T, B, H, batch_first)
+    for name, t, shape in (("y", y, seq), ("dy", dy, seq), ("dh_n", dh_n, (B, H)),
+                           ("dc_n", dc_n, (B, H))):
+        _check_shape(name, t, shape)
+    if cell != _engine.RNN:
+        # An empty reserve is what an inference forward returns, which
+        # torch.jit.trace under no_grad records.
+        if reserve.numel() == 0 and T * B * H != 0:
+            raise RuntimeError(f"fusedrnn.torch: {_NAMES[cell]}_layer_backward needs the "
+                               f"reserve of a training forward (a call that needed gradients), "
+                               f"got an empty one")
+        _check_shape("reserve", reserve, _engine.reserve_shape(cell, T, B, H))
+    shapes = list(_engine.grad_shapes(cell, T, B, D, H, batch_first))
+    if cell == _engine.RNN:
+        shapes[6] = shapes[5]   # db_hh: a copy of the one bias gradient, made after the call
+    return sizes, shapes
+
+
+def _backward_fake(cell):
+    def fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, reserve, dy, dh_n, dc_n,
+             nonlinearity, reverse, batch_first):
+        _, shapes = _backward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y,
+                                     reserve, dy, dh_n, dc_n, nonlinearity, batch_first)
+        return tuple(_empty(x, shapes))
+    return fake
+
+
+def _backward_impl(cell):
+    def backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, reserve, dy, dh_n, dc_n,
+                 nonlinearity, reverse, batch_first):
+        sizes, shapes = _backward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y,
+                                         reserve, dy, dh_n, dc_n, nonlinearity, batch_first)
+        rnn = cell == _engine.RNN
+        grads = _empty(x, shapes)
+        keep = []
+        _engine.backward(cell, ACTIVATIONS[nonlinearity], sizes, _NUMPY[x.dtype],
+                         _addresses((x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths), keep),
+                         _addresses((y, None if rnn else reserve, dy, dh_n, dc_n), keep),
+                         tuple(t.data_ptr() if s else None
+                               for t, s in zip(grads, shapes[:6] + [None if rnn else shapes[6]])),
+                         reverse, batch_first)
+        if rnn:
+            # Its two biases are summed: each gets the one gradient, in
+            # memory of its own (autograd may keep it as the leaf's .grad,
+            # and accumulating into one must not change the other).
+            grads[6].copy_(grads[5])
+        return tuple(grads)
+    return backward
+
+
+def _autograd(forward_op, backward_op, cell):
+    """The Autograd kernel of forward_op: an autograd.Function around the
+    call below autograd, whose backward calls backward_op.
+
+    Registered directly rather than through torch.library.register_autograd,
+    which would do the same at a cost of about 45 us per call for an
+    operator of 12 arguments (torch 2.13 rebuilds the schema's argument list
+    for every argument it fills in): more than the kernel's time at batch 1."""
+
+    class Layer(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, reverse,
+                    batch_first, training):
+            with torch._C._AutoDispatchBelowAutograd():
+                y, h_n, c_n, reserve = forward_op(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
+                                                  nonlinearity, reverse, batch_first, training)
+            # The backward reads y (the RNN's act' comes from it) and the reserve.
+            ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, reserve)
+            ctx.options = (nonlinearity, reverse, batch_first)
+            ctx.mark_non_differentiable(reserve)
+            # An unused result's gradient stays None, which the kernel reads
+            # as zero without a buffer of zeros being made and read.
+            ctx.set_materialize_grads(False)
+            return y, h_n, c_n, reserve
+
+        @staticmethod
+        def backward(ctx, dy, dh_n, dc_n, _):
+            grads = backward_op(*ctx.saved_tensors, dy, dh_n,
+                                dc_n if cell == _engine.LSTM else None, *ctx.options)
+            # One per input of the forward: the tensors', then None for
+            # lengths and the four options.
+            return (*(g if needed else None for g, needed in zip(grads, ctx.needs_input_grad)),
+                    None, None, None, None, None)
+
+    def kernel(*args):
+        # Nothing to differentiate (torch.no_grad, or no input that wants a
+        # gradient): the call below autograd, without a graph node.
+        if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad
+                                           for a in args[:7]):
+            return Layer.apply(*args)
+        with torch._C._AutoDispatchBelowAutograd():
+            return forward_op(*args)
+
+    return kernel
+
+
+# The operators are defined for every device (CompositeExplicitAutograd),
+# so that a tensor elsewhere than on the CPU gets _check_tensors's message.
+_LIBRARY = torch.library.Library("fusedrnn", "DEF")
+
+
+def _register(name, schema, impl, fake):
+    _LIBRARY.define(name + schema)
+    _LIBRARY.impl(name, impl, "CompositeExplicitAutograd")
+    torch.library.register_fake(f"fusedrnn::{name}", fake, lib=_LIBRARY)
+    return getattr(torch.ops.fusedrnn, name).default
+
+
+def _define(cell):
+    """The operator fusedrnn::{cell}_layer and its backward, for one cell."""
+    name = f"{_NAMES[cell]}_layer"
+    backward_op = _register(f"{name}_backward", _BACKWARD_SCHEMA, _backward_impl(cell),
+                            _backward_fake(cell))
+    forward_op = _register(name, _FORWARD_SCHEMA, _forward_impl(cell), _forward_fake(cell))
+    _LIBRARY.impl(name, _autograd(forward_op, backward_op, cell), "Autograd")
+    return forward_op
+
+
+_OPS = {cell: _define(cell) for cell in _NAMES}
+
+
+def _layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, reverse,
+           batch_first):
+    """(y, h_n, c_n) of one operator call; a gated cell keeps a reserve only
+    when autograd will want the backward."""
+    if lengths is not None:
+        lengths = torch.as_tensor(lengths)
+        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+            raise RuntimeError(f"fusedrnn.torch: lengths must hold integers, got {lengths.dtype}")
+        lengths = lengths.to(torch.int64)
+    training = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh))
+    y, h_n, c_n, _ = _OPS[cell](x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
+                                reverse, batch_first, training)
+    return y, h_n, c_n
+
+
+def rnn_layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh", lengths=None,
+              reverse=False, batch_first=False):
+    """One RNN layer in one direction, h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),
+    differentiable with respect to every tensor argument.
+
+    The arguments are those of `fusedrnn.rnn_forward` as tensors, with
+    torch's two biases (either may be None): x [T,B,D] (or [B,T,D] with
+    batch_first), h0 [B,H] or None, w_ih [H,D], w_hh [H,H], b_ih and b_hh
+    [H], lengths [B] int64 or None. Returns (y, h_n). CPU float32 or float64
+    tensors, all of one dtype.
     """
+    y, h_n, _ = _layer(_engine.RNN, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
+                       reverse, batch_first)
+    return y, h_n
+
+
+def lstm_layer(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=False,
+               batch_first=False):
+    """One LSTM layer in one direction, torch.nn.LSTM's maths (gates i, f, g, o):
+    as `fusedrnn.lstm_forward` with tensors, w_ih [4H,D], w_hh [4H,H], b_ih
+    and b_hh [4H]. Returns (y, h_n, c_n)."""
+    return _layer(_engine.LSTM, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, "tanh", reverse,
+                  batch_first)
+
+
+def gru_layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=False,
+              batch_first=False):
+    """One GRU layer in one direction, torch.nn.GRU's maths (gates r, z, n; b_hn
+    inside the reset product): as `fusedrnn.gru_forward` with tensors,
+    w_ih [3H,D], w_hh [3H,H], b_ih and b_hh [3H]. Returns (y, h_n)."""
+    y, h_n, _ = _layer(_engine.GRU, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, "tanh",
+                       reverse, batch_first)
+    return y, h_n
+
+
+# --- the modules ------------------------------------------------------------
+
+class _DropIn:
+    """forward for the subclasses of torch.nn.RNN, LSTM and GRU below: torch's
+    checks and conventions, fusedrnn's operators per layer and direction.
+
+    Invalid input is handed to torch's own forward, which raises its own
+    exception for it before computing anything: the messages stay torch's."""
+
+    _cell = None   # the subclass's cell
 
     def forward(self, input, hx=None):
+        if getattr(self, "proj_size", 0) > 0:
+            return self._torch_forward(input, hx)
+        lstm = self._cell == _engine.LSTM
+        if lstm and hx is not None and not (isinstance(hx, tuple) and len(hx) == 2):
+            return super().forward(input, hx)
+        states = None if hx is None else (hx if lstm else (hx,))
         if isinstance(input, PackedSequence):
-            return self._forward_packed(input, hx)
-        # torch's messages and exception types for the number of dimensions.
-        if input.dim() not in (2, 3):
-            raise ValueError(f"RNN: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
+            return self._forward_packed(input, states)
+        if input.dim() not in (2, 3) or (
+                states is not None and any(h.dim() != input.dim() for h in states)):
+            return super().forward(input, hx)
         batched = input.dim() == 3
-        if hx is not None and hx.dim() != input.dim():
-            kind = "batched 3-D" if batched else "unbatched 2-D"
-            raise RuntimeError(f"For {kind} input, hx should also be {input.dim()}-D "
-                               f"but got {hx.dim()}-D tensor")
         # An unbatched input is [T,D] and gets a batch of one where
-        # batch_first says the batch is; hx [layers*directions,H] gets it in
-        # the middle.
+        # batch_first says the batch is; the states [layers*dirs,H] get it
+        # in the middle.
         batch_dim = 0 if self.batch_first else 1
         if not batched:
             input = input.unsqueeze(batch_dim)
-            hx = None if hx is None else hx.unsqueeze(1)
-        self._check_args(input, hx, None)
-        output, h_n = self._run(input, hx, None, self.batch_first)
-        return (output, h_n) if batched else (output.squeeze(batch_dim), h_n.squeeze(1))
+            states = None if states is None else tuple(h.unsqueeze(1) for h in states)
+        self._check_args(input, states, None)
+        output, states = self._run(input, states, None, self.batch_first)
+        if not batched:
+            output, states = output.squeeze(batch_dim), tuple(h.squeeze(1) for h in states)
+        return output, self._result_states(states)
 
-    def _forward_packed(self, packed, hx):
+    def _result_states(self, states):
+        return states if self._cell == _engine.LSTM else states[0]
+
+    def _torch_forward(self, input, hx):
+        # fusedrnn's LSTM has no projection: torch computes it, and says so once.
+        if not self.__dict__.get("_warned_proj_size"):
+            self._warned_proj_size = True
+            warnings.warn(f"fusedrnn.torch.LSTM: proj_size={self.proj_size} is computed by "
+                          f"torch.nn.LSTM's own implementation, not fusedrnn's kernel",
+                          stacklevel=3)
+        return super().forward(input, hx)
+
+    def _forward_packed(self, packed, states):
         data, batch_sizes, sorted_indices, unsorted_indices = packed
-        self._check_args(data, hx, batch_sizes)
+        self._check_args(data, states, batch_sizes)
         # Packed row i is step t[i] of sequence b[i] (b in the caller's
         # order, as hx and h_n are): scatter into a zero [T,B,D] buffer, run
-        # with each sequence's length, gather the valid rows of y back.
+        # with each sequence's length (steps past it are skipped, not
+        # computed on padding), gather the valid rows of y back.
         t = torch.repeat_interleave(torch.arange(len(batch_sizes)), batch_sizes)
         rank = torch.arange(len(t)) - (torch.cumsum(batch_sizes, 0) - batch_sizes)[t]
         b = rank if sorted_indices is None else sorted_indices[rank]
         T, B = len(batch_sizes), int(batch_sizes[0])
         padded = data.new_zeros(T, B, data.shape[1]).index_put((t, b), data)
-        lengths = torch.bincount(b, minlength=B).numpy()
-        y, h_n = self._run(padded, hx, lengths, False)
-        return PackedSequence(y[t, b], batch_sizes, sorted_indices, unsorted_indices), h_n
+        lengths = torch.bincount(b, minlength=B)
+        y, states = self._run(padded, states, lengths, False)
+        return (PackedSequence(y[t, b], batch_sizes, sorted_indices, unsorted_indices),
+                self._result_states(states))
 
-    def _check_args(self, input, hx, batch_sizes):
-        self.check_input(input, batch_sizes)
-        if hx is not None:
-            self.check_hidden_size(hx, self.get_expected_hidden_size(input, batch_sizes))
+    def _check_args(self, input, states, batch_sizes):
+        if states is None:
+            self.check_input(input, batch_sizes)
+        else:
+            self.check_forward_args(input, self._result_states(states), batch_sizes)
 
-    def _run(self, x, hx, lengths, batch_first):
+    def _run(self, x, states, lengths, batch_first):
         """All layers and directions over x [T,B,D] ([B,T,D] with batch_first);
-        returns (output, h_n [layers*directions,B,H])."""
-        _check_tensors(input=x, hx=hx)
+        returns (output, the final states, each [layers*directions,B,H])."""
+        _check_tensors(input=x, **({} if states is None else dict(zip(("hx", "cx"), states))))
         directions = 2 if self.bidirectional else 1
-        calls = [_Trusted(self.nonlinearity, lengths, direction == 1, batch_first)
-                 for direction in range(directions)]
-        h_n = []
+        nonlinearity = getattr(self, "nonlinearity", "tanh")
+        finals = []
         for layer in range(self.num_layers):
             if layer and self.training and self.dropout:
                 x = torch.nn.functional.dropout(x, self.dropout, training=True)
             outputs = []
-            for direction, call in enumerate(calls):
-                i = layer * directions + direction  # torch's order of hx and all_weights
-                w_ih, w_hh, *biases = self._weights(i, x)
-                y, h = _apply(call, x, None if hx is None else hx[i], w_ih, w_hh, *biases)
+            for direction in range(directions):
+                i = layer * directions + direction   # torch's order of hx and all_weights
+                h0, c0 = (None, None) if states is None else \
+                    (states[0][i], states[1][i] if len(states) == 2 else None)
+                y, h_n, c_n = _layer(self._cell, x, h0, c0, *self._weights(i), lengths,
+                                     nonlinearity, direction == 1, batch_first)
                 outputs.append(y)
-                h_n.append(h)
+                finals.append((h_n, c_n) if self._cell == _engine.LSTM else (h_n,))
             x = torch.cat(outputs, -1) if directions == 2 else outputs[0]
-        return x, torch.stack(h_n)
+        return x, tuple(torch.stack(s) for s in zip(*finals))
 
-    def _weights(self, i, x):
-        """Layer and direction i's [w_ih, w_hh, b_ih, b_hh] (no biases
-        without bias), checked for the kernel, which trusts their shapes:
-        torch.nn.RNN's checks leave out the weights, which can be replaced
-        or reparametrised. Looked up in _parameters (Module.__getattr__
-        takes longer than the kernel's per-step time), else by getattr, as
-        all_weights does, which sees a parametrised weight: it has left
-        _parameters."""
+    def _weights(self, i):
+        """Layer and direction i's (w_ih, w_hh, b_ih, b_hh), biases None without
+        bias. Looked up in _parameters (Module.__getattr__ takes longer than
+        the kernel's per-step time), else by getattr, as all_weights does,
+        which sees a parametrised weight: it has left _parameters."""
         params = self._parameters
-        weights = {name: params[name] if name in params else getattr(self, name)
-                   for name in self._all_weights[i]}
-        _check_tensors(input=x, **weights)
-        H, D = self.hidden_size, x.shape[-1]
-        for (name, w), shape in zip(weights.items(), ((H, D), (H, H), (H,), (H,))):
-            if w.shape != shape:
-                raise RuntimeError(f"fusedrnn.torch: {name} has shape {tuple(w.shape)}, "
-                                   f"expected {shape}")
-        return weights.values()
+        names = self._all_weights[i]
+        weights = [params[name] if name in params else getattr(self, name) for name in names]
+        # torch's checks leave out the weights, which can be replaced or
+        # reparametrised: named here, as the operator cannot name them.
+        GH, D = _engine.gates(self._cell) * self.hidden_size, self.input_size
+        if i >= (2 if self.bidirectional else 1):
+            D = self.hidden_size * (2 if self.bidirectional else 1)
+        for name, w, shape in zip(names, weights, ((GH, D), (GH, self.hidden_size), (GH,), (GH,))):
+            _check_shape(name, w, shape)
+        return weights if self.bias else weights + [None, None]
+
+
+class RNN(_DropIn, torch.nn.RNN):
+    """`torch.nn.RNN` computed by fusedrnn's kernel.
+
+    Same constructor, parameters (names, shapes, initialisation), state_dict,
+    forward(input, hx=None) -> (output, h_n) and input checks: batched 3-D,
+    unbatched 2-D and PackedSequence input, dropout between layers in
+    training mode. CPU float32 and float64 only. A PackedSequence runs
+    through the kernel's `lengths`: steps past a sequence's end are skipped,
+    not computed on padding.
+    """
+
+    _cell = _engine.RNN
+
+
+class LSTM(_DropIn, torch.nn.LSTM):
+    """`torch.nn.LSTM` computed by fusedrnn's kernel: as `RNN`, with
+    forward(input, (h0, c0)=None) -> (output, (h_n, c_n)). With proj_size > 0
+    torch's own implementation runs, with a warning once per module."""
+
+    _cell = _engine.LSTM
+
+
+class GRU(_DropIn, torch.nn.GRU):
+    """`torch.nn.GRU` computed by fusedrnn's kernel: as `RNN`."""
+
+    _cell = _engine.GRU
