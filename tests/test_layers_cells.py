@@ -21,12 +21,13 @@ ARCHITECTURES = {"1layer": (1, False), "2layers": (2, False), "bidirectional": (
                  "3layers_bidirectional": (3, True)}
 DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
 CELLS = {"lstm": fusedrnn.LSTM, "gru": fusedrnn.GRU}
+LAYERS = {"rnn": fusedrnn.RNN, **CELLS}
 GATES = {"lstm": 4, "gru": 3}
 
 
 def make_layer(cell, num_layers=2, bidirectional=True, dtype=np.float64, seed=0, **options):
-    return CELLS[cell](D, H, num_layers, bidirectional=bidirectional, dtype=dtype, seed=seed,
-                       **options)
+    return LAYERS[cell](D, H, num_layers, bidirectional=bidirectional, dtype=dtype, seed=seed,
+                        **options)
 
 
 def make_inputs(dtype, batch_first, num_layers, bidirectional, seed=1):
@@ -286,22 +287,9 @@ def test_gradients_match_finite_differences(cell, numerical_gradient):
                                    rtol=1e-5, atol=1e-8, err_msg=name)
 
 
-def change_in_place(params, how):
-    """Change every array of `params` in place, as an optimiser step or
-    load_state_dict does between a forward and its backward."""
-    if how == "sgd_step":
-        fusedrnn.SGD(params, lr=0.5).step({k: np.ones_like(p) for k, p in params.items()})
-    elif how == "load_state_dict":
-        return {k: np.full_like(p, 0.25) for k, p in params.items()}
-    else:  # assignment into the array, as a user would do by hand
-        for p in params.values():
-            p[...] = -p
-    return None
-
-
 @pytest.mark.parametrize("how", ["sgd_step", "load_state_dict", "assignment"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_backward_uses_the_weights_forward_used(cell, how):
+def test_backward_uses_the_weights_forward_used(cell, how, change_in_place):
     """Parameters (biases too) changed in place between forward and backward
     leave the gradients those of the parameters the forward ran with: a
     fresh layer with the original ones gives bitwise the same."""
@@ -394,8 +382,9 @@ def test_lstm_bad_state_arguments():
         layer.backward(None, (state.astype(np.float64), None))
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", LAYERS)
 def test_bad_call_arguments(cell):
+    """Every layer, the RNN too; the LSTM's pairs are test_lstm_bad_state_arguments'."""
     layer = make_layer(cell, dtype=np.float32)
     x = np.zeros((T, B, D), np.float32)
     with pytest.raises(RuntimeError, match="^backward: call forward first"):
@@ -410,7 +399,7 @@ def test_bad_call_arguments(cell):
         layer.forward(x, lengths=[1, 2, 9])
     with pytest.raises(TypeError, match=r"^lengths: expected an integer array"):
         layer.forward(x, lengths=[1.0, 2.0, 3.0])
-    if cell == "gru":
+    if cell != "lstm":
         with pytest.raises(ValueError, match=r"^h0: expected shape \(4, 3, 6\), got \(1, 3, 6\)"):
             layer.forward(x, np.zeros((1, B, H), np.float32))
     layer.forward(x)
@@ -418,9 +407,11 @@ def test_bad_call_arguments(cell):
         layer.backward(np.zeros((T, B, H), np.float32))
     with pytest.raises(TypeError, match=r"^dy: expected dtype float32.*got float64"):
         layer.backward(np.zeros((T, B, 2 * H)))
-    if cell == "gru":
+    if cell != "lstm":
         with pytest.raises(ValueError, match=r"^dh_n: expected shape \(4, 3, 6\)"):
             layer.backward(None, np.zeros((4, B), np.float32))
+        with pytest.raises(TypeError, match=r"^dh_n: expected dtype float32.*got float64"):
+            layer.backward(None, np.zeros((4, B, H)))
 
 
 BAD_CONSTRUCTORS = [
@@ -449,12 +440,12 @@ def test_no_nonlinearity_for_the_gated_cells(cell):
         CELLS[cell](D, H, nonlinearity="relu")
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", LAYERS)
 def test_gradients_are_distinct_arrays(cell):
     """No two gradients share memory (bias_ih and bias_hh are equal for the
     RNN and in most rows for the others): an in-place update of one, such as
     clipping, must not reach another twice."""
-    layer = {"rnn": fusedrnn.RNN, **CELLS}[cell](D, H, 2, bidirectional=True, dtype=np.float64)
+    layer = make_layer(cell)
     x, h0, c0, dy, _, _ = make_inputs(np.float64, False, 2, True)
     layer.forward(x)
     layer.backward(dy)

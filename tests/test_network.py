@@ -53,23 +53,35 @@ CONFIGS = {
 }
 
 
+GATED = ["lstm", "gru"]
+
+
+# Every output activation with the RNN; the gated cells with two of them (the
+# output layer and the losses are the same code whatever the cell).
+ACTIVATION_CELLS = [*((a, "rnn") for a in ["identity", "tanh", "sigmoid", "softmax"]),
+                    ("softmax", "lstm"), ("sigmoid", "gru")]
+
+
 @pytest.mark.parametrize("loss_kind", ["paired_loss", "given_dy"])
 @pytest.mark.parametrize("config", CONFIGS)
-@pytest.mark.parametrize("activation", ["identity", "tanh", "sigmoid", "softmax"])
-def test_gradients_match_finite_differences(activation, config, loss_kind, numerical_gradient):
+@pytest.mark.parametrize("activation, cell", ACTIVATION_CELLS,
+                         ids=[f"{a}-{c}" for a, c in ACTIVATION_CELLS])
+def test_gradients_match_finite_differences(activation, cell, config, loss_kind,
+                                            numerical_gradient, initial_state):
     """float64, tiny sizes. paired_loss: the loss that goes with the output
     activation, backward() from it. given_dy: L = sum(R * y) for a fixed
-    random R, backward(dy=R), the path for a loss of one's own."""
+    random R, backward(dy=R), the path for a loss of one's own. Every
+    parameter, dx and the initial state's gradient (both halves of the LSTM's)."""
     options = dict(CONFIGS[config])
     lengths = options.pop("lengths", None)
     T, B, D, H, O = 3, 2, 2, 3, 3
     net = fusedrnn.ElmanRNN(D, H, O, output_activation=activation, dtype=np.float64, seed=4,
-                            **options)
+                            cell=cell, **options)
     dirs = 2 if net.rnn.bidirectional else 1
     rng = np.random.default_rng(5)
     seq = (B, T) if net.batch_first else (T, B)
     x = rng.normal(size=(*seq, D))
-    h0 = rng.normal(size=(net.rnn.num_layers * dirs, B, H))
+    h0 = initial_state(cell, (net.rnn.num_layers * dirs, B, H), rng)
     weights = rng.normal(size=(*seq, O))
     target = targets(activation, (*seq, O), rng)
 
@@ -84,7 +96,9 @@ def test_gradients_match_finite_differences(activation, config, loss_kind, numer
         assert_allclose(net.grads[name], numerical_gradient(loss, p), rtol=1e-5, atol=1e-8,
                         err_msg=name)
     assert_allclose(dx, numerical_gradient(loss, x), rtol=1e-5, atol=1e-8, err_msg="dx")
-    assert_allclose(dh0, numerical_gradient(loss, h0), rtol=1e-5, atol=1e-8, err_msg="dh0")
+    for got, state in zip(dh0 if cell == "lstm" else [dh0], h0 if cell == "lstm" else [h0]):
+        assert_allclose(got, numerical_gradient(loss, state), rtol=1e-5, atol=1e-8,
+                        err_msg="dh0")
 
 
 def constant_output_network(activation, b_y, dtype=np.float64, **options):
@@ -276,52 +290,6 @@ def test_backward_uses_the_weights_forward_used(changed, loss_kind):
     assert actual[3].keys() == expected[3].keys()
     for name, g in actual[3].items():
         assert_allclose(g, expected[3][name], rtol=0, atol=0, err_msg=name)
-
-
-GATED = ["lstm", "gru"]
-
-
-def initial_state(cell, shape, rng):
-    """The state an ElmanRNN of `cell` takes: one array, or the pair (h0, c0)."""
-    if cell == "lstm":
-        return rng.normal(size=shape), rng.normal(size=shape)
-    return rng.normal(size=shape)
-
-
-@pytest.mark.parametrize("loss_kind", ["paired_loss", "given_dy"])
-@pytest.mark.parametrize("config", CONFIGS)
-@pytest.mark.parametrize("cell", GATED)
-def test_gated_cells_gradients_match_finite_differences(cell, config, loss_kind,
-                                                        numerical_gradient):
-    """As for the RNN, with a softmax output: every parameter, dx and the
-    initial state's gradient (both halves of the LSTM's)."""
-    options = dict(CONFIGS[config])
-    lengths = options.pop("lengths", None)
-    T, B, D, H, O = 3, 2, 2, 3, 3
-    net = fusedrnn.ElmanRNN(D, H, O, output_activation="softmax", dtype=np.float64, seed=4,
-                            cell=cell, **options)
-    dirs = 2 if net.rnn.bidirectional else 1
-    rng = np.random.default_rng(5)
-    seq = (B, T) if net.batch_first else (T, B)
-    x = rng.normal(size=(*seq, D))
-    h0 = initial_state(cell, (net.rnn.num_layers * dirs, B, H), rng)
-    weights = rng.normal(size=(*seq, O))
-    target = targets("softmax", (*seq, O), rng)
-
-    def loss():
-        y, _ = net.forward(x, h0, lengths)
-        return net.loss(target) if loss_kind == "paired_loss" else np.sum(weights * y)
-
-    loss()
-    dx, dh0 = net.backward(None if loss_kind == "paired_loss" else weights)
-    assert list(net.grads) == list(net.params)
-    for name, p in net.params.items():
-        assert_allclose(net.grads[name], numerical_gradient(loss, p), rtol=1e-5, atol=1e-8,
-                        err_msg=name)
-    assert_allclose(dx, numerical_gradient(loss, x), rtol=1e-5, atol=1e-8, err_msg="dx")
-    for got, state in zip(dh0 if cell == "lstm" else [dh0], h0 if cell == "lstm" else [h0]):
-        assert_allclose(got, numerical_gradient(loss, state), rtol=1e-5, atol=1e-8,
-                        err_msg="dh0")
 
 
 @pytest.mark.parametrize("cell", ["rnn", *GATED])

@@ -101,13 +101,6 @@ class Recorder:
 CELLS = ["rnn", "lstm", "gru"]
 
 
-def initial_state(cell, shape, rng):
-    """The state an ElmanRNN of `cell` takes: one array, or the pair (h0, c0)."""
-    if cell == "lstm":
-        return rng.normal(size=shape), rng.normal(size=shape)
-    return rng.normal(size=shape)
-
-
 def assert_same_state(actual, expected, cell, **tolerance):
     """Both halves of an LSTM's state; the one array of the others'."""
     if cell == "lstm":
@@ -120,7 +113,8 @@ def assert_same_state(actual, expected, cell, **tolerance):
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
-def test_truncated_bptt_carries_the_state_but_not_its_gradient(batch_first, cell):
+def test_truncated_bptt_carries_the_state_but_not_its_gradient(batch_first, cell,
+                                                              initial_state):
     T, B, D, H, chunk = 7, 2, 3, 4, 3  # chunks of 3, 3 and 1 steps
     net = fusedrnn.ElmanRNN(D, H, 2, batch_first=batch_first, dtype=np.float64, seed=0,
                             cell=cell)
