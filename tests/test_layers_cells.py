@@ -345,7 +345,7 @@ def test_inputs_are_not_modified_and_backward_reads_what_forward_saw(cell):
 def test_changing_the_returned_arrays_changes_nothing(cell):
     """y and the final states go to the caller: changing them leaves the backward."""
     layer = make_layer(cell, num_layers=1, bidirectional=False)
-    x, h0, c0, dy, _, _ = make_inputs(np.float64, False, 1, False)
+    x, _, _, dy, _, _ = make_inputs(np.float64, False, 1, False)
     layer.forward(x)
     expected = layer.backward(dy)[0]
     y, state = layer.forward(x)
@@ -446,7 +446,7 @@ def test_gradients_are_distinct_arrays(cell):
     RNN and in most rows for the others): an in-place update of one, such as
     clipping, must not reach another twice."""
     layer = make_layer(cell)
-    x, h0, c0, dy, _, _ = make_inputs(np.float64, False, 2, True)
+    x, _, _, dy, _, _ = make_inputs(np.float64, False, 2, True)
     layer.forward(x)
     layer.backward(dy)
     grads = list(layer.grads.values())

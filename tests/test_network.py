@@ -304,7 +304,8 @@ def test_cell_parameters_are_the_layers(cell):
     for name, p in alone.params.items():
         assert_allclose(net.params[name], p, rtol=0, atol=0, err_msg=name)
         assert net.params[name] is net.rnn.params[name]
-    assert net.params["weight_hh_l1_reverse"].shape == ({"rnn": 1, "lstm": 4, "gru": 3}[cell] * 4, 4)
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    assert net.params["weight_hh_l1_reverse"].shape == (gates * 4, 4)
     assert net.params["weight_hy"].shape == (5, 8)
 
 

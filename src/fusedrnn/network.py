@@ -79,7 +79,7 @@ _LOSS_FUNCTIONS = {"mse": _mse, "bce": _bce, "cross_entropy": _cross_entropy}
 
 
 class ElmanRNN(_Parameters):
-    """An RNN with an output layer: y_t = O(W_hy h_t + b_y).
+    """A recurrent layer (an RNN, LSTM or GRU) with an output layer: y_t = O(W_hy h_t + b_y).
 
     The seeds' notation maps to the parameter names (``self.params``) as:
 
