@@ -55,7 +55,8 @@ def load(name):
 def loaded():
     """The peer modules imported so far: the ones whose thread count the
     bench's num_threads sets."""
-    return [sys.modules[module] for module, _ in MODULES.values() if module in sys.modules]
+    modules = (sys.modules.get(module) for module, _ in MODULES.values())
+    return [m for m in modules if m is not None]  # None: an import blocked
 
 
 class Results(Mapping):
