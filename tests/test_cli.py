@@ -23,8 +23,8 @@ DTYPES = ("float32", "float64")
 
 def table_rows(stdout):
     """{(cell, shape, mode)} of the timing table's rows."""
-    return {(words[0], words[1], words[3]) for words in map(str.split, stdout.splitlines())
-            if len(words) > 3 and words[3] in ("fwd", "fwd+bwd")}
+    return {(words[0], words[1], words[4]) for words in map(str.split, stdout.splitlines())
+            if len(words) > 4 and words[3] in ("padded", "packed") and words[4] in ("fwd", "fwd+bwd")}
 
 
 def check_verdicts(stdout):
@@ -110,40 +110,58 @@ def bench_header(stdout):
 def bench_rows(stdout):
     """The timing table's rows, split into words."""
     return [words for words in map(str.split, stdout.splitlines())
-            if len(words) > 3 and words[3] in ("fwd", "fwd+bwd")]
+            if len(words) > 4 and words[3] in ("padded", "packed") and words[4] in ("fwd", "fwd+bwd")]
 
 
 def test_bench_quick_prints_a_row_per_cell_and_mode():
     result = run_cli(*BENCH_QUICK, "--compare")  # --compare alone: fusedrnn only
     assert result.returncode == 0, result.stderr
-    assert bench_header(result.stdout) == ["cell", "shape", "T,B,D,H", "mode", "dtype",
+    assert bench_header(result.stdout) == ["cell", "shape", "T,B,D,H", "seq", "mode", "dtype",
                                            "threads", "fusedrnn", "GFLOP/s", "%", "peak"]
-    assert [words[:6] for words in bench_rows(result.stdout)] == [
-        [cell, "S", "100,1,64,64", mode, "float32", "1"]
-        for cell in CELLS for mode in ("fwd", "fwd+bwd")]
+    assert [words[:7] for words in bench_rows(result.stdout)] == [
+        [cell, "S", "100,1,64,64", seq, mode, "float32", "1"]
+        for cell in CELLS for seq in ("padded", "packed") for mode in ("fwd", "fwd+bwd")]
+
+
+def test_bench_seq_picks_the_layouts():
+    result = run_cli(*BENCH_QUICK, "--compare", "--cell", "lstm", "--seq", "packed")
+    assert result.returncode == 0, result.stderr
+    assert [words[3] for words in bench_rows(result.stdout)] == ["packed", "packed"]
 
 
 def test_bench_cell_picks_the_cells():
     result = run_cli(*BENCH_QUICK, "--compare", "--cell", "gru", "lstm")
     assert result.returncode == 0, result.stderr
-    assert [words[0] for words in bench_rows(result.stdout)] == ["gru", "gru", "lstm", "lstm"]
+    assert [words[0] for words in bench_rows(result.stdout)] == ["gru"] * 4 + ["lstm"] * 4
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
 def test_bench_compares_with_torch():
-    """torch.nn.RNN next to fusedrnn.torch.RNN; torch.nn.LSTM and GRU, which
-    fusedrnn.torch does not have, next to the NumPy API ("-" in the
-    fusedrnn.torch columns)."""
+    """torch.nn.RNN, LSTM and GRU next to the drop-ins that replace them,
+    padded and packed."""
     result = run_cli(*BENCH_QUICK, "--compare", "torch")
     assert result.returncode == 0, result.stderr
     assert bench_header(result.stdout)[-4:] == ["fusedrnn.torch", "speed-up", "torch", "speed-up"]
     rows = bench_rows(result.stdout)
-    assert [words[0] for words in rows] == [cell for cell in CELLS for _ in range(2)]
+    assert [words[0] for words in rows] == [cell for cell in CELLS for _ in range(4)]
     for words in rows:
-        assert words[-1].endswith("x")
-        # The fusedrnn.torch columns: time, "ms", speed-up; or "-", "-".
-        assert (words[-4].endswith("x") if words[0] == "rnn" else words[-5:-3] == ["-", "-"])
+        # Each column: time, "ms", speed-up.
+        assert words[-1].endswith("x") and words[-4].endswith("x") and words[-5] == "ms"
     assert "FAIL" not in result.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_bench_compares_with_compiled_torch(capsys):
+    """torch-compiled: torch's module and the drop-in, each under torch.compile,
+    checked against fusedrnn like the others."""
+    assert _cli.main([*BENCH_QUICK, "--compare", "torch-compiled", "--cell", "gru",
+                      "--seq", "padded"]) == 0
+    out = capsys.readouterr().out
+    assert bench_header(out)[-4:] == ["fusedrnn.torch-compiled", "speed-up", "torch-compiled",
+                                      "speed-up"]
+    rows = bench_rows(out)
+    assert len(rows) == 2 and all(words[-1].endswith("x") for words in rows)
+    assert "FAIL" not in out
 
 
 def test_bench_compares_with_the_reference():
@@ -151,7 +169,7 @@ def test_bench_compares_with_the_reference():
     assert result.returncode == 0, result.stderr
     assert bench_header(result.stdout)[-2:] == ["reference", "speed-up"]
     rows = bench_rows(result.stdout)
-    assert len(rows) == 4 and all(words[-1].endswith("x") for words in rows)
+    assert len(rows) == 8 and all(words[-1].endswith("x") for words in rows)
     assert "FAIL" not in result.stdout
 
 
@@ -205,7 +223,7 @@ def test_bench_restores_the_thread_count(capsys):
 
 @pytest.mark.parametrize("compare", [[], ["torch"]])
 def test_bench_plot_writes_a_png(tmp_path, capsys, compare):
-    """Every cell on it; with torch, fusedrnn.torch has no LSTM or GRU bars."""
+    """Every cell on it, with torch and the drop-ins' bars too."""
     pytest.importorskip("matplotlib")
     if compare:
         pytest.importorskip("torch")

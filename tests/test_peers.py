@@ -86,7 +86,8 @@ def failing_run(cell, p):
     return {"fwd": run, "fwd+bwd": run}
 
 
-BENCH = ["bench", "--quick", "--shapes", "S", "--threads", "1", "--cell", "rnn"]
+# Padded only: the outside peers time full-length sequences ("-" for packed).
+BENCH = ["bench", "--quick", "--shapes", "S", "--threads", "1", "--cell", "rnn", "--seq", "padded"]
 
 
 def bench(capsys, *compare):
@@ -94,7 +95,7 @@ def bench(capsys, *compare):
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("cell ")).split()
     rows = [words for words in map(str.split, out.splitlines())
-            if len(words) > 3 and words[3] in ("fwd", "fwd+bwd")]
+            if len(words) > 4 and words[3] in ("padded", "packed") and words[4] in ("fwd", "fwd+bwd")]
     notes = [line.strip() for line in out.splitlines() if line.startswith("  note: ")]
     return status, out, header, rows, notes
 
@@ -104,10 +105,10 @@ def column(header, rows, name):
     ... or a number; the "ms" after a number is its own word)."""
     values = []
     for words in rows:
-        # Header words before the peers: cell shape T,B,D,H mode dtype threads
-        # fusedrnn GFLOP/s % peak; a row's: the same but fusedrnn's "ms".
-        i = 10  # the first peer's first word in a row
-        for peer in header[10::2]:
+        # Header words before the peers: cell shape T,B,D,H seq mode dtype
+        # threads fusedrnn GFLOP/s % peak; a row's: the same but fusedrnn's "ms".
+        i = 11  # the first peer's first word in a row
+        for peer in header[11::2]:
             if peer == name:
                 values.append(words[i])
                 break

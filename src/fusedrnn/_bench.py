@@ -18,9 +18,10 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-import fusedrnn
-from fusedrnn import _peers, reference
-from fusedrnn._types import GRUGrads, LSTMGrads, RNNGrads
+import fusedrnn  # the public namespace is what is timed (a test may replace its functions)
+
+from . import _peers, reference
+from ._types import GRUGrads, LSTMGrads, RNNGrads
 
 # The standard shapes (docs/design.md, README "Benchmarks"): T, B, D, H.
 SHAPES = {
@@ -50,6 +51,7 @@ class Problem(NamedTuple):
     dy: np.ndarray  # [T,B,H]
     dh_n: np.ndarray  # [B,H]
     dc_n: Optional[np.ndarray]  # [B,H]
+    lengths: Optional[np.ndarray] = None  # [B] int64: a packed batch's; None: all T
 
 
 # --- cells ------------------------------------------------------------------
@@ -58,9 +60,11 @@ class Problem(NamedTuple):
 # is looked up on each call, so that a test can replace fusedrnn's. The
 # result names every array: y, the final states, then the gradients by
 # their field names (RNNGrads, LSTMGrads, GRUGrads). The gated cells'
-# backward takes the reserve of a training forward.
+# backward takes the reserve of a training forward. A packed problem's
+# lengths go to every call.
 
 def _run_rnn(impl, p, backward, **options):
+    options = dict(options, lengths=p.lengths)
     y, h_n = impl.rnn_forward(p.x, p.h0, p.w_ih, p.w_hh, p.b_ih, **options)
     out = {"y": y, "h_n": h_n}
     if backward:
@@ -70,6 +74,7 @@ def _run_rnn(impl, p, backward, **options):
 
 
 def _run_lstm(impl, p, backward, **options):
+    options = dict(options, lengths=p.lengths)
     y, h_n, c_n, reserve = impl.lstm_forward(p.x, p.h0, p.c0, p.w_ih, p.w_hh, p.b_ih, p.b_hh,
                                              training=backward, **options)
     out = {"y": y, "h_n": h_n, "c_n": c_n}
@@ -80,6 +85,7 @@ def _run_lstm(impl, p, backward, **options):
 
 
 def _run_gru(impl, p, backward, **options):
+    options = dict(options, lengths=p.lengths)
     y, h_n, reserve = impl.gru_forward(p.x, p.h0, p.w_ih, p.w_hh, p.b_ih, p.b_hh,
                                        training=backward, **options)
     out = {"y": y, "h_n": h_n}
@@ -94,25 +100,32 @@ class Cell(NamedTuple):
     lstm: bool  # a cell state c besides h
     run: Callable  # (impl, Problem, backward, **options) -> {name: array}
     grads: type  # the gradients' NamedTuple, fields in the order of the inputs
-    torch_class: str  # the torch.nn module
-    fused_torch: bool  # fusedrnn.torch has a module of that name
+    torch_class: str  # the torch.nn module, and fusedrnn.torch's drop-in for it
 
 
 CELLS = {
-    "rnn": Cell(1, False, _run_rnn, RNNGrads, "RNN", True),
-    "lstm": Cell(4, True, _run_lstm, LSTMGrads, "LSTM", False),
-    "gru": Cell(3, False, _run_gru, GRUGrads, "GRU", False),
+    "rnn": Cell(1, False, _run_rnn, RNNGrads, "RNN"),
+    "lstm": Cell(4, True, _run_lstm, LSTMGrads, "LSTM"),
+    "gru": Cell(3, False, _run_gru, GRUGrads, "GRU"),
 }
 
 
-def flops(shape, mode, cell="rnn"):
+def flops(shape, mode, cell="rnn", lengths=None):
     """FLOPs of one run of `mode` on `shape` (T, B, D, H) for a cell of G
-    gates: a forward is 2*T*B*G*H*(D+H), its two products per step."""
+    gates: a forward is 2*T*B*G*H*(D+H), its two products per step; with
+    lengths, only the steps within them count."""
     T, B, D, H = shape
-    return MODES[mode] * 2 * T * B * CELLS[cell].gates * H * (D + H)
+    steps = T * B if lengths is None else int(np.sum(lengths))
+    return MODES[mode] * 2 * steps * CELLS[cell].gates * H * (D + H)
 
 
-def problem(shape, dtype, rng, cell="rnn"):
+# How the batch's sequences are laid out: all of length T ("padded"), or of
+# lengths drawn uniformly from 1..T, a PackedSequence for the torch modules
+# ("packed").
+SEQUENCES = ("padded", "packed")
+
+
+def problem(shape, dtype, rng, cell="rnn", seq="padded"):
     """Random arguments of `cell` for `shape` (T, B, D, H). Weights scaled by
     1/sqrt(fan-in) keep tanh and sigmoid out of saturation, where a wrong
     gradient term would vanish."""
@@ -125,10 +138,12 @@ def problem(shape, dtype, rng, cell="rnn"):
 
     # Drawn in the field order, nothing for a None: for the rnn, the same
     # draws as before the gated cells were added.
+    # The lengths last, so that a padded problem is the same either way.
     return Problem(normal(T, B, D), normal(B, H, scale=0.5), normal(B, H, scale=0.5, when=lstm),
                    normal(G * H, D, scale=D ** -0.5), normal(G * H, H, scale=H ** -0.5),
                    normal(G * H, scale=0.5), normal(G * H, scale=0.5, when=gated),
-                   normal(T, B, H), normal(B, H), normal(B, H, when=lstm))
+                   normal(T, B, H), normal(B, H), normal(B, H, when=lstm),
+                   rng.integers(1, T + 1, B) if seq == "packed" else None)
 
 
 # --- peers ------------------------------------------------------------------
@@ -143,11 +158,15 @@ def _numpy_peer(impl, cell, p):
     return {"fwd": partial(run, impl, p, False), "fwd+bwd": partial(run, impl, p, True)}
 
 
-def _torch_peer(module, cell, p):
+def _torch_peer(module, cell, p, compiled=False):
     """`module`.RNN, LSTM or GRU with the problem's weights, in the problem's
-    dtype: torch.nn's, or fusedrnn.torch.RNN, which takes the same
-    arguments."""
+    dtype: torch.nn's, or fusedrnn.torch's drop-in, which takes the same
+    arguments; a packed problem's x as a PackedSequence. compiled: the
+    module under torch.compile, with torch's allow_rnn switch on while it
+    runs (Dynamo refuses torch's RNN modules, and their subclasses, without
+    it)."""
     import torch
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     spec = CELLS[cell]
     T, B, D = p.x.shape
@@ -173,14 +192,37 @@ def _torch_peer(module, cell, p):
     # the biases (the rnn's one).
     wrt = (x, *states0, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0,
            *([] if p.b_hh is None else [rnn.bias_hh_l0]))
+    lengths = None if p.lengths is None else torch.from_numpy(p.lengths)
+    if lengths is not None:
+        # The packed output's gradient: dy's rows within the lengths, in the
+        # packed order (made once, as a caller's loss would give it).
+        dy = pack_padded_sequence(dy, lengths, enforce_sorted=False).data
+    if compiled:
+        # Every case's modules share their class's forward, and Dynamo keeps
+        # at most 8 compiled versions of a function (then it runs it
+        # uncompiled, with a warning): each case starts from an empty cache.
+        torch._dynamo.reset()
+    forward_call = torch.compile(rnn) if compiled else rnn
 
     def call():
-        y, states_n = rnn(x, states0 if spec.lstm else states0[0])
+        # Packing is the caller's work in a training loop: it is timed.
+        inputs = x if lengths is None else pack_padded_sequence(x, lengths, enforce_sorted=False)
+        with torch._dynamo.config.patch(allow_rnn=True) if compiled else _no_context():
+            y, states_n = forward_call(inputs, states0 if spec.lstm else states0[0])
         return y, (states_n if spec.lstm else (states_n,))
 
-    def named(y, states_n):
-        return {"y": y.detach().numpy(),
-                **{name: s[0].detach().numpy() for name, s in zip(state_names, states_n)}}
+    def named(y, states_n, grads=()):
+        """{name: array} read after the timing: padding a packed y back is
+        not the module's work."""
+        def y_array():
+            padded = y if lengths is None else pad_packed_sequence(y, total_length=T)[0]
+            return padded.detach().numpy()
+        make = {"y": y_array}
+        make |= {name: (lambda s=s: s[0].detach().numpy())
+                 for name, s in zip(state_names, states_n)}
+        make |= {name: (lambda g=g, name=name: (g[0] if name in ("dh0", "dc0") else g).numpy())
+                 for name, g in zip(spec.grads._fields, grads)}
+        return _peers.Results(make)
 
     def forward():
         with torch.no_grad():
@@ -193,12 +235,15 @@ def _torch_peer(module, cell, p):
         # the same dy, dh_n and dc_n, without building the loss.
         # autograd.grad rather than backward(): nothing accumulates into
         # .grad from run to run.
-        grads = torch.autograd.grad((y, *states_n), wrt, (dy, *d_states_n))
-        return named(y, states_n) | {
-            name: (g[0] if name in ("dh0", "dc0") else g).numpy()
-            for name, g in zip(spec.grads._fields, grads)}
+        out = y if lengths is None else y.data
+        return named(y, states_n, torch.autograd.grad((out, *states_n), wrt, (dy, *d_states_n)))
 
     return {"fwd": forward, "fwd+bwd": forward_backward}
+
+
+@contextmanager
+def _no_context():
+    yield
 
 
 def _outside_peer(name, cell, p):
@@ -214,28 +259,25 @@ PEERS = {
     "reference": partial(_numpy_peer, reference),
     "fusedrnn.torch": partial(_torch_peer, "fusedrnn.torch"),
     "torch": partial(_torch_peer, "torch.nn"),
+    "fusedrnn.torch-compiled": partial(_torch_peer, "fusedrnn.torch", compiled=True),
+    "torch-compiled": partial(_torch_peer, "torch.nn", compiled=True),
     **{name: partial(_outside_peer, name) for name in _peers.MODULES},
 }
 
 # The libraries outside this project and torch, which "vs best peer" picks
 # from; fusedrnn.torch is fusedrnn and the reference is the specification.
 OUTSIDE = tuple(_peers.MODULES)
-RIVALS = ("torch", *OUTSIDE)
+RIVALS = ("torch", "torch-compiled", *OUTSIDE)
+
+# torch's modules and the drop-ins that replace them, eager and compiled.
+DROP_INS = {"torch": "fusedrnn.torch", "torch-compiled": "fusedrnn.torch-compiled"}
 
 
-def has_cell(impl, cell):
-    """Whether peer `impl` runs `cell`: fusedrnn.torch has no LSTM or GRU yet."""
-    return impl != "fusedrnn.torch" or CELLS[cell].fused_torch
-
-
-def baseline(impl, cell):
-    """What `impl`'s speed-up is measured against: torch.nn.RNN against the
-    module that replaces it (both torch modules, autograd and all); torch's
-    LSTM and GRU, which fusedrnn.torch does not have yet, and the others
-    against fusedrnn's NumPy API."""
-    if impl == "torch" and CELLS[cell].fused_torch:
-        return "fusedrnn.torch"
-    return "fusedrnn"
+def baseline(impl):
+    """What `impl`'s speed-up is measured against: torch's modules against
+    the drop-ins that replace them (both torch modules, autograd and all),
+    the others against fusedrnn's NumPy API."""
+    return DROP_INS.get(impl, "fusedrnn")
 
 
 # Two implementations agree on element i within tol * (|a_i| + rms(a)),

@@ -16,11 +16,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-import fusedrnn
-from fusedrnn import reference
-from fusedrnn import _peers
-from fusedrnn._bench import CELLS, FULL, MODES, OUTSIDE, PEERS, QUICK, RIVALS, SHAPES, \
-    baseline, disagreements, flops, has_cell, median_seconds, num_threads, problem
+import fusedrnn  # the public namespace is what is checked and reported
+
+from . import _peers, reference
+from ._bench import CELLS, DROP_INS, FULL, MODES, OUTSIDE, PEERS, QUICK, RIVALS, SEQUENCES, \
+    SHAPES, baseline, disagreements, flops, median_seconds, num_threads, problem
 
 NONLINEARITIES = ("tanh", "relu", "sigmoid")
 
@@ -80,14 +80,19 @@ def _parser():
                        help="T,B,D,H: " + ", ".join(
                            f"{name} {','.join(map(str, dims))}" for name, dims in SHAPES.items())
                        + " (default: all)")
+    bench.add_argument("--seq", nargs="+", choices=SEQUENCES, default=list(SEQUENCES),
+                       help="padded: every sequence T steps long; packed: lengths drawn "
+                            "uniformly from 1..T, a PackedSequence for the torch modules and "
+                            "`lengths` for fusedrnn (default: both; the outside peers time "
+                            "padded only)")
     bench.add_argument("--compare", nargs="*", type=_peer_name,
-                       choices=("torch", "reference", *OUTSIDE),
+                       choices=("torch", "torch-compiled", "reference", *OUTSIDE),
                        help="implementations to time against fusedrnn (default: torch if "
                             "installed; none when given empty). torch: torch.nn.RNN, LSTM or "
-                            "GRU with the same weights; for rnn also fusedrnn.torch.RNN, "
-                            "against which torch.nn.RNN's speed-up is taken; fusedrnn.torch "
-                            "has no LSTM or GRU yet, so torch.nn.LSTM and GRU are compared "
-                            "with fusedrnn's NumPy API. reference: fusedrnn.reference, slow "
+                            "GRU with the same weights, and fusedrnn.torch's drop-in for it, "
+                            "against which torch's speed-up is taken. torch-compiled: the "
+                            "same two under torch.compile (a compile per case: seconds "
+                            "each). reference: fusedrnn.reference, slow "
                             "on L and XL. onednn, onnxruntime (forward only), jax: the outside "
                             "libraries (pip install \"fusedrnn[bench-peers]\"); one that is "
                             "missing, fails or disagrees is reported in its column and a "
@@ -114,7 +119,7 @@ def _thread_count(text):
 
 
 def _peer_name(name):
-    if name == "torch" and not _importable("torch"):
+    if name.startswith("torch") and not _importable("torch"):
         raise argparse.ArgumentTypeError("torch is not installed: pip install torch")
     return name
 
@@ -142,7 +147,7 @@ def _report(args):
         return 1  # timings of a wrong kernel mean nothing
     if not args.no_bench:
         print()
-        rows = _time_table(REPORT_SHAPES, ["float32"], [fusedrnn.get_num_threads()],
+        rows = _time_table(REPORT_SHAPES, ["padded"], ["float32"], [fusedrnn.get_num_threads()],
                            ["reference"], QUICK if args.quick else FULL)
         if not all(row.agrees for row in rows):
             return 1
@@ -180,17 +185,16 @@ def _errors(cell, dtype):
     spec = CELLS[cell]
     variants = [{"nonlinearity": n} for n in NONLINEARITIES] if cell == "rnn" else [{}]
     for variant in variants:
-        p = problem(CHECK_SHAPE, dtype, rng, cell)
-        options = dict(variant, lengths=np.array(CHECK_LENGTHS))
-        got = spec.run(fusedrnn, p, True, **options)
-        want = spec.run(reference, p, True, **options)
+        p = problem(CHECK_SHAPE, dtype, rng, cell)._replace(lengths=np.array(CHECK_LENGTHS))
+        got = spec.run(fusedrnn, p, True, **variant)
+        want = spec.run(reference, p, True, **variant)
         if cell == "rnn":
             # The reference backward gets the kernel's y, so that its error
             # is the backward's own and not the forward's carried over (relu's
             # derivative jumps where y rounds across 0). The gated cells'
             # reference backward reads its own reserve; their gates are smooth.
             want |= reference.rnn_backward(p.x, p.h0, p.w_ih, p.w_hh, got["y"], p.dy, p.dh_n,
-                                           **options)._asdict()
+                                           lengths=p.lengths, **variant)._asdict()
         suffix = f", {variant['nonlinearity']}" if variant else ""
         for name, w in want.items():
             # A NaN must count as the worst error, not as one that compares false.
@@ -204,14 +208,12 @@ def _bench_command(args):
     compare = args.compare
     if compare is None:
         compare = ["torch"] if _importable("torch") else []
-    if "torch" in compare and any(has_cell("fusedrnn.torch", cell) for cell in args.cell):
-        # torch.nn.RNN is timed next to fusedrnn.torch.RNN, its replacement
-        # (there is no fusedrnn.torch.LSTM or GRU yet).
-        compare = ["fusedrnn.torch", *compare]
+    # torch's modules are timed next to fusedrnn.torch's, their replacements.
+    compare = [drop_in for impl, drop_in in DROP_INS.items() if impl in compare] + list(compare)
     threads = args.threads or list(dict.fromkeys([1, fusedrnn.get_num_threads()]))
     print(f"fusedrnn {fusedrnn.__version__}, ISA {fusedrnn.get_isa()}")
-    rows = _time_table({cell: args.shapes for cell in args.cell}, args.dtype, threads, compare,
-                       QUICK if args.quick else FULL)
+    rows = _time_table({cell: args.shapes for cell in args.cell}, args.seq, args.dtype, threads,
+                       compare, QUICK if args.quick else FULL)
     if args.plot:
         _plot(args.plot, rows)
         print(f"plot written to {args.plot}")
@@ -221,9 +223,11 @@ def _bench_command(args):
 class _Row(NamedTuple):
     cell: str
     shape: str
+    seq: str  # "padded" or "packed"
     mode: str
     dtype: str
     threads: int
+    flops: int  # of one run: only the steps within the lengths count
     seconds: dict  # implementation -> median seconds per run; those that have the cell
     peak: float  # GFLOP/s: fusedrnn.peak_gflops(dtype) times the thread count
     agrees: bool  # every implementation's results agree with fusedrnn's (outside peers aside)
@@ -234,7 +238,7 @@ class _Row(NamedTuple):
     off_threads: frozenset = frozenset()
 
     def gflops(self, impl):
-        return flops(SHAPES[self.shape], self.mode, self.cell) / self.seconds[impl] / 1e9
+        return self.flops / self.seconds[impl] / 1e9
 
     def best_peer(self):
         """(the fastest of torch and the outside peers that ran on this
@@ -260,10 +264,10 @@ class _Notes:
             print(f"  note: {line}", flush=True)
 
 
-def _time_table(cells, dtypes, threads, compare, repeats):
+def _time_table(cells, seqs, dtypes, threads, compare, repeats):
     """Time fusedrnn and each implementation in `compare` on every cell and
-    its shapes (`cells`: cell -> shape names), every mode, dtype and thread
-    count, checking each one's results against fusedrnn's after its timing;
+    its shapes (`cells`: cell -> shape names), every layout of sequences
+    (`seqs`), mode, dtype and thread count, checking each one's results against fusedrnn's after its timing;
     print a row as each is done (a log shows progress too) and a FAIL line
     for each disagreement, and return the rows."""
     impls = ["fusedrnn", *compare]
@@ -273,8 +277,9 @@ def _time_table(cells, dtypes, threads, compare, repeats):
           + ", ".join(f"{dtype} {peak:.1f} GFLOP/s" for dtype, peak in peaks.items()))
     print("median time per call; FLOPs: forward 2*T*B*G*H*(D+H), G = "
           + ", ".join(f"{CELLS[cell].gates} ({cell})" for cell in cells)
-          + ", fwd+bwd 3x that; % peak: of the peak times the thread count; speed-up: the "
-            "column's time / fusedrnn's (the NumPy API's), torch's / fusedrnn.torch's for rnn")
+          + ", fwd+bwd 3x that (packed: the steps within the lengths); % peak: of the peak "
+            "times the thread count; speed-up: the column's time / fusedrnn's (the NumPy "
+            "API's), torch's / fusedrnn.torch's (compiled: both compiled)")
     print("fusedrnn: the NumPy API; lstm and gru fwd+bwd: a training forward, then the "
           "backward with its reserve")
     if "torch" in compare:
@@ -283,11 +288,17 @@ def _time_table(cells, dtypes, threads, compare, repeats):
               + "/".join(CELLS[cell].torch_class for cell in cells)
               + ", same weights, same thread count; fwd under torch.no_grad(), fwd+bwd "
                 "through autograd")
-    if "fusedrnn.torch" in compare:
-        print("fusedrnn.torch: fusedrnn.torch.RNN, the same module on fusedrnn's kernel")
-    if "torch" in compare and any(not has_cell("fusedrnn.torch", cell) for cell in cells):
-        print("fusedrnn.torch has no LSTM or GRU yet: torch.nn.LSTM and GRU are compared "
-              "with the NumPy API")
+    if "fusedrnn.torch" in compare or "fusedrnn.torch-compiled" in compare:
+        print("fusedrnn.torch: fusedrnn.torch." + "/".join(CELLS[cell].torch_class for cell in cells)
+              + ", the drop-ins for torch's modules on fusedrnn's kernel")
+    if "torch-compiled" in compare:
+        print("-compiled: the module under torch.compile (default options), with "
+              "torch._dynamo.config.allow_rnn patched on around each call; its compile is "
+              "in the untimed warm-up")
+    if "packed" in seqs:
+        print("packed: lengths uniform in 1..T; the torch modules take pack_padded_sequence(x, "
+              "lengths, enforce_sorted=False), packed inside the timed call; fusedrnn takes "
+              "the lengths")
     if "reference" in compare:
         print("reference: fusedrnn.reference, NumPy in float64, on NumPy's own BLAS threads")
     missing = {}  # outside peer -> why it cannot run here
@@ -305,7 +316,8 @@ def _time_table(cells, dtypes, threads, compare, repeats):
               + ", ".join(impl for impl in compare if impl in RIVALS)
               + " that agreed, its time / fusedrnn's; a time marked * was not on the row's "
                 "thread count and is not a candidate")
-    print(f"{'cell':4}  {'shape':5}  {'T,B,D,H':15}  {'mode':7}  {'dtype':7}  {'threads':>7}  "
+    print(f"{'cell':4}  {'shape':5}  {'T,B,D,H':15}  {'seq':6}  {'mode':7}  {'dtype':7}  "
+          f"{'threads':>7}  "
           f"{'fusedrnn':>14}  {'GFLOP/s':>8}  {'% peak':>6}"
           + "".join(f"  {impl:>14}  {'speed-up':>8}" for impl in compare)
           + (f"  {'vs best peer':>20}" if outside else ""))
@@ -313,58 +325,58 @@ def _time_table(cells, dtypes, threads, compare, repeats):
     rng = np.random.default_rng(0)
     notes = _Notes()
     progress = _Progress()
-    total = sum(has_cell(impl, cell) * len(shapes) for cell, shapes in cells.items()
-                for impl in impls) * len(MODES) * len(dtypes) * len(threads)
+    total = sum(len(shapes) for shapes in cells.values()) * len(impls) * len(seqs) \
+        * len(MODES) * len(dtypes) * len(threads)
     started = 0
     rows = []
-    for cell, shapes in cells.items():
-        cell_impls = [impl for impl in impls if has_cell(impl, cell)]
-        for shape in shapes:
-            # One problem per dtype, every implementation built on it once.
-            # An outside peer's entry is a status string instead when it
-            # cannot run the case.
-            runs = {}
-            for dtype in dtypes:
-                p = problem(SHAPES[shape], dtype, rng, cell)
-                runs[dtype] = {impl: _build_outside(impl, cell, shape, p, missing, notes)
-                               if impl in OUTSIDE else PEERS[impl](cell, p)
-                               for impl in cell_impls}
-            for mode, dtype, n in itertools.product(MODES, dtypes, threads):
-                seconds, failures, status, off_threads, lines = {}, [], {}, set(), []
-                with num_threads(n):
-                    for impl in cell_impls:  # fusedrnn first
-                        run = runs[dtype][impl]
-                        if isinstance(run, str) or mode not in run:
-                            status[impl] = run if isinstance(run, str) else "-"
-                            continue
-                        started += 1
-                        progress.show(f"timing {cell} {shape} {mode} {dtype} threads={n} "
-                                      f"{impl} [{started}/{total}]")
-                        if impl not in OUTSIDE:
-                            seconds[impl], result = median_seconds(run[mode], repeats)
-                            if impl == "fusedrnn":
-                                fused = result
-                            else:
-                                failures += [f"{impl}: {message}"
-                                             for message in disagreements(result, fused, dtype)]
-                            continue
-                        t, trouble = _time_outside(run[mode], repeats, fused, dtype)
-                        if trouble:
-                            status[impl], why = trouble
-                            lines.append(f"{impl}: {cell} {shape} {mode} {dtype}: {why}")
-                            continue
-                        seconds[impl] = t
-                        if not _peers.load(impl).honours_threads(n):
-                            off_threads.add(impl)
-                row = _Row(cell, shape, mode, dtype, n, seconds, peaks[dtype] * n, not failures,
-                           status, frozenset(off_threads))
-                progress.clear()
-                print(_format(row, compare), flush=True)
-                for message in failures:
-                    print(f"  FAIL, disagrees with fusedrnn: {message}", flush=True)
-                for line in lines:
-                    notes.add(line)
-                rows.append(row)
+    for cell, shape, seq in ((c, sh, q) for c, shapes in cells.items() for sh in shapes
+                             for q in seqs):
+        # One problem per dtype, every implementation built on it once.
+        # An outside peer's entry is a status string instead when it
+        # cannot run the case.
+        runs, problems = {}, {}
+        for dtype in dtypes:
+            p = problems[dtype] = problem(SHAPES[shape], dtype, rng, cell, seq)
+            runs[dtype] = {impl: _build_outside(impl, cell, shape, p, missing, notes)
+                           if impl in OUTSIDE else PEERS[impl](cell, p)
+                           for impl in impls}
+        for mode, dtype, n in itertools.product(MODES, dtypes, threads):
+            seconds, failures, status, off_threads, lines = {}, [], {}, set(), []
+            with num_threads(n):
+                for impl in impls:  # fusedrnn first
+                    run = runs[dtype][impl]
+                    if isinstance(run, str) or mode not in run:
+                        status[impl] = run if isinstance(run, str) else "-"
+                        continue
+                    started += 1
+                    progress.show(f"timing {cell} {shape} {mode} {dtype} threads={n} "
+                                  f"{impl} [{started}/{total}]")
+                    if impl not in OUTSIDE:
+                        seconds[impl], result = median_seconds(run[mode], repeats)
+                        if impl == "fusedrnn":
+                            fused = result
+                        else:
+                            failures += [f"{impl}: {message}"
+                                         for message in disagreements(result, fused, dtype)]
+                        continue
+                    t, trouble = _time_outside(run[mode], repeats, fused, dtype)
+                    if trouble:
+                        status[impl], why = trouble
+                        lines.append(f"{impl}: {cell} {shape} {mode} {dtype}: {why}")
+                        continue
+                    seconds[impl] = t
+                    if not _peers.load(impl).honours_threads(n):
+                        off_threads.add(impl)
+            row = _Row(cell, shape, seq, mode, dtype, n,
+                       flops(SHAPES[shape], mode, cell, problems[dtype].lengths), seconds,
+                       peaks[dtype] * n, not failures, status, frozenset(off_threads))
+            progress.clear()
+            print(_format(row, compare), flush=True)
+            for message in failures:
+                print(f"  FAIL, disagrees with fusedrnn: {message}", flush=True)
+            for line in lines:
+                notes.add(line)
+            rows.append(row)
     for impl in outside:
         if impl in missing:
             continue
@@ -383,6 +395,8 @@ def _build_outside(impl, cell, shape, p, missing, notes):
     peer is its column's status and a note, never the end of the run."""
     if impl in missing:
         return "missing"
+    if p.lengths is not None:
+        return "-"   # the bindings time full-length sequences only
     try:
         return PEERS[impl](cell, p)
     except _peers.Unsupported as e:
@@ -413,12 +427,12 @@ def _format(row, compare):
     fused = row.seconds["fusedrnn"]
     gflops = row.gflops("fusedrnn")
     dims = ",".join(map(str, SHAPES[row.shape]))
-    line = (f"{row.cell:4}  {row.shape:5}  {dims:15}  {row.mode:7}  {row.dtype:7}  "
+    line = (f"{row.cell:4}  {row.shape:5}  {dims:15}  {row.seq:6}  {row.mode:7}  {row.dtype:7}  "
             f"{row.threads:7}  {_ms(fused)}  {gflops:8.2f}  {100 * gflops / row.peak:5.1f}%")
     for impl in compare:
         if impl in row.seconds:
             star = "*" if impl in row.off_threads else ""
-            speed_up = row.seconds[impl] / row.seconds[baseline(impl, row.cell)]
+            speed_up = row.seconds[impl] / row.seconds[baseline(impl)]
             line += f"  {_ms(row.seconds[impl])}  {f'{speed_up:.2f}x{star}':>8}"
         else:
             line += f"  {row.status.get(impl, '-'):>14}  {'-':>8}"
@@ -443,9 +457,8 @@ def _ms(seconds):
 def _plot(path, rows):
     """A bar chart per dtype and thread count: GFLOP/s of each implementation
     per cell, shape and mode, on a log scale (S and the reference sit orders
-    of magnitude below L), the peak as a dashed line. An implementation
-    without a cell (fusedrnn.torch for lstm and gru), or an outside peer that
-    failed or disagreed, has no bar there. With outside peers, each case is
+    of magnitude below L), the peak as a dashed line. An outside peer that
+    failed, disagreed or has no such case has no bar there. With outside peers, each case is
     labelled with "vs best peer" (the best peer's time / fusedrnn's)."""
     # Figure without pyplot: no GUI backend, no global state.
     from matplotlib.figure import Figure
@@ -467,7 +480,7 @@ def _plot(path, rows):
                        width, label=impl)
             ax.axhline(cases[0].peak, color="black", linestyle="--", label="peak")
             ax.set_xticks([c + (len(impls) - 1) * width / 2 for c in range(len(cases))],
-                          [f"{row.cell}\n{row.shape}\n{row.mode}" + _best_label(row)
+                          [f"{row.cell}\n{row.shape}\n{row.seq}\n{row.mode}" + _best_label(row)
                            for row in cases])
             ax.set_yscale("log")
             ax.set_title(f"{dtype}, {n} thread{'s' if n > 1 else ''}, "

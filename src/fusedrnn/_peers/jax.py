@@ -24,7 +24,7 @@ import jaxlib
 import jax.numpy as jnp
 from jax import lax
 
-from fusedrnn._peers import Results
+from . import Results
 
 # float64 problems stay float64 (JAX makes float32 of them otherwise).
 jax.config.update("jax_enable_x64", True)

@@ -34,7 +34,7 @@ import sys
 
 import numpy as np
 
-from fusedrnn._peers import PeerUnavailable, Results, Unsupported
+from . import PeerUnavailable, Results, Unsupported
 
 # --- oneDNN 3.2 constants -----------------------------------------------------
 SUCCESS = 0

@@ -21,7 +21,7 @@ import onnx
 import onnxruntime
 from onnx import TensorProto, helper
 
-from fusedrnn._peers import Results, Unsupported
+from . import Results, Unsupported
 
 # torch's gate blocks in ONNX's order.
 GATE_ORDER = {"rnn": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}
