@@ -128,3 +128,35 @@ def numerical_gradient(f, a, eps=1e-6):
 @pytest.fixture(name="numerical_gradient")
 def numerical_gradient_fixture():
     return numerical_gradient
+
+
+def change_in_place(params, how):
+    """Change every array of `params` in place, as an optimiser step or
+    load_state_dict does between a forward and its backward. Returns the
+    state dict to load for "load_state_dict", else None."""
+    if how == "sgd_step":
+        fusedrnn.SGD(params, lr=0.5).step({k: np.ones_like(p) for k, p in params.items()})
+    elif how == "load_state_dict":
+        return {k: np.full_like(p, 0.25) for k, p in params.items()}
+    else:  # assignment into the array, as a user would do by hand
+        for p in params.values():
+            p[...] = -p
+    return None
+
+
+@pytest.fixture(name="change_in_place")
+def change_in_place_fixture():
+    return change_in_place
+
+
+def initial_state(cell, shape, rng):
+    """Random initial state as an ElmanRNN (or layer) of `cell` takes it: one
+    array of `shape`, or for "lstm" the pair (h0, c0)."""
+    if cell == "lstm":
+        return rng.normal(size=shape), rng.normal(size=shape)
+    return rng.normal(size=shape)
+
+
+@pytest.fixture(name="initial_state")
+def initial_state_fixture():
+    return initial_state

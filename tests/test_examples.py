@@ -71,7 +71,7 @@ def test_readme_sections_code_runs():
     text = (ROOT / "README.md").read_text()
     sections = text[text.index("## Layers: `fusedrnn.RNN`"):text.index("## Examples")]
     blocks = re.findall(r"```python\n(.*?)```", sections, re.S)
-    assert len(blocks) == 3
+    assert len(blocks) == 5
     for code in blocks:
         with contextlib.redirect_stdout(io.StringIO()):
             exec(compile(code, "README.md", "exec"), {})

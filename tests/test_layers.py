@@ -1,6 +1,7 @@
 """fusedrnn.RNN against a composition of the reference functions (forward and
 every gradient) over stacking, directions, lengths, layout and dtype; its
-parameters, initialisation and state dict; bad arguments.
+parameters, initialisation and state dict; bad arguments (those of forward
+and backward, the same for every layer, in test_layers_cells.py).
 
 The composition below is written from torch.nn.RNN's documented semantics,
 independently of layers.py: layer k > 0 reads the previous layer's output,
@@ -253,21 +254,8 @@ def test_backward_reads_what_forward_saw():
         assert_array_equal(a, e)
 
 
-def change_in_place(params, how):
-    """Change every array of `params` in place, as an optimiser step or
-    load_state_dict does between a forward and its backward."""
-    if how == "sgd_step":
-        fusedrnn.SGD(params, lr=0.5).step({k: np.ones_like(p) for k, p in params.items()})
-    elif how == "load_state_dict":
-        return {k: np.full_like(p, 0.25) for k, p in params.items()}
-    else:  # assignment into the array, as a user would do by hand
-        for p in params.values():
-            p[...] = -p
-    return None
-
-
 @pytest.mark.parametrize("how", ["sgd_step", "load_state_dict", "assignment"])
-def test_backward_uses_the_weights_forward_used(how):
+def test_backward_uses_the_weights_forward_used(how, change_in_place):
     """Parameters changed in place between forward and backward (an
     optimiser step, load_state_dict) leave the gradients those of the
     weights the forward ran with: a fresh model with the original weights
@@ -313,28 +301,6 @@ BAD_CONSTRUCTORS = [
 def test_bad_constructor_arguments(changes, error, match):
     with pytest.raises(error, match=f"^{match}"):
         fusedrnn.RNN(**dict(dict(input_size=D, hidden_size=H), **changes))
-
-
-def test_bad_call_arguments():
-    rnn = fusedrnn.RNN(D, H, 2, dtype=np.float32, seed=0)
-    x = np.zeros((T, B, D), np.float32)
-    with pytest.raises(RuntimeError, match="^backward: call forward first"):
-        rnn.backward(None)
-    with pytest.raises(TypeError, match=r"^x: expected dtype float32.*got float64"):
-        rnn.forward(x.astype(np.float64))
-    with pytest.raises(ValueError, match=r"^x: expected a 3-D array.*input_size = 4.*\(5, 3, 7\)"):
-        rnn.forward(np.zeros((T, B, 7), np.float32))
-    with pytest.raises(ValueError, match=r"^x: expected a 3-D array.*\(5, 4\)"):
-        rnn.forward(np.zeros((T, D), np.float32))
-    with pytest.raises(ValueError, match=r"^h0: expected shape \(2, 3, 6\), got \(1, 3, 6\)"):
-        rnn.forward(x, np.zeros((1, B, H), np.float32))
-    with pytest.raises(ValueError, match=r"^lengths"):
-        rnn.forward(x, lengths=[1, 2, 9])
-    rnn.forward(x)
-    with pytest.raises(ValueError, match=r"^dy: expected shape \(5, 3, 6\), got \(5, 3, 12\)"):
-        rnn.backward(np.zeros((T, B, 2 * H), np.float32))
-    with pytest.raises(TypeError, match=r"^dh_n: expected dtype float32.*got float64"):
-        rnn.backward(None, np.zeros((2, B, H)))
 
 
 @pytest.mark.parametrize("bad, error, match", [

@@ -98,21 +98,37 @@ class Recorder:
         self.steps.append({k: v.copy() for k, v in grads.items()})
 
 
+CELLS = ["rnn", "lstm", "gru"]
+
+
+def assert_same_state(actual, expected, cell, **tolerance):
+    """Both halves of an LSTM's state; the one array of the others'."""
+    if cell == "lstm":
+        assert isinstance(actual, tuple) and len(actual) == 2
+    else:
+        actual, expected = [actual], [expected]
+    for a, e in zip(actual, expected):
+        assert_allclose(a, e, **tolerance)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
-def test_truncated_bptt_carries_the_state_but_not_its_gradient(batch_first):
+def test_truncated_bptt_carries_the_state_but_not_its_gradient(batch_first, cell,
+                                                              initial_state):
     T, B, D, H, chunk = 7, 2, 3, 4, 3  # chunks of 3, 3 and 1 steps
-    net = fusedrnn.ElmanRNN(D, H, 2, batch_first=batch_first, dtype=np.float64, seed=0)
+    net = fusedrnn.ElmanRNN(D, H, 2, batch_first=batch_first, dtype=np.float64, seed=0,
+                            cell=cell)
     rng = np.random.default_rng(1)
     seq = (B, T) if batch_first else (T, B)
     x, target = rng.normal(size=(*seq, D)), rng.normal(size=(*seq, 2))
-    h0 = rng.normal(size=(1, B, H))
+    h0 = initial_state(cell, (1, B, H), rng)
     recorder = Recorder()
 
     losses, h_n = fusedrnn.truncated_bptt(net, recorder, x, target, chunk, h0)
 
     # The state is carried: the final state is the unchunked run's.
     _, h_full = net.forward(x, h0)
-    assert_allclose(h_n, h_full, rtol=1e-12)
+    assert_same_state(h_n, h_full, cell, rtol=1e-12)
     # Each chunk's loss and gradient are those of that chunk alone, started
     # from the state the previous chunk ended in (a constant: no dh_n).
     h = h0
@@ -128,8 +144,9 @@ def test_truncated_bptt_carries_the_state_but_not_its_gradient(batch_first):
         h = h_next
 
 
-def test_truncated_bptt_clips_and_steps():
-    net = fusedrnn.ElmanRNN(3, 4, 2, dtype=np.float64, seed=0)
+@pytest.mark.parametrize("cell", CELLS)
+def test_truncated_bptt_clips_and_steps(cell):
+    net = fusedrnn.ElmanRNN(3, 4, 2, dtype=np.float64, seed=0, cell=cell)
     x, target = np.ones((6, 2, 3)), np.full((6, 2, 2), 50.0)  # large error, large gradients
     recorder = Recorder()
     fusedrnn.truncated_bptt(net, recorder, x, target, 2, max_norm=0.5)
@@ -190,6 +207,29 @@ def test_sample_cold_is_argmax_and_seeded_is_deterministic():
     probs = np.random.default_rng(0).dirichlet(np.ones(5), size=(3, 4))
     assert_array_equal(fusedrnn.sample(probs, 0.01, rng=1), probs.argmax(axis=-1))
     assert_array_equal(fusedrnn.sample(probs, rng=7), fusedrnn.sample(probs, rng=7))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_sampling_one_step_at_a_time_carries_the_state(cell):
+    """Generation as examples/char_rnn.py does it: prime, then feed each
+    sampled class back as the next one-hot input with the state forward
+    returned. The stepwise outputs are those of one forward over the whole
+    sampled sequence, for every cell (the LSTM's state is a pair)."""
+    V, H, n = 5, 8, 12
+    net = fusedrnn.ElmanRNN(V, H, V, num_layers=2, output_activation="softmax",
+                            dtype=np.float64, seed=3, cell=cell)
+    rng = np.random.default_rng(0)
+    inputs = [2]
+    y, state = net.forward(np.eye(V)[[[2]]])
+    steps = [y[-1]]
+    for _ in range(n):
+        inputs.append(int(fusedrnn.sample(y[-1, 0], 0.8, rng)))
+        y, state = net.forward(np.eye(V)[[[inputs[-1]]]], state)
+        steps.append(y[-1])
+    assert all(0 <= c < V for c in inputs) and len(set(inputs)) > 1
+    y_full, state_full = net.forward(np.eye(V)[np.array(inputs)[:, None]])
+    assert_allclose(np.stack(steps), y_full, rtol=1e-12, atol=1e-14)
+    assert_same_state(state, state_full, cell, rtol=1e-12, atol=1e-14)
 
 
 def test_sample_bad_arguments():

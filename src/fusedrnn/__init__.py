@@ -8,9 +8,10 @@
 
 `fusedrnn.reference` holds the NumPy specification of the same two functions,
 and of an LSTM and a GRU (results LSTMOutput/LSTMGrads, GRUOutput/GRUGrads).
-On top of them: the layer `RNN` (stacked, bidirectional), the network
-`ElmanRNN` (with an output layer and its loss) and the training helpers
-`Adam`, `SGD`, `clip_grad_norm`, `truncated_bptt` and `sample`.
+On top of them: the layers `RNN`, `LSTM` and `GRU` (stacked, bidirectional,
+torch's parameter names), the network `ElmanRNN` (one of those layers, an
+output layer and its loss) and the training helpers `Adam`, `SGD`,
+`clip_grad_norm`, `truncated_bptt` and `sample`.
 """
 
 import os as _os
@@ -31,7 +32,7 @@ from ._api import (
     set_num_threads,
 )
 from ._types import GRUGrads, GRUOutput, LSTMGrads, LSTMOutput
-from .layers import RNN
+from .layers import GRU, LSTM, RNN
 from .network import ElmanRNN
 from .train import SGD, Adam, clip_grad_norm, sample, truncated_bptt
 
@@ -40,8 +41,10 @@ __version__ = "0.1.0"
 __all__ = [
     "Adam",
     "ElmanRNN",
+    "GRU",
     "GRUGrads",
     "GRUOutput",
+    "LSTM",
     "LSTMGrads",
     "LSTMOutput",
     "RNN",

@@ -1,5 +1,6 @@
-"""`ElmanRNN`: the seeds' whole network, an `RNN` followed by an output layer,
-with the loss that belongs to each output activation.
+"""`ElmanRNN`: the seeds' whole network, an `RNN` (or an `LSTM` or `GRU`,
+with ``cell=``) followed by an output layer, with the loss that belongs to
+each output activation.
 
     h_t = act(W_xh x_t + W_hh h_{t-1} + b_h)        (the RNN, in C)
     y_t = O(W_hy h_t + b_y)                          (one GEMM over all T*B rows)
@@ -14,7 +15,7 @@ through the log of a rounded probability.
 import numpy as np
 
 from ._checks import positive_int
-from .layers import RNN, _array, _Parameters
+from .layers import LAYERS, _array, _Parameters
 
 
 def _sigmoid(z):
@@ -78,7 +79,7 @@ _LOSS_FUNCTIONS = {"mse": _mse, "bce": _bce, "cross_entropy": _cross_entropy}
 
 
 class ElmanRNN(_Parameters):
-    """An RNN with an output layer: y_t = O(W_hy h_t + b_y).
+    """A recurrent layer (an RNN, LSTM or GRU) with an output layer: y_t = O(W_hy h_t + b_y).
 
     The seeds' notation maps to the parameter names (``self.params``) as:
 
@@ -100,6 +101,18 @@ class ElmanRNN(_Parameters):
     ``bias=False`` drops b_h and b_y. The output layer's parameters start
     uniform in (-1/sqrt(dirs * H), 1/sqrt(dirs * H)) like torch.nn.Linear's.
 
+    ``cell`` chooses the recurrent layer: ``"rnn"`` (the default, the seeds'
+    network), ``"lstm"`` or ``"gru"``, the layers `RNN`, `LSTM`, `GRU`, whose
+    parameters (the gates as row blocks: W_xh is [G * H, D]) and state it
+    takes on. ``nonlinearity`` is the RNN's alone: the gated cells' gate
+    activations are fixed.
+
+    The state, h0 in forward and h_n in what it returns, is the layer's:
+    [num_layers * dirs, B, H] for rnn and gru, the pair (h, c) of two such
+    arrays for lstm; backward's dh_n and returned dh0 likewise. So a state
+    returned by forward can be passed back to it as it is (truncated BPTT,
+    sampling one step at a time) whatever the cell.
+
     Training step: ``y, h_n = net.forward(x)``, ``loss = net.loss(target)``,
     ``net.backward()``, then an optimiser step on ``net.params`` with ``net.grads``.
     """
@@ -107,15 +120,26 @@ class ElmanRNN(_Parameters):
     def __init__(self, input_size, hidden_size, output_size, num_layers=1,
                  nonlinearity="tanh", output_activation="identity", bias=True,
                  batch_first=False, bidirectional=False, dtype=np.float32, seed=None,
-                 ignore_index=-100):
+                 ignore_index=-100, cell="rnn"):
         if not isinstance(output_activation, str) or output_activation not in OUTPUT_ACTIVATIONS:
             raise ValueError(f"output_activation: expected one of "
                              f"{', '.join(map(repr, OUTPUT_ACTIVATIONS))}, "
                              f"got {output_activation!r}")
         if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
             raise TypeError(f"ignore_index: expected an integer, got {ignore_index!r}")
-        self.rnn = RNN(input_size, hidden_size, num_layers, nonlinearity, bias, batch_first,
-                       bidirectional, dtype, seed)
+        if not isinstance(cell, str) or cell not in LAYERS:
+            raise ValueError(f"cell: expected one of {', '.join(map(repr, LAYERS))}, "
+                             f"got {cell!r}")
+        layer = dict(num_layers=num_layers, bias=bias, batch_first=batch_first,
+                     bidirectional=bidirectional, dtype=dtype, seed=seed)
+        if cell == "rnn":
+            layer["nonlinearity"] = nonlinearity
+        elif not (isinstance(nonlinearity, str) and nonlinearity == "tanh"):
+            raise ValueError(f"nonlinearity: applies to cell='rnn' only (the gates of "
+                             f"cell={cell!r} have fixed activations), got {nonlinearity!r}")
+        self.cell = cell
+        # Named rnn whatever the cell: the recurrent part of the network.
+        self.rnn = LAYERS[cell](input_size, hidden_size, **layer)
         self.output_size = positive_int("output_size", output_size)
         self.output_activation = output_activation
         self.loss_name = LOSSES[output_activation]
@@ -139,8 +163,10 @@ class ElmanRNN(_Parameters):
         self._dz = None
 
     def forward(self, x, h0=None, lengths=None):
-        """x as for `RNN.forward`. Returns (y, h_n): y [T, B, output_size] (or
-        batch-first), O(W_hy h_t + b_y) at every step, and the RNN's h_n.
+        """x as for `RNN.forward`; h0 the initial state, as the layer takes it
+        (for lstm the pair (h0, c0)), or None (zeros). Returns (y, h_n): y
+        [T, B, output_size] (or batch-first), O(W_hy h_t + b_y) at every
+        step, and the layer's final state (for lstm the pair (h_n, c_n)).
 
         Past a sequence's length h_t is zero, so y_t there is O(b_y); the
         losses leave those positions out."""
@@ -218,9 +244,11 @@ class ElmanRNN(_Parameters):
 
         dy: the gradient of your own loss with respect to y, or None to use
         the loss of the last loss() call. dh_n: the gradient with respect to
-        h_n, as in `RNN.backward`, or None (zero).
+        the final state, as the layer's backward takes it (for lstm the pair
+        (dh_n, dc_n)), or None (zero).
 
-        Returns (dx, dh0) as `RNN.backward`.
+        Returns (dx, the initial state's gradient) as the layer's backward:
+        (dx, dh0), or (dx, (dh0, dc0)) for lstm.
         """
         if self._cache is None:
             raise RuntimeError("backward: call forward first; backward differentiates "

@@ -122,8 +122,10 @@ def truncated_bptt(model, optimizer, x, target, chunk, h0=None, max_norm=None):
     truncation: the state is carried, its gradient is not), the gradients
     clipped to ``max_norm`` when given, and an optimiser step.
 
-    model: an `ElmanRNN` (forward / loss / backward / grads). Returns (the
-    chunks' losses as a list, the final h_n to pass as h0 to the next call).
+    model: an `ElmanRNN` (forward / loss / backward / grads), of any cell.
+    h0: the initial state as the model's forward takes it (for an LSTM the
+    pair (h0, c0)), or None (zeros). Returns (the chunks' losses as a list,
+    the final state, in the same form, to pass as h0 to the next call).
     """
     chunk = positive_int("chunk", chunk)
     axis = 1 if model.batch_first else 0
