@@ -106,7 +106,8 @@ def main(argv=None):
     chars = sorted(set(text))
     index = {c: i for i, c in enumerate(chars)}
     if set(args.prime) - set(chars):
-        parser.error(f"--prime: characters not in the text: {sorted(set(args.prime) - set(chars))}")
+        missing = sorted(set(args.prime) - set(chars))
+        parser.error(f"--prime: characters not in the text: {missing}")
     indices = np.array([index[c] for c in text])
     split = len(indices) * 9 // 10
     train, held_out = streams(indices[:split], batch), indices[split:]

@@ -39,6 +39,7 @@ import _common  # noqa: F401  (first: it limits NumPy's BLAS threads)
 
 import argparse
 import gzip
+import statistics
 import time
 from pathlib import Path
 
@@ -80,29 +81,36 @@ class CharModel(nn.Module):
         return self.head(output)
 
 
-def train(model, loader, steps, lr, warmup, desc):
-    """The usual loop. Returns (the loss of every step, seconds per step
-    after the first `warmup` steps, the seconds those took). The warm-up
-    steps hold torch.compile's compilation and the first calls' allocations,
-    so they are timed apart."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    losses, batches = [], iter(loader)
-    bar = progress(range(steps), desc=desc)
-    begin = time.perf_counter()
-    for step in bar:
-        if step == warmup:
-            start = time.perf_counter()
-        x, y = next(batches)
-        logits = model(x)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
-        losses.append(loss.item())
-        bar.set_postfix_str(f"loss {losses[-1]:.3f}")
-    end = time.perf_counter()
-    return losses, (end - start) / (steps - warmup), start - begin
+def train_step(model, optimizer, x, y):
+    """One step of the usual loop; returns the batch's loss."""
+    logits = model(x)
+    loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+    optimizer.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    optimizer.step()
+    return loss.item()
+
+
+class Run:
+    """One of the four trainings: a model, its optimiser, its batches, and
+    what it measured (every step's loss, the timed steps' seconds)."""
+
+    def __init__(self, impl, rnn_class, compiled, initial, loader_of, sizes, lr):
+        self.name = f"{impl} {'compiled' if compiled else 'eager'}"
+        self.impl, self.compiled = impl, compiled
+        self.model = CharModel(rnn_class, *sizes)
+        self.model.load_state_dict(initial)   # same names and shapes in both implementations
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+        self.batches = iter(loader_of())
+        self.losses, self.seconds = [], []
+
+    def step(self, timed):
+        x, y = next(self.batches)
+        start = time.perf_counter()
+        self.losses.append(train_step(self.model, self.optimizer, x, y))
+        if timed:
+            self.seconds.append(time.perf_counter() - start)
 
 
 def main(argv=None):
@@ -110,89 +118,112 @@ def main(argv=None):
     parser.add_argument("--cell", choices=("lstm", "gru", "rnn"), default="lstm",
                         help="the recurrent module: LSTM (default), GRU or RNN")
     parser.add_argument("--quick", action="store_true", help="a short run (CI)")
-    parser.add_argument("--steps", type=int, help="timed and warm-up steps (default 200, quick 12)")
-    parser.add_argument("--warmup", type=int, help="steps left out of the timing (default 10, "
+    parser.add_argument("--steps", type=int,
+                        help="timed steps of each run (default 100, quick 10)")
+    parser.add_argument("--warmup", type=int, help="untimed steps before them (default 5, "
                         "quick 2)")
-    parser.add_argument("--hidden", type=int, help="hidden units (default 512, quick 64)")
+    parser.add_argument("--hidden", type=int, help="hidden units (default 256, quick 64)")
     parser.add_argument("--layers", type=int, default=1, help="stacked layers (default 1)")
-    parser.add_argument("--seq-length", type=int, help="characters per sequence (default 128, "
+    parser.add_argument("--seq-length", type=int, help="characters per sequence (default 64, "
                         "quick 32)")
-    parser.add_argument("--batch", type=int, help="sequences per batch (default 32, quick 8)")
+    parser.add_argument("--batch", type=int, help="sequences per batch (default 16, quick 8)")
     parser.add_argument("--no-compile", action="store_true", help="the eager runs only")
     parser.add_argument("--backend", help="torch.compile's backend (default inductor, quick "
                         "aot_eager)")
+    parser.add_argument("--threads", type=int, help="threads for torch and for fusedrnn alike "
+                        "(default: each library's own default; quick 1)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    # --quick runs on one thread: torch's threads wait for each other at
+    # every one of the many small operations of a step, and on a machine
+    # whose other core is busy (CI's, a shared one) a step can then take a
+    # hundred times as long.
+    threads = args.threads or (1 if args.quick else None)
+    if threads:
+        torch.set_num_threads(threads)
+        fusedrnn.set_num_threads(threads)
     quick = args.quick
-    steps = args.steps or (12 if quick else 200)
-    warmup = args.warmup if args.warmup is not None else 2 if quick else 10
-    hidden = args.hidden or (64 if quick else 512)
-    length = args.seq_length or (32 if quick else 128)
-    batch = args.batch or (8 if quick else 32)
+    steps = args.steps or (10 if quick else 100)
+    warmup = args.warmup or (2 if quick else 5)
+    hidden = args.hidden or (64 if quick else 256)
+    length = args.seq_length or (32 if quick else 64)
+    batch = args.batch or (8 if quick else 16)
     backend = args.backend or ("aot_eager" if quick else "inductor")
-    if not 0 < warmup < steps:
-        parser.error(f"--warmup: expected 0 < warmup < steps = {steps}, got {warmup}")
 
     with gzip.open(TEXT, "rt", encoding="ascii") as f:
         text = f.read()
     chars = sorted(set(text))
     index = {c: i for i, c in enumerate(chars)}
-    codes = torch.tensor([index[c] for c in text], dtype=torch.long)
-    dataset = Windows(codes, length)
+    dataset = Windows(torch.tensor([index[c] for c in text], dtype=torch.long), length)
 
+    def loader():
+        # The same batches for every run: shuffled by a generator of its own, seeded alike.
+        return DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True,
+                          generator=torch.Generator().manual_seed(args.seed))
+
+    # The one line that differs between the implementations:
+    #     LSTM = torch.nn.LSTM        or        LSTM = fusedrnn.torch.LSTM
     torch_class = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[args.cell]
     fused_class = {"lstm": fusedrnn.torch.LSTM, "gru": fusedrnn.torch.GRU,
                    "rnn": fusedrnn.torch.RNN}[args.cell]
+    sizes = (len(chars), 64, hidden, args.layers)   # vocabulary, embedding, hidden, layers
     torch.manual_seed(args.seed)
-    initial = CharModel(torch_class, len(chars), 64, hidden, args.layers).state_dict()
+    initial = CharModel(torch_class, *sizes).state_dict()
+    runs = [Run(impl, cls, compiled, initial, loader, sizes, 3e-3)
+            for compiled in ((False,) if args.no_compile else (False, True))
+            for impl, cls in (("torch.nn", torch_class), ("fusedrnn", fused_class))]
 
     print(f"{len(text)} characters, {len(chars)} distinct; {args.cell} of {hidden} units x "
           f"{args.layers}, batches of {batch} x {length} characters")
     print(f"threads: torch {torch.get_num_threads()}, fusedrnn {fusedrnn.get_num_threads()}; "
-          f"torch {torch.__version__}")
-    runs = [("torch.nn", torch_class, False), ("fusedrnn", fused_class, False)]
-    if not args.no_compile:
-        runs += [("torch.nn", torch_class, True), ("fusedrnn", fused_class, True)]
+          f"torch {torch.__version__}" + ("" if args.no_compile else f", backend {backend}"))
 
-    results = {}
-    for impl, rnn_class, compiled in runs:
-        model = CharModel(rnn_class, len(chars), 64, hidden, args.layers)
-        model.load_state_dict(initial)   # the same names and shapes in both implementations
-        if compiled:
-            if impl == "fusedrnn":
-                # The one line a compiled model with the drop-in needs: torch's
-                # switch that lets torch.compile trace into nn.RNN/LSTM/GRU
-                # modules and their subclasses, which the drop-ins are.
-                # torch.nn's compiled run (before this one) keeps torch's
-                # default, as a PyTorch user's would: its LSTM stays out of
-                # the graph and runs as in eager mode.
+    # Warm-up, one run after another: each compiled run compiles here, at
+    # its first step, and the first calls allocate what the later reuse.
+    for run in runs:
+        if run.compiled:
+            if run.impl == "fusedrnn":
+                # The one line a compiled model with the drop-in needs:
+                # torch's switch that lets torch.compile trace into
+                # nn.RNN/LSTM/GRU modules and their subclasses, which the
+                # drop-ins are. torch.nn's compiled run (compiled before
+                # this one) keeps torch's default, as a PyTorch user's
+                # model would: its LSTM stays out of the graph and runs as
+                # in eager mode, the rest compiled.
                 torch._dynamo.config.allow_rnn = True
-            torch._dynamo.reset()
-            model = torch.compile(model, backend=backend)
-        # The same batches for every run: a loader shuffled by its own seeded generator.
-        loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True,
-                            generator=torch.Generator().manual_seed(args.seed))
-        name = f"{impl} {'compiled' if compiled else 'eager'}"
-        losses, per_step, warmup_seconds = train(model, loader, steps, 3e-3, warmup, name)
-        results[name] = losses, per_step
-        print(f"{name:18} loss {losses[0]:.4f} -> {losses[-1]:.4f}, "
-              f"{1 / per_step:7.2f} steps/s (warm-up: {warmup} steps, {warmup_seconds:.1f} s)")
+            run.model = torch.compile(run.model, backend=backend)
+        start = time.perf_counter()
+        for _ in range(warmup):
+            run.step(timed=False)
+        print(f"  warm-up {run.name:18} {warmup} steps, {time.perf_counter() - start:5.1f} s")
 
-    names = list(results)
-    reference, base = results[names[0]]
-    print(f"\nspeed-up over {names[0]} (steps per second, after warm-up):")
-    for name in names[1:]:
-        print(f"  {name:18} {base / results[name][1]:5.2f}x")
+    # Timed: the runs take turns, a step each, so that whatever else the
+    # machine runs meanwhile slows them alike, and each one's speed is its
+    # median step (a burst of other work moves a mean, not a median). No
+    # run may compile again in here: that would be timed as training.
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        bar = progress(range(steps), desc="timed steps, in turns")
+        for _ in bar:
+            for run in runs:
+                run.step(timed=True)
+            bar.set_postfix_str(f"loss {runs[0].losses[-1]:.3f}")
+
+    speed = {run.name: 1 / statistics.median(run.seconds) for run in runs}
+    for run in runs:
+        print(f"{run.name:18} loss {run.losses[0]:.4f} -> {run.losses[-1]:.4f}, "
+              f"{speed[run.name]:7.2f} steps/s")
+    base = runs[0]
+    print(f"\nspeed-up over {base.name} (median steps per second, after warm-up):")
+    for run in runs[1:]:
+        print(f"  {run.name:18} {speed[run.name] / speed[base.name]:5.2f}x")
     if not args.no_compile:
-        torch_compiled = results["torch.nn compiled"][1]
         print(f"  fusedrnn compiled over torch.nn compiled: "
-              f"{torch_compiled / results['fusedrnn compiled'][1]:.2f}x")
-    print(f"\nlosses against {names[0]}'s, step by step ({steps} steps):")
-    for name in names[1:]:
-        gap = max(abs(a - b) for a, b in zip(results[name][0], reference))
-        print(f"  {name:18} max difference {gap:.2e}")
-    return {name: dict(losses=losses, steps_per_second=1 / per_step)
-            for name, (losses, per_step) in results.items()}
+              f"{speed['fusedrnn compiled'] / speed['torch.nn compiled']:.2f}x")
+    print(f"\nlosses against {base.name}'s, step by step ({warmup + steps} steps):")
+    for run in runs[1:]:
+        gap = max(abs(a - b) for a, b in zip(run.losses, base.losses))
+        print(f"  {run.name:18} max difference {gap:.2e}")
+    return {run.name: dict(losses=run.losses, steps_per_second=speed[run.name]) for run in runs}
 
 
 if __name__ == "__main__":
