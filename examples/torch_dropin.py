@@ -15,18 +15,19 @@ over torch.nn.LSTM, and how far the runs' losses are from the first one's
 (float32 sums in another order: they agree to rounding, not to the bit).
 
 torch.compile leaves torch.nn.RNN/LSTM/GRU modules (and so their subclasses,
-the drop-ins) out of the graph, a graph break, unless torch's own switch is
-set. Compiling a model with the drop-in into one graph takes that one line:
+the drop-ins) out of its graphs unless torch's own switch is set. Compiling
+a model with the drop-in into one graph takes that one line:
 
     torch._dynamo.config.allow_rnn = True
 
 which this script sets only for the compiled fusedrnn run. The compiled
-torch.nn run keeps torch's default, as a PyTorch user's model would: its
-LSTM stays out of the graph and runs as in eager mode, the rest compiled.
+torch.nn run keeps torch's default, as a PyTorch user's model would (with
+it, torch 2.13 compiles nothing of this model: the run is an eager one).
 
-    python examples/torch_dropin.py                 # the four runs, a few minutes
+    python examples/torch_dropin.py                 # the four runs, about a minute
     python examples/torch_dropin.py --no-compile    # eager only
     python examples/torch_dropin.py --cell gru      # or rnn: GRU and RNN likewise
+    python examples/torch_dropin.py --threads 1     # one thread each (steadier when shared)
     python examples/torch_dropin.py --quick         # a few seconds (the CI smoke run)
 
 --quick trains a small model for a few steps and compiles with the
@@ -188,8 +189,8 @@ def main(argv=None):
                 # nn.RNN/LSTM/GRU modules and their subclasses, which the
                 # drop-ins are. torch.nn's compiled run (compiled before
                 # this one) keeps torch's default, as a PyTorch user's
-                # model would: its LSTM stays out of the graph and runs as
-                # in eager mode, the rest compiled.
+                # model would; under it torch compiles nothing of this
+                # model, which then runs as in eager mode.
                 torch._dynamo.config.allow_rnn = True
             run.model = torch.compile(run.model, backend=backend)
         start = time.perf_counter()
