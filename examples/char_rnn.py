@@ -108,8 +108,8 @@ def main(argv=None):
         text = text[:QUICK_CHARACTERS]
     chars = sorted(set(text))
     index = {c: i for i, c in enumerate(chars)}
-    if set(args.prime) - set(chars):
-        missing = sorted(set(args.prime) - set(chars))
+    missing = sorted(set(args.prime) - set(chars))
+    if missing:
         parser.error(f"--prime: characters not in the text: {missing}")
     indices = np.array([index[c] for c in text])
     split = len(indices) * 9 // 10
@@ -138,9 +138,8 @@ def main(argv=None):
             # by a random offset so that chunk boundaries fall in new places.
             state, position, passes = None, int(rng.integers(chunk)), passes + 1
         window = train[position:position + chunk + 1]
-        # The learning rate falls linearly to a tenth over the run: the last
-        # steps refine rather than jump about, worth a few hundredths of a
-        # nat per character at the end for nothing.
+        # The learning rate falls linearly to a tenth over the run, so that
+        # the last steps settle the weights rather than keep jumping about.
         optimizer.lr = lr * (1 - 0.9 * step / steps)
         # One chunk per call, the state carried from the last: truncated BPTT
         # a step at a time, so the bar moves and the one-hot input is built
