@@ -2,7 +2,10 @@
 count; each times one run and then checks what the run returned.
 
 The cells are rnn, lstm and gru (fusedrnn._bench.CELLS); fusedrnn.torch has
-the rnn only, so its LSTM and GRU cases are not generated.
+the rnn only, so its LSTM and GRU cases are not generated. The outside peers
+(oneDNN, ONNX Runtime, JAX) are skipped where not installed and for the cases
+they do not have (float64 for oneDNN and ONNX Runtime, ONNX Runtime's
+backward).
 
 extra_info records flops, gflops and pct_peak (of fusedrnn.peak_gflops(dtype)
 times the thread count), in `--benchmark-json` output.
@@ -13,7 +16,7 @@ import itertools
 import numpy as np
 import pytest
 
-from fusedrnn import reference
+from fusedrnn import _peers, reference
 from fusedrnn._bench import CELLS, MODES, PEERS, SHAPES, flops, has_cell, num_threads
 
 DTYPES = ("float32", "float64")
@@ -61,7 +64,13 @@ def test_cell(benchmark, quick, peak_gflops, problems, first_results, assert_agr
     if impl in ("torch", "fusedrnn.torch"):
         pytest.importorskip("torch")
     p = problems(cell, shape, dtype)
-    run = PEERS[impl](cell, p)[mode]
+    try:
+        runs = PEERS[impl](cell, p)
+    except (_peers.PeerUnavailable, _peers.Unsupported) as e:
+        pytest.skip(f"{impl}: {e}")
+    if mode not in runs:
+        pytest.skip(f"{impl} has no {mode}")
+    run = runs[mode]
     benchmark.group = f"{cell} {shape} {mode} {dtype}"
     with num_threads(threads):
         outputs = benchmark.pedantic(run, rounds=1, iterations=1) if quick else benchmark(run)

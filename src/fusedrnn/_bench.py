@@ -4,7 +4,8 @@ counts, the cells (rnn, lstm, gru), the problems timed, the implementations
 timed side by side (the peers), how their results are compared, and the
 timing loop.
 
-Importing this module never imports torch; building a torch peer does.
+Importing this module never imports torch, oneDNN, ONNX Runtime or JAX;
+building a peer of theirs does (the outside ones live in fusedrnn._peers).
 """
 
 import importlib
@@ -18,7 +19,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 
 import fusedrnn
-from fusedrnn import reference
+from fusedrnn import _peers, reference
 from fusedrnn._types import GRUGrads, LSTMGrads, RNNGrads
 
 # The standard shapes (docs/design.md, README "Benchmarks"): T, B, D, H.
@@ -200,12 +201,26 @@ def _torch_peer(module, cell, p):
     return {"fwd": forward, "fwd+bwd": forward_backward}
 
 
+def _outside_peer(name, cell, p):
+    """oneDNN, ONNX Runtime or JAX (fusedrnn._peers), imported on first use.
+    Raises fusedrnn._peers.PeerUnavailable when it is not installed and
+    Unsupported for a case it does not have; its {mode: run} may lack
+    "fwd+bwd" (ONNX Runtime has no backward)."""
+    return _peers.load(name).build(cell, p)
+
+
 PEERS = {
     "fusedrnn": partial(_numpy_peer, fusedrnn),
     "reference": partial(_numpy_peer, reference),
     "fusedrnn.torch": partial(_torch_peer, "fusedrnn.torch"),
     "torch": partial(_torch_peer, "torch.nn"),
+    **{name: partial(_outside_peer, name) for name in _peers.MODULES},
 }
+
+# The libraries outside this project and torch, which "vs best peer" picks
+# from; fusedrnn.torch is fusedrnn and the reference is the specification.
+OUTSIDE = tuple(_peers.MODULES)
+RIVALS = ("torch", *OUTSIDE)
 
 
 def has_cell(impl, cell):
@@ -257,12 +272,14 @@ def disagreements(got, want, dtype):
 
 @contextmanager
 def num_threads(n):
-    """fusedrnn, and torch if a peer has loaded it, use up to `n` threads
-    inside; the previous counts come back after. NumPy's BLAS, under the
-    reference, keeps its own."""
-    modules = [fusedrnn]  # both spell it get_num_threads/set_num_threads
+    """fusedrnn, and torch and the outside peers if loaded, use up to `n`
+    threads inside; the previous counts come back after. NumPy's BLAS, under
+    the reference, keeps its own; JAX keeps the pool it started with
+    (fusedrnn._peers.jax.honours_threads)."""
+    modules = [fusedrnn]  # all spell it get_num_threads/set_num_threads
     if "torch" in sys.modules:
         modules.append(sys.modules["torch"])
+    modules += _peers.loaded()
     previous = [m.get_num_threads() for m in modules]
     for m in modules:
         m.set_num_threads(n)

@@ -1,10 +1,11 @@
 """`python -m fusedrnn`: what this build runs on, whether its kernel agrees with
 the NumPy reference for every cell (rnn, lstm, gru), and how fast it is next
 to it. `python -m fusedrnn bench`: how fast it is next to torch.nn.RNN, LSTM
-and GRU and the reference, over cells, shapes, dtypes and thread counts.
+and GRU, oneDNN, ONNX Runtime, JAX and the reference, over cells, shapes,
+dtypes and thread counts.
 
 Standard library and NumPy only, so that it runs from any installed wheel;
-torch and matplotlib are imported only when asked for.
+torch, the outside peers and matplotlib are imported only when asked for.
 """
 
 import argparse
@@ -17,8 +18,9 @@ import numpy as np
 
 import fusedrnn
 from fusedrnn import reference
-from fusedrnn._bench import CELLS, FULL, MODES, PEERS, QUICK, SHAPES, baseline, \
-    disagreements, flops, has_cell, median_seconds, num_threads, problem
+from fusedrnn import _peers
+from fusedrnn._bench import CELLS, FULL, MODES, OUTSIDE, PEERS, QUICK, RIVALS, SHAPES, \
+    baseline, disagreements, flops, has_cell, median_seconds, num_threads, problem
 
 NONLINEARITIES = ("tanh", "relu", "sigmoid")
 
@@ -78,14 +80,19 @@ def _parser():
                        help="T,B,D,H: " + ", ".join(
                            f"{name} {','.join(map(str, dims))}" for name, dims in SHAPES.items())
                        + " (default: all)")
-    bench.add_argument("--compare", nargs="*", type=_peer_name, choices=("torch", "reference"),
+    bench.add_argument("--compare", nargs="*", type=_peer_name,
+                       choices=("torch", "reference", *OUTSIDE),
                        help="implementations to time against fusedrnn (default: torch if "
                             "installed; none when given empty). torch: torch.nn.RNN, LSTM or "
                             "GRU with the same weights; for rnn also fusedrnn.torch.RNN, "
                             "against which torch.nn.RNN's speed-up is taken; fusedrnn.torch "
                             "has no LSTM or GRU yet, so torch.nn.LSTM and GRU are compared "
                             "with fusedrnn's NumPy API. reference: fusedrnn.reference, slow "
-                            "on L and XL")
+                            "on L and XL. onednn, onnxruntime (forward only), jax: the outside "
+                            "libraries (pip install \"fusedrnn[bench-peers]\"); one that is "
+                            "missing, fails or disagrees is reported in its column and a "
+                            "note, and does not stop the run or change the exit status; "
+                            "with any of them the table has a 'vs best peer' column")
     bench.add_argument("--plot", type=_plot_file, metavar="FILE",
                        help="write a PNG bar chart of GFLOP/s, peak marked (needs matplotlib)")
     # SUPPRESS: without --quick here, `python -m fusedrnn --quick bench`
@@ -219,10 +226,38 @@ class _Row(NamedTuple):
     threads: int
     seconds: dict  # implementation -> median seconds per run; those that have the cell
     peak: float  # GFLOP/s: fusedrnn.peak_gflops(dtype) times the thread count
-    agrees: bool  # every implementation's results agree with fusedrnn's
+    agrees: bool  # every implementation's results agree with fusedrnn's (outside peers aside)
+    # An outside peer with no time in `seconds`: why ("missing", "failed",
+    # "mismatch", "-" for a case it does not have); and those whose run was
+    # not on the row's thread count (JAX).
+    status: dict = {}
+    off_threads: frozenset = frozenset()
 
     def gflops(self, impl):
         return flops(SHAPES[self.shape], self.mode, self.cell) / self.seconds[impl] / 1e9
+
+    def best_peer(self):
+        """(the fastest of torch and the outside peers that ran on this
+        row's thread count and agreed, its time / fusedrnn's), or None."""
+        times = {impl: t for impl, t in self.seconds.items()
+                 if impl in RIVALS and impl not in self.off_threads}
+        if not times:
+            return None
+        best = min(times, key=times.get)
+        return best, times[best] / self.seconds["fusedrnn"]
+
+
+class _Notes:
+    """Lines printed under the table's row as they come up, each only once
+    (the same missing library would otherwise repeat under every row)."""
+
+    def __init__(self):
+        self.seen = set()
+
+    def add(self, line):
+        if line not in self.seen:
+            self.seen.add(line)
+            print(f"  note: {line}", flush=True)
 
 
 def _time_table(cells, dtypes, threads, compare, repeats):
@@ -232,6 +267,7 @@ def _time_table(cells, dtypes, threads, compare, repeats):
     print a row as each is done (a log shows progress too) and a FAIL line
     for each disagreement, and return the rows."""
     impls = ["fusedrnn", *compare]
+    outside = [impl for impl in compare if impl in OUTSIDE]
     peaks = {dtype: fusedrnn.peak_gflops(dtype) for dtype in dtypes}
     print("peak of one thread (fusedrnn.peak_gflops, an FMA loop): "
           + ", ".join(f"{dtype} {peak:.1f} GFLOP/s" for dtype, peak in peaks.items()))
@@ -254,12 +290,28 @@ def _time_table(cells, dtypes, threads, compare, repeats):
               "with the NumPy API")
     if "reference" in compare:
         print("reference: fusedrnn.reference, NumPy in float64, on NumPy's own BLAS threads")
+    missing = {}  # outside peer -> why it cannot run here
+    for impl in outside:
+        try:
+            print(_peers.load(impl).describe())
+        except _peers.PeerUnavailable as e:
+            missing[impl] = str(e)
+            print(f"{impl}: not available, its columns say 'missing': {e}")
     print("each implementation's results are checked against fusedrnn's after its timing")
+    if outside:
+        print("outside peers (" + ", ".join(outside) + "): a failure or a disagreement is "
+              "shown in the column ('failed', 'mismatch', with a note) and is not timed as "
+              "right; '-': a case the peer does not have. vs best peer: the fastest of "
+              + ", ".join(impl for impl in compare if impl in RIVALS)
+              + " that agreed, its time / fusedrnn's; a time marked * was not on the row's "
+                "thread count and is not a candidate")
     print(f"{'cell':4}  {'shape':5}  {'T,B,D,H':15}  {'mode':7}  {'dtype':7}  {'threads':>7}  "
           f"{'fusedrnn':>14}  {'GFLOP/s':>8}  {'% peak':>6}"
-          + "".join(f"  {impl:>14}  {'speed-up':>8}" for impl in compare))
+          + "".join(f"  {impl:>14}  {'speed-up':>8}" for impl in compare)
+          + (f"  {'vs best peer':>20}" if outside else ""))
 
     rng = np.random.default_rng(0)
+    notes = _Notes()
     progress = _Progress()
     total = sum(has_cell(impl, cell) * len(shapes) for cell, shapes in cells.items()
                 for impl in impls) * len(MODES) * len(dtypes) * len(threads)
@@ -269,42 +321,119 @@ def _time_table(cells, dtypes, threads, compare, repeats):
         cell_impls = [impl for impl in impls if has_cell(impl, cell)]
         for shape in shapes:
             # One problem per dtype, every implementation built on it once.
+            # An outside peer's entry is a status string instead when it
+            # cannot run the case.
             runs = {}
             for dtype in dtypes:
                 p = problem(SHAPES[shape], dtype, rng, cell)
-                runs[dtype] = {impl: PEERS[impl](cell, p) for impl in cell_impls}
+                runs[dtype] = {impl: _build_outside(impl, cell, shape, p, missing, notes)
+                               if impl in OUTSIDE else PEERS[impl](cell, p)
+                               for impl in cell_impls}
             for mode, dtype, n in itertools.product(MODES, dtypes, threads):
-                seconds, failures = {}, []
+                seconds, failures, status, off_threads, lines = {}, [], {}, set(), []
                 with num_threads(n):
                     for impl in cell_impls:  # fusedrnn first
+                        run = runs[dtype][impl]
+                        if isinstance(run, str) or mode not in run:
+                            status[impl] = run if isinstance(run, str) else "-"
+                            continue
                         started += 1
                         progress.show(f"timing {cell} {shape} {mode} {dtype} threads={n} "
                                       f"{impl} [{started}/{total}]")
-                        seconds[impl], result = median_seconds(runs[dtype][impl][mode], repeats)
-                        if impl == "fusedrnn":
-                            fused = result
-                        else:
-                            failures += [f"{impl}: {message}"
-                                         for message in disagreements(result, fused, dtype)]
-                row = _Row(cell, shape, mode, dtype, n, seconds, peaks[dtype] * n, not failures)
+                        if impl not in OUTSIDE:
+                            seconds[impl], result = median_seconds(run[mode], repeats)
+                            if impl == "fusedrnn":
+                                fused = result
+                            else:
+                                failures += [f"{impl}: {message}"
+                                             for message in disagreements(result, fused, dtype)]
+                            continue
+                        t, trouble = _time_outside(run[mode], repeats, fused, dtype)
+                        if trouble:
+                            status[impl], why = trouble
+                            lines.append(f"{impl}: {cell} {shape} {mode} {dtype}: {why}")
+                            continue
+                        seconds[impl] = t
+                        if not _peers.load(impl).honours_threads(n):
+                            off_threads.add(impl)
+                row = _Row(cell, shape, mode, dtype, n, seconds, peaks[dtype] * n, not failures,
+                           status, frozenset(off_threads))
                 progress.clear()
                 print(_format(row, compare), flush=True)
                 for message in failures:
                     print(f"  FAIL, disagrees with fusedrnn: {message}", flush=True)
+                for line in lines:
+                    notes.add(line)
                 rows.append(row)
+    for impl in outside:
+        if impl in missing:
+            continue
+        module = _peers.load(impl)
+        unhonoured = [n for n in threads if not module.honours_threads(n)]
+        if unhonoured:
+            notes.add(f"{impl}: * its runs were not on {', '.join(map(str, unhonoured))} "
+                      f"thread(s): it used {module.get_num_threads()} (see its line above)")
     return rows
+
+
+def _build_outside(impl, cell, shape, p, missing, notes):
+    """An outside peer's {mode: run} for the problem, or the status to show
+    in its column: "missing" (in `missing`, said above the table), "-" or
+    "failed" (after a note saying why). Whatever goes wrong with an outside
+    peer is its column's status and a note, never the end of the run."""
+    if impl in missing:
+        return "missing"
+    try:
+        return PEERS[impl](cell, p)
+    except _peers.Unsupported as e:
+        notes.add(f"{impl}: {e}")
+        return "-"
+    except Exception as e:  # primitive creation, a session, a compile: a failure of the peer
+        notes.add(f"{impl}: {cell} {shape} {p.x.dtype}: failed to build: "
+                  f"{type(e).__name__}: {e}")
+        return "failed"
+
+
+def _time_outside(run, repeats, fused, dtype):
+    """(median seconds, None) of an outside peer's `run` whose results agree
+    with fusedrnn's `fused`; else (None, (status, why)): "failed" when it
+    raised, "mismatch" when it computed something else (no time then: a
+    wrong answer is not a speed)."""
+    try:
+        t, result = median_seconds(run, repeats)
+        wrong = disagreements(result, fused, dtype)
+    except Exception as e:
+        return None, ("failed", f"failed: {type(e).__name__}: {e}")
+    if wrong:
+        return None, ("mismatch", "disagrees with fusedrnn, not timed: " + "; ".join(wrong))
+    return t, None
 
 
 def _format(row, compare):
     fused = row.seconds["fusedrnn"]
     gflops = row.gflops("fusedrnn")
     dims = ",".join(map(str, SHAPES[row.shape]))
-    return (f"{row.cell:4}  {row.shape:5}  {dims:15}  {row.mode:7}  {row.dtype:7}  "
-            f"{row.threads:7}  {_ms(fused)}  {gflops:8.2f}  {100 * gflops / row.peak:5.1f}%"
-            + "".join(f"  {_ms(row.seconds[impl])}  "
-                      f"{row.seconds[impl] / row.seconds[baseline(impl, row.cell)]:7.2f}x"
-                      if impl in row.seconds else f"  {'-':>14}  {'-':>8}"
-                      for impl in compare))
+    line = (f"{row.cell:4}  {row.shape:5}  {dims:15}  {row.mode:7}  {row.dtype:7}  "
+            f"{row.threads:7}  {_ms(fused)}  {gflops:8.2f}  {100 * gflops / row.peak:5.1f}%")
+    for impl in compare:
+        if impl in row.seconds:
+            star = "*" if impl in row.off_threads else ""
+            speed_up = row.seconds[impl] / row.seconds[baseline(impl, row.cell)]
+            line += f"  {_ms(row.seconds[impl])}  {f'{speed_up:.2f}x{star}':>8}"
+        else:
+            line += f"  {row.status.get(impl, '-'):>14}  {'-':>8}"
+    if any(impl in OUTSIDE for impl in compare):
+        best = row.best_peer()
+        line += f"  {f'{best[1]:.2f}x {best[0]}' if best else '-':>20}"
+    return line
+
+
+def _best_label(row):
+    """The plot's "vs best peer" under a case: when outside peers were asked for."""
+    if not row.status and not any(impl in OUTSIDE for impl in row.seconds):
+        return ""
+    best = row.best_peer()
+    return f"\n{best[1]:.2f}x\n{best[0]}" if best else "\n-"
 
 
 def _ms(seconds):
@@ -315,7 +444,9 @@ def _plot(path, rows):
     """A bar chart per dtype and thread count: GFLOP/s of each implementation
     per cell, shape and mode, on a log scale (S and the reference sit orders
     of magnitude below L), the peak as a dashed line. An implementation
-    without a cell (fusedrnn.torch for lstm and gru) has no bar there."""
+    without a cell (fusedrnn.torch for lstm and gru), or an outside peer that
+    failed or disagreed, has no bar there. With outside peers, each case is
+    labelled with "vs best peer" (the best peer's time / fusedrnn's)."""
     # Figure without pyplot: no GUI backend, no global state.
     from matplotlib.figure import Figure
 
@@ -336,7 +467,8 @@ def _plot(path, rows):
                        width, label=impl)
             ax.axhline(cases[0].peak, color="black", linestyle="--", label="peak")
             ax.set_xticks([c + (len(impls) - 1) * width / 2 for c in range(len(cases))],
-                          [f"{row.cell}\n{row.shape}\n{row.mode}" for row in cases])
+                          [f"{row.cell}\n{row.shape}\n{row.mode}" + _best_label(row)
+                           for row in cases])
             ax.set_yscale("log")
             ax.set_title(f"{dtype}, {n} thread{'s' if n > 1 else ''}, "
                          f"peak {cases[0].peak:.0f} GFLOP/s")

@@ -438,7 +438,9 @@ class _DropIn:
                 outputs.append(y)
                 finals.append((h_n, c_n) if self._cell == _engine.LSTM else (h_n,))
             x = torch.cat(outputs, -1) if directions == 2 else outputs[0]
-        return x, tuple(torch.stack(s) for s in zip(*finals))
+        # One layer and direction: unsqueeze costs a third of stack.
+        return x, tuple(s[0].unsqueeze(0) if len(s) == 1 else torch.stack(s)
+                        for s in zip(*finals))
 
     def _weights(self, i):
         """Layer and direction i's (w_ih, w_hh, b_ih, b_hh), biases None without
