@@ -25,7 +25,7 @@ import warnings
 
 import numpy as np
 import torch
-from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
 
 from . import _engine
 from ._checks import ACTIVATIONS
@@ -398,16 +398,18 @@ class _DropIn:
     def _forward_packed(self, packed, states):
         data, batch_sizes, sorted_indices, unsorted_indices = packed
         self._check_args(data, states, batch_sizes)
-        # torch's own unpacking gives [T,B,D] in the caller's order of the
-        # batch (hx's and h_n's) and each sequence's length; the kernel runs
-        # each for its length (steps past it are skipped, not computed on
-        # padding), and y is packed back in the input's order of sequences.
-        padded, lengths = pad_packed_sequence(packed)
+        # Packed row i is step t[i] of sequence b[i] (b in the caller's
+        # order, as hx and h_n are): scatter into a zero [T,B,D] buffer, run
+        # with each sequence's length (steps past it are skipped, not
+        # computed on padding), gather the valid rows of y back.
+        t = torch.repeat_interleave(torch.arange(len(batch_sizes)), batch_sizes)
+        rank = torch.arange(len(t)) - (torch.cumsum(batch_sizes, 0) - batch_sizes)[t]
+        b = rank if sorted_indices is None else sorted_indices[rank]
+        T, B = len(batch_sizes), int(batch_sizes[0])
+        padded = data.new_zeros(T, B, data.shape[1]).index_put((t, b), data)
+        lengths = torch.bincount(b, minlength=B)
         y, states = self._run(padded, states, lengths, False)
-        if sorted_indices is not None:
-            y, lengths = y.index_select(1, sorted_indices), lengths[sorted_indices]
-        data, _ = torch._VF._pack_padded_sequence(y, lengths, False)
-        return (PackedSequence(data, batch_sizes, sorted_indices, unsorted_indices),
+        return (PackedSequence(y[t, b], batch_sizes, sorted_indices, unsorted_indices),
                 self._result_states(states))
 
     def _check_args(self, input, states, batch_sizes):
