@@ -17,10 +17,8 @@ output layer and its loss) and the training helpers `Adam`, `SGD`,
 import os as _os
 
 from ._api import (
-    RNNGrads,
     available_isas,
     get_isa,
-    get_num_threads,
     gru_backward,
     gru_forward,
     lstm_backward,
@@ -29,9 +27,9 @@ from ._api import (
     rnn_backward,
     rnn_forward,
     set_isa,
-    set_num_threads,
 )
-from ._types import GRUGrads, GRUOutput, LSTMGrads, LSTMOutput
+from ._engine import get_num_threads, set_num_threads
+from ._types import GRUGrads, GRUOutput, LSTMGrads, LSTMOutput, RNNGrads
 from .layers import GRU, LSTM, RNN
 from .network import ElmanRNN
 from .train import SGD, Adam, clip_grad_norm, sample, truncated_bptt

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _engine, _kernel
 from ._checks import activation, as_array, flag, float_array, float_dtype, optional
-from ._engine import GRU, LSTM, RNN, get_num_threads, kernel_buffer, set_num_threads  # noqa: F401
+from ._engine import GRU, LSTM, RNN, kernel_buffer
 from ._types import GRUGrads, GRUOutput, LSTMGrads, LSTMOutput, RNNGrads
 
 _CELL_NAMES = {RNN: "RNN", LSTM: "LSTM", GRU: "GRU"}
