@@ -134,10 +134,9 @@ int fusedrnn_gates(fusedrnn_cell cell);
  * RNN's reserve is 0 (it has none), and so is an empty problem's (T, B or H
  * 0). A gated cell's reserve is exactly T*B*(G+1)*H elements of its dtype
  * (the gates, then c or W_hn h + b_hn) and needs no alignment beyond the
- * dtype's. A gated cell's
- * inference forward keeps one chunk of steps' gates in its workspace,
- * (1024 + B) x G*H elements at most, where training writes all of them to
- * the reserve. */
+ * dtype's. A gated cell's inference forward keeps one chunk of steps'
+ * gates in its workspace, (1024 + B) x G*H elements at most, where training
+ * writes all of them to the reserve. */
 size_t fusedrnn_forward_workspace(const fusedrnn_problem *p);
 size_t fusedrnn_backward_workspace(const fusedrnn_problem *p);
 size_t fusedrnn_reserve_size(const fusedrnn_problem *p);

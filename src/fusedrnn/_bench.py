@@ -12,7 +12,7 @@ import importlib
 import statistics
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Callable, NamedTuple, Optional
 
@@ -207,7 +207,7 @@ def _torch_peer(module, cell, p, compiled=False):
     def call():
         # Packing is the caller's work in a training loop: it is timed.
         inputs = x if lengths is None else pack_padded_sequence(x, lengths, enforce_sorted=False)
-        with torch._dynamo.config.patch(allow_rnn=True) if compiled else _no_context():
+        with torch._dynamo.config.patch(allow_rnn=True) if compiled else nullcontext():
             y, states_n = forward_call(inputs, states0 if spec.lstm else states0[0])
         return y, (states_n if spec.lstm else (states_n,))
 
@@ -239,11 +239,6 @@ def _torch_peer(module, cell, p, compiled=False):
         return named(y, states_n, torch.autograd.grad((out, *states_n), wrt, (dy, *d_states_n)))
 
     return {"fwd": forward, "fwd+bwd": forward_backward}
-
-
-@contextmanager
-def _no_context():
-    yield
 
 
 def _outside_peer(name, cell, p):

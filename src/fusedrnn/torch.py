@@ -84,7 +84,7 @@ def _check_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
         _check_shape(name, t, shape)
     if c0 is not None and cell != _engine.LSTM:
         raise RuntimeError(f"fusedrnn.torch: c0 is an LSTM's, not {_NAMES[cell]}'s")
-    if lengths is not None and (lengths.dtype != torch.int64 or lengths.device.type != "cpu"):
+    if lengths is not None and (lengths.dtype != torch.int64 or not lengths.is_cpu):
         raise RuntimeError(f"fusedrnn.torch: lengths must be an int64 CPU tensor, got "
                            f"{lengths.dtype} on {lengths.device}")
     if nonlinearity not in ACTIVATIONS or (cell != _engine.RNN and nonlinearity != "tanh"):
@@ -111,6 +111,12 @@ def _empty(like, shapes):
     """Tensors of `shapes` in like's dtype; a 0-element one for a None, since
     an operator returns a tensor for every result it declares."""
     return [like.new_empty((0,) if s is None else s) for s in shapes]
+
+
+def _result_addresses(results, shapes):
+    """Where the kernel writes each result: None for the placeholders _empty
+    made for a None shape."""
+    return tuple(None if s is None else t.data_ptr() for t, s in zip(results, shapes))
 
 
 # --- the operators ----------------------------------------------------------
@@ -162,8 +168,8 @@ def _forward_impl(cell):
         keep = []
         _engine.forward(cell, ACTIVATIONS[nonlinearity], sizes, _NUMPY[x.dtype],
                         _addresses((x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths), keep),
-                        tuple(t.data_ptr() if s else None for t, s in zip(outputs, shapes)),
-                        reverse, batch_first, training and cell != _engine.RNN)
+                        _result_addresses(outputs, shapes), reverse, batch_first,
+                        training and cell != _engine.RNN)
         return tuple(outputs)
     return forward
 
@@ -186,10 +192,7 @@ def _backward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, reserv
                                f"reserve of a training forward (a call that needed gradients), "
                                f"got an empty one")
         _check_shape("reserve", reserve, _engine.reserve_shape(cell, T, B, H))
-    shapes = list(_engine.grad_shapes(cell, T, B, D, H, batch_first))
-    if cell == _engine.RNN:
-        shapes[6] = shapes[5]   # db_hh: a copy of the one bias gradient, made after the call
-    return sizes, shapes
+    return sizes, _engine.grad_shapes(cell, T, B, D, H, batch_first)
 
 
 def _backward_fake(cell):
@@ -197,7 +200,10 @@ def _backward_fake(cell):
              nonlinearity, reverse, batch_first):
         _, shapes = _backward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y,
                                      reserve, dy, dh_n, dc_n, nonlinearity, batch_first)
-        return tuple(_empty(x, shapes))
+        grads = _empty(x, shapes)
+        if cell == _engine.RNN:
+            grads[6] = torch.empty_like(grads[5])   # db_hh, as the implementation makes it
+        return tuple(grads)
     return fake
 
 
@@ -212,14 +218,12 @@ def _backward_impl(cell):
         _engine.backward(cell, ACTIVATIONS[nonlinearity], sizes, _NUMPY[x.dtype],
                          _addresses((x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths), keep),
                          _addresses((y, None if rnn else reserve, dy, dh_n, dc_n), keep),
-                         tuple(t.data_ptr() if s else None
-                               for t, s in zip(grads, shapes[:6] + [None if rnn else shapes[6]])),
-                         reverse, batch_first)
+                         _result_addresses(grads, shapes), reverse, batch_first)
         if rnn:
             # Its two biases are summed: each gets the one gradient, in
             # memory of its own (autograd may keep it as the leaf's .grad,
             # and accumulating into one must not change the other).
-            grads[6].copy_(grads[5])
+            grads[6] = grads[5].clone()
         return tuple(grads)
     return backward
 
