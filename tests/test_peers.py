@@ -168,6 +168,57 @@ def test_best_peer_column(monkeypatch, capsys):
     assert any("jax: * its runs were not on 1 thread(s)" in n for n in notes)
 
 
+def test_peer_on_more_cores_than_threads_is_starred(monkeypatch, capsys):
+    """A peer whose runs keep more cores busy than the row's thread count is
+    starred and not a candidate, with a note: the process's CPU clock made
+    to run twice as fast as the wall clock during its runs only."""
+    real = _bench.time.process_time
+    extra = [0.0]  # the stand-in's wall time so far: a second core's CPU time
+
+    def two_cores(cell, p):
+        right = agreeing(cell, p)
+
+        def run(mode):
+            def timed():
+                start = _bench.time.perf_counter()
+                out = right[mode]()
+                extra[0] += _bench.time.perf_counter() - start
+                return out
+            return timed
+        return {mode: run(mode) for mode in right}
+
+    monkeypatch.setattr(_bench.time, "process_time", lambda: real() + extra[0])
+    stand_in(monkeypatch, "onednn", two_cores)
+    stand_in(monkeypatch, "jax", agreeing)
+    status, _, header, rows, notes = bench(capsys, "onednn", "jax")
+    assert status == 0
+    for words in rows:
+        assert words[-1] == "jax"
+        assert column(header, [words], "onednn")[0] != "-"
+    assert sum("onednn" in n and "cores busy on 1 thread(s)" in n for n in notes) == 2
+
+
+def test_onednn_keeps_to_the_thread_count_it_runs_on():
+    """oneDNN's primitives take their thread count when made: one made on
+    2 threads and run on 1 kept 2 cores busy (an RNN forward at L), until
+    the binding made them per thread count. CPU time over wall time cannot
+    exceed 1 on one thread however loaded the machine is."""
+    if not installed("onednn"):
+        pytest.skip("onednn is not installed")
+    onednn = _peers.load("onednn")
+    p = _bench.problem(_bench.SHAPES["L"], np.float32, np.random.default_rng(0), "rnn")
+    previous = onednn.get_num_threads()
+    try:
+        onednn.set_num_threads(2)
+        runs = onednn.build("rnn", p)
+        runs["fwd"]()
+        onednn.set_num_threads(1)
+        timing = _bench.median_seconds(runs["fwd"], _bench.Repeats(0.1, 3, 1.0))
+    finally:
+        onednn.set_num_threads(previous)
+    assert timing.cores < _cli.CORES_PER_THREAD
+
+
 def test_no_best_peer_column_without_outside_peers(capsys):
     _, _, header, _, _ = bench(capsys, "reference")
     assert "best" not in header

@@ -346,14 +346,22 @@ FULL = Repeats(budget=0.3, min_runs=3, cap=2.0)
 QUICK = Repeats(budget=0.02, min_runs=1, cap=0.0)
 
 
+class Timing(NamedTuple):
+    seconds: float  # the median of the timed runs
+    result: object  # what the last run returned: checked after the timing, outside it
+    cores: float    # the process's CPU time over the timed runs' wall time: how
+                    # many cores they kept busy, whatever thread count was asked
+
+
 def median_seconds(fn, repeats):
-    """(median seconds of a run of `fn`, what its last run returned): the
-    result is checked after the timing, outside it."""
+    """The Timing of `fn` after one untimed warm-up call."""
     fn()
     times = []
+    cpu = time.process_time()
     while sum(times) < repeats.budget or (len(times) < repeats.min_runs
                                           and sum(times) < repeats.cap):
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+    cpu = time.process_time() - cpu
+    return Timing(statistics.median(times), result, cpu / sum(times))

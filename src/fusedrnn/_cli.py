@@ -352,21 +352,25 @@ def _time_table(cells, seqs, dtypes, threads, compare, repeats):
                     progress.show(f"timing {cell} {shape} {mode} {dtype} threads={n} "
                                   f"{impl} [{started}/{total}]")
                     if impl not in OUTSIDE:
-                        seconds[impl], result = median_seconds(run[mode], repeats)
+                        seconds[impl], result, _ = median_seconds(run[mode], repeats)
                         if impl == "fusedrnn":
                             fused = result
                         else:
                             failures += [f"{impl}: {message}"
                                          for message in disagreements(result, fused, dtype)]
                         continue
-                    t, trouble = _time_outside(run[mode], repeats, fused, dtype)
+                    timing, trouble = _time_outside(run[mode], repeats, fused, dtype)
                     if trouble:
                         status[impl], why = trouble
                         lines.append(f"{impl}: {cell} {shape} {mode} {dtype}: {why}")
                         continue
-                    seconds[impl] = t
+                    seconds[impl] = timing.seconds
                     if not _peers.load(impl).honours_threads(n):
                         off_threads.add(impl)
+                    elif timing.cores > CORES_PER_THREAD * n:
+                        off_threads.add(impl)
+                        lines.append(f"{impl}: {cell} {shape} {mode} {dtype}: * its runs kept "
+                                     f"{timing.cores:.2f} cores busy on {n} thread(s)")
             row = _Row(cell, shape, seq, mode, dtype, n,
                        flops(SHAPES[shape], mode, cell, problems[dtype].lengths), seconds,
                        peaks[dtype] * n, not failures, status, frozenset(off_threads))
@@ -409,18 +413,24 @@ def _build_outside(impl, cell, shape, p, missing, notes):
 
 
 def _time_outside(run, repeats, fused, dtype):
-    """(median seconds, None) of an outside peer's `run` whose results agree
+    """(its Timing, None) for an outside peer's `run` whose results agree
     with fusedrnn's `fused`; else (None, (status, why)): "failed" when it
     raised, "mismatch" when it computed something else (no time then: a
     wrong answer is not a speed)."""
     try:
-        t, result = median_seconds(run, repeats)
-        wrong = disagreements(result, fused, dtype)
+        timing = median_seconds(run, repeats)
+        wrong = disagreements(timing.result, fused, dtype)
     except Exception as e:
         return None, ("failed", f"failed: {type(e).__name__}: {e}")
     if wrong:
         return None, ("mismatch", "disagrees with fusedrnn, not timed: " + "; ".join(wrong))
-    return t, None
+    return timing, None
+
+
+# A peer whose runs kept more cores busy than this many per thread asked
+# for did not keep to the row's thread count (oneDNN's primitives once did
+# not): its time is starred, not a candidate for "vs best peer".
+CORES_PER_THREAD = 1.25
 
 
 def _format(row, compare):
