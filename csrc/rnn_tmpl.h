@@ -40,7 +40,9 @@ typedef struct {
     REAL *ring;               /* inference: [chunk rows, G*H] one chunk's gates */
     const REAL *in_bias;      /* [G*H] what the input side adds: b_ih, or `bias`, or NULL */
     /* Backward: */
-    REAL *dg;                 /* [T,B,G*H] in y's layout: the gates' gradients (RNN: dz) */
+    REAL *dg;                 /* [T,B,G*H] in y's layout, rows ldg apart: the gates'
+                                 gradients (RNN: dz) */
+    int64_t ldg;
     REAL *dxn;                /* [T,B,H] split cells: the last gate's input side */
     REAL *g;                  /* [B,G*H] dg at each sequence's first step */
     REAL *dh;                 /* [B,H] gated: a step's dh, dg_{t+1} W_hh + dy_t */
@@ -59,6 +61,23 @@ static size_t SFX(round_up)(arena *a, size_t n, size_t q)
 }
 
 static size_t SFX(min_size)(int64_t a, size_t b) { return (size_t)a < b ? (size_t)a : b; }
+
+/* The row stride of a workspace array of n-element rows that the step
+ * kernel reads up to mr rows of at once, one element of each per k step:
+ * n rounded up to whole 64-byte lines, an odd number of them once rows are
+ * 2 KB or more. At a stride of a multiple of 4 KB (an LSTM's dg rows, 4H =
+ * 2048 floats) every row falls in the same L1 set, more rows than the cache
+ * has ways, and they evict one another: the LSTM L backward ran at 65% of
+ * the peak at H = 512 against 74% at H = 496. An odd number of lines puts
+ * consecutive rows in distinct sets; short rows are left as they are (a
+ * stride under 2 KB spreads them over enough sets, and padding would cost
+ * them more memory). */
+static int64_t SFX(spread_ld)(int64_t n)
+{
+    const int64_t line = 64 / (int64_t)sizeof(REAL);
+    int64_t lines = (n + line - 1) / line;
+    return lines >= 32 ? (lines | 1) * line : n;
+}
 
 /* Each thread's slabs hold one block of the largest product of the pass:
  * the bounds on every ISA's blocking keep the size valid whichever ISA runs. */
@@ -144,7 +163,8 @@ static SFX(work) SFX(carve)(arena *a, const fusedrnn_problem *p, int backward)
         }
     }
     if (backward) {
-        w.dg = arena_take(a, arena_checked_mul(a, TB, GH), sizeof(REAL));
+        w.ldg = SFX(spread_ld)((int64_t)GH);
+        w.dg = arena_take(a, arena_checked_mul(a, TB, (size_t)w.ldg), sizeof(REAL));
         w.dxn = c->split ? arena_take(a, arena_checked_mul(a, TB, H), sizeof(REAL)) : NULL;
         w.g = arena_take(a, arena_checked_mul(a, B, GH), sizeof(REAL));
         if (!c->fused) {
@@ -248,8 +268,8 @@ static void SFX(fill_rows)(const SFX(run) *r, int64_t s, int buf)
                 rows->a[m] = h_prev;
                 rows->c[m] = r->y + row * H;
             } else {
-                rows->a[m] = after >= 0 ? w->dg + after * H : w->zeros;
-                rows->c[m] = w->dg + row * H;
+                rows->a[m] = after >= 0 ? w->dg + after * w->ldg : w->zeros;
+                rows->c[m] = w->dg + row * w->ldg;
                 rows->aux[m] = r->y + row * H;
             }
             m++;
@@ -272,14 +292,14 @@ static void SFX(fill_rows)(const SFX(run) *r, int64_t s, int buf)
             if (c->split)   /* the kept-apart product's bias, b_hn */
                 rows->aux[m] = r->b_hh ? r->b_hh + (c->gates - 1) * H : w->zeros;
         } else {
-            rows->a[m] = after >= 0 ? w->dg + after * GH : w->zeros;
+            rows->a[m] = after >= 0 ? w->dg + after * w->ldg : w->zeros;
             rows->c[m] = rows->h[m] = w->dh + m * H;
             rows->aux[m] = after < 0 && r->dh_n ? w->last + b * H
                          : r->dy                ? r->dy + row * H
                                                 : w->zeros;
             rows->gates[m] = w->gates + row * GH;
             rows->carry[m] = w->carry + b * H;
-            rows->dgates[m] = w->dg + row * GH;
+            rows->dgates[m] = w->dg + row * w->ldg;
             if (c->split)
                 rows->dxn[m] = w->dxn + row * H;
         }
@@ -523,19 +543,19 @@ static void SFX(seed_gradients)(const SFX(run) *r)
     const seq_layout L = layout_of(p);
     SFX(work) *w = r->w;
     SFX(zero)(w->zeros, GH);
-    if (c->fused) {
-        if (r->dy)
-            SFX(copy)(w->dg, r->dy, TB * H);
-        else
-            SFX(zero)(w->dg, TB * H);
-    }
+    if (c->fused)
+        for (int64_t i = 0; i < TB; i++)
+            if (r->dy)
+                SFX(copy)(w->dg + i * w->ldg, r->dy + i * H, H);
+            else
+                SFX(zero)(w->dg + i * w->ldg, H);
     for (int64_t b = 0; b < B; b++) {
         int64_t len = seq_len(r->lengths, b, T);
         const REAL *dh_n = r->dh_n ? r->dh_n + b * H : NULL;
         /* Steps the recurrence does not reach: zeros, so that the deferred
          * products over every row see no garbage. */
         for (int64_t t = len; t < T; t++) {
-            SFX(zero)(w->dg + row_of(L, t, b) * GH, GH);
+            SFX(zero)(w->dg + row_of(L, t, b) * w->ldg, GH);
             if (c->split)
                 SFX(zero)(w->dxn + row_of(L, t, b) * H, H);
         }
@@ -550,7 +570,7 @@ static void SFX(seed_gradients)(const SFX(run) *r)
             continue;
         }
         if (len > 0 && dh_n) {
-            REAL *end = w->dg + row_of(L, time_at(p, len, len - 1), b) * H;
+            REAL *end = w->dg + row_of(L, time_at(p, len, len - 1), b) * w->ldg;
             for (int64_t j = 0; j < H; j++)
                 end[j] += dh_n[j];
         }
@@ -566,6 +586,7 @@ static void SFX(backward)(const SFX(run) *r)
     const seq_layout L = layout_of(p);
     SFX(work) *w = r->w;
     REAL *dg = w->dg, *g = w->g;
+    const int64_t ldg = w->ldg;
 
     SFX(seed_gradients)(r);
     SFX(pack_b)(r->u, GH, H, r->w_hh, H, 1, NULL, w->packed, w->packed_cap);   /* W_hh */
@@ -575,14 +596,14 @@ static void SFX(backward)(const SFX(run) *r)
     /* The weight and input gradients, deferred to one GEMM each over K = T*B
      * (two for a split cell: its last gate's input side is dxn). */
     /* db_ih equals db_hh but in a split gate: one sum serves both */
-    SFX(column_sums)(r->db_ih, dg, TB, GH, GxH);
+    SFX(column_sums)(r->db_ih, dg, TB, ldg, GxH);
     if (r->db_hh) {
         SFX(copy)(r->db_hh, r->db_ih, GxH);
-        SFX(column_sums)(r->db_hh + GxH, dg + GxH, TB, GH, GH - GxH);
+        SFX(column_sums)(r->db_hh + GxH, dg + GxH, TB, ldg, GH - GxH);
     }
-    SFX(gemm_team)(r, GEMM_DW_IH, (SFX(view)){dg, 1, GH}, (SFX(view)){r->x, D, 1},
+    SFX(gemm_team)(r, GEMM_DW_IH, (SFX(view)){dg, 1, ldg}, (SFX(view)){r->x, D, 1},
                    w->keep_x, r->dw_ih, D, 0, NULL);                          /* dg^T x   [Gx*H,D] */
-    SFX(gemm_team)(r, GEMM_DX, (SFX(view)){dg, GH, 1}, (SFX(view)){r->w_ih, D, 1}, NULL,
+    SFX(gemm_team)(r, GEMM_DX, (SFX(view)){dg, ldg, 1}, (SFX(view)){r->w_ih, D, 1}, NULL,
                    r->dx, D, 0, NULL);                                        /* dg W_ih  [T*B,D] */
     if (c->split) {
         SFX(column_sums)(r->db_ih + GxH, w->dxn, TB, H, H);
@@ -598,7 +619,7 @@ static void SFX(backward)(const SFX(run) *r)
     for (int64_t b = 0; b < B; b++) {
         int64_t len = seq_len(r->lengths, b, T);
         if (len > 0)
-            SFX(copy)(g + b * GH, dg + row_of(L, time_at(p, len, 0), b) * GH, GH);
+            SFX(copy)(g + b * GH, dg + row_of(L, time_at(p, len, 0), b) * ldg, GH);
         else
             SFX(zero)(g + b * GH, GH);
     }
@@ -623,9 +644,9 @@ static void SFX(backward)(const SFX(run) *r)
         SFX(gemm_team)(r, GEMM_DW_HH0, (SFX(view)){g, 1, GH}, (SFX(view)){r->h0, H, 1},
                        w->keep_h0, r->dw_hh, H, 0, NULL);
     int64_t shift = L.t_rows;
-    const REAL *dg_k = p->reverse ? dg : dg + shift * GH;
+    const REAL *dg_k = p->reverse ? dg : dg + shift * ldg;
     const REAL *y_k = p->reverse ? r->y + shift * H : r->y;
-    SFX(gemm_team)(r, GEMM_DW_HH, (SFX(view)){dg_k, 1, GH}, (SFX(view)){y_k, H, 1},
+    SFX(gemm_team)(r, GEMM_DW_HH, (SFX(view)){dg_k, 1, ldg}, (SFX(view)){y_k, H, 1},
                    w->keep_pair, r->dw_hh, H, r->h0 != NULL, NULL);
 }
 

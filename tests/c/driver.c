@@ -506,6 +506,10 @@ int main(void)
         /* More batch rows than hidden units with no or one step: the h0
          * products' K = B exceeded panels sized for max(T*B, H). */
         {0, 5, 0, 1}, {0, 6, 2, 3}, {1, 5, 1, 1}, {0, 70, 3, 2},
+        /* Gate rows of 2 KB or more, which the backward lays out at a padded
+         * stride (spread_ld): LSTM, and GRU float64, at H = 128; all but the
+         * RNN float32 at 256. */
+        {3, 5, 4, 128}, {2, 2, 1, 256},
     };
     static const char *isas[] = {"scalar", "avx2", "avx512"};
     unsigned long long seed = 1;
