@@ -7,6 +7,19 @@
 
 static inline int64_t SFX(min64)(int64_t a, int64_t b) { return a < b ? a : b; }
 
+/* libc's copies are vectorised for whatever CPU runs them; all-zero bits are 0.0. */
+static void SFX(zero)(REAL *v, int64_t n)
+{
+    if (n > 0)
+        memset(v, 0, (size_t)n * sizeof(REAL));
+}
+
+static void SFX(copy)(REAL *dst, const REAL *src, int64_t n)
+{
+    if (n > 0)
+        memcpy(dst, src, (size_t)n * sizeof(REAL));
+}
+
 /* Bp: ceil(n/nr) panels, each k rows of nr columns (k-major), zero-padded,
  * into a slab of `cap` elements. Every B of the drivers has unit stride
  * along one axis: rows are copied, a transposed B (columns contiguous) goes
@@ -83,8 +96,11 @@ static void SFX(step)(const SFX(ukr) *u, int64_t m, int64_t j0, int64_t j1, int6
  * index (NULL: every k).
  * Blocked for the caches: a kc x nc slab of B is packed (L3, one nr panel of
  * it in L1) and an mc x kc block of A passes over it (L2). The step kernel
- * reads A by rows: rows of a row-major A are used in place, a transposed A
- * (unit stride down its columns) is copied once per block into rows, in pack_a.
+ * reads A by rows, one element of up to mr rows per k step: the block is
+ * copied into rows kc apart (a transposed A, unit stride down its columns,
+ * through the transpose kernel), since the rows where they are may be a
+ * multiple of 4 KB apart (x batch-first: T*D elements), all in one L1 set,
+ * evicting one another.
  * The bias joins in the first k block's epilogue: C is written once, by the
  * team, not filled beforehand by one thread. */
 /* Rows given one by one rather than by a view: row i of A at a[i] (unit
@@ -118,16 +134,16 @@ static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
             for (int64_t ic = 0; ic < M; ic += u->mc) {
                 int64_t mc = SFX(min64)(u->mc, M - ic);
                 const REAL *a = lists ? NULL : A.p + ic * A.rs + pc * A.cs;
+                FUSEDRNN_ASSERT((size_t)(mc * kc) <= s->a_cap);
                 for (int64_t i = 0; i < mc; i++) {
-                    a_rows[i] = lists ? lists->a[ic + i] + pc
-                              : A.cs == 1 ? a + i * A.rs : s->a + i * kc;
+                    a_rows[i] = s->a + i * kc;
+                    if (lists || A.cs == 1)
+                        SFX(copy)(s->a + i * kc, lists ? lists->a[ic + i] + pc : a + i * A.rs, kc);
                     c_rows[i] = C_ROW(ic + i) + jc;
                     bias_rows[i] = epi == EPI_BIAS ? bias + jc : NULL;
                 }
-                if (!lists && A.cs != 1) {   /* A transposed: its rows contiguous */
-                    FUSEDRNN_ASSERT((size_t)(mc * kc) <= s->a_cap);
+                if (!lists && A.cs != 1)   /* A transposed: its columns become rows */
                     u->transpose(kc, mc, a, A.cs, s->a, kc);
-                }
                 SFX(step)(u, mc, 0, nc, kc, a_rows, s->b, c_rows, 0,
                           epi == EPI_BIAS ? bias_rows : NULL, epi);
             }

@@ -110,7 +110,6 @@ typedef enum {
 
 typedef struct {
     int64_t M, N, K;
-    int a_transposed;   /* A is read down its columns: copied into rows, one block at a time */
 } gemm_dims;
 
 static gemm_dims dims_of(const fusedrnn_problem *p, gemm_id id)
@@ -119,18 +118,18 @@ static gemm_dims dims_of(const fusedrnn_problem *p, gemm_id id)
     const int64_t TB = p->T * p->B, shift = layout_of(p).t_rows, H = p->H;
     const int64_t GH = c->gates * H, GxH = (c->gates - c->split) * H, HN = c->split ? H : 0;
     switch (id) {
-    case GEMM_INPUT:   return (gemm_dims){c->fused ? TB : 0, H, p->D, 0};
-    case GEMM_STEPS:   return (gemm_dims){c->fused ? 0 : chunk_steps(p) * p->B, H, p->D, 0};
-    case GEMM_DW_IH:   return (gemm_dims){GxH, p->D, TB, 1};
-    case GEMM_DW_IH_N: return (gemm_dims){HN, p->D, TB, 1};
-    case GEMM_DX:      return (gemm_dims){TB, p->D, GxH, 0};
-    case GEMM_DX_N:    return (gemm_dims){TB, p->D, HN, 0};
-    case GEMM_DH0:     return (gemm_dims){p->B, H, GH, 0};
-    case GEMM_DW_HH0:  return (gemm_dims){GH, H, p->B, 1};
-    case GEMM_DW_HH:   return (gemm_dims){GH, H, TB > shift ? TB - shift : 0, 1};
+    case GEMM_INPUT:   return (gemm_dims){c->fused ? TB : 0, H, p->D};
+    case GEMM_STEPS:   return (gemm_dims){c->fused ? 0 : chunk_steps(p) * p->B, H, p->D};
+    case GEMM_DW_IH:   return (gemm_dims){GxH, p->D, TB};
+    case GEMM_DW_IH_N: return (gemm_dims){HN, p->D, TB};
+    case GEMM_DX:      return (gemm_dims){TB, p->D, GxH};
+    case GEMM_DX_N:    return (gemm_dims){TB, p->D, HN};
+    case GEMM_DH0:     return (gemm_dims){p->B, H, GH};
+    case GEMM_DW_HH0:  return (gemm_dims){GH, H, p->B};
+    case GEMM_DW_HH:   return (gemm_dims){GH, H, TB > shift ? TB - shift : 0};
     case GEMM_COUNT:   break;
     }
-    return (gemm_dims){0, 0, 0, 0};
+    return (gemm_dims){0, 0, 0};
 }
 
 static int gemm_in_pass(gemm_id id, int backward)

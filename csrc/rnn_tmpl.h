@@ -26,6 +26,13 @@ typedef struct {
     /* Double-buffered: thread 0 fills the next step's rows while the team
      * still works on the current one. */
     SFX(step_rows) rows[2];
+    /* Forward, rows of 2 KB or more: each thread's copy of the step's h_{t-1}
+     * rows, ld_stage apart (spread_ld), and pointers to them; NULL when the
+     * rows are read where they are. y's rows can be any multiple of 4 KB
+     * apart (batch_first: T*H elements), and h0's are the caller's. */
+    REAL *stage;              /* [threads][B, ld_stage] */
+    const REAL **stage_rows;  /* [threads][B] */
+    int64_t ld_stage;
     /* Gated cells: in the reserve (training forward, backward) */
     REAL *gates;              /* [T,B,G*H] pre-activations, then activated gates */
     REAL *state;              /* [T,B,H] c_t (LSTM) or W_hn h_{t-1} + b_hn (GRU); for
@@ -92,7 +99,7 @@ static void SFX(take_slabs)(arena *a, SFX(work) *w, const fusedrnn_problem *p, i
         size_t kc = SFX(min_size)(d.K, FUSEDRNN_KC_MAX);
         size_t mc = SFX(min_size)(d.M, FUSEDRNN_MC_MAX);
         size_t nc = SFX(round_up)(a, SFX(min_size)(d.N, FUSEDRNN_NC_MAX), FUSEDRNN_NR_MAX);
-        size_t need_a = d.a_transposed ? arena_checked_mul(a, mc, kc) : 0;
+        size_t need_a = arena_checked_mul(a, mc, kc);
         size_t need_b = arena_checked_mul(a, nc, kc);
         a_cap = need_a > a_cap ? need_a : a_cap;
         b_cap = need_b > b_cap ? need_b : b_cap;
@@ -151,6 +158,13 @@ static SFX(work) SFX(carve)(arena *a, const fusedrnn_problem *p, int backward)
         r->cell = (SFX(cell_rows)){(int64_t)H, r->gates, r->state, r->prev, r->h,
                                    r->carry, r->dgates, r->dxn};
     }
+    w.ld_stage = SFX(spread_ld)((int64_t)H);
+    if (!backward && (size_t)w.ld_stage != H) {
+        size_t team = (size_t)team_size(p);
+        w.stage = arena_take(a, arena_checked_mul(a, arena_checked_mul(a, team, B),
+                                                  (size_t)w.ld_stage), sizeof(REAL));
+        w.stage_rows = arena_take(a, arena_checked_mul(a, team, B), sizeof(REAL *));
+    }
     if (!backward && !c->fused) {
         w.x_rows = arena_take(a, TB, sizeof(REAL *));
         w.g_rows = arena_take(a, TB, sizeof(REAL *));
@@ -191,19 +205,6 @@ typedef struct {
     const int64_t *lengths;
     REAL *y, *h_n, *c_n, *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh;
 } SFX(run);
-
-/* libc's copies are vectorised for whatever CPU runs them; all-zero bits are 0.0. */
-static void SFX(zero)(REAL *v, int64_t n)
-{
-    if (n > 0)
-        memset(v, 0, (size_t)n * sizeof(REAL));
-}
-
-static void SFX(copy)(REAL *dst, const REAL *src, int64_t n)
-{
-    if (n > 0)
-        memcpy(dst, src, (size_t)n * sizeof(REAL));
-}
 
 /* dst[j] = sum over the `rows` rows of src (leading dimension ld) of src[i][j], j < n. */
 static void SFX(column_sums)(REAL *dst, const REAL *src, int64_t rows, int64_t ld, int64_t n)
@@ -357,15 +358,15 @@ static void SFX(input_chunk)(const SFX(run) *r, int tid, int64_t j0, int64_t j1,
  * accumulates into the gates row (the split gate's goes to its own row, with
  * b_hn), then the cell kernel. Gated backward: dh = dg_{t+1} W_hh + dy, then
  * the cell kernel's derivatives. */
-static inline void SFX(step_cell)(const SFX(run) *r, const SFX(step_rows) *rows, int64_t j0,
-                                  int64_t j1)
+static inline void SFX(step_cell)(const SFX(run) *r, const SFX(step_rows) *rows,
+                                  const REAL *const *a, int64_t j0, int64_t j1)
 {
     const cell_desc *c = r->cell;
     const SFX(ukr) *u = r->u;
     const int64_t H = r->p->H, G = c->gates;
     const REAL *Bp = r->w->packed;
     if (c->fused) {
-        SFX(step)(u, rows->m, j0, j1, H, rows->a, Bp, rows->c, 0,
+        SFX(step)(u, rows->m, j0, j1, H, a, Bp, rows->c, 0,
                   r->backward ? rows->aux : NULL, epilogue_of(r->p->act, r->backward));
         return;
     }
@@ -378,23 +379,41 @@ static inline void SFX(step_cell)(const SFX(run) *r, const SFX(step_rows) *rows,
          * calls; the sums are the same). */
         if (j0 == 0 && j1 == H && H % u->nr == 0) {
             q = G - c->split;
-            SFX(step)(u, rows->m, 0, q * H, H, rows->a, Bp, rows->c, 0, NULL, EPI_ACC);
+            SFX(step)(u, rows->m, 0, q * H, H, a, Bp, rows->c, 0, NULL, EPI_ACC);
         }
         for (; q < G; q++) {
             if (c->split && q == G - 1)
-                SFX(step)(u, rows->m, j0, j1, H, rows->a, Bp + q * block, rows->state, 0,
+                SFX(step)(u, rows->m, j0, j1, H, a, Bp + q * block, rows->state, 0,
                           rows->aux, EPI_BIAS);
             else
-                SFX(step)(u, rows->m, j0, j1, H, rows->a, Bp + q * block, rows->c, q * H,
+                SFX(step)(u, rows->m, j0, j1, H, a, Bp + q * block, rows->c, q * H,
                           NULL, EPI_ACC);
         }
         if (rows->m > 0)
             u->cell_forward[r->p->cell](rows->m, j0, j1 - j0, &rows->cell);
     } else {
-        SFX(step)(u, rows->m, j0, j1, G * H, rows->a, Bp, rows->c, 0, rows->aux, EPI_BIAS);
+        SFX(step)(u, rows->m, j0, j1, G * H, a, Bp, rows->c, 0, rows->aux, EPI_BIAS);
         if (rows->m > 0)
             u->cell_backward[r->p->cell](rows->m, j0, j1 - j0, &rows->cell);
     }
+}
+
+/* The rows the step's product reads: the step's own, or when the forward
+ * stages them, this thread's copy of them: m*H elements copied against the
+ * thread's m*H*G*H/n multiply-adds, n/(G*H) of its work. */
+static const REAL *const *SFX(a_rows)(const SFX(run) *r, int tid, const SFX(step_rows) *rows)
+{
+    const SFX(work) *w = r->w;
+    if (r->backward || !w->stage)
+        return rows->a;
+    const int64_t B = r->p->B, H = r->p->H, ld = w->ld_stage;
+    REAL *stage = w->stage + tid * B * ld;
+    const REAL **a = w->stage_rows + tid * B;
+    for (int64_t i = 0; i < rows->m; i++) {
+        SFX(copy)(stage + i * ld, rows->a[i], H);
+        a[i] = stage + i * ld;
+    }
+    return a;
 }
 
 /* The recurrence: every thread owns a slice of the hidden columns, every gate
@@ -416,7 +435,7 @@ static void SFX(time_loop)(void *arg, int tid, int n, team *t)
         int buf = (int)(i & 1);
         if (chunked && i % chunk == 0)
             SFX(input_chunk)(r, tid, j0, j1, i);
-        SFX(step_cell)(r, &w->rows[buf], j0, j1);
+        SFX(step_cell)(r, &w->rows[buf], SFX(a_rows)(r, tid, &w->rows[buf]), j0, j1);
         if (tid == 0 && i + 1 < T)
             SFX(fill_rows)(r, r->backward ? T - 2 - i : i + 1, buf ^ 1);
         team_barrier(t);
