@@ -207,12 +207,24 @@ typedef struct {
 } SFX(run);
 
 /* dst[j] = sum over the `rows` rows of src (leading dimension ld) of src[i][j], j < n. */
-static void SFX(column_sums)(REAL *dst, const REAL *src, int64_t rows, int64_t ld, int64_t n)
+typedef struct {
+    REAL *dst;
+    const REAL *src;
+    int64_t rows, ld, n;
+} SFX(sums_job);
+
+/* This thread's columns of a sums_job, whole cache lines of them: every
+ * column is summed in row order by one thread, whatever the thread count. */
+static void SFX(sums_slice)(void *arg, int tid, int n, team *t)
 {
-    SFX(zero)(dst, n);
-    for (int64_t i = 0; i < rows; i++)
-        for (int64_t j = 0; j < n; j++)
-            dst[j] += src[i * ld + j];
+    const SFX(sums_job) *s = arg;
+    int64_t lo, hi;
+    (void)t;
+    team_share(s->n, 64 / (int64_t)sizeof(REAL), tid, n, &lo, &hi);
+    SFX(zero)(s->dst + lo, hi - lo);
+    for (int64_t i = 0; i < s->rows; i++)
+        for (int64_t j = lo; j < hi; j++)
+            s->dst[j] += s->src[i * s->ld + j];
 }
 
 /* The elements of one gate's block of the packed W_hh^T: H rows of H
@@ -220,6 +232,16 @@ static void SFX(column_sums)(REAL *dst, const REAL *src, int64_t rows, int64_t l
 static int64_t SFX(gate_block)(const SFX(ukr) *u, int64_t H)
 {
     return H * ((H + u->nr - 1) / u->nr * u->nr);
+}
+
+/* dst[j] = sum over the `rows` rows of src (leading dimension ld) of src[i][j],
+ * j < n: the bias gradients, on the team (serial, an LSTM L's took 2-3% of a
+ * 2-thread backward). */
+static void SFX(column_sums)(const SFX(run) *r, REAL *dst, const REAL *src, int64_t rows,
+                             int64_t ld, int64_t n)
+{
+    SFX(sums_job) s = {dst, src, rows, ld, n};
+    team_run(threads_for(r->p, (double)rows * n, 1 << 20), SFX(sums_slice), &s);
 }
 
 /* Product `id` of the call, C = A B (+ bias) or C += A B, over the team when
@@ -416,6 +438,26 @@ static const REAL *const *SFX(a_rows)(const SFX(run) *r, int tid, const SFX(step
     return a;
 }
 
+/* This thread's panels of the packed W_hh, those of the columns [j0, j1) it
+ * computes: each thread packs what it reads, all at once, into its own
+ * cache. Forward: W_hh^T in one block per gate, so that a thread's columns
+ * of every gate are a panel range of each block; backward: W_hh [G*H, H]. */
+static void SFX(pack_w_hh)(const SFX(run) *r, int64_t j0, int64_t j1)
+{
+    const int64_t H = r->p->H, G = r->cell->gates, n = j1 - j0;
+    const SFX(work) *w = r->w;
+    if (r->backward) {
+        SFX(pack_b)(r->u, G * H, n, r->w_hh + j0, H, 1, NULL, w->packed + j0 * G * H,
+                    w->packed_cap - (size_t)(j0 * G * H));
+        return;
+    }
+    for (int64_t q = 0; q < G; q++) {
+        int64_t at = q * SFX(gate_block)(r->u, H) + j0 * H;
+        SFX(pack_b)(r->u, H, n, r->w_hh + (q * H + j0) * H, 1, H, NULL, w->packed + at,
+                    w->packed_cap - (size_t)at);
+    }
+}
+
 /* The recurrence: every thread owns a slice of the hidden columns, every gate
  * of them, for all steps; one barrier per step publishes h_t (or dg_t) to the
  * others. */
@@ -426,6 +468,7 @@ static void SFX(time_loop)(void *arg, int tid, int n, team *t)
     SFX(work) *w = r->w;
     int64_t j0, j1;
     team_share(H, r->u->nr, tid, n, &j0, &j1);
+    SFX(pack_w_hh)(r, j0, j1);
     if (tid == 0)
         SFX(fill_rows)(r, r->backward ? T - 1 : 0, 0);
     team_barrier(t);
@@ -501,13 +544,6 @@ static void SFX(forward)(const SFX(run) *r)
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = seq_len(r->lengths, b, T); t < T; t++)
             SFX(zero)(r->y + row_of(L, t, b) * H, H);
-
-    /* W_hh^T, one block per gate, so that a thread's columns of every gate
-     * are a panel range of each block. */
-    const int64_t block = SFX(gate_block)(r->u, H);
-    for (int64_t q = 0; q < c->gates; q++)
-        SFX(pack_b)(r->u, H, H, r->w_hh + q * H * H, 1, H, NULL, w->packed + q * block,
-                    w->packed_cap - (size_t)(q * block));
     SFX(recurrence)(r);
 
     SFX(final_rows)(r, r->h_n, r->y, r->h0);
@@ -549,6 +585,21 @@ static void SFX(mark_rows)(const SFX(run) *r)
         w->keep_pair[row_of(L, T - 1, b)] = 0;
 }
 
+/* The RNN's dz = dy, this thread's share of the rows (dz rows are ldg apart). */
+static void SFX(seed_slice)(void *arg, int tid, int n, team *t)
+{
+    const SFX(run) *r = arg;
+    const int64_t H = r->p->H, ld = r->w->ldg;
+    int64_t lo, hi;
+    (void)t;
+    team_share(r->p->T * r->p->B, 1, tid, n, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++)
+        if (r->dy)
+            SFX(copy)(r->w->dg + i * ld, r->dy + i * H, H);
+        else
+            SFX(zero)(r->w->dg + i * ld, H);
+}
+
 /* Where the loss gradients enter the recurrence. RNN: dz starts as dy, plus
  * dh_n at the step each sequence ended on; the step then works in place.
  * Gated: dy enters each step's product as its epilogue operand, dh_n with
@@ -563,11 +614,7 @@ static void SFX(seed_gradients)(const SFX(run) *r)
     SFX(work) *w = r->w;
     SFX(zero)(w->zeros, GH);
     if (c->fused)
-        for (int64_t i = 0; i < TB; i++)
-            if (r->dy)
-                SFX(copy)(w->dg + i * w->ldg, r->dy + i * H, H);
-            else
-                SFX(zero)(w->dg + i * w->ldg, H);
+        team_run(threads_for(p, (double)TB * H, 1 << 18), SFX(seed_slice), (void *)r);
     for (int64_t b = 0; b < B; b++) {
         int64_t len = seq_len(r->lengths, b, T);
         const REAL *dh_n = r->dh_n ? r->dh_n + b * H : NULL;
@@ -608,24 +655,23 @@ static void SFX(backward)(const SFX(run) *r)
     const int64_t ldg = w->ldg;
 
     SFX(seed_gradients)(r);
-    SFX(pack_b)(r->u, GH, H, r->w_hh, H, 1, NULL, w->packed, w->packed_cap);   /* W_hh */
     SFX(recurrence)(r);
     SFX(mark_rows)(r);
 
     /* The weight and input gradients, deferred to one GEMM each over K = T*B
      * (two for a split cell: its last gate's input side is dxn). */
     /* db_ih equals db_hh but in a split gate: one sum serves both */
-    SFX(column_sums)(r->db_ih, dg, TB, ldg, GxH);
+    SFX(column_sums)(r, r->db_ih, dg, TB, ldg, GxH);
     if (r->db_hh) {
         SFX(copy)(r->db_hh, r->db_ih, GxH);
-        SFX(column_sums)(r->db_hh + GxH, dg + GxH, TB, ldg, GH - GxH);
+        SFX(column_sums)(r, r->db_hh + GxH, dg + GxH, TB, ldg, GH - GxH);
     }
     SFX(gemm_team)(r, GEMM_DW_IH, (SFX(view)){dg, 1, ldg}, (SFX(view)){r->x, D, 1},
                    w->keep_x, r->dw_ih, D, 0, NULL);                          /* dg^T x   [Gx*H,D] */
     SFX(gemm_team)(r, GEMM_DX, (SFX(view)){dg, ldg, 1}, (SFX(view)){r->w_ih, D, 1}, NULL,
                    r->dx, D, 0, NULL);                                        /* dg W_ih  [T*B,D] */
     if (c->split) {
-        SFX(column_sums)(r->db_ih + GxH, w->dxn, TB, H, H);
+        SFX(column_sums)(r, r->db_ih + GxH, w->dxn, TB, H, H);
         SFX(gemm_team)(r, GEMM_DW_IH_N, (SFX(view)){w->dxn, 1, H}, (SFX(view)){r->x, D, 1},
                        w->keep_x, r->dw_ih + GxH * D, D, 0, NULL);
         SFX(gemm_team)(r, GEMM_DX_N, (SFX(view)){w->dxn, H, 1},

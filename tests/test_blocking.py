@@ -31,3 +31,28 @@ def test_wide_gate_rows(cell, dtype, seq):
         if batch_first:
             got = dict(got, y=got["y"].swapaxes(0, 1), dx=got["dx"].swapaxes(0, 1))
         assert _bench.disagreements(got, want, dtype) == []
+
+
+@pytest.fixture
+def restore_threads():
+    before = fusedrnn.get_num_threads()
+    yield
+    fusedrnn.set_num_threads(before)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_serial_parts_on_the_team(restore_threads, cell):
+    """T*B*G*H >= 2^21, so that the bias sums and the RNN's dz = dy are split
+    between threads too (rnn_tmpl.h, threads_for's grains): the results are
+    bitwise those of one thread, and agree with the reference. Many rows
+    and few units keep it quick on the scalar kernels."""
+    p = _bench.problem((64, 1024, 2, 32), np.float32, np.random.default_rng(3), cell)
+    results = []
+    for n in (1, 2, 3):
+        fusedrnn.set_num_threads(n)
+        results.append(_bench.CELLS[cell].run(fusedrnn, p, True))
+    for other in results[1:]:
+        for name, a in results[0].items():
+            assert np.array_equal(a, other[name]), name
+    assert _bench.disagreements(results[1], _bench.CELLS[cell].run(reference, p, True),
+                                np.float32) == []
