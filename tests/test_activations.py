@@ -6,7 +6,6 @@ They are the step kernel's epilogue applied to a plain vector (the kernel's
 import numpy as np
 import pytest
 
-import fusedrnn
 from fusedrnn import _kernel
 
 pytestmark = pytest.mark.usefixtures("isa")
