@@ -87,3 +87,58 @@ def flag(name, value):
         return bool(value)
     raise TypeError(f"{name}: expected True or False, got {value!r}")
 
+
+
+def out_arrays(name, given, shapes, dtype):
+    """The arrays a caller gives a call to write its results into (out=,
+    grads_out=): `given` a tuple with one entry per field of `shapes`
+    ({field: shape}, in the result's order; a shape None: the call returns
+    None there, and the entry must be None), each an array of exactly that
+    shape and `dtype`, C-contiguous, aligned and writeable. Nothing is
+    converted or copied: the results must land in the caller's memory.
+    Returns {field: array}."""
+    fields = tuple(shapes)
+    if not isinstance(given, tuple):
+        raise TypeError(f"{name}: expected a tuple ({', '.join(fields)}) of arrays to write "
+                        f"into, got {type(given).__name__}")
+    if len(given) != len(fields):
+        raise ValueError(f"{name}: expected a tuple of {len(fields)} ({', '.join(fields)}), "
+                         f"got {len(given)} items")
+    for field, a in zip(fields, given):
+        shape = shapes[field]
+        if shape is None:
+            if a is not None:
+                raise ValueError(f"{name}.{field}: expected None (this call returns no "
+                                 f"{field}), got {type(a).__name__}")
+            continue
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name}.{field}: expected a NumPy array of shape {shape} to write "
+                            f"into, got {type(a).__name__}")
+        if a.dtype != dtype:
+            raise TypeError(f"{name}.{field}: expected dtype {dtype} (the dtype of x), "
+                            f"got {a.dtype}")
+        if a.shape != shape:
+            raise ValueError(f"{name}.{field}: expected shape {shape}, got {a.shape}")
+        flags = a.flags
+        if not (flags.c_contiguous and flags.aligned and flags.writeable):
+            missing = [what for what, ok in (("C-contiguous", flags.c_contiguous),
+                                             ("aligned to its dtype", flags.aligned),
+                                             ("writeable", flags.writeable)) if not ok]
+            raise ValueError(f"{name}.{field}: expected a C-contiguous, aligned and writeable "
+                             f"array (the results go into it, never into a copy), got one "
+                             f"not {' or '.join(missing)}")
+    return dict(zip(fields, given))
+
+
+def disjoint(name, written, read):
+    """No array of `written` ({field: array or None}, the results given as
+    `name`) shares memory with another or with one of `read` ({name: array or
+    None}, the inputs as the caller gave them, free to overlap one another).
+    Memory bounds, as np.may_share_memory tests them: exact for contiguous
+    arrays, as results are; a strided input's bounds include its gaps."""
+    hit = _kernel.first_overlap((*written.values(), *read.values()), len(written))
+    if hit is not None:
+        labels = (*(f"{name}.{field}" for field in written), *read)
+        i, j = hit
+        raise ValueError(f"{labels[i]} and {labels[j]} share memory: a result may overlap "
+                         f"no input and no other result")
