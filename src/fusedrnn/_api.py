@@ -17,15 +17,18 @@ _CELL_NAMES = {RNN: "RNN", LSTM: "LSTM", GRU: "GRU"}
 _WITH_ARTICLE = {RNN: "an RNN", LSTM: "an LSTM", GRU: "a GRU"}
 _ISA_NAMES = _kernel.ISAS
 
-# _engine's inputs as a gated cell's caller names them, and the fields of
-# the public result tuples at the places of _engine's outputs (y, h_n, c_n,
-# reserve) and grads (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh), None where
-# a tuple has none: what out= and grads_out= are checked and named by.
-_INPUT_NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "lengths")
-_OUTPUT_FIELDS = {RNN: ("y", "h_n", None, None), LSTM: LSTMOutput._fields,
-                  GRU: ("y", "h_n", None, "reserve")}
-_GRAD_FIELDS = {RNN: ("dx", "dh0", None, "dw_ih", "dw_hh", "dbias", None),
-                LSTM: LSTMGrads._fields, GRU: ("dx", "dh0", None, *GRUGrads._fields[2:])}
+# What out= and grads_out= are checked and named by: the public result
+# tuples' fields and the place of each in _engine's outputs (y, h_n, c_n,
+# reserve) or grads (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh); the names of
+# the inputs each call reads, in the order it passes them.
+_OUTPUTS = {RNN: (("y", "h_n"), (0, 1)), LSTM: (LSTMOutput._fields, (0, 1, 2, 3)),
+            GRU: (GRUOutput._fields, (0, 1, 3))}
+_GRADS = {RNN: (RNNGrads._fields, (0, 1, 3, 4, 5)), LSTM: (LSTMGrads._fields, range(7)),
+          GRU: (GRUGrads._fields, (0, 1, 3, 4, 5, 6))}
+_RNN_FORWARD_READS = ("x", "h0", "w_ih", "w_hh", "bias", "lengths")
+_RNN_BACKWARD_READS = ("x", "h0", "w_ih", "w_hh", "y", "dy", "dh_n", "lengths")
+_GATED_READS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "lengths")
+_GATED_BACKWARD_READS = (*_GATED_READS, "y", "reserve", "dy", "dh_n", "dc_n")
 
 
 def _contiguous(**arrays):
@@ -95,16 +98,20 @@ def _options(reverse, batch_first):
     return flag("reverse", reverse), flag("batch_first", batch_first)
 
 
-def _given(name, given, fields, shapes, dtype, read):
-    """The arrays the caller gave as `name` (out=, grads_out=: the public
-    tuple) to write the results into, checked, in _engine's order (`fields`
-    and `shapes` are in it), sharing no memory with `read` ({name: array},
-    the inputs as the caller gave them) or one another. Called only when
-    given: a call without one allocates as before, at no extra cost."""
-    arrays = out_arrays(name, given, {f: s for f, s in zip(fields, shapes) if f is not None},
-                        dtype)
-    disjoint(name, arrays, read)
-    return tuple(None if f is None else arrays[f] for f in fields)
+def _given(name, given, result, shapes, dtype, read_names, read):
+    """The arrays the caller gave as `name` (out=, grads_out=: a tuple of
+    the public `result`'s fields, _OUTPUTS or _GRADS) to write the results
+    into, checked against `shapes` (_engine's, in its order) and sharing no
+    memory with `read` (the inputs as the caller gave them) or one another;
+    returned in _engine's order. Called only when given: a call without one
+    allocates as before, at no extra cost."""
+    fields, places = result
+    out_arrays(name, given, fields, [shapes[i] for i in places], dtype)
+    disjoint(name, fields, given, read_names, read)
+    arrays = [None] * len(shapes)
+    for i, a in zip(places, given):
+        arrays[i] = a
+    return tuple(arrays)
 
 
 def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
@@ -131,8 +138,8 @@ def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
     bias = optional("bias", bias, (H,), x.dtype)
     shapes = _engine.output_shapes(RNN, T, B, H, batch_first, False)
     outputs = _engine.empty(shapes, x.dtype) if out is None else _given(
-        "out", out, _OUTPUT_FIELDS[RNN], shapes, x.dtype,
-        dict(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, bias=bias, lengths=lengths))
+        "out", out, _OUTPUTS[RNN], shapes, x.dtype, _RNN_FORWARD_READS,
+        (x, h0, w_ih, w_hh, bias, lengths))
     inputs = (*_contiguous(x=x, h0=h0), None, *_contiguous(w_ih=w_ih, w_hh=w_hh, bias=bias),
               None, kernel_buffer(lengths, np.int64))
     _engine.forward(RNN, act, (T, B, D, H), x.dtype, inputs, outputs, reverse, batch_first)
@@ -160,8 +167,8 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
     dh_n = optional("dh_n", dh_n, (B, H), x.dtype)
     shapes = _engine.grad_shapes(RNN, T, B, D, H, batch_first)
     grads = _engine.empty(shapes, x.dtype) if grads_out is None else _given(
-        "grads_out", grads_out, _GRAD_FIELDS[RNN], shapes, x.dtype,
-        dict(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, y=y, dy=dy, dh_n=dh_n, lengths=lengths))
+        "grads_out", grads_out, _GRADS[RNN], shapes, x.dtype, _RNN_BACKWARD_READS,
+        (x, h0, w_ih, w_hh, y, dy, dh_n, lengths))
     x, h0, w_ih, w_hh, y, dy, dh_n = _contiguous(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, y=y, dy=dy,
                                                  dh_n=dh_n)
     _engine.backward(RNN, act, (T, B, D, H), x.dtype,
@@ -228,7 +235,7 @@ def _run_gated_forward(cell, inputs, T, B, D, H, reverse, batch_first, training,
         n = _header_len(dtype)
         shapes = (*shapes[:3], (n + _engine.reserve_elements(cell, T, B, D, H, dtype),))
     y, h_n, c_n, reserve = _engine.empty(shapes, dtype) if out is None else _given(
-        "out", out, _OUTPUT_FIELDS[cell], shapes, dtype, dict(zip(_INPUT_NAMES, given)))
+        "out", out, _OUTPUTS[cell], shapes, dtype, _GATED_READS, given)
     kernel_reserve = None
     if training:
         reserve[:n].view(np.int64)[:] = _reserve_header(cell, T, B, D, H, reverse, batch_first,
@@ -291,8 +298,8 @@ def _gated_backward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_
         reserve, cell, T, B, D, H, reverse, batch_first, inputs[7], dtype)
     shapes = _engine.grad_shapes(cell, T, B, D, H, batch_first)
     grads = _engine.empty(shapes, dtype) if grads_out is None else _given(
-        "grads_out", grads_out, _GRAD_FIELDS[cell], shapes, dtype,
-        dict(zip(_INPUT_NAMES, given), y=y, reserve=reserve, dy=dy, dh_n=dh_n, dc_n=dc_n))
+        "grads_out", grads_out, _GRADS[cell], shapes, dtype, _GATED_BACKWARD_READS,
+        (*given, y, reserve, dy, dh_n, dc_n))
     y, dy, dh_n, dc_n = _contiguous(y=y, dy=dy, dh_n=dh_n, dc_n=dc_n)
     if kernel_reserve is None:   # recompute it: one more forward
         kernel_reserve = _run_gated_forward(cell, inputs, T, B, D, H, reverse, batch_first,
