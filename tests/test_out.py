@@ -468,3 +468,25 @@ def test_a_refused_reserve_leaves_grads_out_untouched(cell):
     # Without the forward's lengths: another call's reserve.
     refused(lambda g: backward(cell, p, fwd.y, fwd.reserve, grads_out=g), sentinel(grads),
             ValueError, "reserve: it comes from a different call")
+
+
+# --- the bench ------------------------------------------------------------
+
+@pytest.mark.usefixtures("isa")
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_bench_times_fusedrnn_writing_into_its_previous_results(cell):
+    """Each mode's run of fusedrnn writes into the arrays of its previous
+    run, with the results of a call that allocates; the modes do not share."""
+    from fusedrnn import _bench
+    p = _bench.problem((T, B, D, H), np.float32, np.random.default_rng(0), cell)
+    runs = _bench.PEERS["fusedrnn"](cell, p)
+    results = {}
+    for mode, run in runs.items():
+        first, second = run(), run()
+        assert all(second[k] is first[k] for k in first), mode
+        want = _bench.CELLS[cell].run(fusedrnn, p, mode == "fwd+bwd")
+        assert set(second) == set(want)
+        for k, a in want.items():
+            assert_array_equal(second[k], a, err_msg=f"{mode} {k}", strict=True)
+        results[mode] = second
+    assert results["fwd"]["y"] is not results["fwd+bwd"]["y"]
