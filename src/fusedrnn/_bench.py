@@ -159,7 +159,7 @@ class _Reusing:
     so that the timed calls write into the arrays of the untimed warm-up, as
     a training loop would and as the oneDNN peer writes into memories made
     once, rather than fault in fresh pages for a gated forward's reserve
-    (3-6% of a forward at L)."""
+    (2% of the call at L)."""
 
     def __getattr__(self, name):   # a function's first use; then an attribute
         keyword = "grads_out" if name.endswith("_backward") else "out"
