@@ -1,5 +1,6 @@
-"""The NumPy API: check and convert arguments, allocate outputs, call the
-kernel once. Everything numeric happens in C."""
+"""The NumPy API: check and convert arguments, allocate the results (or
+check the caller's, out= and grads_out=), call the kernel once. Everything
+numeric happens in C."""
 
 import numbers
 import zlib
@@ -7,13 +8,27 @@ import zlib
 import numpy as np
 
 from . import _engine, _kernel
-from ._checks import activation, as_array, flag, float_array, float_dtype, optional
+from ._checks import (activation, as_array, disjoint, flag, float_array, float_dtype, optional,
+                      out_arrays)
 from ._engine import GRU, LSTM, RNN, kernel_buffer
 from ._types import GRUGrads, GRUOutput, LSTMGrads, LSTMOutput, RNNGrads
 
 _CELL_NAMES = {RNN: "RNN", LSTM: "LSTM", GRU: "GRU"}
 _WITH_ARTICLE = {RNN: "an RNN", LSTM: "an LSTM", GRU: "a GRU"}
 _ISA_NAMES = _kernel.ISAS
+
+# What out= and grads_out= are checked and named by: the public result
+# tuples' fields and the place of each in _engine's outputs (y, h_n, c_n,
+# reserve) or grads (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh); the names of
+# the inputs each call reads, in the order it passes them.
+_OUTPUTS = {RNN: (("y", "h_n"), (0, 1)), LSTM: (LSTMOutput._fields, (0, 1, 2, 3)),
+            GRU: (GRUOutput._fields, (0, 1, 3))}
+_GRADS = {RNN: (RNNGrads._fields, (0, 1, 3, 4, 5)), LSTM: (LSTMGrads._fields, range(7)),
+          GRU: (GRUGrads._fields, (0, 1, 3, 4, 5, 6))}
+_RNN_FORWARD_READS = ("x", "h0", "w_ih", "w_hh", "bias", "lengths")
+_RNN_BACKWARD_READS = ("x", "h0", "w_ih", "w_hh", "y", "dy", "dh_n", "lengths")
+_GATED_READS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "lengths")
+_GATED_BACKWARD_READS = (*_GATED_READS, "y", "reserve", "dy", "dh_n", "dc_n")
 
 
 def _contiguous(**arrays):
@@ -55,13 +70,13 @@ def _lengths(lengths, B, T):
     if B and (a.min() < 0 or a.max() > T):
         raise ValueError(f"lengths: expected 0 <= lengths[b] <= T = {T}, "
                          f"got values from {a.min()} to {a.max()}")
-    return kernel_buffer(a, np.int64)
+    return a
 
 
 def _common(x, h0, w_ih, w_hh, lengths, batch_first, cell=RNN, c0=None):
-    """Check what forward and backward share; returns the arrays (not yet
-    copied to C order), lengths as int64 and the sizes. The weights of a
-    cell with G gates are (G*H, D) and (G*H, H)."""
+    """Check what forward and backward share; returns the arrays as given
+    (not yet copied to C order, nor lengths to int64) and the sizes. The
+    weights of a cell with G gates are (G*H, D) and (G*H, H)."""
     x = float_array("x", x, 3)
     dtype = x.dtype
     B, T, D = x.shape if batch_first else (x.shape[1], x.shape[0], x.shape[2])
@@ -83,8 +98,24 @@ def _options(reverse, batch_first):
     return flag("reverse", reverse), flag("batch_first", batch_first)
 
 
+def _given(name, given, result, shapes, dtype, read_names, read):
+    """The arrays the caller gave as `name` (out=, grads_out=: a tuple of
+    the public `result`'s fields, _OUTPUTS or _GRADS) to write the results
+    into, checked against `shapes` (_engine's, in its order) and sharing no
+    memory with `read` (the inputs as the caller gave them) or one another;
+    returned in _engine's order. Called only when given: a call without one
+    allocates as before, at no extra cost."""
+    fields, places = result
+    out_arrays(name, given, fields, [shapes[i] for i in places], dtype)
+    disjoint(name, fields, given, read_names, read)
+    arrays = [None] * len(shapes)
+    for i, a in zip(places, given):
+        arrays[i] = a
+    return tuple(arrays)
+
+
 def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
-                lengths=None, reverse=False, batch_first=False):
+                lengths=None, reverse=False, batch_first=False, out=None):
     """Run one RNN layer over a batch of sequences: h_t = act(W_ih x_t + W_hh h_{t-1} + b).
 
     x: (T, B, D), or (B, T, D) with batch_first. h0: (B, H) or None (zeros).
@@ -95,20 +126,28 @@ def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
 
     Returns (y, h_n): y has x's layout with H last; h_n (B, H) is each
     sequence's state after its last valid step.
+
+    out: arrays (y, h_n) to write the results into and return, such as a
+    previous call's result: each exactly of its shape and x's dtype,
+    C-contiguous, aligned, writeable and sharing no memory with an input or
+    with the other.
     """
     act = activation(nonlinearity)
     reverse, batch_first = _options(reverse, batch_first)
     x, h0, _, w_ih, w_hh, lengths, T, B, D, H = _common(x, h0, w_ih, w_hh, lengths, batch_first)
     bias = optional("bias", bias, (H,), x.dtype)
+    shapes = _engine.output_shapes(RNN, T, B, H, batch_first, False)
+    outputs = _engine.empty(shapes, x.dtype) if out is None else _given(
+        "out", out, _OUTPUTS[RNN], shapes, x.dtype, _RNN_FORWARD_READS,
+        (x, h0, w_ih, w_hh, bias, lengths))
     inputs = (*_contiguous(x=x, h0=h0), None, *_contiguous(w_ih=w_ih, w_hh=w_hh, bias=bias),
-              None, lengths)
-    outputs = _engine.empty(_engine.output_shapes(RNN, T, B, H, batch_first, False), x.dtype)
+              None, kernel_buffer(lengths, np.int64))
     _engine.forward(RNN, act, (T, B, D, H), x.dtype, inputs, outputs, reverse, batch_first)
     return outputs[:2]
 
 
 def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
-                 lengths=None, reverse=False, batch_first=False):
+                 lengths=None, reverse=False, batch_first=False, grads_out=None):
     """Backpropagation through time for the rnn_forward call with the same arguments.
 
     y: the y that rnn_forward returned. dy: y-shaped gradient of the loss with
@@ -116,7 +155,8 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
     None (zero).
 
     Returns RNNGrads(dx, dh0, dw_ih, dw_hh, dbias); dbias is the gradient for
-    the bias whether or not one was used.
+    the bias whether or not one was used. grads_out: arrays to write them
+    into, as rnn_forward's out.
     """
     act = activation(nonlinearity)
     reverse, batch_first = _options(reverse, batch_first)
@@ -125,11 +165,15 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
     y = float_array("y", y, seq, x.dtype)
     dy = optional("dy", dy, seq, x.dtype)
     dh_n = optional("dh_n", dh_n, (B, H), x.dtype)
+    shapes = _engine.grad_shapes(RNN, T, B, D, H, batch_first)
+    grads = _engine.empty(shapes, x.dtype) if grads_out is None else _given(
+        "grads_out", grads_out, _GRADS[RNN], shapes, x.dtype, _RNN_BACKWARD_READS,
+        (x, h0, w_ih, w_hh, y, dy, dh_n, lengths))
     x, h0, w_ih, w_hh, y, dy, dh_n = _contiguous(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, y=y, dy=dy,
                                                  dh_n=dh_n)
-    grads = _engine.empty(_engine.grad_shapes(RNN, T, B, D, H, batch_first), x.dtype)
     _engine.backward(RNN, act, (T, B, D, H), x.dtype,
-                     (x, h0, None, w_ih, w_hh, None, None, lengths), (y, None, dy, dh_n, None),
+                     (x, h0, None, w_ih, w_hh, None, None, kernel_buffer(lengths, np.int64)),
+                     (y, None, dy, dh_n, None),
                      grads, reverse, batch_first)
     dx, dh0, _, dw_ih, dw_hh, dbias, _ = grads
     return RNNGrads(dx, dh0, dw_ih, dw_hh, dbias)
@@ -158,35 +202,42 @@ def _reserve_header(cell, T, B, D, H, reverse, batch_first, lengths):
 
 def _gated_arrays(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first):
     """What a gated cell's forward and backward check alike: the inputs, in
-    the kernel's order, and the sizes."""
+    the kernel's order, as given (checked, for out= and grads_out= to be
+    checked against) and as the kernel reads them, and the sizes."""
     x, h0, c0, w_ih, w_hh, lengths, T, B, D, H = _common(x, h0, w_ih, w_hh, lengths,
                                                          batch_first, cell, c0)
     GH = _engine.gates(cell) * H
     b_ih = optional("b_ih", b_ih, (GH,), x.dtype)
     b_hh = optional("b_hh", b_hh, (GH,), x.dtype)
+    given = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
     inputs = (*_contiguous(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh),
-              lengths)
-    return inputs, T, B, D, H
+              kernel_buffer(lengths, np.int64))
+    return given, inputs, T, B, D, H
 
 
 def _gated_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, batch_first,
-                   training):
+                   training, out):
     reverse, batch_first = _options(reverse, batch_first)
     training = flag("training", training)
-    inputs, T, B, D, H = _gated_arrays(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
-                                       batch_first)
-    return _run_gated_forward(cell, inputs, T, B, D, H, reverse, batch_first, training)
+    given, inputs, T, B, D, H = _gated_arrays(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
+                                              batch_first)
+    return _run_gated_forward(cell, inputs, T, B, D, H, reverse, batch_first, training, out,
+                              given)
 
 
-def _run_gated_forward(cell, inputs, T, B, D, H, reverse, batch_first, training):
-    """(y, h_n, c_n, reserve): the reserve with its header, or None."""
+def _run_gated_forward(cell, inputs, T, B, D, H, reverse, batch_first, training, out=None,
+                       given=None):
+    """(y, h_n, c_n, reserve): the reserve with its header, or None; into
+    `out` when given, checked against the inputs as `given`."""
     dtype = inputs[0].dtype
-    y, h_n, c_n, kernel_reserve = _engine.empty(
-        _engine.output_shapes(cell, T, B, H, batch_first, False), dtype)
-    reserve = None
-    if training:
+    shapes = _engine.output_shapes(cell, T, B, H, batch_first, False)
+    if training:   # the NumPy API's reserve: the header, then the kernel's
         n = _header_len(dtype)
-        reserve = np.empty(n + _engine.reserve_elements(cell, T, B, D, H, dtype), dtype)
+        shapes = (*shapes[:3], (n + _engine.reserve_elements(cell, T, B, D, H, dtype),))
+    y, h_n, c_n, reserve = _engine.empty(shapes, dtype) if out is None else _given(
+        "out", out, _OUTPUTS[cell], shapes, dtype, _GATED_READS, given)
+    kernel_reserve = None
+    if training:
         reserve[:n].view(np.int64)[:] = _reserve_header(cell, T, B, D, H, reverse, batch_first,
                                                         inputs[7])
         kernel_reserve = reserve[n:]
@@ -233,31 +284,33 @@ def _check_reserve(reserve, cell, T, B, D, H, reverse, batch_first, lengths, dty
 
 
 def _gated_backward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n, dc_n,
-                    lengths, reverse, batch_first):
+                    lengths, reverse, batch_first, grads_out):
     reverse, batch_first = _options(reverse, batch_first)
-    inputs, T, B, D, H = _gated_arrays(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
-                                       batch_first)
+    given, inputs, T, B, D, H = _gated_arrays(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
+                                              batch_first)
     dtype = inputs[0].dtype
     seq = _engine.seq_shape(T, B, H, batch_first)
     y = float_array("y", y, seq, dtype)
     dy = optional("dy", dy, seq, dtype)
     dh_n = optional("dh_n", dh_n, (B, H), dtype)
     dc_n = optional("dc_n", dc_n, (B, H), dtype)
-    if reserve is not None:
-        reserve = _check_reserve(reserve, cell, T, B, D, H, reverse, batch_first, inputs[7],
-                                 dtype)
+    kernel_reserve = None if reserve is None else _check_reserve(
+        reserve, cell, T, B, D, H, reverse, batch_first, inputs[7], dtype)
+    shapes = _engine.grad_shapes(cell, T, B, D, H, batch_first)
+    grads = _engine.empty(shapes, dtype) if grads_out is None else _given(
+        "grads_out", grads_out, _GRADS[cell], shapes, dtype, _GATED_BACKWARD_READS,
+        (*given, y, reserve, dy, dh_n, dc_n))
     y, dy, dh_n, dc_n = _contiguous(y=y, dy=dy, dh_n=dh_n, dc_n=dc_n)
-    if reserve is None:   # recompute it: one more forward
-        reserve = _run_gated_forward(cell, inputs, T, B, D, H, reverse, batch_first,
-                                     True)[3][_header_len(dtype):]
-    grads = _engine.empty(_engine.grad_shapes(cell, T, B, D, H, batch_first), dtype)
-    _engine.backward(cell, 0, (T, B, D, H), dtype, inputs, (y, reserve, dy, dh_n, dc_n), grads,
-                     reverse, batch_first)
+    if kernel_reserve is None:   # recompute it: one more forward
+        kernel_reserve = _run_gated_forward(cell, inputs, T, B, D, H, reverse, batch_first,
+                                            True)[3][_header_len(dtype):]
+    _engine.backward(cell, 0, (T, B, D, H), dtype, inputs,
+                     (y, kernel_reserve, dy, dh_n, dc_n), grads, reverse, batch_first)
     return grads
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=False,
-                 batch_first=False, training=False):
+                 batch_first=False, training=False, out=None):
     """Run one LSTM layer over a batch of sequences, with PyTorch's maths and layout.
 
     Gates i, f, g, o are the row blocks of w_ih (4H, D), w_hh (4H, H), b_ih
@@ -266,13 +319,16 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, r
     reserve, what lstm_backward needs from this call.
 
     Returns LSTMOutput(y, h_n, c_n, reserve); reserve is None unless training.
+    out: arrays to write them into, as rnn_forward's (a previous call's
+    result with the same shapes and training); its reserve None unless
+    training.
     """
     return LSTMOutput(*_gated_forward(LSTM, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
-                                      reverse, batch_first, training))
+                                      reverse, batch_first, training, out))
 
 
 def lstm_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, dc_n=None, *,
-                  lengths=None, reverse=False, batch_first=False):
+                  lengths=None, reverse=False, batch_first=False, grads_out=None):
     """Backpropagation through time for the lstm_forward call with the same arguments.
 
     y: its y. reserve: its reserve (training=True), or None to recompute it
@@ -280,13 +336,14 @@ def lstm_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, 
     y, h_n and c_n, None meaning zero.
 
     Returns LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh).
+    grads_out: arrays to write them into, as rnn_forward's out.
     """
     return LSTMGrads(*_gated_backward(LSTM, x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve,
-                                      dy, dh_n, dc_n, lengths, reverse, batch_first))
+                                      dy, dh_n, dc_n, lengths, reverse, batch_first, grads_out))
 
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=False,
-                batch_first=False, training=False):
+                batch_first=False, training=False, out=None):
     """Run one GRU layer over a batch of sequences, with PyTorch's maths and layout.
 
     Gates r, z, n are the row blocks of w_ih (3H, D), w_hh (3H, H), b_ih and
@@ -296,20 +353,21 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, revers
     Returns GRUOutput(y, h_n, reserve); reserve is None unless training.
     """
     y, h_n, _, reserve = _gated_forward(GRU, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths,
-                                        reverse, batch_first, training)
+                                        reverse, batch_first, training, out)
     return GRUOutput(y, h_n, reserve)
 
 
 def gru_backward(x, h0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, *, lengths=None,
-                 reverse=False, batch_first=False):
+                 reverse=False, batch_first=False, grads_out=None):
     """Backpropagation through time for the gru_forward call with the same arguments.
 
     Returns GRUGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh); db_ih and db_hh
-    differ in the n gate.
+    differ in the n gate. grads_out: arrays to write them into, as
+    rnn_forward's out.
     """
     dx, dh0, _, dw_ih, dw_hh, db_ih, db_hh = _gated_backward(
         GRU, x, h0, None, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n, None, lengths,
-        reverse, batch_first)
+        reverse, batch_first, grads_out)
     return GRUGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
 
 

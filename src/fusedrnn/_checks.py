@@ -87,3 +87,61 @@ def flag(name, value):
         return bool(value)
     raise TypeError(f"{name}: expected True or False, got {value!r}")
 
+
+
+def out_arrays(name, given, fields, shapes, dtype):
+    """The arrays a caller gives a call to write its results into (out=,
+    grads_out=): `given` a tuple with one entry per field of the result
+    (`fields` and `shapes` in its order; a shape None: the call returns None
+    there, and the entry must be None), each an array of exactly that shape
+    and `dtype`, C-contiguous, aligned and writeable. Nothing is converted
+    or copied: the results must land in the caller's memory."""
+    if not isinstance(given, tuple):
+        raise TypeError(f"{name}: expected a tuple ({', '.join(fields)}) of arrays to write "
+                        f"into, got {type(given).__name__}")
+    if len(given) != len(fields):
+        raise ValueError(f"{name}: expected a tuple of {len(fields)} ({', '.join(fields)}), "
+                         f"got {len(given)} items")
+    for field, shape, a in zip(fields, shapes, given):
+        if shape is None:
+            if a is not None:
+                raise ValueError(f"{name}.{field}: expected None (this call returns no "
+                                 f"{field}), got {type(a).__name__}")
+        # One test for the common case (flags.carray: C-contiguous, aligned
+        # and writeable): at batch 1 every check is a visible part of a call.
+        elif not (isinstance(a, np.ndarray) and a.dtype == dtype and a.shape == shape
+                  and a.flags.carray):
+            _refuse_out(f"{name}.{field}", a, shape, dtype)
+
+
+def _refuse_out(label, a, shape, dtype):
+    """Raise the error saying why `a` cannot take a result."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{label}: expected a NumPy array of shape {shape} to write into, "
+                        f"got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{label}: expected dtype {dtype} (the dtype of x), got {a.dtype}")
+    if a.shape != shape:
+        raise ValueError(f"{label}: expected shape {shape}, got {a.shape}")
+    flags = a.flags
+    missing = [what for what, ok in (("C-contiguous", flags.c_contiguous),
+                                     ("aligned to its dtype", flags.aligned),
+                                     ("writeable", flags.writeable)) if not ok]
+    raise ValueError(f"{label}: expected a C-contiguous, aligned and writeable array (the "
+                     f"results go into it, never into a copy), got one not "
+                     f"{' or '.join(missing)}")
+
+
+def disjoint(name, fields, written, read_names, read):
+    """No array of `written` (the results given as `name`, one per field,
+    None allowed) shares memory with another or with one of `read` (the
+    inputs as the caller gave them, named by `read_names`, free to overlap
+    one another). Memory bounds, as np.may_share_memory tests them: exact for
+    contiguous arrays, as results are; a strided input's bounds include its
+    gaps."""
+    hit = _kernel.first_overlap((*written, *read), len(written))
+    if hit is not None:
+        labels = (*(f"{name}.{field}" for field in fields), *read_names)
+        i, j = hit
+        raise ValueError(f"{labels[i]} and {labels[j]} share memory: a result may overlap "
+                         f"no input and no other result")
