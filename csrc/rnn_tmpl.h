@@ -206,7 +206,7 @@ typedef struct {
     REAL *y, *h_n, *c_n, *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh;
 } SFX(run);
 
-/* dst[j] = sum over the `rows` rows of src (leading dimension ld) of src[i][j], j < n. */
+/* One column_sums call, as its threads share it. */
 typedef struct {
     REAL *dst;
     const REAL *src;

@@ -56,3 +56,4 @@ def test_serial_parts_on_the_team(restore_threads, cell):
             assert np.array_equal(a, other[name]), name
     assert _bench.disagreements(results[1], _bench.CELLS[cell].run(reference, p, True),
                                 np.float32) == []
+

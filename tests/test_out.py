@@ -8,11 +8,14 @@ with the exception and the field's name documented, before anything is
 written.
 """
 
+import resource
+
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
 import fusedrnn
+from fusedrnn import _bench
 
 T, B, D, H = 5, 4, 3, 6
 LENGTHS = np.array([5, 0, 2, 4])
@@ -490,3 +493,28 @@ def test_the_bench_times_fusedrnn_writing_into_its_previous_results(cell):
             assert_array_equal(second[k], a, err_msg=f"{mode} {k}", strict=True)
         results[mode] = second
     assert results["fwd"]["y"] is not results["fwd+bwd"]["y"]
+
+
+def test_alternating_forward_and_backward_fault_no_pages():
+    """A training loop alternates a forward and a backward whose workspaces
+    differ more than fourfold; each is kept for the next call of its kind
+    (_kernel.workspace), so that with out= and grads_out= a step touches no
+    fresh page. One kept buffer for both was dropped and faulted in anew on
+    every call (306 page faults a step at L). The backward's workspace here
+    is above glibc's largest mmap threshold (32 MB), so a buffer let go is
+    unmapped and a new one faulted in: 64 MB of gate gradients (T*B*4H),
+    more than four times the forward's (T*B row pointers), for little work."""
+    p = _bench.problem((1000, 512, 1, 8), np.float32, np.random.default_rng(5), "lstm")
+    args = (p.x, p.h0, p.c0, p.w_ih, p.w_hh, p.b_ih, p.b_hh)
+    out = grads = None
+
+    def step():
+        nonlocal out, grads
+        out = fusedrnn.lstm_forward(*args, training=True, out=out)
+        grads = fusedrnn.lstm_backward(*args, out.y, out.reserve, p.dy, grads_out=grads)
+
+    step(), step()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        step()
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 50

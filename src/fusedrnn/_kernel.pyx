@@ -76,26 +76,32 @@ cdef int check(fusedrnn_status status) except -1:
     raise RuntimeError(f"fusedrnn: kernel status {<int>status}")
 
 
-# Each calling thread keeps its workspace for the next call: a fresh one of
-# tens of MB (an LSTM's gates at L) comes from mmap, and the kernel's first
-# touch of every page then costs more than a tenth of the call. Kept while
-# calls need between a quarter and all of it, freed with the thread.
+# Each calling thread keeps its workspaces for the next call, one for the
+# forward and one for the backward: a fresh one of tens of MB (an LSTM's
+# gates at L) comes from mmap, and the kernel's first touch of every page
+# then costs more than a tenth of the call. Two, since a training loop
+# alternates a forward and a backward whose workspaces differ more than
+# fourfold (one kept buffer was dropped and faulted in anew on every call).
+# Each is kept while calls need between a quarter and all of it, and freed
+# with the thread.
 _workspaces = threading.local()
 
 
-cdef object workspace(size_t n):
-    """A buffer of at least n bytes: the thread's kept one, or a new one."""
+cdef object workspace(size_t n, str kind):
+    """A buffer of at least n bytes: the thread's kept one for `kind`
+    ("forward" or "backward"), or a new one."""
     if n == 0:
         raise MemoryError("fusedrnn: the workspace size overflows")
-    kept = getattr(_workspaces, "buffer", None)
+    kept = getattr(_workspaces, kind, None)
     if kept is not None and n <= kept.nbytes <= 4 * <object>n:
         return kept
-    _workspaces.buffer = None   # let the old one go before asking for the new
+    setattr(_workspaces, kind, None)   # let the old one go before asking for the new
     try:
-        _workspaces.buffer = np.empty(n, np.uint8)
+        buffer = np.empty(n, np.uint8)
     except MemoryError:
         raise MemoryError(f"fusedrnn: cannot allocate a {n}-byte workspace") from None
-    return _workspaces.buffer
+    setattr(_workspaces, kind, buffer)
+    return buffer
 
 
 def reserve_size(tuple prob):
@@ -117,7 +123,7 @@ def forward(tuple prob, tuple inputs, tuple outputs):
     o.y, o.h_n, o.c_n, o.reserve = (out_data(outputs[0]), out_data(outputs[1]),
                                     out_data(outputs[2]), out_data(outputs[3]))
     cdef size_t n = fusedrnn_forward_workspace(&p)
-    buffer = workspace(n)
+    buffer = workspace(n, "forward")
     cdef void *ws = out_data(buffer)
     cdef fusedrnn_status status
     with nogil:
@@ -138,7 +144,7 @@ def backward(tuple prob, tuple inputs, tuple grad_inputs, tuple grads):
     g.dw_ih, g.dw_hh = out_data(grads[3]), out_data(grads[4])
     g.db_ih, g.db_hh = out_data(grads[5]), out_data(grads[6])
     cdef size_t n = fusedrnn_backward_workspace(&p)
-    buffer = workspace(n)
+    buffer = workspace(n, "backward")
     cdef void *ws = out_data(buffer)
     cdef fusedrnn_status status
     with nogil:
