@@ -88,7 +88,6 @@ def flag(name, value):
     raise TypeError(f"{name}: expected True or False, got {value!r}")
 
 
-
 def out_arrays(name, given, fields, shapes, dtype):
     """The arrays a caller gives a call to write its results into (out=,
     grads_out=): `given` a tuple with one entry per field of the result
