@@ -52,8 +52,11 @@ def _check_sizes(T, B, H, itemsize, G=1):
     Python integers, which do not overflow, before anything is allocated.
     The input-shaped buffers ([T,B,D], [G*H,D], [G*H,H]) fit: the caller's
     arrays have those shapes, and NumPy caps an array's size."""
-    per_row = ("H", H) if G == 1 else (f"{G + 1}*H", (G + 1) * H)   # the gates and a state
-    for what, count in ((f"T*B*{per_row[0]}", T * B * per_row[1]), ("B*H", B * H)):
+    per_row = H if G == 1 else (G + 1) * H   # the gates and a state
+    if max(T * B * per_row, B * H) * itemsize <= _MAX_BYTES:
+        return   # the common case, without building the messages (a visible cost at batch 1)
+    for what, count in ((f"T*B*{'H' if G == 1 else f'{G + 1}*H'}", T * B * per_row),
+                        ("B*H", B * H)):
         if count * itemsize > _MAX_BYTES:
             raise MemoryError(f"{what} = {count} elements of {itemsize} bytes (T={T}, B={B}, "
                               f"H={H}) do not fit in a 64-bit size")
