@@ -137,12 +137,13 @@ static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
                 FUSEDRNN_ASSERT((size_t)(mc * kc) <= s->a_cap);
                 for (int64_t i = 0; i < mc; i++) {
                     a_rows[i] = s->a + i * kc;
-                    if (lists || A.cs == 1)
-                        SFX(copy)(s->a + i * kc, lists ? lists->a[ic + i] + pc : a + i * A.rs, kc);
                     c_rows[i] = C_ROW(ic + i) + jc;
                     bias_rows[i] = epi == EPI_BIAS ? bias + jc : NULL;
                 }
-                if (!lists && A.cs != 1)   /* A transposed: its columns become rows */
+                if (lists || A.cs == 1)
+                    for (int64_t i = 0; i < mc; i++)
+                        SFX(copy)(s->a + i * kc, lists ? lists->a[ic + i] + pc : a + i * A.rs, kc);
+                else   /* A transposed: its columns become rows */
                     u->transpose(kc, mc, a, A.cs, s->a, kc);
                 SFX(step)(u, mc, 0, nc, kc, a_rows, s->b, c_rows, 0,
                           epi == EPI_BIAS ? bias_rows : NULL, epi);
