@@ -153,8 +153,9 @@ static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
 #undef C_ROW
 }
 
-/* C = A B (+ bias) or C += A B on `threads` threads: each takes a slice of whole
- * register tiles along the longer of M and N, with its own slabs. */
+/* C = A B (+ bias) or C += A B on a team: pieces of whole register tiles
+ * along the longer of M and N, each member computing the pieces it claims
+ * with its own slabs. */
 typedef struct {
     const SFX(ukr) *u;
     int64_t M, N, K;
@@ -165,22 +166,27 @@ typedef struct {
     int accumulate;
     const REAL *bias;
     const SFX(slabs) *slabs;      /* [threads] */
+    int64_t pieces;
+    atomic_llong next;            /* the next piece to claim */
 } SFX(gemm_job);
 
-static void SFX(gemm_slice)(void *arg, int tid, int n, team *t)
+static void SFX(gemm_slice)(void *arg, int tid, int n)
 {
-    const SFX(gemm_job) *g = arg;
-    int64_t lo, hi;
-    (void)t;
-    if (g->N >= g->M) {
-        team_share(g->N, g->u->nr, tid, n, &lo, &hi);
-        SFX(view) B = {g->B.p + lo * g->B.cs, g->B.rs, g->B.cs};
-        SFX(gemm)(g->u, g->M, hi - lo, g->K, g->A, B, g->keep, g->C + lo, g->ldc,
-                  g->accumulate, g->bias ? g->bias + lo : NULL, &g->slabs[tid], NULL);
-    } else {
-        team_share(g->M, g->u->mr, tid, n, &lo, &hi);
-        SFX(view) A = {g->A.p + lo * g->A.rs, g->A.rs, g->A.cs};
-        SFX(gemm)(g->u, hi - lo, g->N, g->K, A, g->B, g->keep, g->C + lo * g->ldc, g->ldc,
-                  g->accumulate, g->bias, &g->slabs[tid], NULL);
+    SFX(gemm_job) *g = arg;
+    const int by_columns = g->N >= g->M;
+    int64_t piece, lo, hi;
+    (void)n;
+    while ((piece = team_claim(&g->next, g->pieces)) >= 0) {
+        if (by_columns) {
+            team_share(g->N, g->u->nr, (int)piece, (int)g->pieces, &lo, &hi);
+            SFX(view) B = {g->B.p + lo * g->B.cs, g->B.rs, g->B.cs};
+            SFX(gemm)(g->u, g->M, hi - lo, g->K, g->A, B, g->keep, g->C + lo, g->ldc,
+                      g->accumulate, g->bias ? g->bias + lo : NULL, &g->slabs[tid], NULL);
+        } else {
+            team_share(g->M, g->u->mr, (int)piece, (int)g->pieces, &lo, &hi);
+            SFX(view) A = {g->A.p + lo * g->A.rs, g->A.rs, g->A.cs};
+            SFX(gemm)(g->u, hi - lo, g->N, g->K, A, g->B, g->keep, g->C + lo * g->ldc, g->ldc,
+                      g->accumulate, g->bias, &g->slabs[tid], NULL);
+        }
     }
 }

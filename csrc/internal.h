@@ -3,6 +3,7 @@
 #ifndef FUSEDRNN_INTERNAL_H
 #define FUSEDRNN_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,16 +25,37 @@ typedef struct { unsigned int saved; } fp_mode;
 fp_mode fp_enter(void);
 void fp_leave(fp_mode mode);
 
-/* Fork-join threads. team_run calls fn(ctx, tid, n, team) on n <= nthreads
- * threads (the caller is tid 0) and returns when all are done; n may be 1
- * (team NULL) when the pool is in use by another call. team_barrier waits
- * for the whole team. Split work by output tiles only: results must not
- * depend on n. */
+/* Threads (threads.c). team_run calls fn(ctx, tid, n) on up to nthreads
+ * threads (the caller is tid 0; n is the team's size, at most nthreads) and
+ * returns when every member that ran is done. A member may never run (the
+ * pool in use by another call, a worker the OS has not scheduled, an OpenMP
+ * runtime that gives fewer threads): fn splits its work into fixed pieces
+ * that members claim (team_claim, or a claim of its own), so that the
+ * members that do run take every piece, tid and n only saying where a
+ * member starts. Pieces are output tiles, never parts of a reduction:
+ * results must not depend on who computes which. */
 #define FUSEDRNN_MAX_THREADS 64
-typedef struct team team;
-typedef void (*team_fn)(void *ctx, int tid, int n, team *t);
+typedef void (*team_fn)(void *ctx, int tid, int n);
 void team_run(int nthreads, team_fn fn, void *ctx);
-void team_barrier(team *t);
+
+/* A count that members wait on: counter_await returns once it has reached
+ * `target` (compared as a difference, so it may wrap), spinning briefly and
+ * then sleeping, so that the core is free for a member that was not
+ * running. counter_add wakes the sleepers. */
+typedef struct {
+    _Alignas(64) atomic_uint value;
+    atomic_uint sleepers;
+} team_counter;
+void counter_add(team_counter *c, unsigned k);
+void counter_await(team_counter *c, unsigned target);
+
+/* The next of `count` pieces, or -1 when all are taken. */
+static inline int64_t team_claim(atomic_llong *next, int64_t count)
+{
+    int64_t i = atomic_fetch_add_explicit(next, 1, memory_order_relaxed);
+    return i < count ? i : -1;
+}
+
 
 /* [begin, end) of `count` items for thread tid of n, in whole multiples of `unit`. */
 static inline void team_share(int64_t count, int64_t unit, int tid, int n,

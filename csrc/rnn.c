@@ -48,6 +48,16 @@ static int threads_for(const fusedrnn_problem *p, double work, double grain)
     return shares >= n ? n : shares < 2 ? 1 : (int)shares;
 }
 
+/* How many pieces a team's job is cut into, of `units` whole tiles: a few
+ * per thread, so that a member that runs late or never leaves pieces for
+ * the others to take, not one slice that all wait for; one when a single
+ * thread runs it. */
+static int64_t pieces_for(int64_t units, int threads)
+{
+    int64_t most = threads > 1 ? 4 * (int64_t)threads : 1;
+    return units < most ? units : most;
+}
+
 /* A cell is data: the driver's one forward and one backward serve all three. */
 typedef struct {
     int gates;    /* G: the gate blocks of the weights' rows */

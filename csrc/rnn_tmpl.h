@@ -211,20 +211,26 @@ typedef struct {
     REAL *dst;
     const REAL *src;
     int64_t rows, ld, n;
+    int64_t pieces;
+    atomic_llong next;
 } SFX(sums_job);
 
-/* This thread's columns of a sums_job, whole cache lines of them: every
- * column is summed in row order by one thread, whatever the thread count. */
-static void SFX(sums_slice)(void *arg, int tid, int n, team *t)
+/* The pieces of a sums_job this member claims, whole cache lines of columns
+ * each: every column is summed in row order by one thread, whatever the
+ * thread count. */
+static void SFX(sums_slice)(void *arg, int tid, int n)
 {
-    const SFX(sums_job) *s = arg;
-    int64_t lo, hi;
-    (void)t;
-    team_share(s->n, 64 / (int64_t)sizeof(REAL), tid, n, &lo, &hi);
-    SFX(zero)(s->dst + lo, hi - lo);
-    for (int64_t i = 0; i < s->rows; i++)
-        for (int64_t j = lo; j < hi; j++)
-            s->dst[j] += s->src[i * s->ld + j];
+    SFX(sums_job) *s = arg;
+    const int64_t line = 64 / (int64_t)sizeof(REAL);
+    int64_t piece, lo, hi;
+    (void)tid, (void)n;
+    while ((piece = team_claim(&s->next, s->pieces)) >= 0) {
+        team_share(s->n, line, (int)piece, (int)s->pieces, &lo, &hi);
+        SFX(zero)(s->dst + lo, hi - lo);
+        for (int64_t i = 0; i < s->rows; i++)
+            for (int64_t j = lo; j < hi; j++)
+                s->dst[j] += s->src[i * s->ld + j];
+    }
 }
 
 /* The elements of one gate's block of the packed W_hh^T: H rows of H
@@ -240,8 +246,10 @@ static int64_t SFX(gate_block)(const SFX(ukr) *u, int64_t H)
 static void SFX(column_sums)(const SFX(run) *r, REAL *dst, const REAL *src, int64_t rows,
                              int64_t ld, int64_t n)
 {
-    SFX(sums_job) s = {dst, src, rows, ld, n};
-    team_run(threads_for(r->p, (double)rows * n, 1 << 20), SFX(sums_slice), &s);
+    int threads = threads_for(r->p, (double)rows * n, 1 << 20);
+    int64_t line = 64 / (int64_t)sizeof(REAL);
+    SFX(sums_job) s = {dst, src, rows, ld, n, pieces_for((n + line - 1) / line, threads), 0};
+    team_run(threads, SFX(sums_slice), &s);
 }
 
 /* Product `id` of the call, C = A B (+ bias) or C += A B, over the team when
@@ -251,9 +259,12 @@ static void SFX(gemm_team)(const SFX(run) *r, gemm_id id, SFX(view) A, SFX(view)
                            const REAL *bias)
 {
     gemm_dims d = dims_of(r->p, id);
-    SFX(gemm_job) g = {r->u, d.M, d.N, d.K, A, B, keep, C, ldc, accumulate, bias, r->w->slabs};
     /* a share of 2^20 multiply-adds (about 20 us) outweighs waking a worker that sleeps */
-    team_run(threads_for(r->p, (double)d.M * d.N * d.K, 1 << 20), SFX(gemm_slice), &g);
+    int threads = threads_for(r->p, (double)d.M * d.N * d.K, 1 << 20);
+    int64_t units = d.N >= d.M ? (d.N + r->u->nr - 1) / r->u->nr : (d.M + r->u->mr - 1) / r->u->mr;
+    SFX(gemm_job) g = {r->u, d.M, d.N, d.K, A, B, keep, C, ldc, accumulate, bias, r->w->slabs,
+                       pieces_for(units, threads), 0};
+    team_run(threads, SFX(gemm_slice), &g);
 }
 
 /* The row of a state given per sequence ([B,H], NULL meaning zeros). */
@@ -458,42 +469,89 @@ static void SFX(pack_w_hh)(const SFX(run) *r, int64_t j0, int64_t j1)
     }
 }
 
-/* The recurrence: every thread owns a slice of the hidden columns, every gate
- * of them, for all steps; one barrier per step publishes h_t (or dg_t) to the
- * others. */
-static void SFX(time_loop)(void *arg, int tid, int n, team *t)
+/* The recurrence's pieces: tiles of whole panels of the hidden columns,
+ * every gate of them, each claimed for one step at a time. */
+#define TILES_MAX (4 * FUSEDRNN_MAX_THREADS)
+typedef struct {
+    const SFX(run) *r;
+    int64_t tiles;
+    atomic_uint step[TILES_MAX];   /* the step each tile runs next */
+    team_counter done;             /* tiles finished, over all steps */
+} SFX(steps_job);
+
+/* One tile of step i: at the first step it packs the tile's panels of W_hh
+ * (mostly on the member that keeps it: each starts with its own tiles), at
+ * a chunk's first step the input side of the chunk for its columns; then
+ * the step. Tile 0 also lays out the next step's rows: no other tile of the
+ * next step starts before this one is done. */
+static void SFX(run_tile)(const SFX(run) *r, int tid, int64_t i, int64_t k, int64_t tiles,
+                          const REAL *const *a)
 {
-    const SFX(run) *r = arg;
-    const int64_t T = r->p->T, H = r->p->H;
-    SFX(work) *w = r->w;
+    const int64_t T = r->p->T;
     int64_t j0, j1;
-    team_share(H, r->u->nr, tid, n, &j0, &j1);
-    SFX(pack_w_hh)(r, j0, j1);
-    if (tid == 0)
-        SFX(fill_rows)(r, r->backward ? T - 1 : 0, 0);
-    team_barrier(t);
-    const int64_t chunk = chunk_steps(r->p);
-    const int chunked = !r->backward && !r->cell->fused;
+    team_share(r->p->H, r->u->nr, (int)k, (int)tiles, &j0, &j1);
+    if (i == 0)
+        SFX(pack_w_hh)(r, j0, j1);
+    if (!r->backward && !r->cell->fused && i % chunk_steps(r->p) == 0)
+        SFX(input_chunk)(r, tid, j0, j1, i);
+    SFX(step_cell)(r, &r->w->rows[i & 1], a, j0, j1);
+    if (k == 0 && i + 1 < T)
+        SFX(fill_rows)(r, r->backward ? T - 2 - i : i + 1, (int)((i + 1) & 1));
+}
+
+/* The time loop of one member. A step starts once every tile of the one
+ * before is done (h_t, or dg_t, is complete); the member then claims this
+ * step's tiles, its own first, then the others' from the far end of each
+ * range, so that a member that is not running holds back no tile it has
+ * not started, and a running one mostly keeps the same columns, whose
+ * panels of W_hh stay in its cache. */
+static void SFX(time_loop)(void *arg, int tid, int n)
+{
+    SFX(steps_job) *job = arg;
+    const SFX(run) *r = job->r;
+    const int64_t T = r->p->T, tiles = job->tiles;
+    int64_t home0, home1;
+    team_share(tiles, 1, tid, n, &home0, &home1);
+    const int64_t own = home1 - home0;
     for (int64_t i = 0; i < T; i++) {
-        int buf = (int)(i & 1);
-        if (chunked && i % chunk == 0)
-            SFX(input_chunk)(r, tid, j0, j1, i);
-        SFX(step_cell)(r, &w->rows[buf], SFX(a_rows)(r, tid, &w->rows[buf]), j0, j1);
-        if (tid == 0 && i + 1 < T)
-            SFX(fill_rows)(r, r->backward ? T - 2 - i : i + 1, buf ^ 1);
-        team_barrier(t);
+        counter_await(&job->done, (unsigned)(i * tiles));
+        /* a member that joins late starts at the first step not yet done */
+        i += (unsigned)(atomic_load(&job->done.value) - (unsigned)(i * tiles)) / (unsigned)tiles;
+        if (i >= T)
+            break;
+        const REAL *const *a = NULL;
+        for (int64_t q = 0; q < tiles; q++) {
+            int64_t k = q < own ? home0 + q : tiles - 1 - (q - own);
+            if (q >= own && k < home1)
+                k -= own;   /* past this member's own range */
+            unsigned at = (unsigned)i;
+            if (!atomic_compare_exchange_strong(&job->step[k], &at, at + 1))
+                continue;
+            if (!a)   /* this member's rows of the step, once */
+                a = SFX(a_rows)(r, tid, &r->w->rows[i & 1]);
+            SFX(run_tile)(r, tid, i, k, tiles, a);
+            counter_add(&job->done, 1);
+        }
     }
 }
 
 static void SFX(recurrence)(const SFX(run) *r)
 {
     const fusedrnn_problem *p = r->p;
+    if (p->T == 0)
+        return;
     int64_t panels = (p->H + r->u->nr - 1) / r->u->nr;
     /* a gated forward's steps hold its input side too */
     int64_t k = r->backward || r->cell->fused ? p->H : p->H + p->D;
     int n = threads_for(p, (double)p->B * r->cell->gates * p->H * k, 1 << 15);
-    if (p->T > 0)
-        team_run(n < panels ? n : (int)panels, SFX(time_loop), (void *)r);
+    n = n < panels ? n : (int)panels;
+    SFX(steps_job) job = {.r = r, .tiles = pieces_for(panels, n)};
+    for (int64_t q = 0; q < job.tiles; q++)
+        atomic_init(&job.step[q], 0);
+    atomic_init(&job.done.value, 0);
+    atomic_init(&job.done.sleepers, 0);
+    SFX(fill_rows)(r, r->backward ? p->T - 1 : 0, 0);
+    team_run(n, SFX(time_loop), &job);
 }
 
 /* The bias the input GEMM adds: b_ih + b_hh, except b_hn of a split cell,
@@ -585,19 +643,29 @@ static void SFX(mark_rows)(const SFX(run) *r)
         w->keep_pair[row_of(L, T - 1, b)] = 0;
 }
 
-/* The RNN's dz = dy, this thread's share of the rows (dz rows are ldg apart). */
-static void SFX(seed_slice)(void *arg, int tid, int n, team *t)
+/* The RNN's dz = dy, the pieces of rows this member claims (dz rows are
+ * ldg apart). */
+typedef struct {
+    const SFX(run) *r;
+    int64_t pieces;
+    atomic_llong next;
+} SFX(seed_job);
+
+static void SFX(seed_slice)(void *arg, int tid, int n)
 {
-    const SFX(run) *r = arg;
+    SFX(seed_job) *s = arg;
+    const SFX(run) *r = s->r;
     const int64_t H = r->p->H, ld = r->w->ldg;
-    int64_t lo, hi;
-    (void)t;
-    team_share(r->p->T * r->p->B, 1, tid, n, &lo, &hi);
-    for (int64_t i = lo; i < hi; i++)
-        if (r->dy)
-            SFX(copy)(r->w->dg + i * ld, r->dy + i * H, H);
-        else
-            SFX(zero)(r->w->dg + i * ld, H);
+    int64_t piece, lo, hi;
+    (void)tid, (void)n;
+    while ((piece = team_claim(&s->next, s->pieces)) >= 0) {
+        team_share(r->p->T * r->p->B, 1, (int)piece, (int)s->pieces, &lo, &hi);
+        for (int64_t i = lo; i < hi; i++)
+            if (r->dy)
+                SFX(copy)(r->w->dg + i * ld, r->dy + i * H, H);
+            else
+                SFX(zero)(r->w->dg + i * ld, H);
+    }
 }
 
 /* Where the loss gradients enter the recurrence. RNN: dz starts as dy, plus
@@ -615,8 +683,11 @@ static void SFX(seed_gradients)(const SFX(run) *r)
     SFX(zero)(w->zeros, GH);
     /* the RNN's dz = dy: a share of 2^18 elements copied (about 1 MB in
      * float32) outweighs waking a worker */
-    if (c->fused)
-        team_run(threads_for(p, (double)TB * H, 1 << 18), SFX(seed_slice), (void *)r);
+    if (c->fused) {
+        int threads = threads_for(p, (double)TB * H, 1 << 18);
+        SFX(seed_job) s = {r, pieces_for(TB, threads), 0};
+        team_run(threads, SFX(seed_slice), &s);
+    }
     for (int64_t b = 0; b < B; b++) {
         int64_t len = seq_len(r->lengths, b, T);
         const REAL *dh_n = r->dh_n ? r->dh_n + b * H : NULL;

@@ -158,7 +158,25 @@ const char *fusedrnn_get_isa(void);
 /* Nonzero when `name` is compiled in and supported by this CPU and OS. */
 int fusedrnn_isa_supported(const char *name);
 
+/* Threads. A call uses up to fusedrnn_problem.threads of them: the caller's
+ * and workers of fusedrnn's own pool, or, after fusedrnn_share_openmp, the
+ * threads of an OpenMP runtime the process has loaded. Inside an OpenMP
+ * program (PyTorch on the CPU is one) that runtime's threads spin for a
+ * while after each parallel region, and a pool of fusedrnn's own would
+ * fight them for the cores; its threads take fusedrnn's work at once.
+ * `library` is the path or soname of a GNU libgomp (or a runtime with its
+ * GOMP_parallel ABI, such as LLVM's libomp) that is already loaded; returns
+ * nonzero on success, 0 if no such library is loaded or it lacks the entry
+ * points (nothing changes then). No OpenMP setting is changed, and a forked
+ * child goes back to fusedrnn's own pool. */
+int fusedrnn_share_openmp(const char *library);
+
 /* Measurement and test aids, on the active ISA. */
+
+/* Tests: the pool's worker number `worker` (1 and up), when woken for a
+ * call, waits `microseconds` before it starts, as a thread the OS has not
+ * scheduled would; 0 microseconds undoes it. The call completes without it. */
+void fusedrnn_hold_worker(int worker, int microseconds);
 
 /* out[j] = act(z[j]), or with `derivative` out[j] = z[j] * act'(y[j]) where y
  * holds act's outputs: the step kernel's epilogue on a plain vector, so the

@@ -78,23 +78,26 @@ def empty(shapes, dtype):
     return tuple(None if s is None else np.empty(s, dtype) for s in shapes)
 
 
-def _problem(cell, act, sizes, dtype, reverse, batch_first, training=False):
-    return (cell, act, *sizes, reverse, batch_first, _num_threads, training, dtype)
+def _problem(cell, act, sizes, dtype, reverse, batch_first, training=False, threads=None):
+    return (cell, act, *sizes, reverse, batch_first, threads or _num_threads, training, dtype)
 
 
-def forward(cell, act, sizes, dtype, inputs, outputs, reverse, batch_first, training=False):
+def forward(cell, act, sizes, dtype, inputs, outputs, reverse, batch_first, training=False,
+            threads=None):
     """One forward call into `outputs`: sizes (T, B, D, H), dtype float32 or
     float64; act is the RNN's nonlinearity (0 for the gated cells);
     training: a gated cell writes the reserve. The buffers are arrays, or
-    addresses (ints) of memory laid out as the arrays would be."""
-    _kernel.forward(_problem(cell, act, sizes, dtype, reverse, batch_first, training), inputs,
-                    outputs)
+    addresses (ints) of memory laid out as the arrays would be. threads:
+    the most the call uses (None: fusedrnn's count)."""
+    _kernel.forward(_problem(cell, act, sizes, dtype, reverse, batch_first, training, threads),
+                    inputs, outputs)
 
 
-def backward(cell, act, sizes, dtype, inputs, grad_inputs, grads, reverse, batch_first):
+def backward(cell, act, sizes, dtype, inputs, grad_inputs, grads, reverse, batch_first,
+             threads=None):
     """One backward call into `grads`."""
-    _kernel.backward(_problem(cell, act, sizes, dtype, reverse, batch_first), inputs,
-                     grad_inputs, grads)
+    _kernel.backward(_problem(cell, act, sizes, dtype, reverse, batch_first, threads=threads),
+                     inputs, grad_inputs, grads)
 
 
 def reserve_elements(cell, T, B, D, H, dtype):
@@ -113,16 +116,26 @@ def _threads_from_env():
 
 
 _num_threads = _threads_from_env()
+# Whether the count was chosen (FUSEDRNN_NUM_THREADS, set_num_threads) rather
+# than defaulted: fusedrnn.torch follows torch's count unless it was.
+_chosen = "FUSEDRNN_NUM_THREADS" in os.environ
 
 
 def set_num_threads(n):
     """Set the most threads later kernel calls use (n >= 1). Small problems use
     fewer, where splitting would cost more than it saves; results are bitwise
-    the same for any count."""
-    global _num_threads
+    the same for any count. fusedrnn.torch follows torch.get_num_threads()
+    until this (or FUSEDRNN_NUM_THREADS) sets a count."""
+    global _num_threads, _chosen
     _num_threads = positive_int("n", n, MAX_THREADS)
+    _chosen = True
 
 
 def get_num_threads():
     """The number of threads kernel calls use (default: FUSEDRNN_NUM_THREADS or the CPU count)."""
     return _num_threads
+
+
+def num_threads_chosen():
+    """True once FUSEDRNN_NUM_THREADS or set_num_threads has set the count."""
+    return _chosen

@@ -86,5 +86,8 @@ cdef extern from "fusedrnn.h" nogil:
 
     fusedrnn_status fusedrnn_activation(fusedrnn_dtype dtype, fusedrnn_act act, int derivative,
                                         int64_t n, const void *z, const void *y, void *out)
+    int fusedrnn_share_openmp(const char *library)
+    void fusedrnn_hold_worker(int worker, int microseconds)
+
     double FUSEDRNN_PEAK_MAX_SECONDS
     double fusedrnn_peak_gflops(fusedrnn_dtype dtype, double seconds)

@@ -211,6 +211,17 @@ def activation(int act, bint derivative, z, y, out):
                               data(z), data(y), out_data(out)))
 
 
+def share_openmp(str library):
+    """Run multi-thread calls on the threads of this loaded OpenMP runtime
+    (a path or soname); False if it is not loaded or is not GNU's ABI."""
+    return bool(fusedrnn_share_openmp(library.encode()))
+
+
+def hold_worker(int worker, int microseconds):
+    """Tests: the pool's worker `worker` waits this long before each call it is woken for."""
+    fusedrnn_hold_worker(worker, microseconds)
+
+
 PEAK_MAX_SECONDS = FUSEDRNN_PEAK_MAX_SECONDS  # peak_gflops's longest measurement
 
 

@@ -14,26 +14,68 @@ operator, not the values it returned).
 Inside an operator, tensors reach the kernel through `Tensor.numpy()`, and
 its results are written straight into tensors allocated for them: nothing
 contiguous is copied on the way in or out (a non-contiguous or misaligned
-tensor is copied once). The kernel uses fusedrnn's thread count
-(`fusedrnn.set_num_threads`, `FUSEDRNN_NUM_THREADS`), not torch's.
+tensor is copied once).
+
+Threads: the operators use torch's thread count (`torch.get_num_threads()`)
+unless fusedrnn's was chosen (`fusedrnn.set_num_threads`,
+`FUSEDRNN_NUM_THREADS`), and when torch runs on OpenMP they run on torch's
+own OpenMP threads: after each of torch's operators those spin for a few
+milliseconds waiting for the next, and a pool of fusedrnn's own would have
+to fight them for the cores (docs/design.md §15).
 
 Importing this module imports torch and registers the operators; it changes
 no torch setting. `import fusedrnn` alone does not import torch.
 """
 
+import os
 import warnings
 
 import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _engine
+from . import _engine, _kernel
 from ._checks import ACTIVATIONS
 
 __all__ = ["GRU", "LSTM", "RNN", "gru_layer", "lstm_layer", "rnn_layer"]
 
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}   # the dtypes fusedrnn has
 _NAMES = {_engine.RNN: "rnn", _engine.LSTM: "lstm", _engine.GRU: "gru"}
+
+
+# --- threads ----------------------------------------------------------------
+
+def _openmp_runtime():
+    """The path of the OpenMP runtime torch has loaded, if torch's parallel
+    backend is OpenMP, or None. Read from the process's mapped files: torch's
+    wheels carry their own libgomp, which is not the system's."""
+    if "OpenMP" not in torch.__config__.parallel_info().split("ATen parallel backend:")[-1]:
+        return None
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split(None, 5)[-1].strip() for line in maps if "/lib" in line}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        name = os.path.basename(path)
+        if name.startswith(("libgomp", "libomp", "libiomp5")) and ".so" in name:
+            return path
+    return None
+
+
+def _runtime():
+    """Run on torch's OpenMP threads (see the module's docstring); the name
+    of that runtime, or None when fusedrnn keeps its own pool."""
+    path = _openmp_runtime()
+    return path if path is not None and _kernel.share_openmp(path) else None
+
+
+OPENMP = _runtime()
+
+
+def _threads():
+    """The thread count of an operator's call: fusedrnn's if chosen, else torch's."""
+    return None if _engine.num_threads_chosen() else torch.get_num_threads()
 
 
 # --- checks -----------------------------------------------------------------
@@ -169,7 +211,7 @@ def _forward_impl(cell):
         _engine.forward(cell, ACTIVATIONS[nonlinearity], sizes, _NUMPY[x.dtype],
                         _addresses((x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths), keep),
                         _result_addresses(outputs, shapes), reverse, batch_first,
-                        training and cell != _engine.RNN)
+                        training and cell != _engine.RNN, _threads())
         return tuple(outputs)
     return forward
 
@@ -218,7 +260,7 @@ def _backward_impl(cell):
         _engine.backward(cell, ACTIVATIONS[nonlinearity], sizes, _NUMPY[x.dtype],
                          _addresses((x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths), keep),
                          _addresses((y, None if rnn else reserve, dy, dh_n, dc_n), keep),
-                         _result_addresses(grads, shapes), reverse, batch_first)
+                         _result_addresses(grads, shapes), reverse, batch_first, _threads())
         if rnn:
             # Its two biases are summed: each gets the one gradient, in
             # memory of its own (autograd may keep it as the leaf's .grad,
