@@ -46,8 +46,29 @@ def run(seed, threads=2, **shape):
     g = fusedrnn.rnn_backward(p["x"], p["h0"], p["w_ih"], p["w_hh"], y, p["dy"], h_n)
     return (y, h_n) + tuple(g)
 
+def run_cell(cell, seed, threads, T, B, D, H):
+    # One training forward and backward of `cell` with `threads` threads:
+    # every output and gradient.
+    rng = np.random.default_rng(seed)
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    w_ih = (rng.standard_normal((G * H, D)) / np.sqrt(D)).astype(np.float32)
+    w_hh = (rng.standard_normal((G * H, H)) / np.sqrt(H)).astype(np.float32)
+    b = rng.standard_normal(G * H).astype(np.float32)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    fusedrnn.set_num_threads(threads)
+    if cell == "rnn":
+        y, h_n = fusedrnn.rnn_forward(x, None, w_ih, w_hh, b)
+        return (y, h_n) + tuple(fusedrnn.rnn_backward(x, None, w_ih, w_hh, y, dy))
+    args = (x, None, None, w_ih, w_hh, b, b) if cell == "lstm" else (x, None, w_ih, w_hh, b, b)
+    out = getattr(fusedrnn, cell + "_forward")(*args, training=True)
+    grads = getattr(fusedrnn, cell + "_backward")(*args, out[0], out[-1], dy)
+    return tuple(out) + tuple(g for g in grads if g is not None)
+
 def same(a, b):
-    return len(a) == len(b) and all(np.array_equal(u, v) for u, v in zip(a, b))
+    # bit for bit: a reserve's header is int64 bits, some of them NaN as floats
+    return len(a) == len(b) and all(u.shape == v.shape and u.tobytes() == v.tobytes()
+                                    for u, v in zip(a, b))
 
 def threads_now():
     return len(os.listdir("/proc/self/task"))
@@ -161,11 +182,16 @@ def test_multiprocessing_fork_pool():
     """)
 
 
-def test_torch_dataloader_workers():
+@pytest.mark.parametrize("module", ["torch", "fusedrnn.torch"])
+def test_torch_dataloader_workers(module):
     """torch.utils.data.DataLoader(num_workers=2) forks its workers; each
-    item runs fusedrnn with 2 threads there, after the parent did."""
+    item runs fusedrnn with 2 threads there, after the parent did. With
+    fusedrnn.torch imported the parent runs on torch's OpenMP threads, which
+    a forked child does not have: it must go back to a pool of its own."""
     pytest.importorskip("torch")
-    run_script("""
+    run_script(f"""
+        import {module}
+""" + """
         import torch
         from torch.utils.data import DataLoader, Dataset
 
@@ -263,3 +289,88 @@ def test_idle_workers_cost_nothing_after_a_wide_call():
     bound = 3 * baseline + 4 * T_WIDE * CALLS
     assert got <= bound, (f"after a 64-thread call, {CALLS} 2-thread calls cost {got} context "
                           f"switches; a fresh process {baseline} (bound {bound})")
+
+
+# A worker held back on purpose (fusedrnn's test hook) stands for one the OS
+# has not scheduled: another library's threads spinning on its core. The
+# team must not wait for it. HOLD is far longer than the calls.
+HOLD_US = 3_000_000
+
+
+def test_a_held_worker_is_not_waited_for():
+    """Worker `threads - 1` of a 2- and a 3-thread team is held back before
+    it starts every call it is woken for: each call of every cell must give
+    the 1-thread results bit for bit and end without waiting for it (well
+    under the hold); the pieces it would have taken are taken by the members
+    that run. With a team that splits each step's columns once and meets at
+    a barrier, the first call waits out the whole hold."""
+    for threads in (2, 3):
+        out = run_script(f"""
+            from fusedrnn import _kernel
+            threads = {threads}
+            held = threads - 1
+            shape = dict(T=30, B=32, D=128, H=256)
+            want = {{cell: run_cell(cell, 0, 1, **shape) for cell in ("rnn", "lstm", "gru")}}
+            run_cell("lstm", 0, threads, **shape)    # the workers exist, and are fast
+            _kernel.hold_worker(held, {HOLD_US})
+            worst = 0.0
+            for cell in ("rnn", "lstm", "gru"):
+                start = time.monotonic()
+                got = run_cell(cell, 0, threads, **shape)
+                worst = max(worst, time.monotonic() - start)
+                assert same(got, want[cell]), f"{{cell}}: results differ from 1 thread's"
+            _kernel.hold_worker(held, 0)
+            print(worst)
+        """)
+        worst = float(out.split()[-1])
+        assert worst < HOLD_US / 1e6 / 3, (
+            f"{threads} threads, worker {threads - 1} held for {HOLD_US / 1e6:.0f} s: a call "
+            f"took {worst:.2f} s, so the team waited for it")
+
+
+def test_threads_join_late_and_leave_results_alone():
+    """Members that start late, one step or many into the time loop, join
+    where the team is and change nothing: a held worker released while
+    calls run (a 1 ms hold: it joins mid-call), 3 threads, every cell,
+    many calls, each the 1-thread bits."""
+    run_script("""
+        from fusedrnn import _kernel
+        shape = dict(T=200, B=16, D=64, H=256)
+        want = {cell: run_cell(cell, 1, 1, **shape) for cell in ("rnn", "lstm", "gru")}
+        _kernel.hold_worker(2, 1000)
+        for _ in range(10):
+            for cell in ("rnn", "lstm", "gru"):
+                assert same(run_cell(cell, 1, 3, **shape), want[cell]), cell
+        _kernel.hold_worker(2, 0)
+    """)
+
+
+def test_torch_drop_in_runs_on_torchs_threads():
+    """Inside PyTorch the kernel runs on torch's own OpenMP threads: after a
+    torch operator on 2 threads has started torch's worker, a 2-thread
+    forward and backward of every drop-in starts no thread of fusedrnn's,
+    and gives the 1-thread bits."""
+    pytest.importorskip("torch")
+    out = run_script("""
+        import torch
+        import fusedrnn.torch
+        assert fusedrnn.torch.OPENMP, "torch's OpenMP runtime was not found"
+        torch.set_num_threads(2)
+        torch.ones(512, 512) @ torch.ones(512, 512)    # torch's OpenMP worker
+        before = threads_now()
+
+        def train(cls, threads):
+            torch.set_num_threads(threads)
+            torch.manual_seed(0)
+            layer = cls(64, 256)
+            x = torch.randn(40, 16, 64, requires_grad=True)
+            y, _ = layer(x)
+            y.square().sum().backward()
+            return [t.detach().numpy().copy() for t in (y, x.grad, *(p.grad for p in layer.parameters()))]
+
+        for cls in (fusedrnn.torch.RNN, fusedrnn.torch.LSTM, fusedrnn.torch.GRU):
+            want = train(cls, 1)
+            assert same(train(cls, 2), want), f"{cls.__name__}: 2 threads differ from 1"
+        print(threads_now() - before)
+    """)
+    assert int(out.split()[-1]) == 0, "the drop-ins started threads of their own beside torch's"
