@@ -230,3 +230,33 @@ def test_bench_plot_writes_a_png(tmp_path, capsys, compare):
     path = tmp_path / "bench.png"
     assert _cli.main([*BENCH_QUICK, "--compare", *compare, "--plot", str(path)]) == 0
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def loop_rows(stdout):
+    """The in-loop table's rows: (cell, mode, threads, speed-up) of the
+    training steps and (threads, ratio) of the NumPy API after a matmul."""
+    steps, numpy = [], []
+    for words in map(str.split, stdout.splitlines()):
+        if len(words) == 7 and words[0] in CELLS and words[1] in ("eager", "compiled"):
+            steps.append((words[0], words[1], int(words[2]), words[5]))
+        elif len(words) == 4 and words[0].isdigit() and words[3].endswith("x"):
+            numpy.append((int(words[0]), words[3]))
+    return steps, numpy
+
+
+def test_bench_loop_cases(capsys):
+    """--cases loop: the drop-ins in a training step against torch.nn, each
+    cell, eager and compiled, 1 and 2 threads (with torch), and the NumPy
+    API after a matmul; no kernel table."""
+    compare = ["torch-compiled"] if importlib.util.find_spec("torch") else []
+    assert _cli.main(["bench", "--quick", "--cases", "loop", "--threads", "1", "2",
+                      "--compare", *compare]) == 0
+    out = capsys.readouterr().out
+    steps, numpy = loop_rows(out)
+    assert not bench_rows(out)
+    if compare:
+        assert [row[:3] for row in steps] == [(cell, mode, n) for cell in CELLS
+                                              for mode in ("eager", "compiled") for n in (1, 2)]
+        assert all(row[3].endswith("x") for row in steps)
+        assert out.count("2-thread / 1-thread") == 6
+    assert [n for n, _ in numpy] == [1, 2]

@@ -20,7 +20,7 @@ import numpy as np
 
 import fusedrnn  # the public namespace is what is timed (a test may replace its functions)
 
-from . import _peers, reference
+from . import _blas, _engine, _peers, reference
 from ._types import GRUGrads, LSTMGrads, RNNGrads
 
 # The standard shapes (docs/design.md, README "Benchmarks"): T, B, D, H.
@@ -174,6 +174,19 @@ class _Reusing:
         return call
 
 
+class _Serial:
+    """A module whose functions run with NumPy's BLAS on one thread (the
+    reference: fusedrnn._blas says why)."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __getattr__(self, name):
+        call = _blas.serially(getattr(self.module, name))
+        setattr(self, name, call)
+        return call
+
+
 def _numpy_peer(impl, cell, p):
     """fusedrnn's NumPy API and fusedrnn.reference, which spell their
     functions the same: impl() is what each mode's run calls, its own."""
@@ -274,7 +287,7 @@ def _outside_peer(name, cell, p):
 
 PEERS = {
     "fusedrnn": partial(_numpy_peer, _Reusing),
-    "reference": partial(_numpy_peer, lambda: reference),
+    "reference": partial(_numpy_peer, lambda: _Serial(reference)),
     "fusedrnn.torch": partial(_torch_peer, "fusedrnn.torch"),
     "torch": partial(_torch_peer, "torch.nn"),
     "fusedrnn.torch-compiled": partial(_torch_peer, "fusedrnn.torch", compiled=True),
@@ -341,6 +354,7 @@ def num_threads(n):
         modules.append(sys.modules["torch"])
     modules += _peers.loaded()
     previous = [m.get_num_threads() for m in modules]
+    chosen = _engine.num_threads_chosen()   # whether fusedrnn.torch follows torch's count
     for m in modules:
         m.set_num_threads(n)
     try:
@@ -348,6 +362,7 @@ def num_threads(n):
     finally:
         for m, count in zip(modules, previous):
             m.set_num_threads(count)
+        _engine._chosen = chosen
 
 
 # --- timing -----------------------------------------------------------------

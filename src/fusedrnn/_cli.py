@@ -18,7 +18,7 @@ import numpy as np
 
 import fusedrnn  # the public namespace is what is checked and reported
 
-from . import _peers, reference
+from . import _blas, _inloop, _peers, reference
 from ._bench import CELLS, DROP_INS, FULL, MODES, OUTSIDE, PEERS, QUICK, RIVALS, SEQUENCES, \
     SHAPES, baseline, disagreements, flops, median_seconds, num_threads, problem
 
@@ -98,6 +98,14 @@ def _parser():
                             "missing, fails or disagrees is reported in its column and a "
                             "note, and does not stop the run or change the exit status; "
                             "with any of them the table has a 'vs best peer' column")
+    bench.add_argument("--cases", choices=("kernel", "loop", "all"), default="kernel",
+                       help="kernel: the table of shapes above, each library alone in its "
+                            "process (the default); loop: fusedrnn where users run it, beside "
+                            "other libraries' threads: the drop-ins inside a PyTorch training "
+                            "step against torch.nn (the loop of examples/torch_dropin.py; "
+                            "with torch-compiled in --compare, both compiled too), and the "
+                            "NumPy API right after a NumPy matmul against the same call "
+                            "alone; all: both")
     bench.add_argument("--plot", type=_plot_file, metavar="FILE",
                        help="write a PNG bar chart of GFLOP/s, peak marked (needs matplotlib)")
     # SUPPRESS: without --quick here, `python -m fusedrnn --quick bench`
@@ -143,7 +151,9 @@ def _report(args):
     print(f"ISA      {fusedrnn.get_isa()} (available: {', '.join(fusedrnn.available_isas())})")
     print(f"threads  {fusedrnn.get_num_threads()}")
     print()
-    if not _check():
+    with _blas.serial():   # the reference, before fusedrnn's timed runs
+        checked = _check()
+    if not checked:
         return 1  # timings of a wrong kernel mean nothing
     if not args.no_bench:
         print()
@@ -212,12 +222,75 @@ def _bench_command(args):
     compare = [drop_in for impl, drop_in in DROP_INS.items() if impl in compare] + list(compare)
     threads = args.threads or list(dict.fromkeys([1, fusedrnn.get_num_threads()]))
     print(f"fusedrnn {fusedrnn.__version__}, ISA {fusedrnn.get_isa()}")
-    rows = _time_table({cell: args.shapes for cell in args.cell}, args.seq, args.dtype, threads,
-                       compare, QUICK if args.quick else FULL)
-    if args.plot:
+    rows = []
+    if args.cases != "loop":
+        rows = _time_table({cell: args.shapes for cell in args.cell}, args.seq, args.dtype,
+                           threads, compare, QUICK if args.quick else FULL)
+    if args.plot and rows:
         _plot(args.plot, rows)
         print(f"plot written to {args.plot}")
-    return 0 if all(row.agrees for row in rows) else 1
+    agrees = all(row.agrees for row in rows)
+    if args.cases != "kernel":
+        agrees &= _loop_table(args.cell, threads, "torch-compiled" in compare, args.quick)
+    return 0 if agrees else 1
+
+
+def _loop_table(cells, threads, compiled, quick):
+    """The in-loop cases (fusedrnn._inloop), printed as they are measured;
+    False if a drop-in's losses drift from torch.nn's."""
+    print("\nin the loop: fusedrnn beside other libraries' threads, default settings but "
+          "the thread count (torch's and fusedrnn's both the row's)")
+    agrees = True
+    if _importable("torch"):
+        import torch
+        sizes = _inloop.LOOP_QUICK if quick else _inloop.LOOP_SIZES
+        steps, warmup = (3, 1) if quick else (40, 5)
+        print(f"PyTorch training step (examples/torch_dropin.py's loop): embedding "
+              f"{sizes['embedding']}, the layer of {sizes['hidden']} units, linear, "
+              f"cross-entropy, backward, clipping, Adam; batches of {sizes['batch']} x "
+              f"{sizes['length']}; the two take turns a step each, {steps} timed after "
+              f"{warmup}; median steps/s; torch {torch.__version__}")
+        modes = {"eager": None}
+        if compiled:
+            modes["compiled"] = "aot_eager" if quick else "inductor"
+        print(f"{'cell':4}  {'mode':8}  {'threads':>7}  {'torch.nn':>10}  "
+              f"{'fusedrnn.torch':>14}  {'speed-up':>8}  {'loss gap':>8}")
+        for cell in cells:
+            for mode, backend in modes.items():
+                speed = {}
+                for n in threads:
+                    with num_threads(n):
+                        speeds, gap = _inloop.training_speeds(cell, steps, warmup, sizes, backend)
+                    speed[n] = speeds["fusedrnn.torch"]
+                    print(f"{cell:4}  {mode:8}  {n:>7}  {speeds['torch.nn']:10.1f}  "
+                          f"{speeds['fusedrnn.torch']:14.1f}  "
+                          f"{speeds['fusedrnn.torch'] / speeds['torch.nn']:7.2f}x  {gap:8.1e}",
+                          flush=True)
+                    # float32 sums in another order: they agree to rounding, not to the bit
+                    agrees &= gap < 1e-3
+                if len(speed) > 1:
+                    print(f"      fusedrnn.torch's {max(speed)}-thread / 1-thread: "
+                          f"{speed[max(speed)] / speed[min(speed)]:.2f}x")
+    else:
+        print("PyTorch training step: torch is not installed")
+    shape = _inloop.NUMPY_QUICK if quick else _inloop.NUMPY_SHAPE
+    print(f"NumPy API: lstm forward+backward, T,B,D,H {','.join(map(str, shape))}, alone "
+          f"(0.2 s after any BLAS call) and right after a float64 256 x 256 matmul on NumPy's "
+          f"BLAS ({_blas_name()}); median ms")
+    print(f"{'threads':>7}  {'alone':>8}  {'after matmul':>12}  {'ratio':>6}")
+    for n in threads:
+        with num_threads(n):
+            alone, after = _inloop.numpy_after_blas(2 if quick else 15, shape)
+        print(f"{n:>7}  {alone * 1e3:8.2f}  {after * 1e3:12.2f}  {after / alone:5.2f}x",
+              flush=True)
+    return agrees
+
+
+def _blas_name():
+    """NumPy's BLAS and its thread count, as threadpoolctl reports them."""
+    info = [i for i in _blas.info() if i.get("user_api") == "blas"]
+    return ", ".join(f"{i['internal_api']} {i.get('version')}, {i['num_threads']} threads"
+                     for i in info) or "unknown"
 
 
 class _Row(NamedTuple):
@@ -300,7 +373,8 @@ def _time_table(cells, seqs, dtypes, threads, compare, repeats):
               "lengths, enforce_sorted=False), packed inside the timed call; fusedrnn takes "
               "the lengths")
     if "reference" in compare:
-        print("reference: fusedrnn.reference, NumPy in float64, on NumPy's own BLAS threads")
+        print("reference: fusedrnn.reference, NumPy in float64, on one BLAS thread (OpenBLAS's "
+              "threads spin for 0.1 s after a call, on the cores fusedrnn's next run needs)")
     missing = {}  # outside peer -> why it cannot run here
     for impl in outside:
         try:

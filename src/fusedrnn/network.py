@@ -14,6 +14,7 @@ through the log of a rounded probability.
 
 import numpy as np
 
+from . import _blas
 from ._checks import positive_int
 from .layers import LAYERS, _array, _Parameters
 
@@ -176,7 +177,8 @@ class ElmanRNN(_Parameters):
         # keeps its weights. b_y is not needed: z, kept below, holds it.
         w_hy = self.params["weight_hy"].copy()
         rows = h.reshape(-1, h.shape[-1])  # [T*B, dirs*H]: one GEMM for every step
-        z = rows @ w_hy.T
+        with _blas.serial():   # none of BLAS's threads left spinning on the kernel's cores
+            z = rows @ w_hy.T
         if self.rnn.bias:
             z += self.params["bias_hy"]
         z = z.reshape(h.shape[:2] + (self.output_size,))
@@ -263,10 +265,11 @@ class ElmanRNN(_Parameters):
             dz = OUTPUT_ACTIVATIONS[self.output_activation][1](y, _array("dy", dy, y.shape,
                                                                          self.dtype))
         dz_rows = dz.reshape(-1, self.output_size)  # [T*B, O]
-        grads = {"weight_hy": dz_rows.T @ h.reshape(-1, h.shape[-1])}
+        with _blas.serial():
+            grads = {"weight_hy": dz_rows.T @ h.reshape(-1, h.shape[-1])}
+            dh = (dz_rows @ w_hy).reshape(h.shape)
         if self.rnn.bias:
             grads["bias_hy"] = dz_rows.sum(axis=0)
-        dh = (dz_rows @ w_hy).reshape(h.shape)
         dx, dh0 = self.rnn.backward(dh, dh_n)
         self.grads = {**self.rnn.grads, **grads}
         return dx, dh0
