@@ -1,4 +1,4 @@
-"""NumPy's BLAS around fusedrnn's own NumPy work (docs/design.md §15).
+"""NumPy's BLAS around fusedrnn's own NumPy work (docs/design.md §8).
 
 After a multi-thread call OpenBLAS's threads spin for about 0.1 s waiting for
 the next one, each on a core: a fusedrnn call in that time shares those cores

@@ -1,6 +1,6 @@
 """The bench's in-loop cases (`python -m fusedrnn bench --cases loop`):
 fusedrnn where users run it, beside another library's threads, rather than
-alone in its process (docs/design.md §15).
+alone in its process (docs/design.md §8).
 
 - A PyTorch training step, the loop of examples/torch_dropin.py: embedding,
   the recurrent layer, linear, cross-entropy, backward, gradient clipping,

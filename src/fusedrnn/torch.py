@@ -21,7 +21,7 @@ unless fusedrnn's was chosen (`fusedrnn.set_num_threads`,
 `FUSEDRNN_NUM_THREADS`), and when torch runs on OpenMP they run on torch's
 own OpenMP threads: after each of torch's operators those spin for a few
 milliseconds waiting for the next, and a pool of fusedrnn's own would have
-to fight them for the cores (docs/design.md §15).
+to fight them for the cores (docs/design.md §8).
 
 Importing this module imports torch and registers the operators; it changes
 no torch setting. `import fusedrnn` alone does not import torch.
