@@ -374,3 +374,25 @@ def test_torch_drop_in_runs_on_torchs_threads():
         print(threads_now() - before)
     """)
     assert int(out.split()[-1]) == 0, "the drop-ins started threads of their own beside torch's"
+
+
+def test_drop_ins_follow_torchs_thread_count_until_fusedrnn_sets_one():
+    """fusedrnn.torch's calls take torch.get_num_threads() while fusedrnn's
+    count is its default; FUSEDRNN_NUM_THREADS or set_num_threads wins."""
+    pytest.importorskip("torch")
+    out = run_script("""
+        import torch
+        import fusedrnn.torch
+        torch.set_num_threads(1)
+        first = fusedrnn.torch._threads()
+        torch.set_num_threads(2)
+        second = fusedrnn.torch._threads()
+        fusedrnn.set_num_threads(3)
+        print(first, second, fusedrnn.torch._threads())
+    """)
+    assert out.split() == ["1", "2", "None"]   # None: fusedrnn's own count, 3
+    env = dict(os.environ, FUSEDRNN_NUM_THREADS="1")
+    code = "import fusedrnn.torch; print(fusedrnn.torch._threads(), fusedrnn.get_num_threads())"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=TIMEOUT)
+    assert result.stdout.split() == ["None", "1"], result.stderr
