@@ -174,16 +174,15 @@ static void SFX(gemm_slice)(void *arg, int tid, int n)
 {
     SFX(gemm_job) *g = arg;
     const int by_columns = g->N >= g->M;
-    int64_t piece, lo, hi;
+    const int64_t count = by_columns ? g->N : g->M, unit = by_columns ? g->u->nr : g->u->mr;
+    int64_t lo, hi;
     (void)n;
-    while ((piece = team_claim(&g->next, g->pieces)) >= 0) {
+    while (team_take(&g->next, g->pieces, count, unit, &lo, &hi)) {
         if (by_columns) {
-            team_share(g->N, g->u->nr, (int)piece, (int)g->pieces, &lo, &hi);
             SFX(view) B = {g->B.p + lo * g->B.cs, g->B.rs, g->B.cs};
             SFX(gemm)(g->u, g->M, hi - lo, g->K, g->A, B, g->keep, g->C + lo, g->ldc,
                       g->accumulate, g->bias ? g->bias + lo : NULL, &g->slabs[tid], NULL);
         } else {
-            team_share(g->M, g->u->mr, (int)piece, (int)g->pieces, &lo, &hi);
             SFX(view) A = {g->A.p + lo * g->A.rs, g->A.rs, g->A.cs};
             SFX(gemm)(g->u, hi - lo, g->N, g->K, A, g->B, g->keep, g->C + lo * g->ldc, g->ldc,
                       g->accumulate, g->bias, &g->slabs[tid], NULL);

@@ -30,7 +30,7 @@ void fp_leave(fp_mode mode);
  * returns when every member that ran is done. A member may never run (the
  * pool in use by another call, a worker the OS has not scheduled, an OpenMP
  * runtime that gives fewer threads): fn splits its work into fixed pieces
- * that members claim (team_claim, or a claim of its own), so that the
+ * that members claim (team_take, or a claim of its own), so that the
  * members that do run take every piece, tid and n only saying where a
  * member starts. Pieces are output tiles, never parts of a reduction:
  * results must not depend on who computes which. */
@@ -49,14 +49,6 @@ typedef struct {
 void counter_add(team_counter *c, unsigned k);
 void counter_await(team_counter *c, unsigned target);
 
-/* The next of `count` pieces, or -1 when all are taken. */
-static inline int64_t team_claim(atomic_llong *next, int64_t count)
-{
-    int64_t i = atomic_fetch_add_explicit(next, 1, memory_order_relaxed);
-    return i < count ? i : -1;
-}
-
-
 /* [begin, end) of `count` items for thread tid of n, in whole multiples of `unit`. */
 static inline void team_share(int64_t count, int64_t unit, int tid, int n,
                               int64_t *begin, int64_t *end)
@@ -65,6 +57,19 @@ static inline void team_share(int64_t count, int64_t unit, int tid, int n,
     *begin = units * tid / n * unit;
     *end = units * (tid + 1) / n * unit;
     *end = *end < count ? *end : count;
+}
+
+/* A job of `pieces` pieces over `count` items, in whole multiples of
+ * `unit`: the next piece not yet claimed, [begin, end), or 0 when every
+ * piece is taken. */
+static inline int team_take(atomic_llong *next, int64_t pieces, int64_t count, int64_t unit,
+                            int64_t *begin, int64_t *end)
+{
+    int64_t piece = atomic_fetch_add_explicit(next, 1, memory_order_relaxed);
+    if (piece >= pieces)
+        return 0;
+    team_share(count, unit, (int)piece, (int)pieces, begin, end);
+    return 1;
 }
 
 /* Workspace carving. The same layout code runs twice: with base == NULL to

@@ -39,7 +39,7 @@ static int team_size(const fusedrnn_problem *p)
 }
 
 /* Threads for a phase of `work` multiply-adds: one per `grain` of them (a
- * thread's share must outweigh the cost of waking it and of the barriers),
+ * thread's share must outweigh the cost of waking it and of the waits),
  * at most the call's allowance. */
 static int threads_for(const fusedrnn_problem *p, double work, double grain)
 {
@@ -52,9 +52,12 @@ static int threads_for(const fusedrnn_problem *p, double work, double grain)
  * per thread, so that a member that runs late or never leaves pieces for
  * the others to take, not one slice that all wait for; one when a single
  * thread runs it. */
+#define PIECES_PER_THREAD 4
+#define TILES_MAX (PIECES_PER_THREAD * FUSEDRNN_MAX_THREADS)   /* the time loop's, at most */
+
 static int64_t pieces_for(int64_t units, int threads)
 {
-    int64_t most = threads > 1 ? 4 * (int64_t)threads : 1;
+    int64_t most = threads > 1 ? PIECES_PER_THREAD * (int64_t)threads : 1;
     return units < most ? units : most;
 }
 

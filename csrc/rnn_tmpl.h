@@ -221,11 +221,9 @@ typedef struct {
 static void SFX(sums_slice)(void *arg, int tid, int n)
 {
     SFX(sums_job) *s = arg;
-    const int64_t line = 64 / (int64_t)sizeof(REAL);
-    int64_t piece, lo, hi;
+    int64_t lo, hi;
     (void)tid, (void)n;
-    while ((piece = team_claim(&s->next, s->pieces)) >= 0) {
-        team_share(s->n, line, (int)piece, (int)s->pieces, &lo, &hi);
+    while (team_take(&s->next, s->pieces, s->n, 64 / (int64_t)sizeof(REAL), &lo, &hi)) {
         SFX(zero)(s->dst + lo, hi - lo);
         for (int64_t i = 0; i < s->rows; i++)
             for (int64_t j = lo; j < hi; j++)
@@ -369,8 +367,9 @@ static void SFX(list_rows)(const SFX(run) *r)
 }
 
 /* The input side, gates = x W_ih^T + b, of the chunk of steps from step s,
- * on this thread's columns of every gate: no other thread reads them, so
- * no barrier is needed, and they are still in cache when the steps come. */
+ * on one tile's columns of every gate: only that tile reads them, so no
+ * other member waits for them, and they are still in cache when its steps
+ * come. */
 static void SFX(input_chunk)(const SFX(run) *r, int tid, int64_t j0, int64_t j1, int64_t s)
 {
     const fusedrnn_problem *p = r->p;
@@ -471,7 +470,6 @@ static void SFX(pack_w_hh)(const SFX(run) *r, int64_t j0, int64_t j1)
 
 /* The recurrence's pieces: tiles of whole panels of the hidden columns,
  * every gate of them, each claimed for one step at a time. */
-#define TILES_MAX (4 * FUSEDRNN_MAX_THREADS)
 typedef struct {
     const SFX(run) *r;
     int64_t tiles;
@@ -656,10 +654,9 @@ static void SFX(seed_slice)(void *arg, int tid, int n)
     SFX(seed_job) *s = arg;
     const SFX(run) *r = s->r;
     const int64_t H = r->p->H, ld = r->w->ldg;
-    int64_t piece, lo, hi;
+    int64_t lo, hi;
     (void)tid, (void)n;
-    while ((piece = team_claim(&s->next, s->pieces)) >= 0) {
-        team_share(r->p->T * r->p->B, 1, (int)piece, (int)s->pieces, &lo, &hi);
+    while (team_take(&s->next, s->pieces, r->p->T * r->p->B, 1, &lo, &hi)) {
         for (int64_t i = lo; i < hi; i++)
             if (r->dy)
                 SFX(copy)(r->w->dg + i * ld, r->dy + i * H, H);
