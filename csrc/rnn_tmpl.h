@@ -473,7 +473,9 @@ static void SFX(pack_w_hh)(const SFX(run) *r, int64_t j0, int64_t j1)
 typedef struct {
     const SFX(run) *r;
     int64_t tiles;
-    atomic_uint step[TILES_MAX];   /* the step each tile runs next */
+    /* the step each tile runs next, a cache line each: a member claims its
+     * own tiles without taking the line from the others */
+    struct { _Alignas(64) atomic_uint next; } step[TILES_MAX];
     team_counter done;             /* tiles finished, over all steps */
 } SFX(steps_job);
 
@@ -518,18 +520,21 @@ static void SFX(time_loop)(void *arg, int tid, int n)
         if (i >= T)
             break;
         const REAL *const *a = NULL;
+        unsigned ran = 0;
         for (int64_t q = 0; q < tiles; q++) {
             int64_t k = q < own ? home0 + q : tiles - 1 - (q - own);
             if (q >= own && k < home1)
                 k -= own;   /* past this member's own range */
             unsigned at = (unsigned)i;
-            if (!atomic_compare_exchange_strong(&job->step[k], &at, at + 1))
+            if (!atomic_compare_exchange_strong(&job->step[k].next, &at, at + 1))
                 continue;
             if (!a)   /* this member's rows of the step, once */
                 a = SFX(a_rows)(r, tid, &r->w->rows[i & 1]);
             SFX(run_tile)(r, tid, i, k, tiles, a);
-            counter_add(&job->done, 1);
+            ran++;
         }
+        if (ran)   /* once a step: the count is the one line all members share */
+            counter_add(&job->done, ran);
     }
 }
 
@@ -545,7 +550,7 @@ static void SFX(recurrence)(const SFX(run) *r)
     n = n < panels ? n : (int)panels;
     SFX(steps_job) job = {.r = r, .tiles = pieces_for(panels, n)};
     for (int64_t q = 0; q < job.tiles; q++)
-        atomic_init(&job.step[q], 0);
+        atomic_init(&job.step[q].next, 0);
     atomic_init(&job.done.value, 0);
     atomic_init(&job.done.sleepers, 0);
     SFX(fill_rows)(r, r->backward ? p->T - 1 : 0, 0);

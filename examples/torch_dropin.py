@@ -176,7 +176,10 @@ def main(argv=None):
 
     print(f"{len(text)} characters, {len(chars)} distinct; {args.cell} of {hidden} units x "
           f"{args.layers}, batches of {batch} x {length} characters")
-    print(f"threads: torch {torch.get_num_threads()}, fusedrnn {fusedrnn.get_num_threads()}; "
+    # Unless --threads set it, the drop-in takes torch's thread count.
+    fused_threads = fusedrnn.get_num_threads() if threads else torch.get_num_threads()
+    where = "torch's OpenMP threads" if fusedrnn.torch.OPENMP else "its own threads"
+    print(f"threads: torch {torch.get_num_threads()}, fusedrnn {fused_threads} (on {where}); "
           f"torch {torch.__version__}" + ("" if args.no_compile else f", backend {backend}"))
 
     # Warm-up, one run after another: each compiled run compiles here, at
