@@ -362,7 +362,7 @@ def num_threads(n):
     finally:
         for m, count in zip(modules, previous):
             m.set_num_threads(count)
-        _engine._chosen = chosen
+        _engine.restore_num_threads(previous[0], chosen)
 
 
 # --- timing -----------------------------------------------------------------

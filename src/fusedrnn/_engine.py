@@ -139,3 +139,9 @@ def get_num_threads():
 def num_threads_chosen():
     """True once FUSEDRNN_NUM_THREADS or set_num_threads has set the count."""
     return _chosen
+
+
+def restore_num_threads(n, chosen):
+    """Put back a count and whether it was chosen, as read before a change."""
+    global _num_threads, _chosen
+    _num_threads, _chosen = n, chosen

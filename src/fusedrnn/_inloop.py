@@ -62,7 +62,7 @@ def _models(torch, cell, sizes, compiled):
             model = torch.compile(model, backend=compiled)
 
         def step(x, y, model=model, optimizer=optimizer, impl=impl):
-            patch = torch._dynamo.config.patch(allow_rnn=compiled and impl != "torch.nn")
+            patch = torch._dynamo.config.patch(allow_rnn=bool(compiled) and impl != "torch.nn")
             with patch:
                 logits = model(x)
                 loss = nn.functional.cross_entropy(logits.reshape(-1, sizes["vocab"]),
