@@ -548,7 +548,11 @@ static void SFX(recurrence)(const SFX(run) *r)
     int64_t k = r->backward || r->cell->fused ? p->H : p->H + p->D;
     int n = threads_for(p, (double)p->B * r->cell->gates * p->H * k, 1 << 15);
     n = n < panels ? n : (int)panels;
-    SFX(steps_job) job = {.r = r, .tiles = pieces_for(panels, n)};
+    /* Fields set one by one: an initializer would clear all TILES_MAX lines
+     * of `step` (16 KB) on every call, for the few tiles a call has. */
+    SFX(steps_job) job;
+    job.r = r;
+    job.tiles = pieces_for(panels, n);
     for (int64_t q = 0; q < job.tiles; q++)
         atomic_init(&job.step[q].next, 0);
     atomic_init(&job.done.value, 0);

@@ -23,6 +23,8 @@ import numpy as np
 
 import fusedrnn
 
+from . import _bench
+
 CELL_CLASSES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 # The example's model and batches: 64 symbols, embedding 64, 256 units,
 # batches of 16 sequences of 64 steps.
@@ -99,22 +101,17 @@ def training_speeds(cell, steps, warmup, sizes, compiled=None):
 
 
 def numpy_after_blas(repeats, shape):
-    """Median seconds of an LSTM forward+backward through the NumPy API:
-    alone (0.2 s after any BLAS call, past OpenBLAS's spinning), and right
-    after a float64 matmul of 256 x 256, taken in turns."""
-    T, B, D, H = shape
+    """Median seconds of an LSTM forward+backward through the NumPy API (the
+    bench's run of it: a training forward, then the backward with its
+    reserve): alone (0.2 s after any BLAS call, past OpenBLAS's spinning),
+    and right after a float64 matmul of 256 x 256, taken in turns."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((T, B, D)).astype(np.float32)
-    w_ih = (rng.standard_normal((4 * H, D)) / np.sqrt(D)).astype(np.float32)
-    w_hh = (rng.standard_normal((4 * H, H)) / np.sqrt(H)).astype(np.float32)
-    b = np.zeros(4 * H, np.float32)
-    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    p = _bench.problem(shape, np.float32, rng, "lstm")
     a = rng.standard_normal((256, 256))
 
     def call():
         start = time.perf_counter()
-        out = fusedrnn.lstm_forward(x, None, None, w_ih, w_hh, b, b, training=True)
-        fusedrnn.lstm_backward(x, None, None, w_ih, w_hh, b, b, out.y, out.reserve, dy)
+        _bench.CELLS["lstm"].run(fusedrnn, p, True)
         return time.perf_counter() - start
 
     call()   # the workspaces and workers exist
