@@ -63,6 +63,7 @@ static int64_t pieces_for(int64_t units, int threads)
 
 /* A cell is data: the driver's one forward and one backward serve all three. */
 typedef struct {
+    fusedrnn_cell_info info;   /* what bindings see */
     int gates;    /* G: the gate blocks of the weights' rows */
     int has_c;    /* carries a cell state c next to h (LSTM) */
     int split;    /* the last gate's recurrent product is kept apart, since
@@ -72,18 +73,23 @@ typedef struct {
                      no gates buffer, no reserve, no cell kernel */
 } cell_desc;
 
-static const cell_desc CELLS[] = {
-    [FUSEDRNN_RNN] = {1, 0, 0, 1},
-    [FUSEDRNN_LSTM] = {4, 1, 0, 0},
-    [FUSEDRNN_GRU] = {3, 0, 1, 0},
+static const cell_desc CELLS[FUSEDRNN_CELL_COUNT] = {
+    [FUSEDRNN_RNN] = {{"RNN", 1, 0, 1, 0, 0}, 1, 0, 0, 1},
+    [FUSEDRNN_LSTM] = {{"LSTM", 4, 1, 0, 5, 0}, 4, 1, 0, 0},
+    [FUSEDRNN_GRU] = {{"GRU", 3, 0, 0, 4, 1}, 3, 0, 1, 0},
 };
 
 static int known_cell(fusedrnn_cell cell)
 {
-    return cell == FUSEDRNN_RNN || cell == FUSEDRNN_LSTM || cell == FUSEDRNN_GRU;
+    return (unsigned)cell < FUSEDRNN_CELL_COUNT;
 }
 
 int fusedrnn_gates(fusedrnn_cell cell) { return known_cell(cell) ? CELLS[cell].gates : 0; }
+
+const fusedrnn_cell_info *fusedrnn_cell_describe(fusedrnn_cell cell)
+{
+    return known_cell(cell) ? &CELLS[cell].info : NULL;
+}
 
 /* Gated cells keep a state beside the gates, c_t (LSTM) or W_hn h_{t-1} +
  * b_hn (GRU): per step in the reserve, per sequence or row in inference. */

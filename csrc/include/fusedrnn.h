@@ -130,6 +130,24 @@ typedef struct {
 /* The number of gates of a cell (1, 4, 3), or 0 for an unknown one. */
 int fusedrnn_gates(fusedrnn_cell cell);
 
+/* What a cell is, for a binding to build its tables from rather than know
+ * each cell by its number. */
+typedef struct {
+    const char *name;       /* "RNN", "LSTM", "GRU" */
+    int gates;              /* G: the gate blocks of the weights' rows */
+    int has_c;              /* a cell state c beside h: c0, c_n, dc_n, dc0 are used */
+    int has_act;            /* reads fusedrnn_problem.act (the RNN's nonlinearity) */
+    int reserve_rows;       /* the reserve per (t, b) row, in rows of H elements:
+                               0 (the cell needs none) or G + 1 */
+    int bias_grads_differ;  /* db_ih and db_hh differ (else they are equal) */
+} fusedrnn_cell_info;
+
+/* Cells are numbered from 0 to FUSEDRNN_CELL_COUNT - 1. */
+#define FUSEDRNN_CELL_COUNT 3
+
+/* The description of `cell`, or NULL for a value that names no cell. */
+const fusedrnn_cell_info *fusedrnn_cell_describe(fusedrnn_cell cell);
+
 /* Sizes in bytes, 0 on an invalid problem or when the size overflows; the
  * RNN's reserve is 0 (it has none), and so is an empty problem's (T, B or H
  * 0). A gated cell's reserve is exactly T*B*(G+1)*H elements of its dtype

@@ -68,6 +68,17 @@ cdef extern from "fusedrnn.h" nogil:
         void *db_hh
 
     int fusedrnn_gates(fusedrnn_cell cell)
+
+    ctypedef struct fusedrnn_cell_info:
+        const char *name
+        int gates
+        int has_c
+        int has_act
+        int reserve_rows
+        int bias_grads_differ
+
+    int FUSEDRNN_CELL_COUNT
+    const fusedrnn_cell_info *fusedrnn_cell_describe(fusedrnn_cell cell)
     size_t fusedrnn_forward_workspace(const fusedrnn_problem *p)
     size_t fusedrnn_backward_workspace(const fusedrnn_problem *p)
     size_t fusedrnn_reserve_size(const fusedrnn_problem *p)

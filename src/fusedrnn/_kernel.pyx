@@ -46,6 +46,20 @@ def gates(int cell):
     return fusedrnn_gates(<fusedrnn_cell>cell)
 
 
+def cell_table():
+    """Every cell the kernel knows, by number: a dict of its description
+    (fusedrnn_cell_info's fields) each."""
+    cdef const fusedrnn_cell_info *c
+    table = []
+    for cell in range(FUSEDRNN_CELL_COUNT):
+        c = fusedrnn_cell_describe(<fusedrnn_cell>cell)
+        table.append({"id": cell, "name": c.name.decode(), "gates": c.gates,
+                      "has_c": bool(c.has_c), "has_act": bool(c.has_act),
+                      "reserve_rows": c.reserve_rows,
+                      "bias_grads_differ": bool(c.bias_grads_differ)})
+    return table
+
+
 cdef fusedrnn_problem problem(tuple prob):
     """prob = (cell, act, T, B, D, H, reverse, batch_first, threads, training, dtype)."""
     cdef fusedrnn_problem p

@@ -455,8 +455,19 @@ static void error_cases(void)
      * and the reserve only the gated cells have and need. */
     CHECK(fusedrnn_gates(FUSEDRNN_RNN) == 1 && fusedrnn_gates(FUSEDRNN_LSTM) == 4 &&
               fusedrnn_gates(FUSEDRNN_GRU) == 3, "gate counts not 1, 4, 3");
-    p = ok, p.cell = (fusedrnn_cell)3;
-    CHECK(fusedrnn_gates(p.cell) == 0, "unknown cell: gates not 0");
+    for (int cell = 0; cell < FUSEDRNN_CELL_COUNT; cell++) {
+        const fusedrnn_cell_info *info = fusedrnn_cell_describe((fusedrnn_cell)cell);
+        CHECK(info && info->name && info->gates == fusedrnn_gates((fusedrnn_cell)cell) &&
+                  (info->reserve_rows == 0 || info->reserve_rows == info->gates + 1),
+              "cell %d: its description disagrees with its gates", cell);
+    }
+    CHECK(fusedrnn_cell_describe(FUSEDRNN_LSTM)->has_c &&
+              !fusedrnn_cell_describe(FUSEDRNN_GRU)->has_c &&
+              fusedrnn_cell_describe(FUSEDRNN_RNN)->reserve_rows == 0,
+          "the cells' descriptions do not say which has c and which a reserve");
+    p = ok, p.cell = (fusedrnn_cell)FUSEDRNN_CELL_COUNT;
+    CHECK(fusedrnn_gates(p.cell) == 0 && fusedrnn_cell_describe(p.cell) == NULL,
+          "unknown cell: gates not 0 or described");
     CHECK(fusedrnn_forward_workspace(&p) == 0 && fusedrnn_backward_workspace(&p) == 0 &&
               fusedrnn_reserve_size(&p) == 0, "unknown cell: a size query not 0");
     CHECK(fusedrnn_forward(&p, &none, &nothing, ws, sizeof ws) ==
