@@ -1,20 +1,20 @@
 /* The GEMM engine and the step loop, portable C over the micro-kernel table.
- * Included once per dtype by rnn.c, with REAL and SFX(name) defined.
+ * Part of the drivers' body (rnn_tmpl.h), once per storage type.
  *
  * Operands are strided views: element (i,k) of A is A[i*rsa + k*csa], so a
  * transposed operand is just swapped strides and is never copied except into
  * the packed panels. */
 
-static inline int64_t SFX(min64)(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* libc's copies are vectorised for whatever CPU runs them; all-zero bits are 0.0. */
-static void SFX(zero)(REAL *v, int64_t n)
+static void zero(REAL *v, int64_t n)
 {
     if (n > 0)
         memset(v, 0, (size_t)n * sizeof(REAL));
 }
 
-static void SFX(copy)(REAL *dst, const REAL *src, int64_t n)
+static void copy(REAL *dst, const REAL *src, int64_t n)
 {
     if (n > 0)
         memcpy(dst, src, (size_t)n * sizeof(REAL));
@@ -26,7 +26,7 @@ static void SFX(copy)(REAL *dst, const REAL *src, int64_t n)
  * through the transpose kernel. Rows p with keep[p] == 0 are packed as
  * zeros (keep NULL: every row): padding that must never reach a product,
  * since 0 * NaN is NaN. */
-static void SFX(pack_b)(const SFX(ukr) *u, int64_t k, int64_t n,
+static void pack_b(const ukr *u, int64_t k, int64_t n,
                         const REAL *B, int64_t rsb, int64_t csb, const unsigned char *keep,
                         REAL *Bp, size_t cap)
 {
@@ -34,7 +34,7 @@ static void SFX(pack_b)(const SFX(ukr) *u, int64_t k, int64_t n,
     FUSEDRNN_ASSERT((size_t)(k * ((n + nr - 1) / nr * nr)) <= cap);
     FUSEDRNN_ASSERT(!keep || csb == 1);
     for (int64_t j0 = 0; j0 < n; j0 += nr, Bp += k * nr) {
-        int64_t w = SFX(min64)(nr, n - j0);
+        int64_t w = min64(nr, n - j0);
         if (csb == 1)
             for (int64_t p = 0; p < k; p++) {
                 REAL *dst = Bp + p * nr;
@@ -57,7 +57,7 @@ static void SFX(pack_b)(const SFX(ukr) *u, int64_t k, int64_t n,
 typedef struct {
     const REAL *p;
     int64_t rs, cs;   /* element (i,k) at p[i*rs + k*cs] */
-} SFX(view);
+} view;
 
 /* One thread's GEMM panels: a (a transposed A block, mc x kc) and b (a
  * packed kc x nc slab of B), with their sizes in elements, which every pack
@@ -65,7 +65,7 @@ typedef struct {
 typedef struct {
     REAL *a, *b;
     size_t a_cap, b_cap;
-} SFX(slabs);
+} slabs;
 
 /* One recurrent step or GEMM block over m rows and the columns [j0, j1):
  * c_rows[i][c_off + j] = epi(c_rows[i][c_off + j] + (a_rows Bp)[i][j]),
@@ -74,7 +74,7 @@ typedef struct {
  * while every row tile passes over it. Rows that fit one tile go to the
  * kernel with all their columns at once, which it covers several panels at
  * a time (batch 1 and 2). */
-static void SFX(step)(const SFX(ukr) *u, int64_t m, int64_t j0, int64_t j1, int64_t k,
+static void step(const ukr *u, int64_t m, int64_t j0, int64_t j1, int64_t k,
                       const REAL *const *a_rows, const REAL *Bp,
                       REAL *const *c_rows, int64_t c_off, const REAL *const *aux_rows,
                       epilogue epi)
@@ -88,7 +88,7 @@ static void SFX(step)(const SFX(ukr) *u, int64_t m, int64_t j0, int64_t j1, int6
         for (int64_t i = 0; i < m; i += u->mr)
             u->step(k, a_rows + i, Bp + j * k, c_rows + i,
                     aux_rows ? aux_rows + i : NULL, c_off + j,
-                    SFX(min64)(u->mr, m - i), SFX(min64)(u->nr, j1 - j), epi);
+                    min64(u->mr, m - i), min64(u->nr, j1 - j), epi);
 }
 
 /* C[M,N] = A[M,K] B[K,N] (+ bias[N] in every row, if given), or C += A B;
@@ -110,12 +110,12 @@ typedef struct {
     const REAL *const *a;
     REAL *const *c;
     int64_t c_col;
-} SFX(row_lists);
+} row_lists;
 
-static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
-                      SFX(view) A, SFX(view) B, const unsigned char *keep,
+static void gemm(const ukr *u, int64_t M, int64_t N, int64_t K,
+                      view A, view B, const unsigned char *keep,
                       REAL *C, int64_t ldc, int accumulate, const REAL *bias,
-                      const SFX(slabs) *s, const SFX(row_lists) *lists)
+                      const slabs *s, const row_lists *lists)
 {
     const REAL *a_rows[FUSEDRNN_MC_MAX], *bias_rows[FUSEDRNN_MC_MAX];
     REAL *c_rows[FUSEDRNN_MC_MAX];
@@ -125,14 +125,14 @@ static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
             for (int64_t j = 0; j < N; j++)
                 C_ROW(i)[j] = bias ? bias[j] : 0;
     for (int64_t jc = 0; jc < N; jc += u->nc) {
-        int64_t nc = SFX(min64)(u->nc, N - jc);
+        int64_t nc = min64(u->nc, N - jc);
         for (int64_t pc = 0; pc < K; pc += u->kc) {
-            int64_t kc = SFX(min64)(u->kc, K - pc);
+            int64_t kc = min64(u->kc, K - pc);
             epilogue epi = accumulate || pc > 0 ? EPI_ACC : bias ? EPI_BIAS : EPI_SET;
-            SFX(pack_b)(u, kc, nc, B.p + pc * B.rs + jc * B.cs, B.rs, B.cs,
+            pack_b(u, kc, nc, B.p + pc * B.rs + jc * B.cs, B.rs, B.cs,
                         keep ? keep + pc : NULL, s->b, s->b_cap);
             for (int64_t ic = 0; ic < M; ic += u->mc) {
-                int64_t mc = SFX(min64)(u->mc, M - ic);
+                int64_t mc = min64(u->mc, M - ic);
                 const REAL *a = lists ? NULL : A.p + ic * A.rs + pc * A.cs;
                 FUSEDRNN_ASSERT((size_t)(mc * kc) <= s->a_cap);
                 for (int64_t i = 0; i < mc; i++) {
@@ -142,10 +142,10 @@ static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
                 }
                 if (lists || A.cs == 1)
                     for (int64_t i = 0; i < mc; i++)
-                        SFX(copy)(s->a + i * kc, lists ? lists->a[ic + i] + pc : a + i * A.rs, kc);
+                        copy(s->a + i * kc, lists ? lists->a[ic + i] + pc : a + i * A.rs, kc);
                 else   /* A transposed: its columns become rows */
                     u->transpose(kc, mc, a, A.cs, s->a, kc);
-                SFX(step)(u, mc, 0, nc, kc, a_rows, s->b, c_rows, 0,
+                step(u, mc, 0, nc, kc, a_rows, s->b, c_rows, 0,
                           epi == EPI_BIAS ? bias_rows : NULL, epi);
             }
         }
@@ -157,34 +157,34 @@ static void SFX(gemm)(const SFX(ukr) *u, int64_t M, int64_t N, int64_t K,
  * along the longer of M and N, each member computing the pieces it claims
  * with its own slabs. */
 typedef struct {
-    const SFX(ukr) *u;
+    const ukr *u;
     int64_t M, N, K;
-    SFX(view) A, B;
+    view A, B;
     const unsigned char *keep;
     REAL *C;
     int64_t ldc;
     int accumulate;
     const REAL *bias;
-    const SFX(slabs) *slabs;      /* [threads] */
+    const slabs *slabs;      /* [threads] */
     int64_t pieces;
     atomic_llong next;            /* the next piece to claim */
-} SFX(gemm_job);
+} gemm_job;
 
-static void SFX(gemm_slice)(void *arg, int tid, int n)
+static void gemm_slice(void *arg, int tid, int n)
 {
-    SFX(gemm_job) *g = arg;
+    gemm_job *g = arg;
     const int by_columns = g->N >= g->M;
     const int64_t count = by_columns ? g->N : g->M, unit = by_columns ? g->u->nr : g->u->mr;
     int64_t lo, hi;
     (void)n;
     while (team_take(&g->next, g->pieces, count, unit, &lo, &hi)) {
         if (by_columns) {
-            SFX(view) B = {g->B.p + lo * g->B.cs, g->B.rs, g->B.cs};
-            SFX(gemm)(g->u, g->M, hi - lo, g->K, g->A, B, g->keep, g->C + lo, g->ldc,
+            view B = {g->B.p + lo * g->B.cs, g->B.rs, g->B.cs};
+            gemm(g->u, g->M, hi - lo, g->K, g->A, B, g->keep, g->C + lo, g->ldc,
                       g->accumulate, g->bias ? g->bias + lo : NULL, &g->slabs[tid], NULL);
         } else {
-            SFX(view) A = {g->A.p + lo * g->A.rs, g->A.rs, g->A.cs};
-            SFX(gemm)(g->u, hi - lo, g->N, g->K, A, g->B, g->keep, g->C + lo * g->ldc, g->ldc,
+            view A = {g->A.p + lo * g->A.rs, g->A.rs, g->A.cs};
+            gemm(g->u, hi - lo, g->N, g->K, A, g->B, g->keep, g->C + lo * g->ldc, g->ldc,
                       g->accumulate, g->bias, &g->slabs[tid], NULL);
         }
     }

@@ -1,8 +1,15 @@
 /* The forward and backward drivers, one of each for every cell: the time
- * loop, what is fused, what is deferred, what runs on which thread. Included
- * once per dtype by rnn.c, with REAL and SFX(name) defined. Sequence arrays
- * are addressed by rows: row (t,b) of x, y, dy, dx, the gates and their
+ * loop, what is fused, what is deferred, what runs on which thread. The
+ * body of one storage type's translation unit (rnn_f32.c, rnn_f64.c), which
+ * includes problem.h, then defines REAL, KERNELS (its field of isa_kernels)
+ * and DT(name) (the name kernels.h gives that type's kernel types) before
+ * including it: every function here is static and keeps its plain name. Sequence arrays are
+ * addressed by rows: row (t,b) of x, y, dy, dx, the gates and their
  * gradients. */
+typedef DT(ukr) ukr;
+typedef DT(cell_rows) cell_rows;
+
+#include "gemm_tmpl.h"
 
 /* The rows of one step for every thread of the team. */
 typedef struct {
@@ -12,20 +19,20 @@ typedef struct {
     const REAL **aux;         /* [m] the product's epilogue operand (y, a bias, dy) */
     REAL **gates, **state, **h, **carry, **dgates, **dxn;   /* the cell kernel's */
     const REAL **prev;
-    SFX(cell_rows) cell;      /* the same, as the cell kernel takes them */
-} SFX(step_rows);
+    cell_rows cell;      /* the same, as the cell kernel takes them */
+} step_rows;
 
 typedef struct {
     REAL *packed;             /* W_hh packed for the step kernel: forward G blocks of
                                  W_hh^T [H, H rounded up to nr], backward W_hh [G*H, H] */
     size_t packed_cap;
-    SFX(slabs) *slabs;        /* [threads] GEMM panels, one set per thread */
+    slabs *slabs;        /* [threads] GEMM panels, one set per thread */
     REAL *zeros;              /* [G*H] the state before the first step when h0 (c0) is
                                  NULL, and what follows a sequence's last step */
     REAL *bias;               /* [G*H] b_ih + b_hh, less b_hn (split), when both are given */
     /* Double-buffered: thread 0 fills the next step's rows while the team
      * still works on the current one. */
-    SFX(step_rows) rows[2];
+    step_rows rows[2];
     /* Forward, rows of 2 KB or more: each thread's copy of the step's h_{t-1}
      * rows, ld_stage apart (spread_ld), and pointers to them; NULL when the
      * rows are read where they are. y's rows can be any multiple of 4 KB
@@ -60,14 +67,14 @@ typedef struct {
     unsigned char *keep_x;    /* [T*B] row (t,b) of x: t < lengths[b] */
     unsigned char *keep_pair; /* [K of GEMM_DW_HH] a dg row that has a previous step */
     unsigned char *keep_h0;   /* [B] sequence b has a first step, which saw h0 */
-} SFX(work);
+} work;
 
-static size_t SFX(round_up)(arena *a, size_t n, size_t q)
+static size_t round_up(arena *a, size_t n, size_t q)
 {
     return arena_checked_mul(a, (n + q - 1) / q, q);
 }
 
-static size_t SFX(min_size)(int64_t a, size_t b) { return (size_t)a < b ? (size_t)a : b; }
+static size_t min_size(int64_t a, size_t b) { return (size_t)a < b ? (size_t)a : b; }
 
 /* The row stride of a workspace array of n-element rows that the step
  * kernel reads up to mr rows of at once, one element of each per k step:
@@ -79,7 +86,7 @@ static size_t SFX(min_size)(int64_t a, size_t b) { return (size_t)a < b ? (size_
  * consecutive rows in distinct sets; short rows are left as they are (a
  * stride under 2 KB spreads them over enough sets, and padding would cost
  * them more memory). */
-static int64_t SFX(spread_ld)(int64_t n)
+static int64_t spread_ld(int64_t n)
 {
     const int64_t line = 64 / (int64_t)sizeof(REAL);
     int64_t lines = (n + line - 1) / line;
@@ -88,7 +95,7 @@ static int64_t SFX(spread_ld)(int64_t n)
 
 /* Each thread's slabs hold one block of the largest product of the pass:
  * the bounds on every ISA's blocking keep the size valid whichever ISA runs. */
-static void SFX(take_slabs)(arena *a, SFX(work) *w, const fusedrnn_problem *p, int backward)
+static void take_slabs(arena *a, work *w, const fusedrnn_problem *p, int backward)
 {
     const size_t align = 64 / sizeof(REAL);
     size_t a_cap = 0, b_cap = 0;
@@ -96,29 +103,29 @@ static void SFX(take_slabs)(arena *a, SFX(work) *w, const fusedrnn_problem *p, i
         if (!gemm_in_pass((gemm_id)id, backward))
             continue;
         gemm_dims d = dims_of(p, (gemm_id)id);
-        size_t kc = SFX(min_size)(d.K, FUSEDRNN_KC_MAX);
-        size_t mc = SFX(min_size)(d.M, FUSEDRNN_MC_MAX);
-        size_t nc = SFX(round_up)(a, SFX(min_size)(d.N, FUSEDRNN_NC_MAX), FUSEDRNN_NR_MAX);
+        size_t kc = min_size(d.K, FUSEDRNN_KC_MAX);
+        size_t mc = min_size(d.M, FUSEDRNN_MC_MAX);
+        size_t nc = round_up(a, min_size(d.N, FUSEDRNN_NC_MAX), FUSEDRNN_NR_MAX);
         size_t need_a = arena_checked_mul(a, mc, kc);
         size_t need_b = arena_checked_mul(a, nc, kc);
         a_cap = need_a > a_cap ? need_a : a_cap;
         b_cap = need_b > b_cap ? need_b : b_cap;
     }
-    a_cap = SFX(round_up)(a, a_cap, align);
-    b_cap = SFX(round_up)(a, b_cap, align);
+    a_cap = round_up(a, a_cap, align);
+    b_cap = round_up(a, b_cap, align);
     int threads = team_size(p);
-    w->slabs = arena_take(a, (size_t)threads, sizeof(SFX(slabs)));
+    w->slabs = arena_take(a, (size_t)threads, sizeof(slabs));
     REAL *pa = arena_take(a, arena_checked_mul(a, a_cap, (size_t)threads), sizeof(REAL));
     REAL *pb = arena_take(a, arena_checked_mul(a, b_cap, (size_t)threads), sizeof(REAL));
     for (int i = 0; w->slabs && i < threads; i++)
-        w->slabs[i] = (SFX(slabs)){pa + i * a_cap, pb + i * b_cap, a_cap, b_cap};
+        w->slabs[i] = (slabs){pa + i * a_cap, pb + i * b_cap, a_cap, b_cap};
 }
 
 /* The reserve's layout: what a gated cell's training forward keeps for its
  * backward, laid over the caller's reserve. */
-static void SFX(take_reserve)(arena *a, SFX(work) *w, const fusedrnn_problem *p)
+static void take_reserve(arena *a, work *w, const fusedrnn_problem *p)
 {
-    const cell_desc *c = &CELLS[p->cell];
+    const cell_desc *c = &cell_table[p->cell];
     /* One block, gates then state, without padding between them: its size is
      * exactly T*B*(G+1)*H elements, which a caller can compute from the
      * shapes alone (the torch ops' fake tensors do, for symbolic sizes). */
@@ -129,18 +136,18 @@ static void SFX(take_reserve)(arena *a, SFX(work) *w, const fusedrnn_problem *p)
 }
 
 /* The workspace of a pass, measured (base NULL) or laid over a buffer. */
-static SFX(work) SFX(carve)(arena *a, const fusedrnn_problem *p, int backward)
+static work carve(arena *a, const fusedrnn_problem *p, int backward)
 {
-    const cell_desc *c = &CELLS[p->cell];
+    const cell_desc *c = &cell_table[p->cell];
     size_t T = (size_t)p->T, B = (size_t)p->B, H = (size_t)p->H, GH = (size_t)c->gates * H;
     size_t TB = arena_checked_mul(a, T, B);
-    SFX(work) w = {0};
-    w.packed_cap = arena_checked_mul(a, GH, SFX(round_up)(a, H, FUSEDRNN_NR_MAX));
+    work w = {0};
+    w.packed_cap = arena_checked_mul(a, GH, round_up(a, H, FUSEDRNN_NR_MAX));
     w.packed = arena_take(a, w.packed_cap, sizeof(REAL));
     w.zeros = arena_take(a, GH, sizeof(REAL));
     w.bias = backward ? NULL : arena_take(a, GH, sizeof(REAL));
     for (int i = 0; i < 2; i++) {
-        SFX(step_rows) *r = &w.rows[i];
+        step_rows *r = &w.rows[i];
         r->a = arena_take(a, B, sizeof(REAL *));
         r->c = arena_take(a, B, sizeof(REAL *));
         r->aux = arena_take(a, B, sizeof(REAL *));
@@ -155,10 +162,10 @@ static SFX(work) SFX(carve)(arena *a, const fusedrnn_problem *p, int backward)
             r->dgates = arena_take(a, B, sizeof(REAL *));
             r->dxn = arena_take(a, B, sizeof(REAL *));
         }
-        r->cell = (SFX(cell_rows)){(int64_t)H, r->gates, r->state, r->prev, r->h,
+        r->cell = (cell_rows){(int64_t)H, r->gates, r->state, r->prev, r->h,
                                    r->carry, r->dgates, r->dxn};
     }
-    w.ld_stage = SFX(spread_ld)((int64_t)H);
+    w.ld_stage = spread_ld((int64_t)H);
     if (!backward && (size_t)w.ld_stage != H) {
         size_t team = (size_t)team_size(p);
         w.stage = arena_take(a, arena_checked_mul(a, arena_checked_mul(a, team, B),
@@ -177,7 +184,7 @@ static SFX(work) SFX(carve)(arena *a, const fusedrnn_problem *p, int backward)
         }
     }
     if (backward) {
-        w.ldg = SFX(spread_ld)((int64_t)GH);
+        w.ldg = spread_ld((int64_t)GH);
         w.dg = arena_take(a, arena_checked_mul(a, TB, (size_t)w.ldg), sizeof(REAL));
         w.dxn = c->split ? arena_take(a, arena_checked_mul(a, TB, H), sizeof(REAL)) : NULL;
         w.g = arena_take(a, arena_checked_mul(a, B, GH), sizeof(REAL));
@@ -190,7 +197,7 @@ static SFX(work) SFX(carve)(arena *a, const fusedrnn_problem *p, int backward)
         w.keep_pair = arena_take(a, (size_t)dims_of(p, GEMM_DW_HH).K, 1);
         w.keep_h0 = arena_take(a, B, 1);
     }
-    SFX(take_slabs)(a, &w, p, backward);
+    take_slabs(a, &w, p, backward);
     return w;
 }
 
@@ -198,13 +205,13 @@ static SFX(work) SFX(carve)(arena *a, const fusedrnn_problem *p, int backward)
 typedef struct {
     const fusedrnn_problem *p;
     const cell_desc *cell;
-    const SFX(ukr) *u;
-    SFX(work) *w;
+    const ukr *u;
+    work *w;
     int backward;
     const REAL *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh, *dy, *dh_n, *dc_n;
     const int64_t *lengths;
     REAL *y, *h_n, *c_n, *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh;
-} SFX(run);
+} run;
 
 /* One column_sums call, as its threads share it. */
 typedef struct {
@@ -213,18 +220,18 @@ typedef struct {
     int64_t rows, ld, n;
     int64_t pieces;
     atomic_llong next;
-} SFX(sums_job);
+} sums_job;
 
 /* The pieces of a sums_job this member claims, whole cache lines of columns
  * each: every column is summed in row order by one thread, whatever the
  * thread count. */
-static void SFX(sums_slice)(void *arg, int tid, int n)
+static void sums_slice(void *arg, int tid, int n)
 {
-    SFX(sums_job) *s = arg;
+    sums_job *s = arg;
     int64_t lo, hi;
     (void)tid, (void)n;
     while (team_take(&s->next, s->pieces, s->n, 64 / (int64_t)sizeof(REAL), &lo, &hi)) {
-        SFX(zero)(s->dst + lo, hi - lo);
+        zero(s->dst + lo, hi - lo);
         for (int64_t i = 0; i < s->rows; i++)
             for (int64_t j = lo; j < hi; j++)
                 s->dst[j] += s->src[i * s->ld + j];
@@ -233,7 +240,7 @@ static void SFX(sums_slice)(void *arg, int tid, int n)
 
 /* The elements of one gate's block of the packed W_hh^T: H rows of H
  * columns rounded up to whole panels. */
-static int64_t SFX(gate_block)(const SFX(ukr) *u, int64_t H)
+static int64_t gate_block(const ukr *u, int64_t H)
 {
     return H * ((H + u->nr - 1) / u->nr * u->nr);
 }
@@ -241,18 +248,18 @@ static int64_t SFX(gate_block)(const SFX(ukr) *u, int64_t H)
 /* dst[j] = sum over the `rows` rows of src (leading dimension ld) of src[i][j],
  * j < n: the bias gradients, on the team (on one thread, an LSTM L's took
  * 2-3% of a 2-thread backward). */
-static void SFX(column_sums)(const SFX(run) *r, REAL *dst, const REAL *src, int64_t rows,
+static void column_sums(const run *r, REAL *dst, const REAL *src, int64_t rows,
                              int64_t ld, int64_t n)
 {
     int threads = threads_for(r->p, (double)rows * n, 1 << 20);
     int64_t line = 64 / (int64_t)sizeof(REAL);
-    SFX(sums_job) s = {dst, src, rows, ld, n, pieces_for((n + line - 1) / line, threads), 0};
-    team_run(threads, SFX(sums_slice), &s);
+    sums_job s = {dst, src, rows, ld, n, pieces_for((n + line - 1) / line, threads), 0};
+    team_run(threads, sums_slice, &s);
 }
 
 /* Product `id` of the call, C = A B (+ bias) or C += A B, over the team when
  * it is worth splitting; its sizes come from the table the slabs were sized by. */
-static void SFX(gemm_team)(const SFX(run) *r, gemm_id id, SFX(view) A, SFX(view) B,
+static void gemm_team(const run *r, gemm_id id, view A, view B,
                            const unsigned char *keep, REAL *C, int64_t ldc, int accumulate,
                            const REAL *bias)
 {
@@ -260,13 +267,13 @@ static void SFX(gemm_team)(const SFX(run) *r, gemm_id id, SFX(view) A, SFX(view)
     /* a share of 2^20 multiply-adds (about 20 us) outweighs waking a worker that sleeps */
     int threads = threads_for(r->p, (double)d.M * d.N * d.K, 1 << 20);
     int64_t units = d.N >= d.M ? (d.N + r->u->nr - 1) / r->u->nr : (d.M + r->u->mr - 1) / r->u->mr;
-    SFX(gemm_job) g = {r->u, d.M, d.N, d.K, A, B, keep, C, ldc, accumulate, bias, r->w->slabs,
+    gemm_job g = {r->u, d.M, d.N, d.K, A, B, keep, C, ldc, accumulate, bias, r->w->slabs,
                        pieces_for(units, threads), 0};
-    team_run(threads, SFX(gemm_slice), &g);
+    team_run(threads, gemm_slice, &g);
 }
 
 /* The row of a state given per sequence ([B,H], NULL meaning zeros). */
-static const REAL *SFX(initial)(const SFX(run) *r, const REAL *v, int64_t b)
+static const REAL *initial_row(const run *r, const REAL *v, int64_t b)
 {
     return v ? v + b * r->p->H : r->w->zeros;
 }
@@ -277,14 +284,14 @@ static const REAL *SFX(initial)(const SFX(run) *r, const REAL *v, int64_t b)
  * or gates row; the cell kernel finds the state of the step before in the
  * same buffers. Backward: the product reads the gradients of the step that
  * follows (nothing after a sequence's last step: the zero row). */
-static void SFX(fill_rows)(const SFX(run) *r, int64_t s, int buf)
+static void fill_rows(const run *r, int64_t s, int buf)
 {
     const fusedrnn_problem *p = r->p;
     const cell_desc *c = r->cell;
     const seq_layout L = layout_of(p);
     const int64_t T = p->T, B = p->B, H = p->H, GH = c->gates * H;
-    SFX(work) *w = r->w;
-    SFX(step_rows) *rows = &w->rows[buf];
+    work *w = r->w;
+    step_rows *rows = &w->rows[buf];
     const int in_reserve = r->backward || p->training;
     int64_t m = 0;
     for (int64_t b = 0; b < B; b++) {
@@ -293,7 +300,7 @@ static void SFX(fill_rows)(const SFX(run) *r, int64_t s, int buf)
             continue;
         int64_t row = row_of(L, time_at(p, len, s), b);
         int64_t before = s > 0 ? row_of(L, time_at(p, len, s - 1), b) : -1;
-        const REAL *h_prev = before >= 0 ? r->y + before * H : SFX(initial)(r, r->h0, b);
+        const REAL *h_prev = before >= 0 ? r->y + before * H : initial_row(r, r->h0, b);
         int64_t after = r->backward && s + 1 < len ? row_of(L, time_at(p, len, s + 1), b) : -1;
         if (c->fused) {   /* the RNN: the product is the whole step */
             if (!r->backward) {
@@ -311,7 +318,7 @@ static void SFX(fill_rows)(const SFX(run) *r, int64_t s, int buf)
          * sequence's own c, updated in place, or the step's own hn. */
         REAL *state = w->state + (in_reserve ? row : c->has_c ? b : m) * H;
         if (c->has_c)
-            rows->prev[m] = before < 0 ? SFX(initial)(r, r->c0, b)
+            rows->prev[m] = before < 0 ? initial_row(r, r->c0, b)
                                        : w->state + (in_reserve ? before : b) * H;
         else
             rows->prev[m] = h_prev;
@@ -342,13 +349,13 @@ static void SFX(fill_rows)(const SFX(run) *r, int64_t s, int buf)
 
 /* The rows of every step of a gated forward, in the order fill_rows takes
  * them, and where each one's gates go. */
-static void SFX(list_rows)(const SFX(run) *r)
+static void list_rows(const run *r)
 {
     const fusedrnn_problem *p = r->p;
     const seq_layout L = layout_of(p);
     const int64_t T = p->T, B = p->B, D = p->D, GH = r->cell->gates * p->H;
     const int64_t chunk = chunk_steps(p);
-    SFX(work) *w = r->w;
+    work *w = r->w;
     int64_t k = 0;
     for (int64_t s = 0; s < T; s++) {
         w->step_start[s] = k;
@@ -370,17 +377,17 @@ static void SFX(list_rows)(const SFX(run) *r)
  * on one tile's columns of every gate: only that tile reads them, so no
  * other member waits for them, and they are still in cache when its steps
  * come. */
-static void SFX(input_chunk)(const SFX(run) *r, int tid, int64_t j0, int64_t j1, int64_t s)
+static void input_chunk(const run *r, int tid, int64_t j0, int64_t j1, int64_t s)
 {
     const fusedrnn_problem *p = r->p;
-    const int64_t H = p->H, D = p->D, end = SFX(min64)(s + chunk_steps(p), p->T);
-    const SFX(work) *w = r->w;
+    const int64_t H = p->H, D = p->D, end = min64(s + chunk_steps(p), p->T);
+    const work *w = r->w;
     const int64_t first = w->step_start[s], M = w->step_start[end] - first;
     FUSEDRNN_ASSERT(M <= dims_of(p, GEMM_STEPS).M);
     for (int64_t q = 0; q < r->cell->gates; q++) {
-        SFX(row_lists) rows = {w->x_rows + first, w->g_rows + first, q * H + j0};
-        SFX(gemm)(r->u, M, j1 - j0, D, (SFX(view)){NULL, 0, 0},
-                  (SFX(view)){r->w_ih + (q * H + j0) * D, 1, D}, NULL, NULL, 0, 0,
+        row_lists rows = {w->x_rows + first, w->g_rows + first, q * H + j0};
+        gemm(r->u, M, j1 - j0, D, (view){NULL, 0, 0},
+                  (view){r->w_ih + (q * H + j0) * D, 1, D}, NULL, NULL, 0, 0,
                   w->in_bias ? w->in_bias + q * H + j0 : NULL, &w->slabs[tid], &rows);
     }
 }
@@ -390,20 +397,20 @@ static void SFX(input_chunk)(const SFX(run) *r, int tid, int64_t j0, int64_t j1,
  * accumulates into the gates row (the split gate's goes to its own row, with
  * b_hn), then the cell kernel. Gated backward: dh = dg_{t+1} W_hh + dy, then
  * the cell kernel's derivatives. */
-static inline void SFX(step_cell)(const SFX(run) *r, const SFX(step_rows) *rows,
+static inline void step_cell(const run *r, const step_rows *rows,
                                   const REAL *const *a, int64_t j0, int64_t j1)
 {
     const cell_desc *c = r->cell;
-    const SFX(ukr) *u = r->u;
+    const ukr *u = r->u;
     const int64_t H = r->p->H, G = c->gates;
     const REAL *Bp = r->w->packed;
     if (c->fused) {
-        SFX(step)(u, rows->m, j0, j1, H, a, Bp, rows->c, 0,
+        step(u, rows->m, j0, j1, H, a, Bp, rows->c, 0,
                   r->backward ? rows->aux : NULL, epilogue_of(r->p->act, r->backward));
         return;
     }
     if (!r->backward) {
-        const int64_t block = SFX(gate_block)(u, H);
+        const int64_t block = gate_block(u, H);
         int64_t q = 0;
         /* One thread owning every column, with whole panels per gate: the
          * gates' blocks are one run of panels and the gates one run of
@@ -411,20 +418,20 @@ static inline void SFX(step_cell)(const SFX(run) *r, const SFX(step_rows) *rows,
          * calls; the sums are the same). */
         if (j0 == 0 && j1 == H && H % u->nr == 0) {
             q = G - c->split;
-            SFX(step)(u, rows->m, 0, q * H, H, a, Bp, rows->c, 0, NULL, EPI_ACC);
+            step(u, rows->m, 0, q * H, H, a, Bp, rows->c, 0, NULL, EPI_ACC);
         }
         for (; q < G; q++) {
             if (c->split && q == G - 1)
-                SFX(step)(u, rows->m, j0, j1, H, a, Bp + q * block, rows->state, 0,
+                step(u, rows->m, j0, j1, H, a, Bp + q * block, rows->state, 0,
                           rows->aux, EPI_BIAS);
             else
-                SFX(step)(u, rows->m, j0, j1, H, a, Bp + q * block, rows->c, q * H,
+                step(u, rows->m, j0, j1, H, a, Bp + q * block, rows->c, q * H,
                           NULL, EPI_ACC);
         }
         if (rows->m > 0)
             u->cell_forward[r->p->cell](rows->m, j0, j1 - j0, &rows->cell);
     } else {
-        SFX(step)(u, rows->m, j0, j1, G * H, a, Bp, rows->c, 0, rows->aux, EPI_BIAS);
+        step(u, rows->m, j0, j1, G * H, a, Bp, rows->c, 0, rows->aux, EPI_BIAS);
         if (rows->m > 0)
             u->cell_backward[r->p->cell](rows->m, j0, j1 - j0, &rows->cell);
     }
@@ -433,16 +440,16 @@ static inline void SFX(step_cell)(const SFX(run) *r, const SFX(step_rows) *rows,
 /* The rows the step's product reads: the step's own, or when the forward
  * stages them, this thread's copy of them: m*H elements copied against the
  * thread's m*H*G*H/n multiply-adds, n/(G*H) of its work. */
-static const REAL *const *SFX(a_rows)(const SFX(run) *r, int tid, const SFX(step_rows) *rows)
+static const REAL *const *a_rows(const run *r, int tid, const step_rows *rows)
 {
-    const SFX(work) *w = r->w;
+    const work *w = r->w;
     if (!w->stage)   /* the backward's, and short rows */
         return rows->a;
     const int64_t B = r->p->B, H = r->p->H, ld = w->ld_stage;
     REAL *stage = w->stage + tid * B * ld;
     const REAL **a = w->stage_rows + tid * B;
     for (int64_t i = 0; i < rows->m; i++) {
-        SFX(copy)(stage + i * ld, rows->a[i], H);
+        copy(stage + i * ld, rows->a[i], H);
         a[i] = stage + i * ld;
     }
     return a;
@@ -452,18 +459,18 @@ static const REAL *const *SFX(a_rows)(const SFX(run) *r, int tid, const SFX(step
  * computes: each thread packs what it reads, all at once, into its own
  * cache. Forward: W_hh^T in one block per gate, so that a thread's columns
  * of every gate are a panel range of each block; backward: W_hh [G*H, H]. */
-static void SFX(pack_w_hh)(const SFX(run) *r, int64_t j0, int64_t j1)
+static void pack_w_hh(const run *r, int64_t j0, int64_t j1)
 {
     const int64_t H = r->p->H, G = r->cell->gates, n = j1 - j0;
-    const SFX(work) *w = r->w;
+    const work *w = r->w;
     if (r->backward) {
-        SFX(pack_b)(r->u, G * H, n, r->w_hh + j0, H, 1, NULL, w->packed + j0 * G * H,
+        pack_b(r->u, G * H, n, r->w_hh + j0, H, 1, NULL, w->packed + j0 * G * H,
                     w->packed_cap - (size_t)(j0 * G * H));
         return;
     }
     for (int64_t q = 0; q < G; q++) {
-        int64_t at = q * SFX(gate_block)(r->u, H) + j0 * H;
-        SFX(pack_b)(r->u, H, n, r->w_hh + (q * H + j0) * H, 1, H, NULL, w->packed + at,
+        int64_t at = q * gate_block(r->u, H) + j0 * H;
+        pack_b(r->u, H, n, r->w_hh + (q * H + j0) * H, 1, H, NULL, w->packed + at,
                     w->packed_cap - (size_t)at);
     }
 }
@@ -471,32 +478,32 @@ static void SFX(pack_w_hh)(const SFX(run) *r, int64_t j0, int64_t j1)
 /* The recurrence's pieces: tiles of whole panels of the hidden columns,
  * every gate of them, each claimed for one step at a time. */
 typedef struct {
-    const SFX(run) *r;
+    const run *r;
     int64_t tiles;
     /* the step each tile runs next, a cache line each: a member claims its
      * own tiles without taking the line from the others */
     struct { _Alignas(64) atomic_uint next; } step[TILES_MAX];
     team_counter done;             /* tiles finished, over all steps */
-} SFX(steps_job);
+} steps_job;
 
 /* One tile of step i: at the first step it packs the tile's panels of W_hh
  * (mostly on the member that keeps it: each starts with its own tiles), at
  * a chunk's first step the input side of the chunk for its columns; then
  * the step. Tile 0 also lays out the next step's rows: no other tile of the
  * next step starts before this one is done. */
-static void SFX(run_tile)(const SFX(run) *r, int tid, int64_t i, int64_t k, int64_t tiles,
+static void run_tile(const run *r, int tid, int64_t i, int64_t k, int64_t tiles,
                           const REAL *const *a)
 {
     const int64_t T = r->p->T;
     int64_t j0, j1;
     team_share(r->p->H, r->u->nr, (int)k, (int)tiles, &j0, &j1);
     if (i == 0)
-        SFX(pack_w_hh)(r, j0, j1);
+        pack_w_hh(r, j0, j1);
     if (!r->backward && !r->cell->fused && i % chunk_steps(r->p) == 0)
-        SFX(input_chunk)(r, tid, j0, j1, i);
-    SFX(step_cell)(r, &r->w->rows[i & 1], a, j0, j1);
+        input_chunk(r, tid, j0, j1, i);
+    step_cell(r, &r->w->rows[i & 1], a, j0, j1);
     if (k == 0 && i + 1 < T)
-        SFX(fill_rows)(r, r->backward ? T - 2 - i : i + 1, (int)((i + 1) & 1));
+        fill_rows(r, r->backward ? T - 2 - i : i + 1, (int)((i + 1) & 1));
 }
 
 /* The time loop of one member. A step starts once every tile of the one
@@ -505,10 +512,10 @@ static void SFX(run_tile)(const SFX(run) *r, int tid, int64_t i, int64_t k, int6
  * range, so that a member that is not running holds back no tile it has
  * not started, and a running one mostly keeps the same columns, whose
  * panels of W_hh stay in its cache. */
-static void SFX(time_loop)(void *arg, int tid, int n)
+static void time_loop(void *arg, int tid, int n)
 {
-    SFX(steps_job) *job = arg;
-    const SFX(run) *r = job->r;
+    steps_job *job = arg;
+    const run *r = job->r;
     const int64_t T = r->p->T, tiles = job->tiles;
     int64_t home0, home1;
     team_share(tiles, 1, tid, n, &home0, &home1);
@@ -529,8 +536,8 @@ static void SFX(time_loop)(void *arg, int tid, int n)
             if (!atomic_compare_exchange_strong(&job->step[k].next, &at, at + 1))
                 continue;
             if (!a)   /* this member's rows of the step, once */
-                a = SFX(a_rows)(r, tid, &r->w->rows[i & 1]);
-            SFX(run_tile)(r, tid, i, k, tiles, a);
+                a = a_rows(r, tid, &r->w->rows[i & 1]);
+            run_tile(r, tid, i, k, tiles, a);
             ran++;
         }
         if (ran)   /* once a step: the count is the one line all members share */
@@ -538,7 +545,7 @@ static void SFX(time_loop)(void *arg, int tid, int n)
     }
 }
 
-static void SFX(recurrence)(const SFX(run) *r)
+static void recurrence(const run *r)
 {
     const fusedrnn_problem *p = r->p;
     if (p->T == 0)
@@ -550,20 +557,20 @@ static void SFX(recurrence)(const SFX(run) *r)
     n = n < panels ? n : (int)panels;
     /* Fields set one by one: an initializer would clear all TILES_MAX lines
      * of `step` (16 KB) on every call, for the few tiles a call has. */
-    SFX(steps_job) job;
+    steps_job job;
     job.r = r;
     job.tiles = pieces_for(panels, n);
     for (int64_t q = 0; q < job.tiles; q++)
         atomic_init(&job.step[q].next, 0);
     atomic_init(&job.done.value, 0);
     atomic_init(&job.done.sleepers, 0);
-    SFX(fill_rows)(r, r->backward ? p->T - 1 : 0, 0);
-    team_run(n, SFX(time_loop), &job);
+    fill_rows(r, r->backward ? p->T - 1 : 0, 0);
+    team_run(n, time_loop, &job);
 }
 
 /* The bias the input GEMM adds: b_ih + b_hh, except b_hn of a split cell,
  * which joins its own product. NULL when there is none. */
-static const REAL *SFX(input_bias)(const SFX(run) *r)
+static const REAL *input_bias(const run *r)
 {
     const int64_t H = r->p->H, GH = r->cell->gates * H;
     const int64_t summed = r->cell->split ? GH - H : GH;
@@ -577,47 +584,47 @@ static const REAL *SFX(input_bias)(const SFX(run) *r)
 
 /* The sequences' final states: the row of `seq` at each one's last valid
  * step, or its initial state when it has none. */
-static void SFX(final_rows)(const SFX(run) *r, REAL *out, const REAL *seq, const REAL *initial)
+static void final_rows(const run *r, REAL *out, const REAL *seq, const REAL *initial)
 {
     const fusedrnn_problem *p = r->p;
     const seq_layout L = layout_of(p);
     for (int64_t b = 0; b < p->B; b++) {
         int64_t len = seq_len(r->lengths, b, p->T);
         const REAL *last = len > 0 ? seq + row_of(L, time_at(p, len, len - 1), b) * p->H
-                                   : SFX(initial)(r, initial, b);
-        SFX(copy)(out + b * p->H, last, p->H);
+                                   : initial_row(r, initial, b);
+        copy(out + b * p->H, last, p->H);
     }
 }
 
-static void SFX(forward)(const SFX(run) *r)
+static void forward_pass(const run *r)
 {
     const fusedrnn_problem *p = r->p;
     const cell_desc *c = r->cell;
     const int64_t T = p->T, B = p->B, D = p->D, H = p->H, GH = c->gates * H;
     const seq_layout L = layout_of(p);
-    SFX(work) *w = r->w;
-    SFX(zero)(w->zeros, GH);
+    work *w = r->w;
+    zero(w->zeros, GH);
 
     /* RNN: the input side of every step in one GEMM, straight into y
      * [T*B,H]; gated: a chunk of steps at a time, inside the time loop. */
-    w->in_bias = SFX(input_bias)(r);
+    w->in_bias = input_bias(r);
     if (c->fused)
-        SFX(gemm_team)(r, GEMM_INPUT, (SFX(view)){r->x, D, 1}, (SFX(view)){r->w_ih, 1, D},
+        gemm_team(r, GEMM_INPUT, (view){r->x, D, 1}, (view){r->w_ih, 1, D},
                        NULL, r->y, H, 0, w->in_bias);
     else
-        SFX(list_rows)(r);
+        list_rows(r);
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = seq_len(r->lengths, b, T); t < T; t++)
-            SFX(zero)(r->y + row_of(L, t, b) * H, H);
-    SFX(recurrence)(r);
+            zero(r->y + row_of(L, t, b) * H, H);
+    recurrence(r);
 
-    SFX(final_rows)(r, r->h_n, r->y, r->h0);
+    final_rows(r, r->h_n, r->y, r->h0);
     if (c->has_c && p->training)
-        SFX(final_rows)(r, r->c_n, w->state, r->c0);
+        final_rows(r, r->c_n, w->state, r->c0);
     else if (c->has_c)   /* inference: each sequence's c, where its steps left it */
         for (int64_t b = 0; b < B; b++)
-            SFX(copy)(r->c_n + b * H, seq_len(r->lengths, b, T) > 0 ? w->state + b * H
-                                                                   : SFX(initial)(r, r->c0, b), H);
+            copy(r->c_n + b * H, seq_len(r->lengths, b, T) > 0 ? w->state + b * H
+                                                                   : initial_row(r, r->c0, b), H);
 }
 
 /* Which rows of the deferred weight-gradient GEMMs carry a term of the sum.
@@ -626,13 +633,13 @@ static void SFX(forward)(const SFX(run) *r)
  * are packed as zeros instead (pack_b's keep). A pair of the shifted dW_hh
  * GEMM counts when its dg row is a step of a sequence after its first: then
  * its y row is that sequence's previous step. */
-static void SFX(mark_rows)(const SFX(run) *r)
+static void mark_rows(const run *r)
 {
     const fusedrnn_problem *p = r->p;
     const seq_layout L = layout_of(p);
     const int64_t T = p->T, B = p->B, shift = L.t_rows;
     const int64_t K = dims_of(p, GEMM_DW_HH).K;
-    SFX(work) *w = r->w;
+    work *w = r->w;
     for (int64_t b = 0; b < B; b++) {
         int64_t len = seq_len(r->lengths, b, T);
         w->keep_h0[b] = len > 0;
@@ -653,24 +660,24 @@ static void SFX(mark_rows)(const SFX(run) *r)
 /* The RNN's dz = dy, the pieces of rows this member claims (dz rows are
  * ldg apart). */
 typedef struct {
-    const SFX(run) *r;
+    const run *r;
     int64_t pieces;
     atomic_llong next;
-} SFX(seed_job);
+} seed_job;
 
-static void SFX(seed_slice)(void *arg, int tid, int n)
+static void seed_slice(void *arg, int tid, int n)
 {
-    SFX(seed_job) *s = arg;
-    const SFX(run) *r = s->r;
+    seed_job *s = arg;
+    const run *r = s->r;
     const int64_t H = r->p->H, ld = r->w->ldg;
     int64_t lo, hi;
     (void)tid, (void)n;
     while (team_take(&s->next, s->pieces, r->p->T * r->p->B, 1, &lo, &hi)) {
         for (int64_t i = lo; i < hi; i++)
             if (r->dy)
-                SFX(copy)(r->w->dg + i * ld, r->dy + i * H, H);
+                copy(r->w->dg + i * ld, r->dy + i * H, H);
             else
-                SFX(zero)(r->w->dg + i * ld, H);
+                zero(r->w->dg + i * ld, H);
     }
 }
 
@@ -679,20 +686,20 @@ static void SFX(seed_slice)(void *arg, int tid, int n)
  * Gated: dy enters each step's product as its epilogue operand, dh_n with
  * dy at the last step (the rows `last`); dc_n starts the LSTM's carry.
  * Rows past a sequence's length are zero whatever dy holds there. */
-static void SFX(seed_gradients)(const SFX(run) *r)
+static void seed_gradients(const run *r)
 {
     const fusedrnn_problem *p = r->p;
     const cell_desc *c = r->cell;
     const int64_t T = p->T, B = p->B, H = p->H, GH = c->gates * H, TB = T * B;
     const seq_layout L = layout_of(p);
-    SFX(work) *w = r->w;
-    SFX(zero)(w->zeros, GH);
+    work *w = r->w;
+    zero(w->zeros, GH);
     /* the RNN's dz = dy: a share of 2^18 elements copied (about 1 MB in
      * float32) outweighs waking a worker */
     if (c->fused) {
         int threads = threads_for(p, (double)TB * H, 1 << 18);
-        SFX(seed_job) s = {r, pieces_for(TB, threads), 0};
-        team_run(threads, SFX(seed_slice), &s);
+        seed_job s = {r, pieces_for(TB, threads), 0};
+        team_run(threads, seed_slice, &s);
     }
     for (int64_t b = 0; b < B; b++) {
         int64_t len = seq_len(r->lengths, b, T);
@@ -700,12 +707,12 @@ static void SFX(seed_gradients)(const SFX(run) *r)
         /* Steps the recurrence does not reach: zeros, so that the deferred
          * products over every row see no garbage. */
         for (int64_t t = len; t < T; t++) {
-            SFX(zero)(w->dg + row_of(L, t, b) * w->ldg, GH);
+            zero(w->dg + row_of(L, t, b) * w->ldg, GH);
             if (c->split)
-                SFX(zero)(w->dxn + row_of(L, t, b) * H, H);
+                zero(w->dxn + row_of(L, t, b) * H, H);
         }
         if (!c->fused) {
-            SFX(copy)(w->carry + b * H, SFX(initial)(r, c->has_c ? r->dc_n : NULL, b), H);
+            copy(w->carry + b * H, initial_row(r, c->has_c ? r->dc_n : NULL, b), H);
             if (len > 0 && dh_n) {
                 const REAL *dy = r->dy ? r->dy + row_of(L, time_at(p, len, len - 1), b) * H
                                        : w->zeros;
@@ -722,39 +729,39 @@ static void SFX(seed_gradients)(const SFX(run) *r)
     }
 }
 
-static void SFX(backward)(const SFX(run) *r)
+static void backward_pass(const run *r)
 {
     const fusedrnn_problem *p = r->p;
     const cell_desc *c = r->cell;
     const int64_t T = p->T, B = p->B, D = p->D, H = p->H, TB = T * B;
     const int64_t G = c->gates, GH = G * H, GxH = (G - c->split) * H;
     const seq_layout L = layout_of(p);
-    SFX(work) *w = r->w;
+    work *w = r->w;
     REAL *dg = w->dg, *g = w->g;
     const int64_t ldg = w->ldg;
 
-    SFX(seed_gradients)(r);
-    SFX(recurrence)(r);
-    SFX(mark_rows)(r);
+    seed_gradients(r);
+    recurrence(r);
+    mark_rows(r);
 
     /* The weight and input gradients, deferred to one GEMM each over K = T*B
      * (two for a split cell: its last gate's input side is dxn). */
     /* db_ih equals db_hh but in a split gate: one sum serves both */
-    SFX(column_sums)(r, r->db_ih, dg, TB, ldg, GxH);
+    column_sums(r, r->db_ih, dg, TB, ldg, GxH);
     if (r->db_hh) {
-        SFX(copy)(r->db_hh, r->db_ih, GxH);
-        SFX(column_sums)(r, r->db_hh + GxH, dg + GxH, TB, ldg, GH - GxH);
+        copy(r->db_hh, r->db_ih, GxH);
+        column_sums(r, r->db_hh + GxH, dg + GxH, TB, ldg, GH - GxH);
     }
-    SFX(gemm_team)(r, GEMM_DW_IH, (SFX(view)){dg, 1, ldg}, (SFX(view)){r->x, D, 1},
+    gemm_team(r, GEMM_DW_IH, (view){dg, 1, ldg}, (view){r->x, D, 1},
                    w->keep_x, r->dw_ih, D, 0, NULL);                          /* dg^T x   [Gx*H,D] */
-    SFX(gemm_team)(r, GEMM_DX, (SFX(view)){dg, ldg, 1}, (SFX(view)){r->w_ih, D, 1}, NULL,
+    gemm_team(r, GEMM_DX, (view){dg, ldg, 1}, (view){r->w_ih, D, 1}, NULL,
                    r->dx, D, 0, NULL);                                        /* dg W_ih  [T*B,D] */
     if (c->split) {
-        SFX(column_sums)(r, r->db_ih + GxH, w->dxn, TB, H, H);
-        SFX(gemm_team)(r, GEMM_DW_IH_N, (SFX(view)){w->dxn, 1, H}, (SFX(view)){r->x, D, 1},
+        column_sums(r, r->db_ih + GxH, w->dxn, TB, H, H);
+        gemm_team(r, GEMM_DW_IH_N, (view){w->dxn, 1, H}, (view){r->x, D, 1},
                        w->keep_x, r->dw_ih + GxH * D, D, 0, NULL);
-        SFX(gemm_team)(r, GEMM_DX_N, (SFX(view)){w->dxn, H, 1},
-                       (SFX(view)){r->w_ih + GxH * D, D, 1}, NULL, r->dx, D, 1, NULL);
+        gemm_team(r, GEMM_DX_N, (view){w->dxn, H, 1},
+                       (view){r->w_ih + GxH * D, D, 1}, NULL, r->dx, D, 1, NULL);
     }
 
     /* The first step of each sequence saw h0: g = its dg row, dh0 = g W_hh
@@ -763,70 +770,117 @@ static void SFX(backward)(const SFX(run) *r)
     for (int64_t b = 0; b < B; b++) {
         int64_t len = seq_len(r->lengths, b, T);
         if (len > 0)
-            SFX(copy)(g + b * GH, dg + row_of(L, time_at(p, len, 0), b) * ldg, GH);
+            copy(g + b * GH, dg + row_of(L, time_at(p, len, 0), b) * ldg, GH);
         else
-            SFX(zero)(g + b * GH, GH);
+            zero(g + b * GH, GH);
     }
-    SFX(gemm_team)(r, GEMM_DH0, (SFX(view)){g, GH, 1}, (SFX(view)){r->w_hh, H, 1}, NULL,
+    gemm_team(r, GEMM_DH0, (view){g, GH, 1}, (view){r->w_hh, H, 1}, NULL,
                    r->dh0, H, 0, NULL);
     for (int64_t b = 0; b < B; b++) {
         REAL *dh0 = r->dh0 + b * H;
         if (seq_len(r->lengths, b, T) == 0)
-            SFX(copy)(dh0, SFX(initial)(r, r->dh_n, b), H);
+            copy(dh0, initial_row(r, r->dh_n, b), H);
         else if (c->split)
             for (int64_t j = 0; j < H; j++)
                 dh0[j] += w->carry[b * H + j];
     }
     if (c->has_c)
-        SFX(copy)(r->dc0, w->carry, B * H);
+        copy(r->dc0, w->carry, B * H);
 
     /* dW_hh = sum over steps of dg_t^T h_{t-1}. The first steps pair with h0;
      * every other step pairs with y one time step back (forward) or ahead
      * (reverse), which in either layout is y shifted by one time step's rows;
      * keep_pair leaves out the pairs that are not a step and its predecessor. */
     if (r->h0)
-        SFX(gemm_team)(r, GEMM_DW_HH0, (SFX(view)){g, 1, GH}, (SFX(view)){r->h0, H, 1},
+        gemm_team(r, GEMM_DW_HH0, (view){g, 1, GH}, (view){r->h0, H, 1},
                        w->keep_h0, r->dw_hh, H, 0, NULL);
     int64_t shift = L.t_rows;
     const REAL *dg_k = p->reverse ? dg : dg + shift * ldg;
     const REAL *y_k = p->reverse ? r->y + shift * H : r->y;
-    SFX(gemm_team)(r, GEMM_DW_HH, (SFX(view)){dg_k, 1, ldg}, (SFX(view)){y_k, H, 1},
+    gemm_team(r, GEMM_DW_HH, (view){dg_k, 1, ldg}, (view){y_k, H, 1},
                    w->keep_pair, r->dw_hh, H, r->h0 != NULL, NULL);
 }
 
-/* The entry points' view of a call: the workspace and reserve laid over the
- * caller's buffers (a, ra), the pointers typed, the driver run. */
-static SFX(run) SFX(bind)(const fusedrnn_problem *p, const SFX(ukr) *u, SFX(work) *w,
-                          const fusedrnn_inputs *in, int backward)
+/* The entry points' view of a call: the pointers typed, the driver run. */
+static run bind(const fusedrnn_problem *p, const ukr *u, work *w, const fusedrnn_inputs *in,
+                int backward)
 {
-    return (SFX(run)){.p = p, .cell = &CELLS[p->cell], .u = u, .w = w, .backward = backward,
-                      .x = in->x, .h0 = in->h0, .c0 = in->c0, .w_ih = in->w_ih,
-                      .w_hh = in->w_hh, .b_ih = in->b_ih, .b_hh = in->b_hh,
-                      .lengths = in->lengths};
+    return (run){.p = p, .cell = &cell_table[p->cell], .u = u, .w = w, .backward = backward,
+                 .x = in->x, .h0 = in->h0, .c0 = in->c0, .w_ih = in->w_ih, .w_hh = in->w_hh,
+                 .b_ih = in->b_ih, .b_hh = in->b_hh, .lengths = in->lengths};
 }
 
-static void SFX(run_forward)(const fusedrnn_problem *p, const SFX(ukr) *u, arena *a, arena *ra,
-                             const fusedrnn_inputs *in, const fusedrnn_outputs *out)
+/* The workspace of a pass, measured: its bytes, 0 when the size overflows.
+ * + 64: room to align an arbitrary caller pointer. */
+static size_t workspace_bytes(const fusedrnn_problem *p, int backward)
 {
-    SFX(work) w = SFX(carve)(a, p, 0);
-    if (uses_reserve(p, 0))
-        SFX(take_reserve)(ra, &w, p);
-    SFX(run) r = SFX(bind)(p, u, &w, in, 0);
+    arena a = {0};
+    if (nothing_recurs(p))
+        return 64;
+    carve(&a, p, backward);
+    return a.overflow || a.used > SIZE_MAX - 64 ? 0 : a.used + 64;
+}
+
+/* The reserve's layout, measured: its bytes, or -1 when the size overflows. */
+static int64_t reserve_bytes(const fusedrnn_problem *p)
+{
+    arena a = {0};
+    work w;
+    take_reserve(&a, &w, p);
+    return a.overflow || a.used > INT64_MAX ? -1 : (int64_t)a.used;
+}
+
+/* A pass's workspace and reserve laid out once over the caller's buffers,
+ * and checked: the sizes must not overflow, the workspace must hold the
+ * layout from its first 64-byte boundary (what the query counts), and a
+ * pass that keeps or reads a reserve must have one. The reserve is laid
+ * out from its own start, never from an aligned address past it: it is the
+ * caller's array, and an equal copy of it at another address (np.copy,
+ * pickle) must read the same. */
+static fusedrnn_status lay_out(const fusedrnn_problem *p, int backward, void *workspace,
+                               size_t bytes, const void *reserve, work *w)
+{
+    char *base = (char *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
+    arena a = {base, 0, 0}, ra = {(char *)reserve, 0, 0};
+    *w = carve(&a, p, backward);
+    if (uses_reserve(p, backward))
+        take_reserve(&ra, w, p);
+    if (a.overflow || a.used > SIZE_MAX - 64 || ra.overflow || ra.used > INT64_MAX)
+        return FUSEDRNN_EOVERFLOW;
+    if (!workspace || bytes < a.used + 64)
+        return FUSEDRNN_EWORKSPACE;
+    if (uses_reserve(p, backward) && !reserve)
+        return FUSEDRNN_ERESERVE;
+    return FUSEDRNN_OK;
+}
+
+static fusedrnn_status forward_call(const fusedrnn_problem *p, const isa_kernels *k,
+                                    const fusedrnn_inputs *in, const fusedrnn_outputs *out,
+                                    void *workspace, size_t bytes)
+{
+    work w;
+    fusedrnn_status st = lay_out(p, 0, workspace, bytes, out->reserve, &w);
+    if (st != FUSEDRNN_OK)
+        return st;
+    run r = bind(p, &k->KERNELS, &w, in, 0);
     r.y = out->y, r.h_n = out->h_n, r.c_n = out->c_n;
-    SFX(forward)(&r);
+    forward_pass(&r);
+    return FUSEDRNN_OK;
 }
 
-static void SFX(run_backward)(const fusedrnn_problem *p, const SFX(ukr) *u, arena *a, arena *ra,
-                              const fusedrnn_inputs *in, const fusedrnn_grad_inputs *gin,
-                              const fusedrnn_grads *g)
+static fusedrnn_status backward_call(const fusedrnn_problem *p, const isa_kernels *k,
+                                     const fusedrnn_inputs *in, const fusedrnn_grad_inputs *gin,
+                                     const fusedrnn_grads *g, void *workspace, size_t bytes)
 {
-    SFX(work) w = SFX(carve)(a, p, 1);
-    if (uses_reserve(p, 1))
-        SFX(take_reserve)(ra, &w, p);
-    SFX(run) r = SFX(bind)(p, u, &w, in, 1);
+    work w;
+    fusedrnn_status st = lay_out(p, 1, workspace, bytes, gin->reserve, &w);
+    if (st != FUSEDRNN_OK)
+        return st;
+    run r = bind(p, &k->KERNELS, &w, in, 1);
     r.y = (REAL *)gin->y;   /* an input here: the run's y is read only */
     r.dy = gin->dy, r.dh_n = gin->dh_n, r.dc_n = gin->dc_n;
     r.dx = g->dx, r.dh0 = g->dh0, r.dc0 = g->dc0, r.dw_ih = g->dw_ih, r.dw_hh = g->dw_hh;
     r.db_ih = g->db_ih, r.db_hh = g->db_hh;
-    SFX(backward)(&r);
+    backward_pass(&r);
+    return FUSEDRNN_OK;
 }

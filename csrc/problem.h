@@ -1,0 +1,182 @@
+/* What the entry points and the drivers of every storage type share: the
+ * problem's geometry (rows, steps, threads), the cell descriptors, the
+ * table of the GEMMs a call issues, and each storage type's driver. */
+#ifndef FUSEDRNN_PROBLEM_H
+#define FUSEDRNN_PROBLEM_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Row (t,b) of a sequence array is row t*t_rows + b*b_rows. */
+typedef struct {
+    int64_t t_rows, b_rows;
+} seq_layout;
+
+static inline seq_layout layout_of(const fusedrnn_problem *p)
+{
+    return p->batch_first ? (seq_layout){1, p->T} : (seq_layout){p->B, 1};
+}
+
+static inline int64_t row_of(seq_layout L, int64_t t, int64_t b)
+{
+    return t * L.t_rows + b * L.b_rows;
+}
+
+static inline int64_t seq_len(const int64_t *lengths, int64_t b, int64_t T)
+{
+    return lengths ? lengths[b] : T;
+}
+
+/* Sequence b of length len is at time s forwards, or, in reverse, at time
+ * len-1-s: each sequence starts from its own last valid step. */
+static inline int64_t time_at(const fusedrnn_problem *p, int64_t len, int64_t s)
+{
+    return p->reverse ? len - 1 - s : s;
+}
+
+/* The most threads the call may use. */
+static inline int team_size(const fusedrnn_problem *p)
+{
+    return p->threads < 1 ? 1 : p->threads > FUSEDRNN_MAX_THREADS ? FUSEDRNN_MAX_THREADS : p->threads;
+}
+
+/* Threads for a phase of `work` multiply-adds: one per `grain` of them (a
+ * thread's share must outweigh the cost of waking it and of the waits),
+ * at most the call's allowance. */
+static inline int threads_for(const fusedrnn_problem *p, double work, double grain)
+{
+    double shares = work / grain;
+    int n = team_size(p);
+    return shares >= n ? n : shares < 2 ? 1 : (int)shares;
+}
+
+/* How many pieces a team's job is cut into, of `units` whole tiles: a few
+ * per thread, so that a member that runs late or never leaves pieces for
+ * the others to take, not one slice that all wait for; one when a single
+ * thread runs it. */
+#define PIECES_PER_THREAD 4
+#define TILES_MAX (PIECES_PER_THREAD * FUSEDRNN_MAX_THREADS)   /* the time loop's, at most */
+
+static inline int64_t pieces_for(int64_t units, int threads)
+{
+    int64_t most = threads > 1 ? PIECES_PER_THREAD * (int64_t)threads : 1;
+    return units < most ? units : most;
+}
+
+/* A cell is data: the driver's one forward and one backward serve all three. */
+typedef struct {
+    fusedrnn_cell_info info;   /* what bindings see */
+    int gates;    /* G: the gate blocks of the weights' rows */
+    int has_c;    /* carries a cell state c next to h (LSTM) */
+    int split;    /* the last gate's recurrent product is kept apart, since
+                     a gate multiplies it (GRU's r (W_hn h + b_hn)): its
+                     input- and recurrent-side gradients differ */
+    int fused;    /* its maths runs in the product kernel's epilogue (RNN):
+                     no gates buffer, no reserve, no cell kernel */
+} cell_desc;
+
+/* The table, by fusedrnn_cell (rnn.c). */
+extern const cell_desc cell_table[FUSEDRNN_CELL_COUNT];
+
+/* Gated cells keep a state beside the gates, c_t (LSTM) or W_hn h_{t-1} +
+ * b_hn (GRU): per step in the reserve, per sequence or row in inference. */
+static inline int has_state(const cell_desc *c) { return c->has_c || c->split; }
+
+/* A gated cell's forward computes the input side of its steps a chunk at a
+ * time, on the team inside the time loop, each thread for its own columns:
+ * about 1024 rows a chunk, enough that each packed slab of W_ih^T serves
+ * many rows (256 rows measured 8% slower at L, 1024 as fast as one GEMM over
+ * all T*B rows, faster at M), and a bound on what inference keeps of the
+ * gates: 1024 + B rows of G*H, not T*B. */
+static inline int64_t chunk_steps(const fusedrnn_problem *p)
+{
+    int64_t steps = p->B > 0 ? (1024 + p->B - 1) / p->B : 1;
+    return steps < p->T ? steps : p->T;
+}
+
+/* Every GEMM a call issues, by name. The workspace is sized from this table
+ * and the drivers take each product's M, N, K from it, so that a slab can
+ * never be smaller than a product that packs into it. dg is the backward's
+ * [T,B,G*H] gate gradients on the recurrent side; for a split cell its last
+ * gate's input side is dxn [T,B,H], and Gx = G - 1 gates of dg serve the
+ * input side. */
+typedef enum {
+    GEMM_INPUT,    /* forward, RNN: y = x W_ih^T + b    [T*B,D] x [D,H] */
+    GEMM_STEPS,    /* forward, gated: one chunk of steps, one gate and thread's columns:
+                      gates = x W_ih^T + b              [chunk rows,D] x [D,<=H] */
+    GEMM_DW_IH,    /* backward: dW_ih = dg^T x          [Gx*H,T*B] x [T*B,D] */
+    GEMM_DW_IH_N,  /*           dW_in = dxn^T x         [H,T*B] x [T*B,D] (split) */
+    GEMM_DX,       /*           dx = dg W_ih            [T*B,Gx*H] x [Gx*H,D] */
+    GEMM_DX_N,     /*           dx += dxn W_in          [T*B,H] x [H,D] (split) */
+    GEMM_DH0,      /*           dh0 = g W_hh            [B,G*H] x [G*H,H] */
+    GEMM_DW_HH0,   /*           dW_hh = g^T h0          [G*H,B] x [B,H] */
+    GEMM_DW_HH,    /*           dW_hh += dg^T y, y shifted by one step's rows */
+    GEMM_COUNT
+} gemm_id;
+
+typedef struct {
+    int64_t M, N, K;
+} gemm_dims;
+
+static inline gemm_dims dims_of(const fusedrnn_problem *p, gemm_id id)
+{
+    const cell_desc *c = &cell_table[p->cell];
+    const int64_t TB = p->T * p->B, shift = layout_of(p).t_rows, H = p->H;
+    const int64_t GH = c->gates * H, GxH = (c->gates - c->split) * H, HN = c->split ? H : 0;
+    switch (id) {
+    case GEMM_INPUT:   return (gemm_dims){c->fused ? TB : 0, H, p->D};
+    case GEMM_STEPS:   return (gemm_dims){c->fused ? 0 : chunk_steps(p) * p->B, H, p->D};
+    case GEMM_DW_IH:   return (gemm_dims){GxH, p->D, TB};
+    case GEMM_DW_IH_N: return (gemm_dims){HN, p->D, TB};
+    case GEMM_DX:      return (gemm_dims){TB, p->D, GxH};
+    case GEMM_DX_N:    return (gemm_dims){TB, p->D, HN};
+    case GEMM_DH0:     return (gemm_dims){p->B, H, GH};
+    case GEMM_DW_HH0:  return (gemm_dims){GH, H, p->B};
+    case GEMM_DW_HH:   return (gemm_dims){GH, H, TB > shift ? TB - shift : 0};
+    case GEMM_COUNT:   break;
+    }
+    return (gemm_dims){0, 0, 0};
+}
+
+static inline int gemm_in_pass(gemm_id id, int backward)
+{
+    return backward == (id != GEMM_INPUT && id != GEMM_STEPS);
+}
+
+/* A gated cell's training forward and its backward work on the reserve. */
+static inline int uses_reserve(const fusedrnn_problem *p, int backward)
+{
+    return !cell_table[p->cell].fused && (backward || p->training);
+}
+
+/* A problem with no batch rows or no hidden units: nothing recurs, and
+ * every output is empty or zero. The drivers must not start: their loops
+ * run over T steps and T*B rows, which no buffer bounds when B or H is 0,
+ * so a huge T (or T*B with H = 0) would spin for ever over nothing. */
+static inline int nothing_recurs(const fusedrnn_problem *p)
+{
+    return p->B == 0 || p->H == 0;
+}
+
+/* One storage type's drivers (rnn_f32.c, rnn_f64.c), for a problem the
+ * entry points have validated: its workspace and reserve measured, and its
+ * passes, which lay the workspace and reserve out over the caller's
+ * buffers once, check that they are large enough, and run. */
+typedef struct {
+    size_t elem_size;
+    size_t (*workspace)(const fusedrnn_problem *p, int backward);   /* bytes, 0: overflow */
+    int64_t (*reserve_bytes)(const fusedrnn_problem *p);             /* -1: overflow */
+    fusedrnn_status (*forward)(const fusedrnn_problem *p, const isa_kernels *k,
+                               const fusedrnn_inputs *in, const fusedrnn_outputs *out,
+                               void *workspace, size_t workspace_bytes);
+    fusedrnn_status (*backward)(const fusedrnn_problem *p, const isa_kernels *k,
+                                const fusedrnn_inputs *in, const fusedrnn_grad_inputs *gin,
+                                const fusedrnn_grads *grads, void *workspace,
+                                size_t workspace_bytes);
+} storage_driver;
+
+extern const storage_driver driver_f32, driver_f64;
+
+#endif
