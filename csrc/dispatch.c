@@ -1,5 +1,9 @@
-/* Which micro-kernels run: the scalar table first, then the best ISA this
- * CPU and OS support, chosen once; fusedrnn_set_isa overrides the choice. */
+/* Which micro-kernels run: the best ISA this CPU and OS support, chosen
+ * once; fusedrnn_set_isa overrides the choice. The table of an ISA in force
+ * is complete: its base's, entry by entry overridden by its own (BLIS's
+ * reference-then-override configuration), so that a slot an ISA leaves
+ * empty runs the kernel of the ISA it builds on, in the end the reference. */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -9,14 +13,54 @@
 static const isa_kernels *const compiled[] = {&isa_avx512, &isa_avx2, &isa_scalar};
 #define N_COMPILED (sizeof compiled / sizeof compiled[0])
 
+/* The entries `over` has, put over the table `t`. The blocking comes with
+ * the product kernel it was tuned for. */
+#define OVERRIDE(field) if (over->field) t->field = over->field
+#define OVERRIDE_UKR(T)                                                      \
+    static void override_##T(ukr_##T *t, const ukr_##T *over)                \
+    {                                                                        \
+        if (over->step) {                                                    \
+            t->step = over->step;                                            \
+            t->mr = over->mr, t->nr = over->nr, t->mc = over->mc;            \
+            t->kc = over->kc, t->nc = over->nc;                              \
+        }                                                                    \
+        OVERRIDE(transpose);                                                 \
+        for (int id = 0; id < CELL_KERNELS; id++)                            \
+            OVERRIDE(cell[id]);                                              \
+        OVERRIDE(apply);                                                     \
+        OVERRIDE(fma_probe);                                                 \
+    }
+OVERRIDE_UKR(f32)
+OVERRIDE_UKR(f64)
+
+void fusedrnn_complete_kernels(isa_kernels *t, const isa_kernels *isa)
+{
+    if (isa->base)
+        fusedrnn_complete_kernels(t, isa->base);
+    else
+        memset(t, 0, sizeof *t);
+    t->name = isa->name, t->supported = isa->supported, t->base = isa->base;
+    override_f32(&t->f32, &isa->f32);
+    override_f64(&t->f64, &isa->f64);
+}
+
+static isa_kernels complete[N_COMPILED];
+static pthread_once_t completed = PTHREAD_ONCE_INIT;
+
+static void complete_all(void)
+{
+    for (size_t i = 0; i < N_COMPILED; i++)
+        fusedrnn_complete_kernels(&complete[i], compiled[i]);
+}
+
 static _Atomic(const isa_kernels *) active;
 
 static const isa_kernels *best_supported(void)
 {
     for (size_t i = 0; i < N_COMPILED; i++)
-        if (compiled[i]->supported())
-            return compiled[i];
-    return &isa_scalar;
+        if (complete[i].supported())
+            return &complete[i];
+    return &complete[N_COMPILED - 1];
 }
 
 const isa_kernels *fusedrnn_active_kernels(void)
@@ -25,6 +69,7 @@ const isa_kernels *fusedrnn_active_kernels(void)
     if (!k) {
         /* Racing first calls all compute the same answer; one store wins. */
         const isa_kernels *expected = NULL;
+        pthread_once(&completed, complete_all);
         k = best_supported();
         if (!atomic_compare_exchange_strong(&active, &expected, k))
             k = expected;
@@ -32,11 +77,17 @@ const isa_kernels *fusedrnn_active_kernels(void)
     return k;
 }
 
+void fusedrnn_use_kernels(const isa_kernels *complete_table)
+{
+    atomic_store(&active, complete_table);
+}
+
 static const isa_kernels *find(const char *name)
 {
+    pthread_once(&completed, complete_all);
     for (size_t i = 0; name && i < N_COMPILED; i++)
-        if (strcmp(compiled[i]->name, name) == 0 && compiled[i]->supported())
-            return compiled[i];
+        if (strcmp(complete[i].name, name) == 0 && complete[i].supported())
+            return &complete[i];
     return NULL;
 }
 

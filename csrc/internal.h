@@ -10,8 +10,17 @@
 #include "fusedrnn.h"
 #include "kernels/kernels.h"
 
-/* The table in force; a call reads it once and uses that table throughout. */
+/* The table in force, complete; a call reads it once and uses that table
+ * throughout. */
 const isa_kernels *fusedrnn_active_kernels(void);
+
+/* `isa`'s table as it runs: its base's, completed the same way, with the
+ * entries `isa` has put over it. */
+void fusedrnn_complete_kernels(isa_kernels *complete, const isa_kernels *isa);
+
+/* Tests (tests/c/driver.c): put a complete table in force, as
+ * fusedrnn_set_isa does a compiled ISA's. */
+void fusedrnn_use_kernels(const isa_kernels *complete);
 
 /* The step epilogue for an activation: forward, or times its derivative. */
 static inline epilogue epilogue_of(fusedrnn_act act, int derivative)

@@ -67,14 +67,14 @@ static inline int64_t pieces_for(int64_t units, int threads)
 
 /* A cell is data: the driver's one forward and one backward serve all three. */
 typedef struct {
-    fusedrnn_cell_info info;   /* what bindings see */
-    int gates;    /* G: the gate blocks of the weights' rows */
-    int has_c;    /* carries a cell state c next to h (LSTM) */
+    fusedrnn_cell_info info;   /* what bindings see, and the drivers too: G is
+                                  info.gates, the LSTM's c info.has_c */
     int split;    /* the last gate's recurrent product is kept apart, since
                      a gate multiplies it (GRU's r (W_hn h + b_hn)): its
                      input- and recurrent-side gradients differ */
     int fused;    /* its maths runs in the product kernel's epilogue (RNN):
                      no gates buffer, no reserve, no cell kernel */
+    cell_kernel_id forward, backward;   /* a gated cell's cell kernels */
 } cell_desc;
 
 /* The table, by fusedrnn_cell (rnn.c). */
@@ -82,7 +82,7 @@ extern const cell_desc cell_table[FUSEDRNN_CELL_COUNT];
 
 /* Gated cells keep a state beside the gates, c_t (LSTM) or W_hn h_{t-1} +
  * b_hn (GRU): per step in the reserve, per sequence or row in inference. */
-static inline int has_state(const cell_desc *c) { return c->has_c || c->split; }
+static inline int has_state(const cell_desc *c) { return c->info.has_c || c->split; }
 
 /* A gated cell's forward computes the input side of its steps a chunk at a
  * time, on the team inside the time loop, each thread for its own columns:
@@ -124,7 +124,7 @@ static inline gemm_dims dims_of(const fusedrnn_problem *p, gemm_id id)
 {
     const cell_desc *c = &cell_table[p->cell];
     const int64_t TB = p->T * p->B, shift = layout_of(p).t_rows, H = p->H;
-    const int64_t GH = c->gates * H, GxH = (c->gates - c->split) * H, HN = c->split ? H : 0;
+    const int64_t GH = c->info.gates * H, GxH = (c->info.gates - c->split) * H, HN = c->split ? H : 0;
     switch (id) {
     case GEMM_INPUT:   return (gemm_dims){c->fused ? TB : 0, H, p->D};
     case GEMM_STEPS:   return (gemm_dims){c->fused ? 0 : chunk_steps(p) * p->B, H, p->D};

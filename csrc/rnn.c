@@ -6,9 +6,11 @@
 #include "problem.h"
 
 const cell_desc cell_table[FUSEDRNN_CELL_COUNT] = {
-    [FUSEDRNN_RNN] = {{"RNN", 1, 0, 1, 0, 0}, 1, 0, 0, 1},
-    [FUSEDRNN_LSTM] = {{"LSTM", 4, 1, 0, 5, 0}, 4, 1, 0, 0},
-    [FUSEDRNN_GRU] = {{"GRU", 3, 0, 0, 4, 1}, 3, 0, 1, 0},
+    [FUSEDRNN_RNN] = {.info = {"RNN", .gates = 1, .has_act = 1}, .fused = 1},
+    [FUSEDRNN_LSTM] = {.info = {"LSTM", .gates = 4, .has_c = 1, .reserve_rows = 5},
+                       .forward = LSTM_FORWARD, .backward = LSTM_BACKWARD},
+    [FUSEDRNN_GRU] = {.info = {"GRU", .gates = 3, .reserve_rows = 4, .bias_grads_differ = 1},
+                      .split = 1, .forward = GRU_FORWARD, .backward = GRU_BACKWARD},
 };
 
 static int known_cell(fusedrnn_cell cell)
@@ -16,7 +18,7 @@ static int known_cell(fusedrnn_cell cell)
     return (unsigned)cell < FUSEDRNN_CELL_COUNT;
 }
 
-int fusedrnn_gates(fusedrnn_cell cell) { return known_cell(cell) ? cell_table[cell].gates : 0; }
+int fusedrnn_gates(fusedrnn_cell cell) { return known_cell(cell) ? cell_table[cell].info.gates : 0; }
 
 const fusedrnn_cell_info *fusedrnn_cell_describe(fusedrnn_cell cell)
 {
@@ -34,7 +36,7 @@ static fusedrnn_status check_problem(const fusedrnn_problem *p)
         p->act != FUSEDRNN_RELU && p->act != FUSEDRNN_SIGMOID)
         return FUSEDRNN_EINVAL;
     /* Every element index the drivers form must fit in int64_t. */
-    if (__builtin_mul_overflow(p->H, (int64_t)cell_table[p->cell].gates, &gh) ||
+    if (__builtin_mul_overflow(p->H, (int64_t)cell_table[p->cell].info.gates, &gh) ||
         __builtin_mul_overflow(p->T, p->B, &tb) || __builtin_mul_overflow(tb, p->D, &n) ||
         __builtin_mul_overflow(tb, gh, &n) || __builtin_mul_overflow(gh, p->D, &n) ||
         __builtin_mul_overflow(gh, p->H, &n))
@@ -121,10 +123,10 @@ fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p, const fusedrnn_inpu
         return st;
     if (nothing_recurs(p)) {   /* every gradient is a sum over no terms */
         const size_t e = driver_of(p)->elem_size;
-        const int64_t GH = cell_table[p->cell].gates * p->H;
+        const int64_t GH = cell_table[p->cell].info.gates * p->H;
         zero_fill(grads->dx, p->T * p->B * p->D, e);
         zero_fill(grads->dh0, p->B * p->H, e);
-        if (cell_table[p->cell].has_c)
+        if (cell_table[p->cell].info.has_c)
             zero_fill(grads->dc0, p->B * p->H, e);
         zero_fill(grads->dw_ih, GH * p->D, e);
         zero_fill(grads->dw_hh, GH * p->H, e);

@@ -130,16 +130,16 @@ static void take_reserve(arena *a, work *w, const fusedrnn_problem *p)
      * exactly T*B*(G+1)*H elements, which a caller can compute from the
      * shapes alone (the torch ops' fake tensors do, for symbolic sizes). */
     size_t TB = arena_checked_mul(a, (size_t)p->T, (size_t)p->B);
-    size_t per_row = (size_t)(c->gates + has_state(c)) * (size_t)p->H;
+    size_t per_row = (size_t)(c->info.gates + has_state(c)) * (size_t)p->H;
     w->gates = arena_take(a, arena_checked_mul(a, TB, per_row), sizeof(REAL));
-    w->state = has_state(c) && w->gates ? w->gates + TB * (size_t)(c->gates * p->H) : NULL;
+    w->state = has_state(c) && w->gates ? w->gates + TB * (size_t)(c->info.gates * p->H) : NULL;
 }
 
 /* The workspace of a pass, measured (base NULL) or laid over a buffer. */
 static work carve(arena *a, const fusedrnn_problem *p, int backward)
 {
     const cell_desc *c = &cell_table[p->cell];
-    size_t T = (size_t)p->T, B = (size_t)p->B, H = (size_t)p->H, GH = (size_t)c->gates * H;
+    size_t T = (size_t)p->T, B = (size_t)p->B, H = (size_t)p->H, GH = (size_t)c->info.gates * H;
     size_t TB = arena_checked_mul(a, T, B);
     work w = {0};
     w.packed_cap = arena_checked_mul(a, GH, round_up(a, H, FUSEDRNN_NR_MAX));
@@ -289,7 +289,7 @@ static void fill_rows(const run *r, int64_t s, int buf)
     const fusedrnn_problem *p = r->p;
     const cell_desc *c = r->cell;
     const seq_layout L = layout_of(p);
-    const int64_t T = p->T, B = p->B, H = p->H, GH = c->gates * H;
+    const int64_t T = p->T, B = p->B, H = p->H, GH = c->info.gates * H;
     work *w = r->w;
     step_rows *rows = &w->rows[buf];
     const int in_reserve = r->backward || p->training;
@@ -316,8 +316,8 @@ static void fill_rows(const run *r, int64_t s, int buf)
         }
         /* The state rows: per step in the reserve; for inference each
          * sequence's own c, updated in place, or the step's own hn. */
-        REAL *state = w->state + (in_reserve ? row : c->has_c ? b : m) * H;
-        if (c->has_c)
+        REAL *state = w->state + (in_reserve ? row : c->info.has_c ? b : m) * H;
+        if (c->info.has_c)
             rows->prev[m] = before < 0 ? initial_row(r, r->c0, b)
                                        : w->state + (in_reserve ? before : b) * H;
         else
@@ -329,7 +329,7 @@ static void fill_rows(const run *r, int64_t s, int buf)
             rows->c[m] = rows->gates[m] = w->g_rows[w->step_start[s] + m];
             rows->h[m] = r->y + row * H;
             if (c->split)   /* the kept-apart product's bias, b_hn */
-                rows->aux[m] = r->b_hh ? r->b_hh + (c->gates - 1) * H : w->zeros;
+                rows->aux[m] = r->b_hh ? r->b_hh + (c->info.gates - 1) * H : w->zeros;
         } else {
             rows->a[m] = after >= 0 ? w->dg + after * w->ldg : w->zeros;
             rows->c[m] = rows->h[m] = w->dh + m * H;
@@ -353,7 +353,7 @@ static void list_rows(const run *r)
 {
     const fusedrnn_problem *p = r->p;
     const seq_layout L = layout_of(p);
-    const int64_t T = p->T, B = p->B, D = p->D, GH = r->cell->gates * p->H;
+    const int64_t T = p->T, B = p->B, D = p->D, GH = r->cell->info.gates * p->H;
     const int64_t chunk = chunk_steps(p);
     work *w = r->w;
     int64_t k = 0;
@@ -384,7 +384,7 @@ static void input_chunk(const run *r, int tid, int64_t j0, int64_t j1, int64_t s
     const work *w = r->w;
     const int64_t first = w->step_start[s], M = w->step_start[end] - first;
     FUSEDRNN_ASSERT(M <= dims_of(p, GEMM_STEPS).M);
-    for (int64_t q = 0; q < r->cell->gates; q++) {
+    for (int64_t q = 0; q < r->cell->info.gates; q++) {
         row_lists rows = {w->x_rows + first, w->g_rows + first, q * H + j0};
         gemm(r->u, M, j1 - j0, D, (view){NULL, 0, 0},
                   (view){r->w_ih + (q * H + j0) * D, 1, D}, NULL, NULL, 0, 0,
@@ -402,7 +402,7 @@ static inline void step_cell(const run *r, const step_rows *rows,
 {
     const cell_desc *c = r->cell;
     const ukr *u = r->u;
-    const int64_t H = r->p->H, G = c->gates;
+    const int64_t H = r->p->H, G = c->info.gates;
     const REAL *Bp = r->w->packed;
     if (c->fused) {
         step(u, rows->m, j0, j1, H, a, Bp, rows->c, 0,
@@ -429,11 +429,11 @@ static inline void step_cell(const run *r, const step_rows *rows,
                           NULL, EPI_ACC);
         }
         if (rows->m > 0)
-            u->cell_forward[r->p->cell](rows->m, j0, j1 - j0, &rows->cell);
+            u->cell[r->cell->forward](rows->m, j0, j1 - j0, &rows->cell);
     } else {
         step(u, rows->m, j0, j1, G * H, a, Bp, rows->c, 0, rows->aux, EPI_BIAS);
         if (rows->m > 0)
-            u->cell_backward[r->p->cell](rows->m, j0, j1 - j0, &rows->cell);
+            u->cell[r->cell->backward](rows->m, j0, j1 - j0, &rows->cell);
     }
 }
 
@@ -461,7 +461,7 @@ static const REAL *const *a_rows(const run *r, int tid, const step_rows *rows)
  * of every gate are a panel range of each block; backward: W_hh [G*H, H]. */
 static void pack_w_hh(const run *r, int64_t j0, int64_t j1)
 {
-    const int64_t H = r->p->H, G = r->cell->gates, n = j1 - j0;
+    const int64_t H = r->p->H, G = r->cell->info.gates, n = j1 - j0;
     const work *w = r->w;
     if (r->backward) {
         pack_b(r->u, G * H, n, r->w_hh + j0, H, 1, NULL, w->packed + j0 * G * H,
@@ -553,7 +553,7 @@ static void recurrence(const run *r)
     int64_t panels = (p->H + r->u->nr - 1) / r->u->nr;
     /* a gated forward's steps hold its input side too */
     int64_t k = r->backward || r->cell->fused ? p->H : p->H + p->D;
-    int n = threads_for(p, (double)p->B * r->cell->gates * p->H * k, 1 << 15);
+    int n = threads_for(p, (double)p->B * r->cell->info.gates * p->H * k, 1 << 15);
     n = n < panels ? n : (int)panels;
     /* Fields set one by one: an initializer would clear all TILES_MAX lines
      * of `step` (16 KB) on every call, for the few tiles a call has. */
@@ -572,7 +572,7 @@ static void recurrence(const run *r)
  * which joins its own product. NULL when there is none. */
 static const REAL *input_bias(const run *r)
 {
-    const int64_t H = r->p->H, GH = r->cell->gates * H;
+    const int64_t H = r->p->H, GH = r->cell->info.gates * H;
     const int64_t summed = r->cell->split ? GH - H : GH;
     if (!r->b_hh || summed == 0)
         return r->b_ih;
@@ -600,7 +600,7 @@ static void forward_pass(const run *r)
 {
     const fusedrnn_problem *p = r->p;
     const cell_desc *c = r->cell;
-    const int64_t T = p->T, B = p->B, D = p->D, H = p->H, GH = c->gates * H;
+    const int64_t T = p->T, B = p->B, D = p->D, H = p->H, GH = c->info.gates * H;
     const seq_layout L = layout_of(p);
     work *w = r->w;
     zero(w->zeros, GH);
@@ -619,9 +619,9 @@ static void forward_pass(const run *r)
     recurrence(r);
 
     final_rows(r, r->h_n, r->y, r->h0);
-    if (c->has_c && p->training)
+    if (c->info.has_c && p->training)
         final_rows(r, r->c_n, w->state, r->c0);
-    else if (c->has_c)   /* inference: each sequence's c, where its steps left it */
+    else if (c->info.has_c)   /* inference: each sequence's c, where its steps left it */
         for (int64_t b = 0; b < B; b++)
             copy(r->c_n + b * H, seq_len(r->lengths, b, T) > 0 ? w->state + b * H
                                                                    : initial_row(r, r->c0, b), H);
@@ -690,7 +690,7 @@ static void seed_gradients(const run *r)
 {
     const fusedrnn_problem *p = r->p;
     const cell_desc *c = r->cell;
-    const int64_t T = p->T, B = p->B, H = p->H, GH = c->gates * H, TB = T * B;
+    const int64_t T = p->T, B = p->B, H = p->H, GH = c->info.gates * H, TB = T * B;
     const seq_layout L = layout_of(p);
     work *w = r->w;
     zero(w->zeros, GH);
@@ -712,7 +712,7 @@ static void seed_gradients(const run *r)
                 zero(w->dxn + row_of(L, t, b) * H, H);
         }
         if (!c->fused) {
-            copy(w->carry + b * H, initial_row(r, c->has_c ? r->dc_n : NULL, b), H);
+            copy(w->carry + b * H, initial_row(r, c->info.has_c ? r->dc_n : NULL, b), H);
             if (len > 0 && dh_n) {
                 const REAL *dy = r->dy ? r->dy + row_of(L, time_at(p, len, len - 1), b) * H
                                        : w->zeros;
@@ -734,7 +734,7 @@ static void backward_pass(const run *r)
     const fusedrnn_problem *p = r->p;
     const cell_desc *c = r->cell;
     const int64_t T = p->T, B = p->B, D = p->D, H = p->H, TB = T * B;
-    const int64_t G = c->gates, GH = G * H, GxH = (G - c->split) * H;
+    const int64_t G = c->info.gates, GH = G * H, GxH = (G - c->split) * H;
     const seq_layout L = layout_of(p);
     work *w = r->w;
     REAL *dg = w->dg, *g = w->g;
@@ -784,7 +784,7 @@ static void backward_pass(const run *r)
             for (int64_t j = 0; j < H; j++)
                 dh0[j] += w->carry[b * H + j];
     }
-    if (c->has_c)
+    if (c->info.has_c)
         copy(r->dc0, w->carry, B * H);
 
     /* dW_hh = sum over steps of dg_t^T h_{t-1}. The first steps pair with h0;

@@ -1,9 +1,10 @@
 /* The micro-kernel table: what a driver may ask of an ISA.
  *
  * Micro-kernels see only pointers, sizes and leading dimensions; they handle
- * their own edge tiles (m < mr, n < nr). Every ISA provides the same entries
- * for both dtypes, and the scalar ones (kernels/ref) are the oracle and the
- * fallback. */
+ * their own edge tiles (m < mr, n < nr). The scalar ones (kernels/ref) fill
+ * every entry for both dtypes: they are the oracle and the fallback. An ISA
+ * provides what it does better, entry by entry, over the table of the ISA it
+ * builds on (`base`). */
 #ifndef FUSEDRNN_KERNELS_H
 #define FUSEDRNN_KERNELS_H
 
@@ -30,6 +31,14 @@ typedef enum {
 #define FUSEDRNN_KC_MAX 512
 #define FUSEDRNN_NC_MAX 4096
 
+/* The cell kernels, by what they compute: each cell's descriptor names the
+ * ones its passes run. */
+typedef enum {
+    LSTM_FORWARD, LSTM_BACKWARD,
+    GRU_FORWARD, GRU_BACKWARD,
+    CELL_KERNELS
+} cell_kernel_id;
+
 #define REAL float
 #define SFX(name) name##_f32
 #include "kernels_tmpl.h"
@@ -41,21 +50,17 @@ typedef enum {
 #undef REAL
 #undef SFX
 
-typedef struct {
+typedef struct isa_kernels {
     const char *name;
-    int (*supported)(void);   /* CPU and OS can run it */
+    int (*supported)(void);          /* CPU and OS can run it */
+    const struct isa_kernels *base;  /* whose entries fill the slots this one leaves
+                                        NULL; NULL for the reference, which has all */
     ukr_f32 f32;
     ukr_f64 f64;
 } isa_kernels;
 
+/* As each file defines them; dispatch.c completes them. */
 extern const isa_kernels isa_scalar, isa_avx2, isa_avx512;
-
-/* The AVX2 transposes serve the AVX-512 table too: a plain copy gains little
- * from wider vectors, and every AVX-512 CPU has AVX2. */
-void transpose_f32_avx2(int64_t rows, int64_t cols, const float *src, int64_t lds,
-                        float *dst, int64_t ldd);
-void transpose_f64_avx2(int64_t rows, int64_t cols, const double *src, int64_t lds,
-                        double *dst, int64_t ldd);
 
 /* CPU and OS support (cpuid + xgetbv), in baseline code: safe to call anywhere. */
 int cpu_has_avx2(void);

@@ -29,6 +29,10 @@ typedef struct {
 
 typedef void (*SFX(cell_kernel))(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r);
 
+/* One ISA's micro-kernels for one dtype. An ISA's table names the entries
+ * it has (designated initializers) and leaves the others NULL: the table in
+ * force is its base's with these entries put over it (dispatch.c). The
+ * blocking belongs to the product kernel: set with `step`, and only then. */
 typedef struct {
     /* Register tile and cache blocking of the GEMM engine for this ISA. */
     int64_t mr, nr, mc, kc, nc;
@@ -51,11 +55,10 @@ typedef struct {
     void (*transpose)(int64_t rows, int64_t cols, const REAL *src, int64_t lds,
                       REAL *dst, int64_t ldd);
 
-    /* The per-step elementwise maths of the gated cells, indexed by
-     * fusedrnn_cell (the Elman RNN's runs in the step kernel's epilogue, so
-     * its entries are NULL). LSTM forward writes c_t into state; GRU reads hn
-     * from it. */
-    SFX(cell_kernel) cell_forward[3], cell_backward[3];
+    /* The per-step elementwise maths of the gated cells, by cell_kernel_id
+     * (the Elman RNN's runs in the step kernel's epilogue). LSTM forward
+     * writes c_t into state; GRU reads hn from it. */
+    SFX(cell_kernel) cell[CELL_KERNELS];
 
     /* out[j] = epi(z[j], aux[j]) for j < n, with the step kernel's vector
      * activations: how they are tested alone. aux may be NULL (forward). */

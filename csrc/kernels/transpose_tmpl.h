@@ -3,8 +3,8 @@
  * the weight gradients). Whole BS x BS blocks go through BLOCK, in
  * registers; the edges go element by element. Included once per dtype and
  * ISA with REAL, SFX(name), BS and BLOCK defined. */
-void SFX(transpose)(int64_t rows, int64_t cols, const REAL *src, int64_t lds,
-                    REAL *dst, int64_t ldd)
+static void SFX(transpose)(int64_t rows, int64_t cols, const REAL *src, int64_t lds,
+                           REAL *dst, int64_t ldd)
 {
     int64_t i = 0;
     for (; i + BS <= rows; i += BS) {

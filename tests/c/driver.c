@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "fusedrnn.h"
+#include "internal.h"
 
 static int failures;
 
@@ -506,6 +507,46 @@ static void error_cases(void)
     CHECK(fusedrnn_set_isa(NULL) == FUSEDRNN_EISA, "NULL ISA accepted");
 }
 
+/* A slot an ISA's table leaves empty runs its base's kernel, in the end the
+ * reference's: AVX2's table without its cell kernels completes with the
+ * reference ones and keeps its own product kernel and blocking, and the
+ * gated cells' cases pass on it; AVX-512's, which has no transpose of its
+ * own, runs AVX2's. */
+static void fallback_cases(void)
+{
+    if (!fusedrnn_isa_supported("avx2")) {
+        printf("SKIPPED kernel fallback: no AVX2 here\n");
+        return;
+    }
+    static isa_kernels partial, complete;
+    partial = isa_avx2;
+    partial.name = "avx2 without cell kernels";
+    for (int id = 0; id < CELL_KERNELS; id++)
+        partial.f32.cell[id] = NULL, partial.f64.cell[id] = NULL;
+    fusedrnn_complete_kernels(&complete, &partial);
+    isa_kernels scalar;
+    fusedrnn_complete_kernels(&scalar, &isa_scalar);
+    for (int id = 0; id < CELL_KERNELS; id++)
+        CHECK(complete.f32.cell[id] == scalar.f32.cell[id] &&
+                  complete.f64.cell[id] == scalar.f64.cell[id],
+              "cell kernel %d: an empty slot not filled with the reference's", id);
+    CHECK(complete.f32.step == isa_avx2.f32.step && complete.f32.nr == isa_avx2.f32.nr &&
+              complete.f64.step == isa_avx2.f64.step && complete.f64.mr == isa_avx2.f64.mr,
+          "the product kernel or its blocking not the ISA's own");
+    isa_kernels wide;
+    fusedrnn_complete_kernels(&wide, &isa_avx512);
+    CHECK(isa_avx512.f32.transpose == NULL && wide.f32.transpose == isa_avx2.f32.transpose &&
+              wide.f64.transpose == isa_avx2.f64.transpose,
+          "AVX-512's table does not run AVX2's transposes");
+    fusedrnn_use_kernels(&complete);
+    for (int cell = FUSEDRNN_LSTM; cell <= FUSEDRNN_GRU; cell++)
+        for (int dtype = 0; dtype < 2; dtype++)
+            run_case((fusedrnn_problem){.cell = (fusedrnn_cell)cell, .dtype = (fusedrnn_dtype)dtype,
+                                       .T = 5, .B = 7, .D = 9, .H = 19, .threads = 2},
+                     1, 1, 7);
+    CHECK(strcmp(fusedrnn_get_isa(), partial.name) == 0, "the partial table not in force");
+}
+
 int main(void)
 {
     /* Sizes of 0 and 1, odd sizes, and rows that no register tile divides
@@ -552,6 +593,7 @@ int main(void)
                         cases++;
                     }
     }
+    fallback_cases();
     printf("%d cases, %d failures\n", cases, failures);
     return failures != 0;
 }

@@ -75,11 +75,19 @@ static inline void block_f64(const double *s, int64_t lds, double *d, int64_t ld
  * kc x nc slab of B is 1 MB in either dtype, wide enough that A is read
  * once or twice for N up to 1760 (float32 XL: 72% -> 82% of peak over nc 512). */
 const isa_kernels isa_avx2 = {
-    "avx2", cpu_has_avx2,
-    {MR, 16, 72, 256, 1024, step_f32_avx2, transpose_f32_avx2,
-     {NULL, lstm_forward_f32_avx2, gru_forward_f32_avx2},
-     {NULL, lstm_backward_f32_avx2, gru_backward_f32_avx2}, apply_f32_avx2, fma_probe_f32_avx2},
-    {MR, 8, 72, 256, 512, step_f64_avx2, transpose_f64_avx2,
-     {NULL, lstm_forward_f64_avx2, gru_forward_f64_avx2},
-     {NULL, lstm_backward_f64_avx2, gru_backward_f64_avx2}, apply_f64_avx2, fma_probe_f64_avx2},
+    .name = "avx2", .supported = cpu_has_avx2, .base = &isa_scalar,
+    .f32 = {.mr = MR, .nr = 16, .mc = 72, .kc = 256, .nc = 1024,
+            .step = step_f32_avx2, .transpose = transpose_f32_avx2,
+            .cell = {[LSTM_FORWARD] = lstm_forward_f32_avx2,
+                     [LSTM_BACKWARD] = lstm_backward_f32_avx2,
+                     [GRU_FORWARD] = gru_forward_f32_avx2,
+                     [GRU_BACKWARD] = gru_backward_f32_avx2},
+            .apply = apply_f32_avx2, .fma_probe = fma_probe_f32_avx2},
+    .f64 = {.mr = MR, .nr = 8, .mc = 72, .kc = 256, .nc = 512,
+            .step = step_f64_avx2, .transpose = transpose_f64_avx2,
+            .cell = {[LSTM_FORWARD] = lstm_forward_f64_avx2,
+                     [LSTM_BACKWARD] = lstm_backward_f64_avx2,
+                     [GRU_FORWARD] = gru_forward_f64_avx2,
+                     [GRU_BACKWARD] = gru_backward_f64_avx2},
+            .apply = apply_f64_avx2, .fma_probe = fma_probe_f64_avx2},
 };

@@ -16,12 +16,22 @@
 #include "vec_f64.h"
 #include "../simd_kernels.h"
 
+/* On AVX2's table: its transposes serve here too (a plain copy gains little
+ * from wider vectors, and every AVX-512 CPU has AVX2). */
 const isa_kernels isa_avx512 = {
-    "avx512", cpu_has_avx512,
-    {MR, 32, 96, 256, 1024, step_f32_avx512, transpose_f32_avx2,
-     {NULL, lstm_forward_f32_avx512, gru_forward_f32_avx512},
-     {NULL, lstm_backward_f32_avx512, gru_backward_f32_avx512}, apply_f32_avx512, fma_probe_f32_avx512},
-    {MR, 16, 96, 256, 512, step_f64_avx512, transpose_f64_avx2,
-     {NULL, lstm_forward_f64_avx512, gru_forward_f64_avx512},
-     {NULL, lstm_backward_f64_avx512, gru_backward_f64_avx512}, apply_f64_avx512, fma_probe_f64_avx512},
+    .name = "avx512", .supported = cpu_has_avx512, .base = &isa_avx2,
+    .f32 = {.mr = MR, .nr = 32, .mc = 96, .kc = 256, .nc = 1024,
+            .step = step_f32_avx512,
+            .cell = {[LSTM_FORWARD] = lstm_forward_f32_avx512,
+                     [LSTM_BACKWARD] = lstm_backward_f32_avx512,
+                     [GRU_FORWARD] = gru_forward_f32_avx512,
+                     [GRU_BACKWARD] = gru_backward_f32_avx512},
+            .apply = apply_f32_avx512, .fma_probe = fma_probe_f32_avx512},
+    .f64 = {.mr = MR, .nr = 16, .mc = 96, .kc = 256, .nc = 512,
+            .step = step_f64_avx512,
+            .cell = {[LSTM_FORWARD] = lstm_forward_f64_avx512,
+                     [LSTM_BACKWARD] = lstm_backward_f64_avx512,
+                     [GRU_FORWARD] = gru_forward_f64_avx512,
+                     [GRU_BACKWARD] = gru_backward_f64_avx512},
+            .apply = apply_f64_avx512, .fma_probe = fma_probe_f64_avx512},
 };

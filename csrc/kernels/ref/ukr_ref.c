@@ -23,12 +23,21 @@
 
 static int always(void) { return 1; }
 
+/* Every entry: the fallback of every other table. */
 const isa_kernels isa_scalar = {
-    "scalar", always,
-    {REF_MR, REF_NR, 64, 256, 1024, step_ref_f32, transpose_ref_f32,
-     {NULL, lstm_forward_ref_f32, gru_forward_ref_f32},
-     {NULL, lstm_backward_ref_f32, gru_backward_ref_f32}, apply_ref_f32, fma_probe_ref_f32},
-    {REF_MR, REF_NR, 64, 256, 1024, step_ref_f64, transpose_ref_f64,
-     {NULL, lstm_forward_ref_f64, gru_forward_ref_f64},
-     {NULL, lstm_backward_ref_f64, gru_backward_ref_f64}, apply_ref_f64, fma_probe_ref_f64},
+    .name = "scalar", .supported = always, .base = NULL,
+    .f32 = {.mr = REF_MR, .nr = REF_NR, .mc = 64, .kc = 256, .nc = 1024,
+            .step = step_ref_f32, .transpose = transpose_ref_f32,
+            .cell = {[LSTM_FORWARD] = lstm_forward_ref_f32,
+                     [LSTM_BACKWARD] = lstm_backward_ref_f32,
+                     [GRU_FORWARD] = gru_forward_ref_f32,
+                     [GRU_BACKWARD] = gru_backward_ref_f32},
+            .apply = apply_ref_f32, .fma_probe = fma_probe_ref_f32},
+    .f64 = {.mr = REF_MR, .nr = REF_NR, .mc = 64, .kc = 256, .nc = 1024,
+            .step = step_ref_f64, .transpose = transpose_ref_f64,
+            .cell = {[LSTM_FORWARD] = lstm_forward_ref_f64,
+                     [LSTM_BACKWARD] = lstm_backward_ref_f64,
+                     [GRU_FORWARD] = gru_forward_ref_f64,
+                     [GRU_BACKWARD] = gru_backward_ref_f64},
+            .apply = apply_ref_f64, .fma_probe = fma_probe_ref_f64},
 };
