@@ -1,5 +1,5 @@
 """The examples' short runs (the CI smoke runs of examples/), each as a user
-would start it, and the README's code beyond the quick start.
+would start it, and the code of docs/api.md beyond the quick start.
 
 Each short run must cut its held-out loss by a stated factor: well inside
 what the seeded runs reach (char_rnn, every cell: about 4.10 -> 2.3-2.4
@@ -88,13 +88,13 @@ def test_torch_dropin_quick_trains_alike_eager_and_compiled(tmp_path):
     assert "fusedrnn compiled over torch.nn compiled" in stdout, stdout
 
 
-def test_readme_sections_code_runs():
-    """The Python blocks of the README's sections on the layers, the network
+def test_docs_sections_code_runs():
+    """The Python blocks of docs/api.md's sections on the layers, the network
     and the training helpers run; each asserts what it claims."""
-    text = (ROOT / "README.md").read_text()
-    sections = text[text.index("## Layers: `fusedrnn.RNN`"):text.index("## Examples")]
+    text = (ROOT / "docs" / "api.md").read_text()
+    sections = text[text.index("## Layers: `fusedrnn.RNN`"):]
     blocks = re.findall(r"```python\n(.*?)```", sections, re.S)
     assert len(blocks) == 5
     for code in blocks:
         with contextlib.redirect_stdout(io.StringIO()):
-            exec(compile(code, "README.md", "exec"), {})
+            exec(compile(code, "docs/api.md", "exec"), {})

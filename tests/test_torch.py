@@ -477,7 +477,7 @@ def test_import_fusedrnn_does_not_import_torch():
 
 def test_readme_example_prints_what_it_claims(capsys):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    code = re.search(r"## PyTorch\n.*?```python\n(.*?)```", readme, re.S)[1]
+    code = re.search(r"## Quick start: PyTorch\n.*?```python\n(.*?)```", readme, re.S)[1]
     exec(compile(code, "README.md", "exec"), {})
     claimed = re.search(r"^# (\(.*\))$", code, re.M)[1]
     assert capsys.readouterr().out.strip() == claimed
