@@ -65,24 +65,40 @@ static inline int64_t pieces_for(int64_t units, int threads)
     return units < most ? units : most;
 }
 
-/* A cell is data: the driver's one forward and one backward serve all three. */
+/* One phase of a step: a product with some gate blocks of W_hh, then a
+ * cell kernel on the same columns. A step's phases run in order, each once
+ * every tile of the one before is done, since a later phase's product reads
+ * what the earlier one's kernel made on every column. */
+typedef struct {
+    int gate0, gates;          /* the gate blocks of W_hh the product takes */
+    cell_kernel_id kernel;     /* a gated cell's kernel after it */
+} phase_desc;
+
+#define PHASES_MAX 2
+
+/* A cell is data: the driver's one forward and one backward serve them all. */
 typedef struct {
     fusedrnn_cell_info info;   /* what bindings see, and the drivers too: G is
                                   info.gates, the LSTM's c info.has_c */
+    int fused;    /* its maths runs in the product kernel's epilogue (RNN):
+                     no gates buffer, no reserve, no cell kernel */
     int split;    /* the last gate's recurrent product is kept apart, since
                      a gate multiplies it (GRU's r (W_hn h + b_hn)): its
                      input- and recurrent-side gradients differ */
-    int fused;    /* its maths runs in the product kernel's epilogue (RNN):
-                     no gates buffer, no reserve, no cell kernel */
-    cell_kernel_id forward, backward;   /* a gated cell's cell kernels */
+    int state;    /* a state row beside the gates: c_t (LSTM), W_hn h_{t-1} +
+                     b_hn (GRU), r ⊙ h_{t-1} (GRU, reset first); per step in
+                     the reserve, per sequence or row in inference */
+    int phases;   /* of a step, forward and backward alike: 2 when a product
+                     reads what a cell kernel made in the same step */
+    phase_desc forward[PHASES_MAX], backward[PHASES_MAX];
 } cell_desc;
 
 /* The table, by fusedrnn_cell (rnn.c). */
 extern const cell_desc cell_table[FUSEDRNN_CELL_COUNT];
 
-/* Gated cells keep a state beside the gates, c_t (LSTM) or W_hn h_{t-1} +
- * b_hn (GRU): per step in the reserve, per sequence or row in inference. */
-static inline int has_state(const cell_desc *c) { return c->info.has_c || c->split; }
+/* The gates whose recurrent product reads h_{t-1}: the first phase's. Those
+ * of a second phase read the state rows, and so do their weights' gradients. */
+static inline int64_t h_gates(const cell_desc *c) { return c->backward[0].gates; }
 
 /* A gated cell's forward computes the input side of its steps a chunk at a
  * time, on the team inside the time loop, each thread for its own columns:
@@ -101,7 +117,7 @@ static inline int64_t chunk_steps(const fusedrnn_problem *p)
  * never be smaller than a product that packs into it. dg is the backward's
  * [T,B,G*H] gate gradients on the recurrent side; for a split cell its last
  * gate's input side is dxn [T,B,H], and Gx = G - 1 gates of dg serve the
- * input side. */
+ * input side. Gh = h_gates: the gates whose recurrent products read h_{t-1}. */
 typedef enum {
     GEMM_INPUT,    /* forward, RNN: y = x W_ih^T + b    [T*B,D] x [D,H] */
     GEMM_STEPS,    /* forward, gated: one chunk of steps, one gate and thread's columns:
@@ -110,9 +126,11 @@ typedef enum {
     GEMM_DW_IH_N,  /*           dW_in = dxn^T x         [H,T*B] x [T*B,D] (split) */
     GEMM_DX,       /*           dx = dg W_ih            [T*B,Gx*H] x [Gx*H,D] */
     GEMM_DX_N,     /*           dx += dxn W_in          [T*B,H] x [H,D] (split) */
-    GEMM_DH0,      /*           dh0 = g W_hh            [B,G*H] x [G*H,H] */
-    GEMM_DW_HH0,   /*           dW_hh = g^T h0          [G*H,B] x [B,H] */
+    GEMM_DH0,      /*           dh0 = g W_hh            [B,Gh*H] x [Gh*H,H] */
+    GEMM_DW_HH0,   /*           dW_hh = g^T h0          [Gh*H,B] x [B,H] */
     GEMM_DW_HH,    /*           dW_hh += dg^T y, y shifted by one step's rows */
+    GEMM_DW_HH_S,  /*           the second phase's gates: dW_hh = dg^T state
+                                                        [(G-Gh)*H,T*B] x [T*B,H] */
     GEMM_COUNT
 } gemm_id;
 
@@ -124,7 +142,8 @@ static inline gemm_dims dims_of(const fusedrnn_problem *p, gemm_id id)
 {
     const cell_desc *c = &cell_table[p->cell];
     const int64_t TB = p->T * p->B, shift = layout_of(p).t_rows, H = p->H;
-    const int64_t GH = c->info.gates * H, GxH = (c->info.gates - c->split) * H, HN = c->split ? H : 0;
+    const int64_t GH = c->info.gates * H, GxH = (c->info.gates - c->split) * H;
+    const int64_t HN = c->split ? H : 0, GhH = h_gates(c) * H;
     switch (id) {
     case GEMM_INPUT:   return (gemm_dims){c->fused ? TB : 0, H, p->D};
     case GEMM_STEPS:   return (gemm_dims){c->fused ? 0 : chunk_steps(p) * p->B, H, p->D};
@@ -132,9 +151,10 @@ static inline gemm_dims dims_of(const fusedrnn_problem *p, gemm_id id)
     case GEMM_DW_IH_N: return (gemm_dims){HN, p->D, TB};
     case GEMM_DX:      return (gemm_dims){TB, p->D, GxH};
     case GEMM_DX_N:    return (gemm_dims){TB, p->D, HN};
-    case GEMM_DH0:     return (gemm_dims){p->B, H, GH};
-    case GEMM_DW_HH0:  return (gemm_dims){GH, H, p->B};
-    case GEMM_DW_HH:   return (gemm_dims){GH, H, TB > shift ? TB - shift : 0};
+    case GEMM_DH0:     return (gemm_dims){p->B, H, GhH};
+    case GEMM_DW_HH0:  return (gemm_dims){GhH, H, p->B};
+    case GEMM_DW_HH:   return (gemm_dims){GhH, H, TB > shift ? TB - shift : 0};
+    case GEMM_DW_HH_S: return (gemm_dims){GH - GhH, H, TB};
     case GEMM_COUNT:   break;
     }
     return (gemm_dims){0, 0, 0};

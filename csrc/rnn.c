@@ -6,11 +6,14 @@
 #include "problem.h"
 
 const cell_desc cell_table[FUSEDRNN_CELL_COUNT] = {
-    [FUSEDRNN_RNN] = {.info = {"RNN", .gates = 1, .has_act = 1}, .fused = 1},
+    [FUSEDRNN_RNN] = {.info = {"RNN", .gates = 1, .has_act = 1}, .fused = 1, .phases = 1,
+                      .forward = {{0, 1}}, .backward = {{0, 1}}},
     [FUSEDRNN_LSTM] = {.info = {"LSTM", .gates = 4, .has_c = 1, .reserve_rows = 5},
-                       .forward = LSTM_FORWARD, .backward = LSTM_BACKWARD},
+                       .state = 1, .phases = 1,
+                       .forward = {{0, 4, LSTM_FORWARD}}, .backward = {{0, 4, LSTM_BACKWARD}}},
     [FUSEDRNN_GRU] = {.info = {"GRU", .gates = 3, .reserve_rows = 4, .bias_grads_differ = 1},
-                      .split = 1, .forward = GRU_FORWARD, .backward = GRU_BACKWARD},
+                      .split = 1, .state = 1, .phases = 1,
+                      .forward = {{0, 3, GRU_FORWARD}}, .backward = {{0, 3, GRU_BACKWARD}}},
 };
 
 static int known_cell(fusedrnn_cell cell)

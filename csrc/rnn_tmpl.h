@@ -14,7 +14,9 @@ typedef DT(cell_rows) cell_rows;
 /* The rows of one step for every thread of the team. */
 typedef struct {
     int64_t m;                /* sequences still running */
-    const REAL **a;           /* [m] the rows multiplied by W_hh (or W_hh^T) */
+    const REAL **a[PHASES_MAX];   /* [m] each phase's rows multiplied by W_hh (or W_hh^T):
+                                     forward h_{t-1}, then the state rows; backward the
+                                     next step's gate gradients, then this step's */
     REAL **c;                 /* [m] the rows the product updates */
     const REAL **aux;         /* [m] the product's epilogue operand (y, a bias, dy) */
     REAL **gates, **state, **h, **carry, **dgates, **dxn;   /* the cell kernel's */
@@ -130,9 +132,9 @@ static void take_reserve(arena *a, work *w, const fusedrnn_problem *p)
      * exactly T*B*(G+1)*H elements, which a caller can compute from the
      * shapes alone (the torch ops' fake tensors do, for symbolic sizes). */
     size_t TB = arena_checked_mul(a, (size_t)p->T, (size_t)p->B);
-    size_t per_row = (size_t)(c->info.gates + has_state(c)) * (size_t)p->H;
+    size_t per_row = (size_t)(c->info.gates + c->state) * (size_t)p->H;
     w->gates = arena_take(a, arena_checked_mul(a, TB, per_row), sizeof(REAL));
-    w->state = has_state(c) && w->gates ? w->gates + TB * (size_t)(c->info.gates * p->H) : NULL;
+    w->state = c->state && w->gates ? w->gates + TB * (size_t)(c->info.gates * p->H) : NULL;
 }
 
 /* The workspace of a pass, measured (base NULL) or laid over a buffer. */
@@ -148,7 +150,8 @@ static work carve(arena *a, const fusedrnn_problem *p, int backward)
     w.bias = backward ? NULL : arena_take(a, GH, sizeof(REAL));
     for (int i = 0; i < 2; i++) {
         step_rows *r = &w.rows[i];
-        r->a = arena_take(a, B, sizeof(REAL *));
+        for (int ph = 0; ph < c->phases; ph++)
+            r->a[ph] = arena_take(a, B, sizeof(REAL *));
         r->c = arena_take(a, B, sizeof(REAL *));
         r->aux = arena_take(a, B, sizeof(REAL *));
         if (c->fused)
@@ -179,7 +182,7 @@ static work carve(arena *a, const fusedrnn_problem *p, int backward)
         if (!p->training) {
             size_t chunk = arena_checked_mul(a, (size_t)chunk_steps(p), B);
             w.ring = arena_take(a, arena_checked_mul(a, chunk, GH), sizeof(REAL));
-            w.state = has_state(c) ? arena_take(a, arena_checked_mul(a, B, H), sizeof(REAL))
+            w.state = c->state ? arena_take(a, arena_checked_mul(a, B, H), sizeof(REAL))
                                    : NULL;
         }
     }
@@ -201,17 +204,33 @@ static work carve(arena *a, const fusedrnn_problem *p, int backward)
     return w;
 }
 
-/* Everything one call works on. */
+/* Where a running sequence is at step s: its row, the rows of its steps
+ * before and after (-1: none), and its state before the step. */
 typedef struct {
+    int64_t s, b, row, before, after;
+    const REAL *h_prev;
+} seq_at;
+
+/* Everything one call works on, and what its pass does, chosen once (bind):
+ * how a step's row of each sequence is laid out, and what a tile of a phase
+ * of a step computes. */
+typedef struct run run;
+struct run {
     const fusedrnn_problem *p;
     const cell_desc *cell;
     const ukr *u;
     work *w;
     int backward;
+    void (*fill_row)(const run *r, step_rows *rows, int64_t m, const seq_at *at);
+    void (*tile)(const run *r, const step_rows *rows, const REAL *const *a, int64_t j0,
+                 int64_t j1, int phase);
+    epilogue epi;   /* the RNN's step epilogue */
+    int chunks;     /* a gated forward: the input side is computed a chunk of
+                       steps at a time, inside the time loop */
     const REAL *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh, *dy, *dh_n, *dc_n;
     const int64_t *lengths;
     REAL *y, *h_n, *c_n, *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh;
-} run;
+};
 
 /* One column_sums call, as its threads share it. */
 typedef struct {
@@ -279,72 +298,107 @@ static const REAL *initial_row(const run *r, const REAL *v, int64_t b)
 }
 
 /* The rows of step s into buffer `buf`: the sequences still running, each at
- * its own time (reverse with lengths). Forward: the product reads h_{t-1}
- * (the previous step's row of y, or h0) and updates the step's y row (RNN)
- * or gates row; the cell kernel finds the state of the step before in the
- * same buffers. Backward: the product reads the gradients of the step that
- * follows (nothing after a sequence's last step: the zero row). */
+ * its own time (reverse with lengths), laid out by the pass's fill_row.
+ * Forward: the product reads h_{t-1} (the previous step's row of y, or h0)
+ * and updates the step's y row (RNN) or gates row; the cell kernel finds
+ * the state of the step before in the same buffers. Backward: the product
+ * reads the gradients of the step that follows (nothing after a sequence's
+ * last step: the zero row). */
 static void fill_rows(const run *r, int64_t s, int buf)
 {
     const fusedrnn_problem *p = r->p;
-    const cell_desc *c = r->cell;
     const seq_layout L = layout_of(p);
-    const int64_t T = p->T, B = p->B, H = p->H, GH = c->info.gates * H;
-    work *w = r->w;
-    step_rows *rows = &w->rows[buf];
-    const int in_reserve = r->backward || p->training;
+    const int64_t T = p->T, B = p->B, H = p->H;
+    step_rows *rows = &r->w->rows[buf];
     int64_t m = 0;
     for (int64_t b = 0; b < B; b++) {
         int64_t len = seq_len(r->lengths, b, T);
         if (s >= len)
             continue;
-        int64_t row = row_of(L, time_at(p, len, s), b);
-        int64_t before = s > 0 ? row_of(L, time_at(p, len, s - 1), b) : -1;
-        const REAL *h_prev = before >= 0 ? r->y + before * H : initial_row(r, r->h0, b);
-        int64_t after = r->backward && s + 1 < len ? row_of(L, time_at(p, len, s + 1), b) : -1;
-        if (c->fused) {   /* the RNN: the product is the whole step */
-            if (!r->backward) {
-                rows->a[m] = h_prev;
-                rows->c[m] = r->y + row * H;
-            } else {
-                rows->a[m] = after >= 0 ? w->dg + after * w->ldg : w->zeros;
-                rows->c[m] = w->dg + row * w->ldg;
-                rows->aux[m] = r->y + row * H;
-            }
-            m++;
-            continue;
-        }
-        /* The state rows: per step in the reserve; for inference each
-         * sequence's own c, updated in place, or the step's own hn. */
-        REAL *state = w->state + (in_reserve ? row : c->info.has_c ? b : m) * H;
-        if (c->info.has_c)
-            rows->prev[m] = before < 0 ? initial_row(r, r->c0, b)
-                                       : w->state + (in_reserve ? before : b) * H;
-        else
-            rows->prev[m] = h_prev;
-        if (has_state(c))
-            rows->state[m] = state;
-        if (!r->backward) {
-            rows->a[m] = h_prev;
-            rows->c[m] = rows->gates[m] = w->g_rows[w->step_start[s] + m];
-            rows->h[m] = r->y + row * H;
-            if (c->split)   /* the kept-apart product's bias, b_hn */
-                rows->aux[m] = r->b_hh ? r->b_hh + (c->info.gates - 1) * H : w->zeros;
-        } else {
-            rows->a[m] = after >= 0 ? w->dg + after * w->ldg : w->zeros;
-            rows->c[m] = rows->h[m] = w->dh + m * H;
-            rows->aux[m] = after < 0 && r->dh_n ? w->last + b * H
-                         : r->dy                ? r->dy + row * H
-                                                : w->zeros;
-            rows->gates[m] = w->gates + row * GH;
-            rows->carry[m] = w->carry + b * H;
-            rows->dgates[m] = w->dg + row * w->ldg;
-            if (c->split)
-                rows->dxn[m] = w->dxn + row * H;
-        }
-        m++;
+        seq_at at = {s, b, row_of(L, time_at(p, len, s), b), -1, -1, NULL};
+        if (s > 0)
+            at.before = row_of(L, time_at(p, len, s - 1), b);
+        if (r->backward && s + 1 < len)
+            at.after = row_of(L, time_at(p, len, s + 1), b);
+        at.h_prev = at.before >= 0 ? r->y + at.before * H : initial_row(r, r->h0, b);
+        r->fill_row(r, rows, m++, &at);
     }
     rows->m = m;
+}
+
+/* The RNN: the product is the whole step, in place on y, or backward on dz. */
+static void rnn_forward_row(const run *r, step_rows *rows, int64_t m, const seq_at *at)
+{
+    rows->a[0][m] = at->h_prev;
+    rows->c[m] = r->y + at->row * r->p->H;
+}
+
+static void rnn_backward_row(const run *r, step_rows *rows, int64_t m, const seq_at *at)
+{
+    const work *w = r->w;
+    rows->a[0][m] = at->after >= 0 ? w->dg + at->after * w->ldg : w->zeros;
+    rows->c[m] = w->dg + at->row * w->ldg;
+    rows->aux[m] = r->y + at->row * r->p->H;
+}
+
+/* A gated cell's state rows, and what its kernels find as the state before
+ * the step: LSTM c_{t-1}, else h_{t-1}. Per step in the reserve; for
+ * inference each sequence's own c, updated in place, or the step's own row
+ * (GRU's hn, r ⊙ h). */
+static void gated_state_rows(const run *r, step_rows *rows, int64_t m, const seq_at *at,
+                             int in_reserve)
+{
+    const cell_desc *c = r->cell;
+    const int64_t H = r->p->H;
+    const work *w = r->w;
+    if (!c->state)
+        return;
+    rows->state[m] = w->state + (in_reserve ? at->row : c->info.has_c ? at->b : m) * H;
+    if (c->info.has_c)
+        rows->prev[m] = at->before < 0 ? initial_row(r, r->c0, at->b)
+                                       : w->state + (in_reserve ? at->before : at->b) * H;
+    else
+        rows->prev[m] = at->h_prev;
+}
+
+/* Gated forward: the products accumulate into the step's gates row (the
+ * input side is there already); the kernels write y's row. */
+static void gated_forward_row(const run *r, step_rows *rows, int64_t m, const seq_at *at)
+{
+    const cell_desc *c = r->cell;
+    const int64_t H = r->p->H;
+    const work *w = r->w;
+    gated_state_rows(r, rows, m, at, r->p->training);
+    rows->a[0][m] = at->h_prev;
+    if (c->phases > 1)
+        rows->a[1][m] = rows->state[m];
+    rows->c[m] = rows->gates[m] = w->g_rows[w->step_start[at->s] + m];
+    rows->h[m] = r->y + at->row * H;
+    if (c->split)   /* the kept-apart product's bias, b_hn */
+        rows->aux[m] = r->b_hh ? r->b_hh + (c->info.gates - 1) * H : w->zeros;
+}
+
+/* Gated backward: dh = (the next step's gate gradients) W_hh + dy, then the
+ * kernels' derivatives into the step's dg row; a second phase's product
+ * reads this step's gradients of its gates. */
+static void gated_backward_row(const run *r, step_rows *rows, int64_t m, const seq_at *at)
+{
+    const cell_desc *c = r->cell;
+    const int64_t H = r->p->H;
+    const work *w = r->w;
+    gated_state_rows(r, rows, m, at, 1);
+    rows->a[0][m] = at->after >= 0 ? w->dg + at->after * w->ldg : w->zeros;
+    if (c->phases > 1)
+        rows->a[1][m] = w->dg + at->row * w->ldg + c->backward[1].gate0 * H;
+    rows->c[m] = rows->h[m] = w->dh + m * H;
+    rows->aux[m] = at->after < 0 && r->dh_n ? w->last + at->b * H
+                 : r->dy                    ? r->dy + at->row * H
+                                            : w->zeros;
+    rows->gates[m] = w->gates + at->row * c->info.gates * H;
+    rows->carry[m] = w->carry + at->b * H;
+    rows->dgates[m] = w->dg + at->row * w->ldg;
+    if (c->split)
+        rows->dxn[m] = w->dxn + at->row * H;
 }
 
 /* The rows of every step of a gated forward, in the order fill_rows takes
@@ -392,64 +446,77 @@ static void input_chunk(const run *r, int tid, int64_t j0, int64_t j1, int64_t s
     }
 }
 
-/* One step on the columns [j0, j1) of this thread, every gate of them. RNN:
- * the product's epilogue is the cell. Gated forward: each gate's product
- * accumulates into the gates row (the split gate's goes to its own row, with
- * b_hn), then the cell kernel. Gated backward: dh = dg_{t+1} W_hh + dy, then
- * the cell kernel's derivatives. */
-static inline void step_cell(const run *r, const step_rows *rows,
-                                  const REAL *const *a, int64_t j0, int64_t j1)
+/* What a tile of each pass computes: one phase of a step on the columns
+ * [j0, j1), every gate of them. */
+
+/* The RNN: the product's epilogue is the cell. */
+static void rnn_tile(const run *r, const step_rows *rows, const REAL *const *a, int64_t j0,
+                     int64_t j1, int phase)
+{
+    (void)phase;
+    step(r->u, rows->m, j0, j1, r->p->H, a, r->w->packed, rows->c, 0,
+         r->backward ? rows->aux : NULL, r->epi);
+}
+
+/* Gated forward: each gate's product accumulates into the gates row (the
+ * split gate's goes to its own row, with b_hn), then the phase's kernel. */
+static void gated_forward_tile(const run *r, const step_rows *rows, const REAL *const *a,
+                               int64_t j0, int64_t j1, int phase)
 {
     const cell_desc *c = r->cell;
+    const phase_desc *ph = &c->forward[phase];
     const ukr *u = r->u;
-    const int64_t H = r->p->H, G = c->info.gates;
+    const int64_t H = r->p->H, block = gate_block(u, H), end = ph->gate0 + ph->gates;
+    const int64_t joined = c->split && end == c->info.gates ? end - 1 : end;
     const REAL *Bp = r->w->packed;
-    if (c->fused) {
-        step(u, rows->m, j0, j1, H, a, Bp, rows->c, 0,
-                  r->backward ? rows->aux : NULL, epilogue_of(r->p->act, r->backward));
-        return;
+    int64_t q = ph->gate0;
+    /* One thread owning every column, with whole panels per gate: the
+     * gates' blocks are one run of panels and the gates one run of
+     * columns, so a single call covers them (batch 1: fewer, longer
+     * calls; the sums are the same). */
+    if (joined > q && j0 == 0 && j1 == H && H % u->nr == 0) {
+        step(u, rows->m, 0, (joined - q) * H, H, a, Bp + q * block, rows->c, q * H, NULL,
+             EPI_ACC);
+        q = joined;
     }
-    if (!r->backward) {
-        const int64_t block = gate_block(u, H);
-        int64_t q = 0;
-        /* One thread owning every column, with whole panels per gate: the
-         * gates' blocks are one run of panels and the gates one run of
-         * columns, so a single call covers them (batch 1: fewer, longer
-         * calls; the sums are the same). */
-        if (j0 == 0 && j1 == H && H % u->nr == 0) {
-            q = G - c->split;
-            step(u, rows->m, 0, q * H, H, a, Bp, rows->c, 0, NULL, EPI_ACC);
-        }
-        for (; q < G; q++) {
-            if (c->split && q == G - 1)
-                step(u, rows->m, j0, j1, H, a, Bp + q * block, rows->state, 0,
-                          rows->aux, EPI_BIAS);
-            else
-                step(u, rows->m, j0, j1, H, a, Bp + q * block, rows->c, q * H,
-                          NULL, EPI_ACC);
-        }
-        if (rows->m > 0)
-            u->cell[r->cell->forward](rows->m, j0, j1 - j0, &rows->cell);
-    } else {
-        step(u, rows->m, j0, j1, G * H, a, Bp, rows->c, 0, rows->aux, EPI_BIAS);
-        if (rows->m > 0)
-            u->cell[r->cell->backward](rows->m, j0, j1 - j0, &rows->cell);
+    for (; q < end; q++) {
+        if (q >= joined)
+            step(u, rows->m, j0, j1, H, a, Bp + q * block, rows->state, 0, rows->aux, EPI_BIAS);
+        else
+            step(u, rows->m, j0, j1, H, a, Bp + q * block, rows->c, q * H, NULL, EPI_ACC);
     }
+    if (rows->m > 0)
+        u->cell[ph->kernel](rows->m, j0, j1 - j0, &rows->cell);
+}
+
+/* Gated backward: the phase's product with its gates' rows of W_hh, dh =
+ * dg_{t+1} W_hh + dy (a second phase: this step's gradients, alone), then
+ * the kernel's derivatives. */
+static void gated_backward_tile(const run *r, const step_rows *rows, const REAL *const *a,
+                                int64_t j0, int64_t j1, int phase)
+{
+    const phase_desc *ph = &r->cell->backward[phase];
+    const ukr *u = r->u;
+    const int64_t H = r->p->H;
+    step(u, rows->m, j0, j1, ph->gates * H, a, r->w->packed + ph->gate0 * gate_block(u, H),
+         rows->c, 0, phase == 0 ? rows->aux : NULL, phase == 0 ? EPI_BIAS : EPI_SET);
+    if (rows->m > 0)
+        u->cell[ph->kernel](rows->m, j0, j1 - j0, &rows->cell);
 }
 
 /* The rows the step's product reads: the step's own, or when the forward
  * stages them, this thread's copy of them: m*H elements copied against the
  * thread's m*H*G*H/n multiply-adds, n/(G*H) of its work. */
-static const REAL *const *a_rows(const run *r, int tid, const step_rows *rows)
+static const REAL *const *a_rows(const run *r, int tid, const step_rows *rows, int phase)
 {
     const work *w = r->w;
     if (!w->stage)   /* the backward's, and short rows */
-        return rows->a;
+        return rows->a[phase];
     const int64_t B = r->p->B, H = r->p->H, ld = w->ld_stage;
     REAL *stage = w->stage + tid * B * ld;
     const REAL **a = w->stage_rows + tid * B;
     for (int64_t i = 0; i < rows->m; i++) {
-        copy(stage + i * ld, rows->a[i], H);
+        copy(stage + i * ld, rows->a[phase][i], H);
         a[i] = stage + i * ld;
     }
     return a;
@@ -458,89 +525,101 @@ static const REAL *const *a_rows(const run *r, int tid, const step_rows *rows)
 /* This thread's panels of the packed W_hh, those of the columns [j0, j1) it
  * computes: each thread packs what it reads, all at once, into its own
  * cache. Forward: W_hh^T in one block per gate, so that a thread's columns
- * of every gate are a panel range of each block; backward: W_hh [G*H, H]. */
+ * of every gate are a panel range of each block; backward: each phase's
+ * rows of W_hh [Gp*H, H] in a block of their own, where its gates' blocks
+ * would be forward. */
 static void pack_w_hh(const run *r, int64_t j0, int64_t j1)
 {
-    const int64_t H = r->p->H, G = r->cell->info.gates, n = j1 - j0;
+    const cell_desc *c = r->cell;
+    const int64_t H = r->p->H, n = j1 - j0, block = gate_block(r->u, H);
     const work *w = r->w;
     if (r->backward) {
-        pack_b(r->u, G * H, n, r->w_hh + j0, H, 1, NULL, w->packed + j0 * G * H,
-                    w->packed_cap - (size_t)(j0 * G * H));
+        for (int phase = 0; phase < c->phases; phase++) {
+            const phase_desc *ph = &c->backward[phase];
+            int64_t K = ph->gates * H, at = ph->gate0 * block + j0 * K;
+            pack_b(r->u, K, n, r->w_hh + ph->gate0 * H * H + j0, H, 1, NULL, w->packed + at,
+                   w->packed_cap - (size_t)at);
+        }
         return;
     }
-    for (int64_t q = 0; q < G; q++) {
-        int64_t at = q * gate_block(r->u, H) + j0 * H;
+    for (int64_t q = 0; q < c->info.gates; q++) {
+        int64_t at = q * block + j0 * H;
         pack_b(r->u, H, n, r->w_hh + (q * H + j0) * H, 1, H, NULL, w->packed + at,
-                    w->packed_cap - (size_t)at);
+               w->packed_cap - (size_t)at);
     }
 }
 
 /* The recurrence's pieces: tiles of whole panels of the hidden columns,
- * every gate of them, each claimed for one step at a time. */
+ * every gate of them, each claimed for one phase of one step at a time. */
 typedef struct {
     const run *r;
     int64_t tiles;
-    /* the step each tile runs next, a cache line each: a member claims its
-     * own tiles without taking the line from the others */
+    /* the stage (step times phases, plus phase) each tile runs next, a cache
+     * line each: a member claims its own tiles without taking the line from
+     * the others */
     struct { _Alignas(64) atomic_uint next; } step[TILES_MAX];
-    team_counter done;             /* tiles finished, over all steps */
+    team_counter done;             /* tiles finished, over all stages */
 } steps_job;
 
-/* One tile of step i: at the first step it packs the tile's panels of W_hh
- * (mostly on the member that keeps it: each starts with its own tiles), at
- * a chunk's first step the input side of the chunk for its columns; then
- * the step. Tile 0 also lays out the next step's rows: no other tile of the
- * next step starts before this one is done. */
-static void run_tile(const run *r, int tid, int64_t i, int64_t k, int64_t tiles,
-                          const REAL *const *a)
+/* One tile of a phase of step i: at the first step it packs the tile's
+ * panels of W_hh (mostly on the member that keeps it: each starts with its
+ * own tiles), at a chunk's first step the input side of the chunk for its
+ * columns; then the phase. Tile 0 of the step's last phase also lays out
+ * the next step's rows: no other tile of the next step starts before this
+ * one is done. */
+static void run_tile(const run *r, int tid, int64_t i, int phase, int64_t k, int64_t tiles,
+                     const REAL *const *a)
 {
     const int64_t T = r->p->T;
     int64_t j0, j1;
     team_share(r->p->H, r->u->nr, (int)k, (int)tiles, &j0, &j1);
-    if (i == 0)
+    if (i == 0 && phase == 0)
         pack_w_hh(r, j0, j1);
-    if (!r->backward && !r->cell->fused && i % chunk_steps(r->p) == 0)
+    if (r->chunks && phase == 0 && i % chunk_steps(r->p) == 0)
         input_chunk(r, tid, j0, j1, i);
-    step_cell(r, &r->w->rows[i & 1], a, j0, j1);
-    if (k == 0 && i + 1 < T)
+    r->tile(r, &r->w->rows[i & 1], a, j0, j1, phase);
+    if (k == 0 && phase == r->cell->phases - 1 && i + 1 < T)
         fill_rows(r, r->backward ? T - 2 - i : i + 1, (int)((i + 1) & 1));
 }
 
-/* The time loop of one member. A step starts once every tile of the one
- * before is done (h_t, or dg_t, is complete); the member then claims this
- * step's tiles, its own first, then the others' from the far end of each
- * range, so that a member that is not running holds back no tile it has
- * not started, and a running one mostly keeps the same columns, whose
- * panels of W_hh stay in its cache. */
+/* The time loop of one member, over the stages: each phase of each step. A
+ * stage starts once every tile of the one before is done (h_t, or dg_t, or
+ * what a first phase made, is complete); the member then claims its tiles,
+ * its own first, then the others' from the far end of each range, so that
+ * a member that is not running holds back no tile it has not started, and
+ * a running one mostly keeps the same columns, whose panels of W_hh stay in
+ * its cache. */
 static void time_loop(void *arg, int tid, int n)
 {
     steps_job *job = arg;
     const run *r = job->r;
-    const int64_t T = r->p->T, tiles = job->tiles;
+    const int64_t phases = r->cell->phases, stages = r->p->T * phases, tiles = job->tiles;
     int64_t home0, home1;
     team_share(tiles, 1, tid, n, &home0, &home1);
     const int64_t own = home1 - home0;
-    for (int64_t i = 0; i < T; i++) {
-        counter_await(&job->done, (unsigned)(i * tiles));
-        /* a member that joins late starts at the first step not yet done */
-        i += (unsigned)(atomic_load(&job->done.value) - (unsigned)(i * tiles)) / (unsigned)tiles;
-        if (i >= T)
+    for (int64_t u = 0; u < stages; u++) {
+        counter_await(&job->done, (unsigned)(u * tiles));
+        /* a member that joins late starts at the first stage not yet done */
+        u += (unsigned)(atomic_load(&job->done.value) - (unsigned)(u * tiles)) / (unsigned)tiles;
+        if (u >= stages)
             break;
+        const int64_t i = u / phases;
+        const int phase = (int)(u % phases);
         const REAL *const *a = NULL;
         unsigned ran = 0;
         for (int64_t q = 0; q < tiles; q++) {
             int64_t k = q < own ? home0 + q : tiles - 1 - (q - own);
             if (q >= own && k < home1)
                 k -= own;   /* past this member's own range */
-            unsigned at = (unsigned)i;
+            unsigned at = (unsigned)u;
             if (!atomic_compare_exchange_strong(&job->step[k].next, &at, at + 1))
                 continue;
-            if (!a)   /* this member's rows of the step, once */
-                a = a_rows(r, tid, &r->w->rows[i & 1]);
-            run_tile(r, tid, i, k, tiles, a);
+            if (!a)   /* this member's rows of the stage, once */
+                a = a_rows(r, tid, &r->w->rows[i & 1], phase);
+            run_tile(r, tid, i, phase, k, tiles, a);
             ran++;
         }
-        if (ran)   /* once a step: the count is the one line all members share */
+        if (ran)   /* once a stage: the count is the one line all members share */
             counter_add(&job->done, ran);
     }
 }
@@ -734,7 +813,7 @@ static void backward_pass(const run *r)
     const fusedrnn_problem *p = r->p;
     const cell_desc *c = r->cell;
     const int64_t T = p->T, B = p->B, D = p->D, H = p->H, TB = T * B;
-    const int64_t G = c->info.gates, GH = G * H, GxH = (G - c->split) * H;
+    const int64_t G = c->info.gates, GH = G * H, GxH = (G - c->split) * H, GhH = h_gates(c) * H;
     const seq_layout L = layout_of(p);
     work *w = r->w;
     REAL *dg = w->dg, *g = w->g;
@@ -780,7 +859,7 @@ static void backward_pass(const run *r)
         REAL *dh0 = r->dh0 + b * H;
         if (seq_len(r->lengths, b, T) == 0)
             copy(dh0, initial_row(r, r->dh_n, b), H);
-        else if (c->split)
+        else if (!c->fused && !c->info.has_c)   /* the carry is part of dh: GRU's z * dh */
             for (int64_t j = 0; j < H; j++)
                 dh0[j] += w->carry[b * H + j];
     }
@@ -799,15 +878,31 @@ static void backward_pass(const run *r)
     const REAL *y_k = p->reverse ? r->y + shift * H : r->y;
     gemm_team(r, GEMM_DW_HH, (view){dg_k, 1, ldg}, (view){y_k, H, 1},
                    w->keep_pair, r->dw_hh, H, r->h0 != NULL, NULL);
+    /* the gates of a second phase: their products read the state rows */
+    if (c->phases > 1)
+        gemm_team(r, GEMM_DW_HH_S, (view){dg + GhH, 1, ldg}, (view){w->state, H, 1},
+                  w->keep_x, r->dw_hh + GhH * H, H, 0, NULL);
 }
 
-/* The entry points' view of a call: the pointers typed, the driver run. */
+/* The entry points' view of a call: the pointers typed, and the pass's
+ * row layout and tile chosen once for the cell and direction. */
 static run bind(const fusedrnn_problem *p, const ukr *u, work *w, const fusedrnn_inputs *in,
                 int backward)
 {
-    return (run){.p = p, .cell = &cell_table[p->cell], .u = u, .w = w, .backward = backward,
-                 .x = in->x, .h0 = in->h0, .c0 = in->c0, .w_ih = in->w_ih, .w_hh = in->w_hh,
-                 .b_ih = in->b_ih, .b_hh = in->b_hh, .lengths = in->lengths};
+    const cell_desc *c = &cell_table[p->cell];
+    run r = {.p = p, .cell = c, .u = u, .w = w, .backward = backward,
+             .x = in->x, .h0 = in->h0, .c0 = in->c0, .w_ih = in->w_ih, .w_hh = in->w_hh,
+             .b_ih = in->b_ih, .b_hh = in->b_hh, .lengths = in->lengths};
+    if (c->fused) {
+        r.fill_row = backward ? rnn_backward_row : rnn_forward_row;
+        r.tile = rnn_tile;
+        r.epi = epilogue_of(p->act, backward);
+    } else {
+        r.fill_row = backward ? gated_backward_row : gated_forward_row;
+        r.tile = backward ? gated_backward_tile : gated_forward_tile;
+        r.chunks = !backward;
+    }
+    return r;
 }
 
 /* The workspace of a pass, measured: its bytes, 0 when the size overflows.
