@@ -116,41 +116,46 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
 # Gated cells: the LSTM and the GRU, with PyTorch's maths and layout.
 #
 # Both share one forward scan and one backward loop; a _Cell supplies what
-# differs, a forward and a backward step. Per step the loop computes the two
-# affine parts of PyTorch's equations, each [b,G*H] with the gates stacked in
-# row blocks of H,
-#     gi = x_t W_ih^T + b_ih,        gh = h_{t-1} W_hh^T + b_hh,
-# and the cell's step turns them and the previous state into the new state.
-# Going back, the cell's backward step turns the gradient of the new state
-# into the gradients of gi and of gh (equal for the LSTM, different in the n
-# rows for the GRU) and the part of the previous state's gradient that does
-# not pass through gh; the loop does the matrix products.
+# differs, a forward and a backward step. Per step the loop computes the input
+# side's affine part, [b,G*H] with the gates stacked in row blocks of H,
+#     gi = x_t W_ih^T + b_ih,
+# and the cell's step turns it and the previous state into the new state. The
+# recurrent side's products are the step's to make, through the loop's
+# `recurrent(v, rows)` = v W_hh[rows]^T + b_hh[rows]: what a block of W_hh
+# multiplies is the cell's business, since a GRU can multiply W_hn by r*h,
+# known only once the step has r. Going back, the cell's backward step turns
+# the gradient of the new state into the gradient of gi and of the previous
+# state, calling `recurrent_backward(d, v, rows)` for each of its products
+# with the gradient d of that product's result: it adds d^T v to dW_hh's rows
+# and d's column sums to db_hh's, and returns v's gradient d W_hh[rows].
 #
 # The record: per valid step, the state the step started from, then what the
 # cell's step saved; zero at padded steps. training=True returns it, indexed
 # [T,B,(states+saved)*H] and flattened, as the reserve.
+
+_ALL_ROWS = slice(None)
 
 
 class _Cell(NamedTuple):
     gates: int  # G
     states: int  # 1 (h) or 2 (h, c); h first, and h is the output
     saved: int  # the cell's step saves saved*H values per batch row
-    step: Callable  # (gi, gh, state) -> (new state, saved)
-    step_backward: Callable  # (saved, state, d new state) -> (d_gi, d_gh, d state)
+    step: Callable  # (gi, recurrent, state) -> (new state, saved)
+    step_backward: Callable  # (saved, state, d new state, recurrent_backward) -> (d_gi, d state)
 
 
-def _lstm_step(gi, gh, state):
+def _lstm_step(gi, recurrent, state):
     """c' = f*c + i*g, h' = o*tanh(c'); saves the activated gates and c'."""
-    _, c = state
-    a_i, a_f, a_g, a_o = np.split(gi + gh, 4, axis=1)
+    h, c = state
+    a_i, a_f, a_g, a_o = np.split(gi + recurrent(h, _ALL_ROWS), 4, axis=1)
     i, f, g, o = _sigmoid(a_i), _sigmoid(a_f), np.tanh(a_g), _sigmoid(a_o)
     c_new = f * c + i * g
     h_new = o * np.tanh(c_new)
     return (h_new, c_new), np.concatenate([i, f, g, o, c_new], axis=1)
 
 
-def _lstm_step_backward(saved, state, d_new):
-    _, c = state
+def _lstm_step_backward(saved, state, d_new, recurrent_backward):
+    h, c = state
     dh, dc = d_new
     i, f, g, o, c_new = np.split(saved, 5, axis=1)
     tanh_c = np.tanh(c_new)
@@ -160,15 +165,15 @@ def _lstm_step_backward(saved, state, d_new):
                               dc * i * (1.0 - g * g),
                               dh * tanh_c * o * (1.0 - o)], axis=1)
     # gi and gh enter only through their sum; c also reaches c' through f.
-    return d_gates, d_gates, (np.zeros_like(dh), dc * f)
+    return d_gates, (recurrent_backward(d_gates, h, _ALL_ROWS), dc * f)
 
 
-def _gru_step(gi, gh, state):
-    """r, z = sigmoid(gi + gh), n = tanh(gi_n + r*gh_n), h' = (1-z)*n + z*h;
-    saves r, z, n and gh_n = W_hn h + b_hn."""
+def _gru_step(gi, recurrent, state):
+    """With gh = W_hh h + b_hh: r, z = sigmoid(gi + gh), n = tanh(gi_n + r*gh_n),
+    h' = (1-z)*n + z*h; saves r, z, n and gh_n = W_hn h + b_hn."""
     (h,) = state
     gi_r, gi_z, gi_n = np.split(gi, 3, axis=1)
-    gh_r, gh_z, gh_n = np.split(gh, 3, axis=1)
+    gh_r, gh_z, gh_n = np.split(recurrent(h, _ALL_ROWS), 3, axis=1)
     r = _sigmoid(gi_r + gh_r)
     z = _sigmoid(gi_z + gh_z)
     n = np.tanh(gi_n + r * gh_n)
@@ -176,7 +181,7 @@ def _gru_step(gi, gh, state):
     return (h_new,), np.concatenate([r, z, n, gh_n], axis=1)
 
 
-def _gru_step_backward(saved, state, d_new):
+def _gru_step_backward(saved, state, d_new, recurrent_backward):
     (h,) = state
     (dh,) = d_new
     r, z, n, gh_n = np.split(saved, 4, axis=1)
@@ -185,7 +190,7 @@ def _gru_step_backward(saved, state, d_new):
     d_z = dh * (h - n) * z * (1.0 - z)
     d_gi = np.concatenate([d_r, d_z, d_n], axis=1)
     d_gh = np.concatenate([d_r, d_z, d_n * r], axis=1)  # gh_n is scaled by r
-    return d_gi, d_gh, (dh * z,)
+    return d_gi, (dh * z + recurrent_backward(d_gh, h, _ALL_ROWS),)
 
 
 _LSTM = _Cell(gates=4, states=2, saved=5, step=_lstm_step, step_backward=_lstm_step_backward)
@@ -213,6 +218,10 @@ def _scan(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
     (a tuple of [B,H]) and the record [T,B,(states+saved)*H]."""
     T, B, _ = x.shape
     H = w_hh.shape[1]
+
+    def recurrent(v, rows):
+        return v @ w_hh[rows].T + b_hh[rows]
+
     y = np.zeros((T, B, H))  # steps past a sequence's length stay zero
     state = [s.copy() for s in state0]
     record = np.zeros((T, B, (cell.states + cell.saved) * H))
@@ -220,8 +229,7 @@ def _scan(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
         b, t = _step_rows(s, lengths, reverse)
         prev = tuple(part[b] for part in state)
         gi = x[t, b] @ w_ih.T + b_ih
-        gh = prev[0] @ w_hh.T + b_hh
-        new, saved = cell.step(gi, gh, prev)
+        new, saved = cell.step(gi, recurrent, prev)
         record[t, b] = np.concatenate([*prev, saved], axis=1)
         for part, value in zip(state, new):
             part[b] = value
@@ -239,20 +247,23 @@ def _scan_backward(cell, x, w_ih, w_hh, record, dy, d_state_n, lengths, reverse)
     dw_hh = np.zeros_like(w_hh)
     db_ih = np.zeros(cell.gates * H)
     db_hh = np.zeros(cell.gates * H)
+
+    def recurrent_backward(d, v, rows):
+        dw_hh[rows] += d.T @ v
+        db_hh[rows] += d.sum(axis=0)
+        return d @ w_hh[rows]
+
     for s in reversed(range(x.shape[0])):
         b, t = _step_rows(s, lengths, reverse)
         prev = tuple(np.split(record[t, b, :cell.states * H], cell.states, axis=1))
         saved = record[t, b, cell.states * H:]
         # The new h is also the output y[t]; a padded step's dy is ignored.
         d_new = (dy[t, b] + d_state[0][b], *(d[b] for d in d_state[1:]))
-        d_gi, d_gh, d_prev = cell.step_backward(saved, prev, d_new)
+        d_gi, d_prev = cell.step_backward(saved, prev, d_new, recurrent_backward)
         dx[t, b] = d_gi @ w_ih
         dw_ih += d_gi.T @ x[t, b]
         db_ih += d_gi.sum(axis=0)
-        dw_hh += d_gh.T @ prev[0]
-        db_hh += d_gh.sum(axis=0)
-        d_state[0][b] = d_prev[0] + d_gh @ w_hh
-        for part, value in zip(d_state[1:], d_prev[1:]):
+        for part, value in zip(d_state, d_prev):
             part[b] = value
     return dx, tuple(d_state), dw_ih, dw_hh, db_ih, db_hh
 
