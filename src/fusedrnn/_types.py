@@ -57,4 +57,4 @@ class GRUGrads(NamedTuple):
     dw_ih: np.ndarray  # [3H,D]
     dw_hh: np.ndarray  # [3H,H]
     db_ih: np.ndarray  # [3H]
-    db_hh: np.ndarray  # [3H]: differs from db_ih in the n rows
+    db_hh: np.ndarray  # [3H]: unlike db_ih in the n rows (equal for linear_before_reset=False)

@@ -5,8 +5,10 @@ steps, the batch handled with array operations. rnn_forward and rnn_backward
 have the signatures and semantics of :func:`fusedrnn.rnn_forward` and
 :func:`fusedrnn.rnn_backward`; lstm_forward/lstm_backward and
 gru_forward/gru_backward are PyTorch's LSTM and GRU (gate order, parameter
-layout, maths). Results are always float64. Inputs are assumed valid (the
-fast API does the checking).
+layout, maths), the GRU also in ONNX's default form (linear_before_reset=False,
+Keras' reset_after=False). Results are always float64. Inputs are assumed
+valid (the fast API does the checking), but for linear_before_reset, which
+chooses between two models: a stray truthy value must not pick one silently.
 
 Shapes use the vocabulary T (time), B (batch), D (input size), H (hidden size)
 and G (gates: 4 for the LSTM, 3 for the GRU).
@@ -16,6 +18,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from ._checks import flag
 from ._types import GRUGrads, GRUOutput, LSTMGrads, LSTMOutput, RNNGrads
 
 
@@ -113,44 +116,51 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
     return RNNGrads(dx, dh, dw_ih, dw_hh, dbias)
 
 
-# Gated cells: the LSTM and the GRU, with PyTorch's maths and layout.
+# Gated cells: the LSTM and the GRU, with PyTorch's maths and layout (and the
+# GRU in ONNX's default form).
 #
-# Both share one forward scan and one backward loop; a _Cell supplies what
-# differs, a forward and a backward step. Per step the loop computes the two
-# affine parts of PyTorch's equations, each [b,G*H] with the gates stacked in
-# row blocks of H,
-#     gi = x_t W_ih^T + b_ih,        gh = h_{t-1} W_hh^T + b_hh,
-# and the cell's step turns them and the previous state into the new state.
-# Going back, the cell's backward step turns the gradient of the new state
-# into the gradients of gi and of gh (equal for the LSTM, different in the n
-# rows for the GRU) and the part of the previous state's gradient that does
-# not pass through gh; the loop does the matrix products.
+# All share one forward scan and one backward loop; a _Cell supplies what
+# differs, a forward and a backward step. Per step the loop computes the input
+# side's affine part, [b,G*H] with the gates stacked in row blocks of H,
+#     gi = x_t W_ih^T + b_ih,
+# and the cell's step turns it and the previous state into the new state. The
+# recurrent side's products are the step's to make, through the loop's
+# `recurrent(v, rows)` = v W_hh[rows]^T + b_hh[rows]: what a block of W_hh
+# multiplies is the cell's business, since the GRU with
+# linear_before_reset=False multiplies W_hn by r*h, known only once the step
+# has r. Going back, the cell's backward step turns the gradient of the new
+# state into the gradient of gi and of the previous state, calling
+# `recurrent_backward(d, v, rows)` for each of its products with the gradient
+# d of that product's result: it adds d^T v to dW_hh's rows and d's column
+# sums to db_hh's, and returns v's gradient d W_hh[rows].
 #
 # The record: per valid step, the state the step started from, then what the
 # cell's step saved; zero at padded steps. training=True returns it, indexed
 # [T,B,(states+saved)*H] and flattened, as the reserve.
+
+_ALL_ROWS = slice(None)
 
 
 class _Cell(NamedTuple):
     gates: int  # G
     states: int  # 1 (h) or 2 (h, c); h first, and h is the output
     saved: int  # the cell's step saves saved*H values per batch row
-    step: Callable  # (gi, gh, state) -> (new state, saved)
-    step_backward: Callable  # (saved, state, d new state) -> (d_gi, d_gh, d state)
+    step: Callable  # (gi, recurrent, state) -> (new state, saved)
+    step_backward: Callable  # (saved, state, d new state, recurrent_backward) -> (d_gi, d state)
 
 
-def _lstm_step(gi, gh, state):
+def _lstm_step(gi, recurrent, state):
     """c' = f*c + i*g, h' = o*tanh(c'); saves the activated gates and c'."""
-    _, c = state
-    a_i, a_f, a_g, a_o = np.split(gi + gh, 4, axis=1)
+    h, c = state
+    a_i, a_f, a_g, a_o = np.split(gi + recurrent(h, _ALL_ROWS), 4, axis=1)
     i, f, g, o = _sigmoid(a_i), _sigmoid(a_f), np.tanh(a_g), _sigmoid(a_o)
     c_new = f * c + i * g
     h_new = o * np.tanh(c_new)
     return (h_new, c_new), np.concatenate([i, f, g, o, c_new], axis=1)
 
 
-def _lstm_step_backward(saved, state, d_new):
-    _, c = state
+def _lstm_step_backward(saved, state, d_new, recurrent_backward):
+    h, c = state
     dh, dc = d_new
     i, f, g, o, c_new = np.split(saved, 5, axis=1)
     tanh_c = np.tanh(c_new)
@@ -160,15 +170,15 @@ def _lstm_step_backward(saved, state, d_new):
                               dc * i * (1.0 - g * g),
                               dh * tanh_c * o * (1.0 - o)], axis=1)
     # gi and gh enter only through their sum; c also reaches c' through f.
-    return d_gates, d_gates, (np.zeros_like(dh), dc * f)
+    return d_gates, (recurrent_backward(d_gates, h, _ALL_ROWS), dc * f)
 
 
-def _gru_step(gi, gh, state):
-    """r, z = sigmoid(gi + gh), n = tanh(gi_n + r*gh_n), h' = (1-z)*n + z*h;
-    saves r, z, n and gh_n = W_hn h + b_hn."""
+def _gru_step(gi, recurrent, state):
+    """With gh = W_hh h + b_hh: r, z = sigmoid(gi + gh), n = tanh(gi_n + r*gh_n),
+    h' = (1-z)*n + z*h; saves r, z, n and gh_n = W_hn h + b_hn."""
     (h,) = state
     gi_r, gi_z, gi_n = np.split(gi, 3, axis=1)
-    gh_r, gh_z, gh_n = np.split(gh, 3, axis=1)
+    gh_r, gh_z, gh_n = np.split(recurrent(h, _ALL_ROWS), 3, axis=1)
     r = _sigmoid(gi_r + gh_r)
     z = _sigmoid(gi_z + gh_z)
     n = np.tanh(gi_n + r * gh_n)
@@ -176,7 +186,7 @@ def _gru_step(gi, gh, state):
     return (h_new,), np.concatenate([r, z, n, gh_n], axis=1)
 
 
-def _gru_step_backward(saved, state, d_new):
+def _gru_step_backward(saved, state, d_new, recurrent_backward):
     (h,) = state
     (dh,) = d_new
     r, z, n, gh_n = np.split(saved, 4, axis=1)
@@ -185,11 +195,50 @@ def _gru_step_backward(saved, state, d_new):
     d_z = dh * (h - n) * z * (1.0 - z)
     d_gi = np.concatenate([d_r, d_z, d_n], axis=1)
     d_gh = np.concatenate([d_r, d_z, d_n * r], axis=1)  # gh_n is scaled by r
-    return d_gi, d_gh, (dh * z,)
+    return d_gi, (dh * z + recurrent_backward(d_gh, h, _ALL_ROWS),)
+
+
+def _gru_reset_before_step(gi, recurrent, state):
+    """linear_before_reset=False: r, z as in _gru_step, but the reset gate
+    scales h before its product with W_hn: n = tanh(gi_n + W_hn (r*h) + b_hn),
+    h' = (1-z)*n + z*h; saves r, z, n and r*h (what W_hn multiplied)."""
+    (h,) = state
+    H = h.shape[1]
+    gi_r, gi_z, gi_n = np.split(gi, 3, axis=1)
+    gh_r, gh_z = np.split(recurrent(h, slice(0, 2 * H)), 2, axis=1)
+    r = _sigmoid(gi_r + gh_r)
+    z = _sigmoid(gi_z + gh_z)
+    rh = r * h
+    n = np.tanh(gi_n + recurrent(rh, slice(2 * H, 3 * H)))
+    h_new = (1.0 - z) * n + z * h
+    return (h_new,), np.concatenate([r, z, n, rh], axis=1)
+
+
+def _gru_reset_before_step_backward(saved, state, d_new, recurrent_backward):
+    (h,) = state
+    (dh,) = d_new
+    H = h.shape[1]
+    r, z, n, rh = np.split(saved, 4, axis=1)
+    d_n = dh * (1.0 - z) * (1.0 - n * n)  # with respect to the pre-activations
+    d_z = dh * (h - n) * z * (1.0 - z)
+    # n's recurrent product is the only path to r: r's gradient needs W_hn^T d_n first.
+    d_rh = recurrent_backward(d_n, rh, slice(2 * H, 3 * H))
+    d_r = d_rh * h * r * (1.0 - r)
+    d_rz = np.concatenate([d_r, d_z], axis=1)
+    # h reaches h' directly, through W_hr and W_hz, and through r*h.
+    dh_prev = dh * z + recurrent_backward(d_rz, h, slice(0, 2 * H)) + d_rh * r
+    # Both sides' pre-activations are unscaled sums here: d_gi is also d_gh.
+    return np.concatenate([d_rz, d_n], axis=1), (dh_prev,)
 
 
 _LSTM = _Cell(gates=4, states=2, saved=5, step=_lstm_step, step_backward=_lstm_step_backward)
 _GRU = _Cell(gates=3, states=1, saved=4, step=_gru_step, step_backward=_gru_step_backward)
+_GRU_RESET_BEFORE = _Cell(gates=3, states=1, saved=4, step=_gru_reset_before_step,
+                          step_backward=_gru_reset_before_step_backward)
+
+
+def _gru_cell(linear_before_reset):
+    return _GRU if flag("linear_before_reset", linear_before_reset) else _GRU_RESET_BEFORE
 
 
 def _prepare_gated(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first):
@@ -213,6 +262,10 @@ def _scan(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
     (a tuple of [B,H]) and the record [T,B,(states+saved)*H]."""
     T, B, _ = x.shape
     H = w_hh.shape[1]
+
+    def recurrent(v, rows):
+        return v @ w_hh[rows].T + b_hh[rows]
+
     y = np.zeros((T, B, H))  # steps past a sequence's length stay zero
     state = [s.copy() for s in state0]
     record = np.zeros((T, B, (cell.states + cell.saved) * H))
@@ -220,8 +273,7 @@ def _scan(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
         b, t = _step_rows(s, lengths, reverse)
         prev = tuple(part[b] for part in state)
         gi = x[t, b] @ w_ih.T + b_ih
-        gh = prev[0] @ w_hh.T + b_hh
-        new, saved = cell.step(gi, gh, prev)
+        new, saved = cell.step(gi, recurrent, prev)
         record[t, b] = np.concatenate([*prev, saved], axis=1)
         for part, value in zip(state, new):
             part[b] = value
@@ -239,20 +291,23 @@ def _scan_backward(cell, x, w_ih, w_hh, record, dy, d_state_n, lengths, reverse)
     dw_hh = np.zeros_like(w_hh)
     db_ih = np.zeros(cell.gates * H)
     db_hh = np.zeros(cell.gates * H)
+
+    def recurrent_backward(d, v, rows):
+        dw_hh[rows] += d.T @ v
+        db_hh[rows] += d.sum(axis=0)
+        return d @ w_hh[rows]
+
     for s in reversed(range(x.shape[0])):
         b, t = _step_rows(s, lengths, reverse)
         prev = tuple(np.split(record[t, b, :cell.states * H], cell.states, axis=1))
         saved = record[t, b, cell.states * H:]
         # The new h is also the output y[t]; a padded step's dy is ignored.
         d_new = (dy[t, b] + d_state[0][b], *(d[b] for d in d_state[1:]))
-        d_gi, d_gh, d_prev = cell.step_backward(saved, prev, d_new)
+        d_gi, d_prev = cell.step_backward(saved, prev, d_new, recurrent_backward)
         dx[t, b] = d_gi @ w_ih
         dw_ih += d_gi.T @ x[t, b]
         db_ih += d_gi.sum(axis=0)
-        dw_hh += d_gh.T @ prev[0]
-        db_hh += d_gh.sum(axis=0)
-        d_state[0][b] = d_prev[0] + d_gh @ w_hh
-        for part, value in zip(d_state[1:], d_prev[1:]):
+        for part, value in zip(d_state, d_prev):
             part[b] = value
     return dx, tuple(d_state), dw_ih, dw_hh, db_ih, db_hh
 
@@ -324,30 +379,43 @@ def lstm_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, 
 
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=False,
-                batch_first=False, training=False):
-    """PyTorch's GRU, one layer and direction. Returns GRUOutput(y, h_n, reserve).
+                batch_first=False, training=False, linear_before_reset=True):
+    """PyTorch's GRU, one layer and direction, or with linear_before_reset=False
+    ONNX's default GRU. Returns GRUOutput(y, h_n, reserve).
 
-    With gi = W_ih x_t + b_ih and gh = W_hh h_{t-1} + b_hh split into the row
-    blocks r, z, n of H rows each (of w_ih [3H,D], w_hh [3H,H], b_ih and b_hh
-    [3H]):
-        r = sigmoid(gi_r + gh_r),  z = sigmoid(gi_z + gh_z),
-        n = tanh(gi_n + r*gh_n),  h_t = (1-z)*n + z*h_{t-1},  y_t = h_t,
-    the reset gate applied after the product with W_hn, as PyTorch does.
-    None, lengths, reverse and training as for lstm_forward.
+    With gi = W_ih x_t + b_ih split into the row blocks r, z, n of H rows
+    each (of w_ih [3H,D], w_hh [3H,H], b_ih and b_hh [3H]) and h = h_{t-1}:
+        r = sigmoid(gi_r + W_hr h + b_hr),  z = sigmoid(gi_z + W_hz h + b_hz),
+        h_t = (1-z)*n + z*h,  y_t = h_t,
+    where, with linear_before_reset=True (PyTorch's GRU, ONNX's
+    linear_before_reset=1), the reset gate is applied after the product:
+        n = tanh(gi_n + r*(W_hn h + b_hn)),
+    and with linear_before_reset=False (ONNX's default, Keras'
+    reset_after=False), before it, to h only:
+        n = tanh(gi_n + W_hn (r*h) + b_hn).
+    None, lengths, reverse and training as for lstm_forward. The reserve
+    holds, per step, h_{t-1}, r, z, n and then W_hn h + b_hn
+    (linear_before_reset=True) or r*h (False): a backward must be given the
+    same linear_before_reset. A linear_before_reset other than a bool (or
+    0/1) is a TypeError.
     """
-    y, (h_n,), reserve = _gated_forward(_GRU, x, (h0,), w_ih, w_hh, b_ih, b_hh, lengths,
-                                        reverse, batch_first, training)
+    y, (h_n,), reserve = _gated_forward(_gru_cell(linear_before_reset), x, (h0,), w_ih, w_hh,
+                                        b_ih, b_hh, lengths, reverse, batch_first, training)
     return GRUOutput(y, h_n, reserve)
 
 
 def gru_backward(x, h0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, *, lengths=None,
-                 reverse=False, batch_first=False):
+                 reverse=False, batch_first=False, linear_before_reset=True):
     """Backpropagation through time for gru_forward with the same arguments.
     Returns GRUGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh).
 
+    With linear_before_reset=True, n = tanh(gi_n + r*(W_hn h + b_hn)):
     db_ih and db_hh differ in the n rows (b_hn is scaled by r, b_in is not).
+    With linear_before_reset=False, n = tanh(gi_n + W_hn (r*h) + b_hn):
+    dw_hh's n rows pair n's gradient with r*h, and db_ih equals db_hh.
     dy, dh_n, reserve and y as for lstm_backward.
     """
-    dx, (dh0,), d_params = _gated_backward(_GRU, x, (h0,), w_ih, w_hh, b_ih, b_hh, reserve, dy,
-                                           (dh_n,), lengths, reverse, batch_first)
+    dx, (dh0,), d_params = _gated_backward(_gru_cell(linear_before_reset), x, (h0,), w_ih, w_hh,
+                                           b_ih, b_hh, reserve, dy, (dh_n,), lengths, reverse,
+                                           batch_first)
     return GRUGrads(dx, dh0, *d_params)
