@@ -14,6 +14,16 @@ const cell_desc cell_table[FUSEDRNN_CELL_COUNT] = {
     [FUSEDRNN_GRU] = {.info = {"GRU", .gates = 3, .reserve_rows = 4, .bias_grads_differ = 1},
                       .split = 1, .state = 1, .phases = 1,
                       .forward = {{0, 3, GRU_FORWARD}}, .backward = {{0, 3, GRU_BACKWARD}}},
+    /* r h_{t-1} before the product with W_hn: each step's products in two
+     * phases, r and z's, then n's on the state rows (r h); backward, dh from
+     * r and z's gradients, then d(r h) from n's */
+    [FUSEDRNN_GRU_RESET_FIRST] = {.info = {"GRU (linear_before_reset=False)", .gates = 3,
+                                           .reserve_rows = 4},
+                                  .state = 1, .phases = 2,
+                                  .forward = {{0, 2, GRU_RF_FORWARD_RZ},
+                                              {2, 1, GRU_RF_FORWARD_N}},
+                                  .backward = {{0, 2, GRU_RF_BACKWARD_ZN},
+                                               {2, 1, GRU_RF_BACKWARD_R}}},
 };
 
 static int known_cell(fusedrnn_cell cell)

@@ -1,5 +1,6 @@
 /* fusedrnn: the fused recurrence of an RNN cell and its backward pass (BPTT)
- * over plain buffers, for three cells with PyTorch's maths and layouts:
+ * over plain buffers, for three cells with PyTorch's maths and layouts, and
+ * a variant of the GRU:
  *
  *   RNN   h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)                 G = 1
  *   LSTM  i, f, g, o = sig, sig, tanh, sig(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
@@ -7,6 +8,10 @@
  *   GRU   r, z = sig(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)   (their rows)
  *         n = tanh(W_in x_t + b_in + r (W_hn h_{t-1} + b_hn))
  *         h_t = (1 - z) n + z h_{t-1}                                      G = 3
+ *   GRU_RESET_FIRST: the GRU with the reset gate applied to h_{t-1} before
+ *         the product (ONNX's linear_before_reset = 0, Keras' reset_after =
+ *         False), otherwise the same:
+ *         n = tanh(W_in x_t + b_in + W_hn (r h_{t-1}) + b_hn)              G = 3
  *
  * Gates are stacked in this order along the rows of W_ih [G*H,D], W_hh
  * [G*H,H], b_ih and b_hh [G*H]: gate q is rows [q*H, (q+1)*H).
@@ -48,7 +53,9 @@ typedef enum {
 
 typedef enum { FUSEDRNN_F32 = 0, FUSEDRNN_F64 = 1 } fusedrnn_dtype;
 
-typedef enum { FUSEDRNN_RNN = 0, FUSEDRNN_LSTM = 1, FUSEDRNN_GRU = 2 } fusedrnn_cell;
+typedef enum {
+    FUSEDRNN_RNN = 0, FUSEDRNN_LSTM = 1, FUSEDRNN_GRU = 2, FUSEDRNN_GRU_RESET_FIRST = 3
+} fusedrnn_cell;
 
 typedef enum { FUSEDRNN_TANH = 0, FUSEDRNN_RELU = 1, FUSEDRNN_SIGMOID = 2 } fusedrnn_act;
 
@@ -89,9 +96,9 @@ typedef struct {
  *   c_n      [B,H], LSTM only (else unused): the cell state there
  *   reserve  what the backward needs, fusedrnn_reserve_size bytes, or NULL
  *            (inference). Gated cells: the activated gates of every step
- *            [T,B,G*H], then [T,B,H] of c_t (LSTM) or W_hn h_{t-1} + b_hn
- *            (GRU), in y's layout; rows past a sequence's length are not
- *            written. The RNN needs none (its y is enough). It must live
+ *            [T,B,G*H], then [T,B,H] of c_t (LSTM), W_hn h_{t-1} + b_hn
+ *            (GRU) or r h_{t-1} (GRU_RESET_FIRST), in y's layout; rows past
+ *            a sequence's length are not written. The RNN needs none (its y is enough). It must live
  *            until the backward of the same problem and inputs has run. */
 typedef struct {
     void *FUSEDRNN_RESTRICT y, *FUSEDRNN_RESTRICT h_n, *FUSEDRNN_RESTRICT c_n;
@@ -120,7 +127,8 @@ typedef struct {
  *   db_ih    [G*H], the sum over time and batch of the input side's gate
  *            gradients
  *   db_hh    [G*H], the same for the recurrent side; equal to db_ih except
- *            in GRU's n gate. May be NULL (not written). */
+ *            in FUSEDRNN_GRU's n gate, where r scales b_hn. May be NULL (not
+ *            written). */
 typedef struct {
     void *FUSEDRNN_RESTRICT dx, *FUSEDRNN_RESTRICT dh0, *FUSEDRNN_RESTRICT dc0;
     void *FUSEDRNN_RESTRICT dw_ih, *FUSEDRNN_RESTRICT dw_hh;
@@ -143,7 +151,7 @@ typedef struct {
 } fusedrnn_cell_info;
 
 /* Cells are numbered from 0 to FUSEDRNN_CELL_COUNT - 1. */
-#define FUSEDRNN_CELL_COUNT 3
+#define FUSEDRNN_CELL_COUNT 4
 
 /* The description of `cell`, or NULL for a value that names no cell. */
 const fusedrnn_cell_info *fusedrnn_cell_describe(fusedrnn_cell cell);

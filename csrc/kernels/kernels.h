@@ -36,6 +36,11 @@ typedef enum {
 typedef enum {
     LSTM_FORWARD, LSTM_BACKWARD,
     GRU_FORWARD, GRU_BACKWARD,
+    /* The GRU with the reset gate first: a step's two phases each way. */
+    GRU_RF_FORWARD_RZ,    /* r, z = sig(.), and r h_{t-1} into the state row */
+    GRU_RF_FORWARD_N,     /* n = tanh(.) once W_hn (r h_{t-1}) is in, then h_t */
+    GRU_RF_BACKWARD_ZN,   /* the z and n gradients from dh; carry z dh */
+    GRU_RF_BACKWARD_R,    /* the r gradient from d(r h) = dn W_hn; carry += r d(r h) */
     CELL_KERNELS
 } cell_kernel_id;
 

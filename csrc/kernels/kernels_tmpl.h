@@ -9,9 +9,12 @@
  *   gates   [G*H] pre-activations in,          activated gates in (reserve)
  *                 activated gates out
  *   state   [H]   LSTM c_t out; GRU hn in      LSTM c_t in; GRU hn in (reserve)
- *                 (hn = W_hn h_{t-1} + b_hn)
+ *                 (hn = W_hn h_{t-1} + b_hn);
+ *                 GRU reset first: r h_{t-1} out
  *   prev    [H]   LSTM c_{t-1}; GRU h_{t-1}    the same
- *   h       [H]   h_t out (the row of y)       dh_t in: dgates_{t+1} W_hh + dy_t
+ *   h       [H]   h_t out (the row of y)       dh_t in: dgates_{t+1} W_hh + dy_t;
+ *                                              GRU reset first's second phase:
+ *                                              d(r h_{t-1}) = dn_t W_hn
  *   carry   [H]                                in from step t+1, out to step t-1:
  *                                              LSTM dc; GRU z * dh
  *   dgates  [G*H]                              out: d pre-activations, recurrent side
@@ -79,5 +82,9 @@ void SFX(lstm_forward_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_row
 void SFX(lstm_backward_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r);
 void SFX(gru_forward_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r);
 void SFX(gru_backward_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r);
+void SFX(gru_rf_forward_rz_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r);
+void SFX(gru_rf_forward_n_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r);
+void SFX(gru_rf_backward_zn_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r);
+void SFX(gru_rf_backward_r_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r);
 void SFX(apply_ref)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilogue epi);
 double SFX(fma_probe_ref)(int64_t iters, REAL *sink);

@@ -19,6 +19,7 @@ cdef extern from "fusedrnn.h" nogil:
         FUSEDRNN_RNN
         FUSEDRNN_LSTM
         FUSEDRNN_GRU
+        FUSEDRNN_GRU_RESET_FIRST
 
     ctypedef enum fusedrnn_act:
         FUSEDRNN_TANH

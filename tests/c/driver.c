@@ -98,8 +98,8 @@ static double *zeros(int64_t n)
 
 /* What the naive forward keeps of each valid step for its backward, by row
  * (t,b) of y's layout: the state the step started from, the activated gates
- * [G*H] and, as in the kernel's reserve, c_t (LSTM) or W_hn h_{t-1} + b_hn
- * (GRU). */
+ * [G*H] and, as in the kernel's reserve, c_t (LSTM), W_hn h_{t-1} + b_hn
+ * (GRU) or r h_{t-1} (GRU, reset first). */
 typedef struct {
     double *h_prev, *c_prev, *gates, *extra;
 } naive_record;
@@ -133,6 +133,15 @@ static void naive_forward(const fusedrnn_problem *p, const fusedrnn_inputs *in, 
             memcpy(rec->h_prev + r * H, h, sizeof(double) * (size_t)H);
             memcpy(rec->c_prev + r * H, c, sizeof(double) * (size_t)H);
             double *a = rec->gates + r * GH, *e = rec->extra + r * H;
+            if (p->cell == FUSEDRNN_GRU_RESET_FIRST) {   /* n's recurrent side reads r h */
+                for (int64_t k = 0; k < H; k++)
+                    e[k] = sigmoid(gi[k] + gh[k]) * h[k];
+                for (int64_t q = 2 * H; q < GH; q++) {
+                    gh[q] = in->b_hh ? get(p, in->b_hh, q) : 0;
+                    for (int64_t k = 0; k < H; k++)
+                        gh[q] += get(p, in->w_hh, q * H + k) * e[k];
+                }
+            }
             for (int64_t j = 0; j < H; j++) {
                 switch (p->cell) {
                 case FUSEDRNN_RNN:
@@ -151,6 +160,12 @@ static void naive_forward(const fusedrnn_problem *p, const fusedrnn_inputs *in, 
                     a[H + j] = sigmoid(gi[H + j] + gh[H + j]);
                     e[j] = gh[2 * H + j];
                     a[2 * H + j] = tanh(gi[2 * H + j] + a[j] * gh[2 * H + j]);
+                    h[j] = (1 - a[H + j]) * a[2 * H + j] + a[H + j] * h[j];
+                    break;
+                case FUSEDRNN_GRU_RESET_FIRST:
+                    a[j] = sigmoid(gi[j] + gh[j]);
+                    a[H + j] = sigmoid(gi[H + j] + gh[H + j]);
+                    a[2 * H + j] = tanh(gi[2 * H + j] + gh[2 * H + j]);
                     h[j] = (1 - a[H + j]) * a[2 * H + j] + a[H + j] * h[j];
                     break;
                 }
@@ -222,16 +237,35 @@ static void naive_backward(const fusedrnn_problem *p, const fusedrnn_inputs *in,
                     dh[j] = g * z;
                     break;
                 }
+                case FUSEDRNN_GRU_RESET_FIRST: {   /* r's gradient needs every dn: below */
+                    double z = a[H + j], n = a[2 * H + j];
+                    dgi[H + j] = dgh[H + j] = g * (hp[j] - n) * z * (1 - z);
+                    dgi[2 * H + j] = dgh[2 * H + j] = g * (1 - z) * (1 - n * n);
+                    dh[j] = g * z;
+                    break;
                 }
+                }
+            }
+            /* The reset first: d(r h) = dn W_hn gives r's gradient and a path to h. */
+            const int reset_first = p->cell == FUSEDRNN_GRU_RESET_FIRST;
+            for (int64_t j = 0; reset_first && j < H; j++) {
+                double drh = 0, rr = a[j];
+                for (int64_t q = 0; q < H; q++)
+                    drh += dgh[2 * H + q] * get(p, in->w_hh, (2 * H + q) * H + j);
+                dgi[j] = dgh[j] = drh * hp[j] * rr * (1 - rr);
+                dh[j] += drh * rr;
             }
             for (int64_t q = 0; q < GH; q++) {
                 for (int64_t d = 0; d < D; d++) {
                     e[DX][r * D + d] += dgi[q] * get(p, in->w_ih, q * D + d);
                     e[DW_IH][q * D + d] += dgi[q] * get(p, in->x, r * D + d);
                 }
+                /* n's rows of W_hh multiplied r h, and reach h through r above */
+                const int after_reset = reset_first && q >= 2 * H;
                 for (int64_t k = 0; k < H; k++) {
-                    e[DW_HH][q * H + k] += dgh[q] * hp[k];
-                    dh[k] += dgh[q] * get(p, in->w_hh, q * H + k);
+                    e[DW_HH][q * H + k] += dgh[q] * (after_reset ? ex[k] : hp[k]);
+                    if (!after_reset)
+                        dh[k] += dgh[q] * get(p, in->w_hh, q * H + k);
                 }
                 e[DB_IH][q] += dgi[q];
                 e[DB_HH][q] += dgh[q];
@@ -329,7 +363,7 @@ static void backward_case(const fusedrnn_problem *p, const char *case_name,
 static void run_case(fusedrnn_problem p, int with_lengths, int with_optional,
                      unsigned long long seed)
 {
-    static const char *const cells[] = {"rnn", "lstm", "gru"};
+    static const char *const cells[] = {"rnn", "lstm", "gru", "gru-reset-first"};
     const int64_t T = p.T, B = p.B, D = p.D, H = p.H, rows = T * B;
     const int64_t GH = fusedrnn_gates(p.cell) * H;
     const int lstm = p.cell == FUSEDRNN_LSTM;
@@ -539,7 +573,7 @@ static void fallback_cases(void)
               wide.f64.transpose == isa_avx2.f64.transpose,
           "AVX-512's table does not run AVX2's transposes");
     fusedrnn_use_kernels(&complete);
-    for (int cell = FUSEDRNN_LSTM; cell <= FUSEDRNN_GRU; cell++)
+    for (int cell = FUSEDRNN_LSTM; cell < FUSEDRNN_CELL_COUNT; cell++)
         for (int dtype = 0; dtype < 2; dtype++)
             run_case((fusedrnn_problem){.cell = (fusedrnn_cell)cell, .dtype = (fusedrnn_dtype)dtype,
                                        .T = 5, .B = 7, .D = 9, .H = 19, .threads = 2},
@@ -576,7 +610,7 @@ int main(void)
             continue;
         }
         CHECK(fusedrnn_set_isa(isas[i]) == FUSEDRNN_OK, "set_isa(%s)", isas[i]);
-        for (int cell = 0; cell < 3; cell++)
+        for (int cell = 0; cell < FUSEDRNN_CELL_COUNT; cell++)
             for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
                 for (int dtype = 0; dtype < 2; dtype++)
                     for (int opt = 0; opt < 8; opt++) {

@@ -155,3 +155,68 @@ void SFX(gru_backward_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_row
         }
     }
 }
+
+/* The GRU with the reset gate first. Forward, first phase: the product has
+ * added W_hr h and W_hz h; the second phase's product reads r h. */
+void SFX(gru_rf_forward_rz_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r)
+{
+    const int64_t H = r->H;
+    for (int64_t i = 0; i < m; i++) {
+        REAL *g = r->gates[i] + col, *rh = r->state[i] + col;
+        const REAL *h_prev = r->prev[i] + col;
+        for (int64_t j = 0; j < n; j++) {
+            REAL reset = SFX(sigmoid)(g[j]), update = SFX(sigmoid)(g[H + j]);
+            rh[j] = reset * h_prev[j];
+            g[j] = reset, g[H + j] = update;
+        }
+    }
+}
+
+/* Second phase: W_hn (r h) is in n's pre-activation. */
+void SFX(gru_rf_forward_n_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r)
+{
+    const int64_t H = r->H;
+    for (int64_t i = 0; i < m; i++) {
+        REAL *g = r->gates[i] + col, *h = r->h[i] + col;
+        const REAL *h_prev = r->prev[i] + col;
+        for (int64_t j = 0; j < n; j++) {
+            REAL update = g[H + j], cand = tanh(g[2 * H + j]);
+            h[j] = cand + update * (h_prev[j] - cand);   /* (1 - z) n + z h */
+            g[2 * H + j] = cand;
+        }
+    }
+}
+
+/* Backward, first phase: dh = [dr, dz]_{t+1} W_h{r,z} + dy, to which the
+ * carry adds the paths through z and r h of step t+1. */
+void SFX(gru_rf_backward_zn_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r)
+{
+    const int64_t H = r->H;
+    for (int64_t i = 0; i < m; i++) {
+        const REAL *g = r->gates[i] + col, *h_prev = r->prev[i] + col;
+        const REAL *dh_in = r->h[i] + col;
+        REAL *carry = r->carry[i] + col, *dg = r->dgates[i] + col;
+        for (int64_t j = 0; j < n; j++) {
+            REAL update = g[H + j], cand = g[2 * H + j];
+            REAL dh = dh_in[j] + carry[j];
+            dg[H + j] = dh * (h_prev[j] - cand) * (update * (1 - update));
+            dg[2 * H + j] = dh * (1 - update) * (1 - cand * cand);
+            carry[j] = dh * update;
+        }
+    }
+}
+
+/* Second phase: the product has made d(r h) = dn W_hn in the h rows. */
+void SFX(gru_rf_backward_r_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r)
+{
+    for (int64_t i = 0; i < m; i++) {
+        const REAL *g = r->gates[i] + col, *h_prev = r->prev[i] + col;
+        const REAL *drh = r->h[i] + col;
+        REAL *carry = r->carry[i] + col, *dg = r->dgates[i] + col;
+        for (int64_t j = 0; j < n; j++) {
+            REAL reset = g[j];
+            dg[j] = drh[j] * h_prev[j] * (reset * (1 - reset));
+            carry[j] += drh[j] * reset;
+        }
+    }
+}
