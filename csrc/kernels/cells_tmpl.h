@@ -95,5 +95,73 @@ static void SFX(gru_backward)(int64_t m, int64_t col, int64_t n, const DT(cell_r
     }
 }
 
+/* The GRU with the reset gate first, its two phases each way. */
+static void SFX(gru_rf_forward_rz)(int64_t m, int64_t col, int64_t n, const DT(cell_rows) *r)
+{
+    const int64_t H = r->H;
+    for (int64_t i = 0; i < m; i++) {
+        REAL *g = r->gates[i] + col, *rh = r->state[i] + col;
+        const REAL *h_prev = r->prev[i] + col;
+        for (int64_t j = 0; j < n; j += VL) {
+            const int64_t w = n - j;
+            V reset = SFX(vsigmoid)(GATE(g, 0, j, w)), update = SFX(vsigmoid)(GATE(g, 1, j, w));
+            SFX(store_n)(rh + j, w, V_MUL(reset, SFX(load_n)(h_prev + j, w)));
+            SFX(store_n)(g + j, w, reset);
+            SFX(store_n)(g + H + j, w, update);
+        }
+    }
+}
+
+static void SFX(gru_rf_forward_n)(int64_t m, int64_t col, int64_t n, const DT(cell_rows) *r)
+{
+    const int64_t H = r->H;
+    for (int64_t i = 0; i < m; i++) {
+        REAL *g = r->gates[i] + col, *h = r->h[i] + col;
+        const REAL *h_prev = r->prev[i] + col;
+        for (int64_t j = 0; j < n; j += VL) {
+            const int64_t w = n - j;
+            V update = GATE(g, 1, j, w), cand = SFX(vtanh)(GATE(g, 2, j, w));
+            /* (1 - z) n + z h */
+            SFX(store_n)(h + j, w, V_FMA(update, V_SUB(SFX(load_n)(h_prev + j, w), cand), cand));
+            SFX(store_n)(g + 2 * H + j, w, cand);
+        }
+    }
+}
+
+static void SFX(gru_rf_backward_zn)(int64_t m, int64_t col, int64_t n, const DT(cell_rows) *r)
+{
+    const int64_t H = r->H;
+    for (int64_t i = 0; i < m; i++) {
+        const REAL *g = r->gates[i] + col, *h_prev = r->prev[i] + col;
+        const REAL *dh_in = r->h[i] + col;
+        REAL *carry = r->carry[i] + col, *dg = r->dgates[i] + col;
+        for (int64_t j = 0; j < n; j += VL) {
+            const int64_t w = n - j;
+            V update = GATE(g, 1, j, w), cand = GATE(g, 2, j, w);
+            V dh = V_ADD(SFX(load_n)(dh_in + j, w), SFX(load_n)(carry + j, w));
+            SFX(store_n)(dg + H + j, w,
+                         V_MUL(V_MUL(dh, V_SUB(SFX(load_n)(h_prev + j, w), cand)), DSIG(update)));
+            SFX(store_n)(dg + 2 * H + j, w,
+                         V_MUL(V_MUL(dh, V_SUB(V_SET1(1), update)), V_FNMA(cand, cand, V_SET1(1))));
+            SFX(store_n)(carry + j, w, V_MUL(dh, update));
+        }
+    }
+}
+
+static void SFX(gru_rf_backward_r)(int64_t m, int64_t col, int64_t n, const DT(cell_rows) *r)
+{
+    for (int64_t i = 0; i < m; i++) {
+        const REAL *g = r->gates[i] + col, *h_prev = r->prev[i] + col;
+        const REAL *drh_in = r->h[i] + col;
+        REAL *carry = r->carry[i] + col, *dg = r->dgates[i] + col;
+        for (int64_t j = 0; j < n; j += VL) {
+            const int64_t w = n - j;
+            V reset = SFX(load_n)(g + j, w), drh = SFX(load_n)(drh_in + j, w);
+            SFX(store_n)(dg + j, w, V_MUL(V_MUL(drh, SFX(load_n)(h_prev + j, w)), DSIG(reset)));
+            SFX(store_n)(carry + j, w, V_FMA(drh, reset, SFX(load_n)(carry + j, w)));
+        }
+    }
+}
+
 #undef GATE
 #undef DSIG
