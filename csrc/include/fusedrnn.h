@@ -178,7 +178,9 @@ fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p, const fusedrnn_inpu
 
 /* Micro-kernel selection. The best ISA this CPU and OS support is chosen on
  * first use; fusedrnn_set_isa forces one ("scalar", "avx2", "avx512") and fails
- * with FUSEDRNN_EISA for an unknown or unsupported name. */
+ * with FUSEDRNN_EISA for an unknown or unsupported name. The library reads
+ * no environment variable: FUSEDRNN_ISA and FUSEDRNN_NUM_THREADS are the
+ * Python package's, which calls this and sets fusedrnn_problem.threads. */
 fusedrnn_status fusedrnn_set_isa(const char *name);
 const char *fusedrnn_get_isa(void);
 /* Nonzero when `name` is compiled in and supported by this CPU and OS. */
