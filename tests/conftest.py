@@ -1,4 +1,5 @@
-"""Shared by the kernel tests: the ISA fixture and the one tolerance table.
+"""Shared by the kernel tests: the ISA fixture and assert_close, which holds a
+result to the package's one tolerance table (fusedrnn._tolerances).
 
 Kernel-running modules opt in to the ISA sweep with
 `pytestmark = pytest.mark.usefixtures("isa")` (or by taking `isa` as an
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 import fusedrnn
+from fusedrnn._tolerances import TOLERANCE, scaled_errors
 
 
 @pytest.fixture
@@ -68,23 +70,11 @@ def kernel_sees_aligned_arrays(monkeypatch):
     yield calls
 
 
-# Kernel against reference, per dtype. The bound on element i is
-#     tol * (|expected_i| + rms(expected)),
-# relative for the large elements and absolute, at the array's typical
-# magnitude, for the small ones: an element that is a sum of terms much larger
-# than itself (a gradient entry after cancellation) carries the rounding error
-# of those terms, not of its own size. The float32 value leaves room for
-# vectorised tanh/sigmoid approximations and for the recurrence amplifying
-# rounding over T steps; float64 leaves room for the same at double precision.
-TOLERANCE = {
-    np.dtype(np.float32): 2e-4,
-    np.dtype(np.float64): 1e-10,
-}
-
-
-def assert_close(actual, expected, dtype, name):
+def assert_close(actual, expected, dtype, name, tol=None):
     """`actual` (a kernel output) has `dtype`, the shape of `expected` (the
-    reference's float64 result) and agrees with it within TOLERANCE[dtype]."""
+    reference's float64 result) and agrees with it within `tol`, by default
+    the package's one tolerance table's TOLERANCE[dtype] (fusedrnn._tolerances
+    says how)."""
     dtype = np.dtype(dtype)
     expected = np.asarray(expected, dtype=np.float64)
     assert isinstance(actual, np.ndarray), f"{name}: expected an ndarray, got {type(actual)}"
@@ -93,11 +83,11 @@ def assert_close(actual, expected, dtype, name):
         f"{name}: expected shape {expected.shape}, got {actual.shape}"
     if expected.size == 0:
         return
-    tol = TOLERANCE[dtype]
-    rms = np.sqrt(np.mean(expected ** 2))
-    error = np.abs(actual.astype(np.float64) - expected)
-    bad = ~(error <= tol * (np.abs(expected) + rms))  # written so that NaN counts as a failure
+    tol = TOLERANCE[dtype] if tol is None else tol
+    bad = scaled_errors(actual, expected) > tol
     if bad.any():
+        rms = np.sqrt(np.mean(expected ** 2))
+        error = np.abs(actual.astype(np.float64) - expected)
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         raise AssertionError(
             f"{name}: {bad.sum()} of {bad.size} elements off, max error {np.max(error):.3g} "
