@@ -29,6 +29,7 @@ class Cell(NamedTuple):
     gates: int  # G: w_ih is [G*H, D], w_hh [G*H, H], each bias [G*H]
     states: tuple  # the initial states, h first: the forward's arguments after x
     biases: tuple  # the forward's last arguments: the rnn's one bias, or b_ih and b_hh
+    output: type  # what the forward returns: the rnn's pair (y, h_n), or a NamedTuple
     grads: type  # what the backward returns, a gradient per input of the forward
     nonlinearities: tuple  # the rnn's choice of activation; () where there is none
 
@@ -50,10 +51,12 @@ class Cell(NamedTuple):
 
 
 CELLS = {
-    "rnn": Cell("rnn", "RNN", 1, ("h0",), ("bias",), fusedrnn.RNNGrads,
+    "rnn": Cell("rnn", "RNN", 1, ("h0",), ("bias",), tuple, fusedrnn.RNNGrads,
                 ("tanh", "relu", "sigmoid")),
-    "lstm": Cell("lstm", "LSTM", 4, ("h0", "c0"), ("b_ih", "b_hh"), fusedrnn.LSTMGrads, ()),
-    "gru": Cell("gru", "GRU", 3, ("h0",), ("b_ih", "b_hh"), fusedrnn.GRUGrads, ()),
+    "lstm": Cell("lstm", "LSTM", 4, ("h0", "c0"), ("b_ih", "b_hh"), fusedrnn.LSTMOutput,
+                 fusedrnn.LSTMGrads, ()),
+    "gru": Cell("gru", "GRU", 3, ("h0",), ("b_ih", "b_hh"), fusedrnn.GRUOutput,
+                fusedrnn.GRUGrads, ()),
 }
 GATED = [name for name, cell in CELLS.items() if cell.gated]
 
