@@ -303,3 +303,104 @@ def initial_state(cell, shape, rng):
     array of `shape`, or for "lstm" the pair (h0, c0)."""
     states = tuple(rng.normal(size=shape) for _ in CELLS[cell].states)
     return states if len(states) > 1 else states[0]
+
+
+def torch_results(torch, cell, a, d, *, lengths=None, reverse=False, batch_first=False,
+                  **options):
+    """What torch.nn's module of `cell` computes for its forward and backward
+    on (a, d) (`options`: the rnn's nonlinearity): y, the final states and
+    the gradient of every input of the forward, as NumPy arrays in a's dtype
+    and layout, keyed like fusedrnn's results, for the loss sum(y * dy) +
+    sum(h_n * dh_n) (+ sum(c_n * dc_n)).
+
+    The module gets a's weights. A bias or initial state left out (None) is
+    zeros there, which still has its gradient; the rnn's one bias is torch's
+    bias_ih, its bias_hh zero. reverse is the _reverse direction of a
+    bidirectional module, which runs each packed sequence from its own end;
+    lengths go through pack_padded_sequence(enforce_sorted=False).
+
+    Torch rejects empty sequences (and T = 0), so it runs on the non-empty
+    rows only; an empty row's results are what lengths say they are: zero y
+    and dx, the initial states as final states, their loss weights as the
+    initial states' gradients, nothing for the parameters.
+    """
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    spec = CELLS[cell]
+    x = a["x"]
+    T, B = x.shape[1::-1] if batch_first else x.shape[:2]
+    D, H = x.shape[2], a["w_hh"].shape[1]
+
+    def given(v, shape):
+        return np.zeros(shape, x.dtype) if v is None else v
+
+    states = {s: given(a.get(s), (B, H)) for s in spec.states}
+    d = {k: given(d.get(k), shape) for k, shape in
+         [("dy", x.shape[:2] + (H,)), *((k, (B, H)) for k in spec.d_states)]}
+    n = np.full(B, T) if lengths is None else np.asarray(lengths)
+    keep = np.flatnonzero(n)
+
+    def rows(v, over_time):
+        """The kept rows of v: the batch axis of a sequence array, else axis 0."""
+        return v[:, keep] if over_time and not batch_first else v[keep]
+
+    expected = {"y": np.zeros_like(d["dy"]), "dx": np.zeros_like(x)}
+    for s, v in states.items():
+        expected[s[0] + "_n"] = v.copy()
+        expected["d" + s] = d["d" + s[0] + "_n"].copy()
+    G = spec.gates
+    for name, shape in [("w_ih", (G * H, D)), ("w_hh", (G * H, H)),
+                        *((b, (G * H,)) for b in spec.biases)]:
+        expected["d" + name] = np.zeros(shape, x.dtype)
+    if keep.size == 0:
+        return expected
+
+    torch.manual_seed(0)  # the unused forward direction of a bidirectional module
+    module = getattr(torch.nn, spec.layer)(D, H, batch_first=batch_first, bidirectional=reverse,
+                                           dtype=getattr(torch, x.dtype.name), **options)
+    suffix = "_reverse" if reverse else ""
+    params = {"w_ih": f"weight_ih_l0{suffix}", "w_hh": f"weight_hh_l0{suffix}",
+              **dict(zip(spec.biases, (f"bias_ih_l0{suffix}", f"bias_hh_l0{suffix}")))}
+    with torch.no_grad():
+        for param in module.parameters():
+            param.zero_()
+        for name, torch_name in params.items():
+            if a.get(name) is not None:
+                getattr(module, torch_name).copy_(torch.from_numpy(a[name]))
+
+    def leaf(v):
+        return torch.tensor(v, requires_grad=True)
+
+    x_t = leaf(rows(x, True))
+    state_leaves = {s: leaf(rows(v, False)) for s, v in states.items()}
+    # A bidirectional module takes the initial states [forward; reverse].
+    hx = [torch.stack([torch.zeros_like(v), v]) if reverse else v[None]
+          for v in state_leaves.values()]
+    hx = tuple(hx) if len(hx) > 1 else hx[0]
+    if lengths is None:
+        y, state_n = module(x_t, hx)
+    else:
+        packed = pack_padded_sequence(x_t, torch.from_numpy(n[keep]), batch_first=batch_first,
+                                      enforce_sorted=False)
+        y, state_n = module(packed, hx)
+        y, _ = pad_packed_sequence(y, batch_first=batch_first, total_length=T)
+    y = y[..., H:] if reverse else y
+    state_n = state_n if isinstance(state_n, tuple) else (state_n,)
+    outputs = {"y": y, **{s[0] + "_n": v[-1] for s, v in zip(spec.states, state_n)}}
+    sum((value * torch.from_numpy(rows(d["d" + name], name == "y"))).sum()
+        for name, value in outputs.items()).backward()
+
+    def put(name, value, over_time):
+        if over_time and not batch_first:
+            expected[name][:, keep] = value
+        else:
+            expected[name][keep] = value
+
+    put("y", y.detach().numpy(), True)
+    put("dx", x_t.grad.numpy(), True)
+    for s, v in state_leaves.items():
+        put(s[0] + "_n", outputs[s[0] + "_n"].detach().numpy(), False)
+        put("d" + s, v.grad.numpy(), False)
+    for name, torch_name in params.items():
+        expected["d" + name] = getattr(module, torch_name).grad.numpy()
+    return expected

@@ -16,7 +16,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from fusedrnn import reference
 from helpers import CELLS, GATED, backward, forward, grad_output_choices, outputs_of, \
-    random_problem, reserve_of, run, states_given, states_id, variants
+    random_problem, reserve_of, run, states_given, states_id, torch_results, variants
 
 # (T, B, D, H) and the lengths used when a test asks for lengths. Together the
 # lengths cover an empty sequence (0), a full one (T) and partial ones, also
@@ -50,11 +50,6 @@ TORCH = dict(rtol=1e-10, atol=1e-12)
 # side's slope. Perturbations of EPS move a pre-activation by O(EPS), so
 # keeping every |z| above this margin keeps each difference on one side.
 KINK_MARGIN = 1e-3
-
-# The loss L = sum(y * dy) + sum(h_n * dh_n) (+ sum(c_n * dc_n)): each output
-# and the gradient output that weights it.
-LOSS_WEIGHT = {"y": "dy", "h_n": "dh_n", "c_n": "dc_n"}
-
 
 def min_abs_pre_activation(a, lengths, reverse):
     """Smallest |z| of the rnn over all valid steps, z = W_ih x_t + W_hh h_prev + b.
@@ -120,9 +115,10 @@ def input_of(grad_name):
 
 def check_gradients(numerical_gradient, cell, options, shape, lengths, reverse, batch_first,
                     bias=True, given=None, grads_given=None):
-    """Every gradient of the loss from the backward against central
-    differences; a gradient output not in `grads_given` (default all) is
-    None to the backward and a zero weight in the loss."""
+    """Every gradient of L = sum(y * dy) + sum(h_n * dh_n) (+ sum(c_n * dc_n))
+    from the backward against central differences; a gradient output not in
+    `grads_given` (default all) is None to the backward and a zero weight in
+    the loss."""
     a, d = make_problem(cell, shape, options, lengths, reverse, bias, given)
     if batch_first:
         a["x"], d["dy"] = to_batch_first(a["x"]), to_batch_first(d["dy"])
@@ -132,7 +128,7 @@ def check_gradients(numerical_gradient, cell, options, shape, lengths, reverse, 
 
     def loss():
         out = outputs_of(cell, forward(reference, cell, a, **options))
-        return sum(np.sum(out[name] * weights[LOSS_WEIGHT[name]]) for name in out)
+        return sum(np.sum(out[name] * weights["d" + name]) for name in out)
 
     # The analytic side gets None wherever the caller would pass None.
     called = as_called(cell, a, bias, given)
@@ -372,99 +368,18 @@ def torch_fixture():
     return pytest.importorskip("torch")
 
 
-def torch_results(torch, cell, options, a, d, lengths, reverse, batch_first, bias):
-    """The forward's outputs and every gradient of the loss from torch.nn's
-    module of the cell in float64, keyed like the reference's fields; None
-    for the bias gradients when there is no bias. The problem and the
-    results are time-major whatever batch_first, which is torch's layout
-    only. The rnn's one bias is torch's bias_ih, its bias_hh zero.
-
-    Torch rejects empty sequences (and T = 0), so it runs on the non-empty
-    rows only; an empty row's results are what lengths say they are: zero y
-    and dx, the initial state as final state, its loss weight as the initial
-    state's gradient, nothing for the weights.
-    """
-    spec = CELLS[cell]
-    T, B, _ = a["x"].shape
-    H = a["w_hh"].shape[1]
-    n = np.full(B, T) if lengths is None else np.asarray(lengths)
-    keep = np.flatnonzero(n)
-    expected = {"y": np.zeros((T, B, H)), "dx": np.zeros_like(a["x"])}
-    for s in spec.states:
-        expected[s[0] + "_n"] = a[s].copy()
-        expected["d" + s] = d["d" + s[0] + "_n"].copy()
-    for name in ("w_ih", "w_hh", *spec.biases):
-        expected["d" + name] = np.zeros_like(a[name]) if bias or name[0] == "w" else None
-    if keep.size == 0:
-        return expected
-
-    torch.manual_seed(0)  # the unused forward direction of a bidirectional module
-    module = getattr(torch.nn, spec.layer)(a["x"].shape[2], H, bias=bias,
-                                           batch_first=batch_first, bidirectional=reverse,
-                                           dtype=torch.float64, **options)
-    suffix = "_reverse" if reverse else ""
-    params = {"w_ih": f"weight_ih_l0{suffix}", "w_hh": f"weight_hh_l0{suffix}"}
-    if bias:
-        params.update(zip(spec.biases, (f"bias_ih_l0{suffix}", f"bias_hh_l0{suffix}")))
-    with torch.no_grad():
-        for name, torch_name in params.items():
-            getattr(module, torch_name).copy_(torch.from_numpy(a[name]))
-        if bias and not spec.gated:
-            getattr(module, f"bias_hh_l0{suffix}").zero_()
-
-    def leaf(v):
-        return torch.tensor(v, dtype=torch.float64, requires_grad=True)
-
-    x = leaf(a["x"][:, keep])  # time-major here; transposed for batch_first
-    states = {s: leaf(a[s][keep]) for s in spec.states}
-    # A bidirectional module takes [forward; reverse] initial states.
-    hx = [torch.stack([torch.zeros_like(v), v]) if reverse else v[None]
-          for v in states.values()]
-    hx = tuple(hx) if len(hx) > 1 else hx[0]
-    inputs = x.transpose(0, 1) if batch_first else x
-    if lengths is None:
-        y, state_n = module(inputs, hx)
-    else:
-        packed = torch.nn.utils.rnn.pack_padded_sequence(
-            inputs, torch.from_numpy(n[keep]), batch_first=batch_first, enforce_sorted=False)
-        y, state_n = module(packed, hx)
-        y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, batch_first=batch_first,
-                                                      total_length=T)
-    y = y.transpose(0, 1) if batch_first else y
-    y = y[..., H:] if reverse else y
-    state_n = state_n if isinstance(state_n, tuple) else (state_n,)
-    outputs = {"y": y, **{s[0] + "_n": v[-1] for s, v in zip(spec.states, state_n)}}
-
-    loss = sum((value * torch.from_numpy(d[LOSS_WEIGHT[name]][:, keep] if name == "y"
-                                         else d[LOSS_WEIGHT[name]][keep])).sum()
-               for name, value in outputs.items())
-    loss.backward()
-    expected["y"][:, keep] = y.detach().numpy()
-    expected["dx"][:, keep] = x.grad.numpy()
-    for s, v in states.items():
-        expected[s[0] + "_n"][keep] = outputs[s[0] + "_n"].detach().numpy()
-        expected["d" + s][keep] = v.grad.numpy()
-    for name, torch_name in params.items():
-        expected["d" + name] = getattr(module, torch_name).grad.numpy()
-    return expected
-
-
 def compare_with_torch(torch, cell, options, shape, lengths, reverse, batch_first, bias, given):
-    """The reference's outputs and gradients against torch's."""
+    """The reference's outputs and gradients against torch's. A bias or
+    initial state left out is None to the reference and zeros to torch,
+    which gives their gradients all the same."""
     a, d = make_problem(cell, shape, options, lengths, reverse, bias, given)
-    expected = torch_results(torch, cell, options, a, d, lengths, reverse, batch_first, bias)
-    called = as_called(cell, a, bias, given)
+    if batch_first:
+        a["x"], d["dy"] = to_batch_first(a["x"]), to_batch_first(d["dy"])
     options = dict(options, lengths=lengths, reverse=reverse, batch_first=batch_first)
-    if batch_first:  # the results are compared time-major
-        called["x"] = to_batch_first(called["x"])
-        actual = run(reference, cell, called, dict(d, dy=to_batch_first(d["dy"])), **options)
-        actual["y"], actual["dx"] = to_batch_first(actual["y"]), to_batch_first(actual["dx"])
-    else:
-        actual = run(reference, cell, called, d, **options)
+    expected = torch_results(torch, cell, a, d, **options)
+    actual = run(reference, cell, as_called(cell, a, bias, given), d, **options)
     assert set(actual) == set(expected)
     for name, want in expected.items():
-        if want is None:  # the bias gradients without a bias: finite differences check them
-            continue
         assert_allclose(actual[name], want, **TORCH, err_msg=name)
 
 
