@@ -11,6 +11,10 @@ tests as fixtures.
 """
 
 import itertools
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -267,6 +271,17 @@ def assert_unchanged(arrays, before):
         if v is not None:
             assert (np.asarray(v).dtype, np.shape(v), np.asarray(v).tobytes()) == before[k], \
                 f"{k} was modified by the call"
+
+
+def run_child(code, timeout=120):
+    """Run `code` in a fresh interpreter that can import helpers, where a
+    hang becomes a failure at the timeout and a crash ends the child only;
+    fail with its stderr unless it exits 0."""
+    code = f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n" \
+        + textwrap.dedent(code)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=timeout)
+    assert run.returncode == 0, f"child exited with {run.returncode}:\n{run.stderr[-4000:]}"
 
 
 def numerical_gradient(f, a, eps=1e-6):

@@ -1,27 +1,12 @@
 """Thread count and floating-point mode: what a call must leave unchanged."""
 
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import fusedrnn
-from helpers import CELLS, forward, random_problem
+from helpers import CELLS, forward, random_problem, run_child
 
 pytestmark = pytest.mark.usefixtures("isa")
-
-
-def child(code, timeout=120):
-    """Run `code` in a fresh interpreter that imports helpers; fail with its
-    stderr unless it exits 0."""
-    code = (f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-            + textwrap.dedent(code))
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=timeout)
-    assert run.returncode == 0, f"child exited with {run.returncode}:\n{run.stderr[-4000:]}"
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -31,7 +16,7 @@ def test_bitwise_identical_for_any_thread_count(cell, dtype, isa):
     without lengths, reverse and batch_first, on sizes whose step (B*G*H*H)
     and products are split between threads. In a child: a thread pool bug
     can hang, and the child's timeout turns that into a failure."""
-    child(f"""
+    run_child(f"""
         import numpy as np
         import fusedrnn
         from helpers import run, random_problem
