@@ -49,7 +49,8 @@ def first_results():
 
 
 def assert_agree(got, want, dtype, what):
-    """{name: array} `got` agrees with `want` (fusedrnn._bench.AGREEMENT)."""
+    """{name: array} `got` agrees with `want` (fusedrnn._bench.disagreements, under
+    the one tolerance table of fusedrnn._tolerances)."""
     messages = disagreements(got, want, dtype)
     assert not messages, f"{what}: " + "; ".join(messages)
 

@@ -6,31 +6,26 @@ import numpy as np
 import pytest
 
 import fusedrnn
-from fusedrnn import _bench, reference
+from helpers import CELLS, DTYPES, assert_matches_reference, flag, mixed_lengths, \
+    random_problem, run
 
 pytestmark = pytest.mark.usefixtures("isa")
 
-DTYPES = [np.float32, np.float64]
 
-
-@pytest.mark.parametrize("seq", ["padded", "packed"])
+@flag("lengths")
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_wide_gate_rows(cell, dtype, seq):
+@pytest.mark.parametrize("cell", CELLS)
+def test_wide_gate_rows(cell, dtype, lengths):
     """Gate-gradient rows of 2 KB or more (H = 512: G*H >= 512 elements in
     either dtype) are laid out in the backward's workspace at a stride padded
     to an odd number of cache lines (rnn_tmpl.h, spread_ld): the step reads
     them, the deferred products read them in place and transposed."""
-    p = _bench.problem((3, 5, 4, 512), dtype, np.random.default_rng(7), cell, seq)
-    want = _bench.CELLS[cell].run(reference, p, True)
+    shape = (3, 5, 4, 512)
     for batch_first in (False, True):
-        q = p
-        if batch_first:
-            q = p._replace(x=p.x.swapaxes(0, 1).copy(), dy=p.dy.swapaxes(0, 1).copy())
-        got = _bench.CELLS[cell].run(fusedrnn, q, True, batch_first=batch_first)
-        if batch_first:
-            got = dict(got, y=got["y"].swapaxes(0, 1), dx=got["dx"].swapaxes(0, 1))
-        assert _bench.disagreements(got, want, dtype) == []
+        a, d = random_problem(cell, shape, dtype, batch_first=batch_first, seed=7)
+        assert_matches_reference(cell, a, d, dtype, f"batch_first={batch_first}: ",
+                                 lengths=mixed_lengths(*shape[:2]) if lengths else None,
+                                 batch_first=batch_first)
 
 
 @pytest.fixture
@@ -40,20 +35,18 @@ def restore_threads():
     fusedrnn.set_num_threads(before)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_serial_parts_on_the_team(restore_threads, cell):
     """T*B*G*H >= 2^21, so that the bias sums and the RNN's dz = dy are split
     between threads too (rnn_tmpl.h, threads_for's grains): the results are
     bitwise those of one thread, and agree with the reference. Many rows
     and few units keep it quick on the scalar kernels."""
-    p = _bench.problem((64, 1024, 2, 32), np.float32, np.random.default_rng(3), cell)
+    a, d = random_problem(cell, (64, 1024, 2, 32), np.float32, seed=3)
     results = []
     for n in (1, 2, 3):
         fusedrnn.set_num_threads(n)
-        results.append(_bench.CELLS[cell].run(fusedrnn, p, True))
+        results.append(run(fusedrnn, cell, a, d))
     for other in results[1:]:
-        for name, a in results[0].items():
-            assert np.array_equal(a, other[name]), name
-    assert _bench.disagreements(results[1], _bench.CELLS[cell].run(reference, p, True),
-                                np.float32) == []
-
+        for name, value in results[0].items():
+            assert np.array_equal(value, other[name]), name
+    assert_matches_reference(cell, a, d, np.float32)

@@ -1,88 +1,111 @@
 """Values the contract says are ignored never reach a result (issue: NaN from
-ignored padding). x past a sequence's length, h0 of an empty sequence, and y
-past a sequence's last step are not part of the maths: NaN or inf there must
-leave every output and gradient as the reference gives it. The deferred
-weight-gradient products run over all T*B rows at once, and 0 * NaN is NaN,
-so each such row has to be kept out of them, not merely multiplied by zero."""
+ignored padding), for every cell. x and dy past a sequence's length, the
+initial states of an empty sequence, and y past a sequence's last step are
+not part of the maths: NaN or inf there must leave every output and
+gradient as the reference gives it. The deferred weight-gradient products
+run over all T*B rows at once, and 0 * NaN is NaN, so each such row has to
+be kept out of them, not merely multiplied by zero."""
 
 import numpy as np
 import pytest
 
 import fusedrnn
 from fusedrnn import reference
+from helpers import CELLS, DTYPES, backward, flag, forward, outputs_of, random_problem, \
+    reserve_of
 
 pytestmark = pytest.mark.usefixtures("isa")
 
-T, B, D, H = 6, 5, 3, 7
+SHAPE = (6, 5, 3, 7)
 LENGTHS = [6, 0, 3, 1, 4]
 
 
 def assert_same(actual, expected, dtype, name, assert_close):
-    """Equal non-finite entries in the same places, and close elsewhere."""
-    actual, expected = np.asarray(actual), np.asarray(expected)
+    """Non-finite exactly where the reference is and equal there, close elsewhere."""
+    expected = np.asarray(expected)
     finite = np.isfinite(expected)
-    assert np.array_equal(np.isfinite(actual), finite), f"{name}: non-finite where the reference is not"
-    assert np.array_equal(actual[~finite], expected[~finite], equal_nan=True), name
-    assert_close(np.where(finite, actual, 0).astype(dtype), np.where(finite, expected, 0), dtype, name)
+    assert np.array_equal(np.isfinite(actual), finite), \
+        f"{name}: non-finite where the reference is finite, or the other way round"
+    assert np.array_equal(actual[~finite], expected[~finite].astype(dtype), equal_nan=True), name
+    assert_close(np.where(finite, actual, 0).astype(dtype), np.where(finite, expected, 0), dtype,
+                 name)
 
 
-def problem(dtype, batch_first, rng):
-    x = rng.standard_normal((T, B, D)).astype(dtype)
-    h0 = rng.standard_normal((B, H)).astype(dtype)
-    w_ih = (rng.standard_normal((H, D)) / np.sqrt(D)).astype(dtype)
-    w_hh = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
-    return x, h0, w_ih, w_hh
+def parameter_gradients(cell, grads):
+    """The gradients of the weights and biases: sums over every step and row."""
+    spec = CELLS[cell]
+    return [name for name in grads._fields
+            if name != "dx" and name not in ("d" + s for s in spec.states)]
 
 
-def run_both(assert_close, x, h0, w_ih, w_hh, lengths, nonlinearity, reverse, batch_first, rng):
-    dtype = x.dtype
-    xs = x.transpose(1, 0, 2).copy() if batch_first else x
-    options = dict(nonlinearity=nonlinearity, lengths=lengths, reverse=reverse,
-                   batch_first=batch_first)
-    y, h_n = fusedrnn.rnn_forward(xs, h0, w_ih, w_hh, **options)
-    y_ref, h_n_ref = reference.rnn_forward(xs, h0, w_ih, w_hh, **options)
-    assert_same(y, y_ref, dtype, "y", assert_close)
-    assert_same(h_n, h_n_ref, dtype, "h_n", assert_close)
-    dy = rng.standard_normal(y.shape).astype(dtype)
-    dh_n = rng.standard_normal(h_n.shape).astype(dtype)
-    grads = fusedrnn.rnn_backward(xs, h0, w_ih, w_hh, y, dy, dh_n, **options)
-    expected = reference.rnn_backward(xs, h0, w_ih, w_hh, y, dy, dh_n, **options)
-    for name in fusedrnn.RNNGrads._fields:
-        assert_same(getattr(grads, name), getattr(expected, name), dtype, name, assert_close)
-    return grads
+def run_both(assert_close, cell, a, d, y_poison=None, **options):
+    """fusedrnn's forward and backward against the reference's on the same
+    inputs; y_poison: the value put in y past each sequence's last step
+    before the backward. Returns fusedrnn's gradients of each backward: with
+    the training forward's reserve, and (gated cells) with None."""
+    dtype = a["x"].dtype
+    out = forward(fusedrnn, cell, a, training=True, **options)
+    want = forward(reference, cell, a, **options)
+    expected = outputs_of(cell, want)
+    for name, value in outputs_of(cell, out).items():
+        assert_same(value, expected[name], dtype, name, assert_close)
+    y = out[0].copy()
+    if y_poison is not None:
+        y_tm = y.transpose(1, 0, 2) if options["batch_first"] else y
+        for b, n in enumerate(options["lengths"]):
+            y_tm[n:, b] = y_poison
+    reserves = [reserve_of(cell, out)] + ([None] if CELLS[cell].gated else [])
+    results = []
+    for reserve in reserves:
+        grads = backward(fusedrnn, cell, a, y, reserve, d, **options)
+        expected = backward(reference, cell, a, y, None, d, **options)
+        for name in grads._fields:
+            assert_same(getattr(grads, name), getattr(expected, name), dtype, name, assert_close)
+        results.append(grads)
+    return results
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("batch_first", [False, True])
-@pytest.mark.parametrize("poison", [np.nan, np.inf, -np.inf])
-def test_padding_of_x_and_h0_of_empty_sequences(assert_close, dtype, reverse, batch_first, poison):
-    rng = np.random.default_rng(1)
-    x, h0, w_ih, w_hh = problem(dtype, batch_first, rng)
+@pytest.mark.parametrize("poison", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@flag("batch_first")
+@flag("reverse")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", CELLS)
+def test_padding_and_the_states_of_empty_sequences(assert_close, cell, dtype, reverse,
+                                                   batch_first, poison):
+    a, d = random_problem(cell, SHAPE, dtype, seed=5)
     for b, n in enumerate(LENGTHS):
-        x[n:, b] = poison
+        a["x"][n:, b] = poison
+        d["dy"][n:, b] = poison
         if n == 0:
-            h0[b] = poison
-    grads = run_both(assert_close, x, h0, w_ih, w_hh, LENGTHS, "tanh", reverse, batch_first, rng)
-    for name in ("dw_ih", "dw_hh", "dbias"):
-        assert np.isfinite(getattr(grads, name)).all(), name
+            for s in CELLS[cell].states:
+                a[s][b] = poison
+    if batch_first:
+        a["x"] = np.ascontiguousarray(a["x"].transpose(1, 0, 2))
+        d["dy"] = np.ascontiguousarray(d["dy"].transpose(1, 0, 2))
+    options = dict(lengths=LENGTHS, reverse=reverse, batch_first=batch_first)
+    for grads in run_both(assert_close, cell, a, d, y_poison=poison, **options):
+        for name in parameter_gradients(cell, grads):
+            assert np.isfinite(getattr(grads, name)).all(), name
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("batch_first", [False, True])
-@pytest.mark.parametrize("lengths", [None, LENGTHS])
+@pytest.mark.parametrize("dtype", DTYPES)
+@flag("reverse")
+@flag("batch_first")
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
 def test_infinite_state_at_the_last_step(assert_close, dtype, reverse, batch_first, lengths):
-    """relu passes +inf through: a sequence whose last step reaches inf has an
-    infinite y there, which no later step of that sequence reads. In the
-    batch-first layout without lengths, that row sits just before the next
-    sequence's first step."""
-    rng = np.random.default_rng(2)
-    x, h0, w_ih, w_hh = problem(dtype, batch_first, rng)
-    w_ih = np.abs(w_ih)  # +inf in, +inf out of every unit
-    ends = lengths or [T] * B
-    for b, n in enumerate(ends):
+    """The rnn's relu passes +inf through: a sequence whose last step reaches
+    inf has an infinite y there, which no later step of that sequence reads.
+    In the batch-first layout without lengths, that row sits just before the
+    next sequence's first step."""
+    T, B, _, _ = SHAPE
+    a, d = random_problem("rnn", SHAPE, dtype, seed=2, bias=False)
+    a["w_ih"] = np.abs(a["w_ih"])  # +inf in, +inf out of every unit
+    for b, n in enumerate(lengths or [T] * B):
         if n > 0:
-            x[n - 1 if not reverse else 0, b] = np.inf
-    grads = run_both(assert_close, x, h0, w_ih, w_hh, lengths, "relu", reverse, batch_first, rng)
+            a["x"][n - 1 if not reverse else 0, b] = np.inf
+    if batch_first:
+        a["x"] = np.ascontiguousarray(a["x"].transpose(1, 0, 2))
+        d["dy"] = np.ascontiguousarray(d["dy"].transpose(1, 0, 2))
+    (grads,) = run_both(assert_close, "rnn", a, d, nonlinearity="relu", lengths=lengths,
+                        reverse=reverse, batch_first=batch_first)
     assert np.isfinite(grads.dw_hh).all()

@@ -15,63 +15,31 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import fusedrnn
-from fusedrnn import _bench
+import helpers
+from helpers import CELLS, GATED, reserve_of
 
 T, B, D, H = 5, 4, 3, 6
 LENGTHS = np.array([5, 0, 2, 4])
-CELLS = ("rnn", "lstm", "gru")
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
 LAYOUTS = [pytest.param(False, id="time_major"), pytest.param(True, id="batch_first")]
 WITH_LENGTHS = [pytest.param(None, id="full"), pytest.param(LENGTHS, id="lengths")]
 
 
 def problem(cell, dtype=np.float32, batch_first=False, seed=0):
-    """Every input of the cell's forward and backward, as a dict; the RNN's
-    one bias is b_ih, and c0, dc_n are the LSTM's only."""
-    rng = np.random.default_rng(seed)
-    G = GATES[cell]
-    seq = (B, T) if batch_first else (T, B)
-
-    def normal(*shape, scale=1.0):
-        return (scale * rng.standard_normal(shape)).astype(dtype)
-
-    p = dict(x=normal(*seq, D), h0=normal(B, H, scale=0.5), w_ih=normal(G * H, D, scale=0.5),
-             w_hh=normal(G * H, H, scale=0.5), b_ih=normal(G * H), dy=normal(*seq, H),
-             dh_n=normal(B, H))
-    if cell != "rnn":
-        p["b_hh"] = normal(G * H)
-    if cell == "lstm":
-        p["c0"], p["dc_n"] = normal(B, H, scale=0.5), normal(B, H)
-    return p
+    """Every input of the cell's forward and backward in one dict: its
+    inputs and the gradients of its outputs."""
+    a, d = helpers.random_problem(cell, (T, B, D, H), dtype, batch_first=batch_first, seed=seed)
+    return {**a, **d}
 
 
 def forward(cell, p, training=True, **options):
-    """The cell's forward on problem p; training is the gated cells' only."""
-    if cell == "rnn":
-        return fusedrnn.rnn_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], **options)
-    if cell == "lstm":
-        return fusedrnn.lstm_forward(p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"],
-                                     p["b_hh"], training=training, **options)
-    return fusedrnn.gru_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"],
-                                training=training, **options)
+    """fusedrnn's forward of the cell on problem p; training is the gated cells' only."""
+    return helpers.forward(fusedrnn, cell, p, training, **options)
 
 
 def backward(cell, p, y, reserve, **options):
     """The cell's backward on problem p, for the forward that gave y and reserve."""
-    if cell == "rnn":
-        return fusedrnn.rnn_backward(p["x"], p["h0"], p["w_ih"], p["w_hh"], y, p["dy"],
-                                     p["dh_n"], **options)
-    if cell == "lstm":
-        return fusedrnn.lstm_backward(p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"],
-                                      p["b_hh"], y, reserve, p["dy"], p["dh_n"], p["dc_n"],
-                                      **options)
-    return fusedrnn.gru_backward(p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], y,
-                                 reserve, p["dy"], p["dh_n"], **options)
-
-
-def reserve_of(cell, result):
-    return None if cell == "rnn" else result.reserve
+    return helpers.backward(fusedrnn, cell, p, y, reserve, p, **options)
 
 
 def rebuilt(result, items):
@@ -91,6 +59,7 @@ def nan_like(result):
 
 
 def fields_of(result):
+    """A forward's or backward's result fields (the rnn's forward gives a pair)."""
     return result._fields if hasattr(result, "_fields") else ("y", "h_n")
 
 
@@ -119,7 +88,7 @@ def test_results_in_the_given_arrays_equal_those_without(cell, dtype, batch_firs
     assert type(got) is type(want)
     assert all(g is o for g, o in zip(got, out)), "not the arrays given"
     names = fields_of(want)
-    if lengths is None or cell == "rnn":
+    if lengths is None or not CELLS[cell].gated:
         assert_same(got, want, names)
     else:
         # A reserve's rows past a sequence's end are never written (nor
@@ -137,7 +106,7 @@ def test_results_in_the_given_arrays_equal_those_without(cell, dtype, batch_firs
 
 
 @pytest.mark.usefixtures("isa")
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", GATED)
 def test_inference_forward_writes_into_out_without_a_reserve(cell):
     p = problem(cell)
     want = forward(cell, p, training=False, lengths=LENGTHS)
@@ -202,10 +171,10 @@ def test_arrays_at_any_address_aligned_to_the_dtype(cell):
 def test_empty_problems(cell):
     for t, b in ((0, 2), (3, 0)):
         rng = np.random.default_rng(0)
-        G = GATES[cell]
-        p = dict(x=rng.normal(size=(t, b, D)), h0=None, c0=None,
-                 w_ih=rng.normal(size=(G * H, D)), w_hh=rng.normal(size=(G * H, H)),
-                 b_ih=None, b_hh=None, dy=np.ones((t, b, H)), dh_n=None, dc_n=None)
+        G = CELLS[cell].gates
+        # The initial states, biases, dh_n and dc_n left out: None.
+        p = dict(x=rng.normal(size=(t, b, D)), w_ih=rng.normal(size=(G * H, D)),
+                 w_hh=rng.normal(size=(G * H, H)), dy=np.ones((t, b, H)))
         out = forward(cell, p)
         again = forward(cell, p, out=out)
         assert all(a is b for a, b in zip(again, out))
@@ -346,9 +315,10 @@ def test_a_result_overlapping_an_input_is_refused_naming_both(cell, op):
     natural mistake), then the first result partly over x."""
     p, call, fresh, name = setting(cell, op)
     fields = fields_of(fresh)
-    reads = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh") if op == "forward" else \
-        ("x", "h0", "c0", "w_ih", "w_hh", "dy", "dh_n", "dc_n") + (() if cell == "rnn" else
-                                                                    ("b_ih", "b_hh"))
+    spec = CELLS[cell]
+    reads = ("x", *spec.states, "w_ih", "w_hh")
+    reads += spec.biases if op == "forward" else \
+        ("dy", *spec.d_states) + (spec.biases if spec.gated else ())
     hits = 0
     for index, field in enumerate(fields):
         for k in reads:
@@ -504,14 +474,14 @@ def test_alternating_forward_and_backward_fault_no_pages():
     is above glibc's largest mmap threshold (32 MB), so a buffer let go is
     unmapped and a new one faulted in: 64 MB of gate gradients (T*B*4H),
     more than four times the forward's (T*B row pointers), for little work."""
-    p = _bench.problem((1000, 512, 1, 8), np.float32, np.random.default_rng(5), "lstm")
-    args = (p.x, p.h0, p.c0, p.w_ih, p.w_hh, p.b_ih, p.b_hh)
+    a, d = helpers.random_problem("lstm", (1000, 512, 1, 8), np.float32, seed=5)
+    args = (a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"])
     out = grads = None
 
     def step():
         nonlocal out, grads
         out = fusedrnn.lstm_forward(*args, training=True, out=out)
-        grads = fusedrnn.lstm_backward(*args, out.y, out.reserve, p.dy, grads_out=grads)
+        grads = fusedrnn.lstm_backward(*args, out.y, out.reserve, d["dy"], grads_out=grads)
 
     step(), step()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -21,6 +21,7 @@ import numpy as np
 import fusedrnn  # the public namespace is what is timed (a test may replace its functions)
 
 from . import _blas, _engine, _peers, reference
+from ._tolerances import TOLERANCE, scaled_errors
 from ._types import GRUGrads, LSTMGrads, RNNGrads
 
 # The standard shapes (docs/design.md, README "Benchmarks"): T, B, D, H.
@@ -311,19 +312,12 @@ def baseline(impl):
     return DROP_INS.get(impl, "fusedrnn")
 
 
-# Two implementations agree on element i within tol * (|a_i| + rms(a)),
-# compared in float64 (the reference's results are float64 whatever the
-# dtype): as the tolerance of tests/conftest.py, relative for large elements
-# and absolute at the array's typical size for small ones (gradient sums
-# after cancellation). Both sides round, over T steps of dot products up to
-# 1760 terms long; fusedrnn and torch differ by 6e-6 in float32 and 2e-14 in
-# float64 on XL (the rnn), well inside these.
-AGREEMENT = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-11}
-
-
 def disagreements(got, want, dtype):
     """What in `got` ({name: array}) disagrees with `want`, as messages; []
-    when every array of `want` is there with its shape and agrees."""
+    when every array of `want` is there with its shape and agrees within
+    the tolerance of `dtype` (fusedrnn._tolerances, the tests' own; compared
+    in float64, as the reference's results are float64 whatever the dtype)."""
+    tol = TOLERANCE[np.dtype(dtype)]
     messages = []
     for name, w in want.items():
         if name not in got:
@@ -333,13 +327,11 @@ def disagreements(got, want, dtype):
         if g.shape != w.shape:
             messages.append(f"{name}: shape {g.shape}, expected {w.shape}")
             continue
-        rms = np.sqrt(np.mean(w ** 2)) if w.size else 0.0
-        error = np.abs(g - w)
-        # Written so that a NaN counts as a failure.
-        bad = ~(error <= AGREEMENT[np.dtype(dtype)] * (np.abs(w) + rms))
+        scaled = scaled_errors(g, w)
+        bad = scaled > tol
         if bad.any():
-            messages.append(f"{name}: {bad.sum()} of {bad.size} elements off, max error "
-                            f"{np.nan_to_num(error, nan=np.inf).max():.3g}, rms {rms:.3g}")
+            messages.append(f"{name}: {bad.sum()} of {bad.size} elements off, worst "
+                            f"{scaled.max():.3g} x (|expected| + rms), tolerance {tol:g}")
     return messages
 
 

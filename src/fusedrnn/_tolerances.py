@@ -1,0 +1,37 @@
+"""The one tolerance table (docs/design.md §10): how close a result in a
+dtype must come to the float64 NumPy reference, used by the test suite, by
+`python -m fusedrnn`'s check of the kernels, and by the bench's check of
+every implementation it times against fusedrnn's results.
+
+Element i agrees within tol when
+
+    |actual_i - expected_i| <= tol * (|expected_i| + rms(expected)),
+
+relative for the large elements and absolute, at the array's typical
+magnitude, for the small ones: an element that is a sum of terms much larger
+than itself (a gradient entry after cancellation) carries the rounding error
+of those terms, not of its own size. The float32 value leaves room for the
+vectorised tanh/sigmoid approximations and for the recurrence amplifying
+rounding over T steps; float64 leaves room for the same at double precision.
+"""
+
+import numpy as np
+
+TOLERANCE = {
+    np.dtype(np.float32): 2e-4,
+    np.dtype(np.float64): 1e-10,
+}
+
+
+def scaled_errors(actual, expected):
+    """|actual_i - expected_i| / (|expected_i| + rms(expected)) for every
+    element, in float64: the arrays agree within tol where each is <= tol.
+    An element that is exactly right is 0, even where the scale is 0; a NaN
+    on either side is inf, so that it fails every tolerance."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    error = np.abs(actual - expected)
+    rms = np.sqrt(np.mean(expected ** 2)) if expected.size else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = np.where(error == 0, 0.0, error / (np.abs(expected) + rms))
+    return np.where(np.isnan(scaled), np.inf, scaled)
