@@ -452,8 +452,8 @@ def test_reserve_copied_elsewhere(cell, dtype):
 def test_reserve_size_is_its_shape_from_sizes_alone(cell):
     """The kernel's reserve is exactly T*B*(G+1)*H elements, the shape the
     torch ops' fake implementations give it without asking the kernel."""
-    from fusedrnn import _engine
-    code = fusedrnn._kernel.CELLS[cell]
+    from fusedrnn import _cells, _engine
+    code = _cells.CELLS[cell]
     for T, B, D, H in itertools.product([0, 1, 3, 100], [0, 1, 7, 64], [1, 5], [0, 1, 13, 129]):
         for dtype in (np.float32, np.float64):
             want = int(np.prod(_engine.reserve_shape(code, T, B, H)))

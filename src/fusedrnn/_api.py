@@ -10,11 +10,10 @@ import numpy as np
 from . import _engine, _kernel
 from ._checks import (activation, as_array, disjoint, flag, float_array, float_dtype, optional,
                       out_arrays)
-from ._engine import GRU, LSTM, RNN, kernel_buffer
+from ._cells import CELLS, GRU, LSTM, RNN
+from ._engine import kernel_buffer
 from ._types import GRUGrads, GRUOutput, LSTMGrads, LSTMOutput, RNNGrads
 
-_CELL_NAMES = {RNN: "RNN", LSTM: "LSTM", GRU: "GRU"}
-_WITH_ARTICLE = {RNN: "an RNN", LSTM: "an LSTM", GRU: "a GRU"}
 _ISA_NAMES = _kernel.ISAS
 
 # What out= and grads_out= are checked and named by: the public result
@@ -46,16 +45,17 @@ def _contiguous(**arrays):
 _MAX_BYTES = np.iinfo(np.intp).max
 
 
-def _check_sizes(T, B, H, itemsize, G=1):
-    """The buffers the call allocates ([T,B,H] outputs, [T,B,G*H] workspace
-    and reserve, [B,H]) must have byte sizes that fit in 64 bits. Checked on
-    Python integers, which do not overflow, before anything is allocated.
-    The input-shaped buffers ([T,B,D], [G*H,D], [G*H,H]) fit: the caller's
-    arrays have those shapes, and NumPy caps an array's size."""
-    per_row = H if G == 1 else (G + 1) * H   # the gates and a state
-    if max(T * B * per_row, B * H) * itemsize <= _MAX_BYTES:
+def _check_sizes(cell, T, B, H, itemsize):
+    """The buffers the call allocates ([T,B,H] outputs, [T,B,G*H] workspace,
+    the [T,B,reserve_rows*H] reserve, [B,H]) must have byte sizes that fit
+    in 64 bits. Checked on Python integers, which do not overflow, before
+    anything is allocated. The input-shaped buffers ([T,B,D], [G*H,D],
+    [G*H,H]) fit: the caller's arrays have those shapes, and NumPy caps an
+    array's size."""
+    rows = max(cell.reserve_rows, 1)   # the reserve holds the gates and more
+    if max(T * B * rows * H, B * H) * itemsize <= _MAX_BYTES:
         return   # the common case, without building the messages (a visible cost at batch 1)
-    for what, count in ((f"T*B*{'H' if G == 1 else f'{G + 1}*H'}", T * B * per_row),
+    for what, count in ((f"T*B*{f'{rows}*' if rows > 1 else ''}H", T * B * rows * H),
                         ("B*H", B * H)):
         if count * itemsize > _MAX_BYTES:
             raise MemoryError(f"{what} = {count} elements of {itemsize} bytes (T={T}, B={B}, "
@@ -83,17 +83,17 @@ def _common(x, h0, w_ih, w_hh, lengths, batch_first, cell=RNN, c0=None):
     x = float_array("x", x, 3)
     dtype = x.dtype
     B, T, D = x.shape if batch_first else (x.shape[1], x.shape[0], x.shape[2])
-    G = _engine.gates(cell)
+    G = cell.gates
     w_hh = float_array("w_hh", w_hh, 2, dtype)
     H = w_hh.shape[1]
     if w_hh.shape[0] != G * H:
         expected = "a square (H, H) array" if G == 1 else \
-            f"shape ({G}*H, H) for {_WITH_ARTICLE[cell]}, ({G * H}, {H}) for H = {H}"
+            f"shape ({G}*H, H) for {cell.a_name}, ({G * H}, {H}) for H = {H}"
         raise ValueError(f"w_hh: expected {expected}, got shape {w_hh.shape}")
     w_ih = float_array("w_ih", w_ih, (G * H, D), dtype)
     h0 = optional("h0", h0, (B, H), dtype)
     c0 = optional("c0", c0, (B, H), dtype)
-    _check_sizes(T, B, H, dtype.itemsize, G)
+    _check_sizes(cell, T, B, H, dtype.itemsize)
     return x, h0, c0, w_ih, w_hh, _lengths(lengths, B, T), T, B, D, H
 
 
@@ -168,7 +168,8 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
     y = float_array("y", y, seq, x.dtype)
     dy = optional("dy", dy, seq, x.dtype)
     dh_n = optional("dh_n", dh_n, (B, H), x.dtype)
-    shapes = _engine.grad_shapes(RNN, T, B, D, H, batch_first)
+    # One bias: its gradient is the kernel's db_ih, and db_hh is not asked for.
+    shapes = (*_engine.grad_shapes(RNN, T, B, D, H, batch_first)[:6], None)
     grads = _engine.empty(shapes, x.dtype) if grads_out is None else _given(
         "grads_out", grads_out, _GRADS[RNN], shapes, x.dtype, _RNN_BACKWARD_READS,
         (x, h0, w_ih, w_hh, y, dy, dh_n, lengths))
@@ -200,7 +201,7 @@ def _reserve_header(cell, T, B, D, H, reverse, batch_first, lengths):
     reserve of the same sizes but other lengths, whose padded rows the forward
     never wrote, is refused too."""
     checksum = -1 if lengths is None else zlib.crc32(lengths.tobytes())
-    return np.array([cell, T, B, D, H, reverse, batch_first, checksum], np.int64)
+    return np.array([cell.id, T, B, D, H, reverse, batch_first, checksum], np.int64)
 
 
 def _gated_arrays(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first):
@@ -209,7 +210,7 @@ def _gated_arrays(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first)
     checked against) and as the kernel reads them, and the sizes."""
     x, h0, c0, w_ih, w_hh, lengths, T, B, D, H = _common(x, h0, w_ih, w_hh, lengths,
                                                          batch_first, cell, c0)
-    GH = _engine.gates(cell) * H
+    GH = cell.gates * H
     b_ih = optional("b_ih", b_ih, (GH,), x.dtype)
     b_hh = optional("b_hh", b_hh, (GH,), x.dtype)
     given = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
@@ -256,7 +257,7 @@ def _header_text(header):
     def value(name, v):
         v = int(v)
         if name == "cell":
-            return _CELL_NAMES.get(v, f"cell={v}")
+            return next((c.name for c in CELLS.values() if c.id == v), f"cell={v}")
         if name in ("reverse", "batch_first") and v in (0, 1):
             return f"{name}={bool(v)}"
         if name == "lengths":
@@ -278,7 +279,7 @@ def _check_reserve(reserve, cell, T, B, D, H, reverse, batch_first, lengths, dty
     header = _reserve_header(cell, T, B, D, H, reverse, batch_first, lengths)
     if reserve.shape != (size,):
         raise ValueError(f"reserve: expected shape ({size},), from the training forward of this "
-                         f"{_CELL_NAMES[cell]} (T={T}, B={B}, D={D}, H={H}), got {reserve.shape}")
+                         f"{cell.name} (T={T}, B={B}, D={D}, H={H}), got {reserve.shape}")
     got = np.ascontiguousarray(reserve[:n]).view(np.int64)
     if not np.array_equal(got, header):
         raise ValueError(f"reserve: it comes from a different call ({_header_text(got)}); "

@@ -10,8 +10,9 @@ Every tuple is in the order of the C structs (csrc/include/fusedrnn.h):
   outputs     (y, h_n, c_n, reserve)
   grad_inputs (y, reserve, dy, dh_n, dc_n)
   grads       (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
-with None for what a cell or call has not (c for all but the LSTM, the
-reserve for the RNN and for inference, db_hh for the RNN, which has one bias).
+with None for what a cell or call has not (c for a cell without one, the
+reserve for a cell that keeps none and for inference). Cells are
+_cells.Cell: what each has comes from its description.
 """
 
 import os
@@ -19,9 +20,7 @@ import os
 import numpy as np
 
 from . import _kernel
-from ._checks import CELLS, MAX_THREADS, positive_int
-
-RNN, LSTM, GRU = CELLS["rnn"], CELLS["lstm"], CELLS["gru"]
+from ._checks import MAX_THREADS, positive_int
 
 
 def kernel_buffer(a, dtype=None):
@@ -39,38 +38,29 @@ def kernel_buffer(a, dtype=None):
     return np.require(a, dtype, ("C", "A"))
 
 
-# G per cell, read from the kernel once: a plain dict, which torch.compile
-# traces through (a call into the Cython module would break its graph).
-_GATES = {cell: _kernel.gates(cell) for cell in CELLS.values()}
-
-
-def gates(cell):
-    """G: a cell's weights are (G*H, D) and (G*H, H)."""
-    return _GATES[cell]
-
-
 def seq_shape(T, B, n, batch_first):
     return (B, T, n) if batch_first else (T, B, n)
 
 
 def reserve_shape(cell, T, B, H):
-    """The kernel's reserve of a gated cell: exactly T*B*(G+1)*H elements
-    (fusedrnn.h), the gates and one state per row. Plain arithmetic, so that
-    it holds for torch's symbolic sizes too."""
-    return (T, B, (gates(cell) + 1) * H)
+    """The kernel's reserve of a cell that keeps one: exactly
+    T*B*reserve_rows*H elements (fusedrnn.h), the gates and one state per
+    row. Plain arithmetic, so that it holds for torch's symbolic sizes too."""
+    return (T, B, cell.reserve_rows * H)
 
 
 def output_shapes(cell, T, B, H, batch_first, training):
     """Shapes of (y, h_n, c_n, reserve), None for what the call does not return."""
-    return (seq_shape(T, B, H, batch_first), (B, H), (B, H) if cell == LSTM else None,
-            reserve_shape(cell, T, B, H) if training and cell != RNN else None)
+    return (seq_shape(T, B, H, batch_first), (B, H), (B, H) if cell.has_c else None,
+            reserve_shape(cell, T, B, H) if training and cell.reserve_rows else None)
 
 
 def grad_shapes(cell, T, B, D, H, batch_first):
-    """Shapes of (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)."""
-    GH = gates(cell) * H
-    return (seq_shape(T, B, D, batch_first), (B, H), (B, H) if cell == LSTM else None,
-            (GH, D), (GH, H), (GH,), None if cell == RNN else (GH,))
+    """Shapes of (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh). The kernel writes
+    db_hh (db_ih's copy but where they differ) only when asked for it."""
+    GH = cell.gates * H
+    return (seq_shape(T, B, D, batch_first), (B, H), (B, H) if cell.has_c else None,
+            (GH, D), (GH, H), (GH,), (GH,))
 
 
 def empty(shapes, dtype):
@@ -79,7 +69,7 @@ def empty(shapes, dtype):
 
 
 def _problem(cell, act, sizes, dtype, reverse, batch_first, training=False, threads=None):
-    return (cell, act, *sizes, reverse, batch_first, threads or _num_threads, training, dtype)
+    return (cell.id, act, *sizes, reverse, batch_first, threads or _num_threads, training, dtype)
 
 
 def forward(cell, act, sizes, dtype, inputs, outputs, reverse, batch_first, training=False,
@@ -101,7 +91,7 @@ def backward(cell, act, sizes, dtype, inputs, grad_inputs, grads, reverse, batch
 
 
 def reserve_elements(cell, T, B, D, H, dtype):
-    """The kernel's own count of a gated cell's reserve, in elements of dtype."""
+    """The kernel's own count of a cell's reserve, in elements of dtype."""
     return _kernel.reserve_size(_problem(cell, 0, (T, B, D, H), dtype, False, False, True))
 
 

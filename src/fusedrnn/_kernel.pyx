@@ -36,14 +36,9 @@ cdef inline fusedrnn_dtype dtype_enum(object dtype):
     return FUSEDRNN_F64 if dtype == np.float64 else FUSEDRNN_F32
 
 
-# The enums of fusedrnn.h, for the Python layer: one source for the values.
-CELLS = {"rnn": FUSEDRNN_RNN, "lstm": FUSEDRNN_LSTM, "gru": FUSEDRNN_GRU}
+# The enum of fusedrnn.h, for the Python layer: one source for the values
+# (the cells' come with their description, cell_table).
 ACTIVATIONS = {"tanh": FUSEDRNN_TANH, "relu": FUSEDRNN_RELU, "sigmoid": FUSEDRNN_SIGMOID}
-
-
-def gates(int cell):
-    """G: the number of gates of a cell."""
-    return fusedrnn_gates(<fusedrnn_cell>cell)
 
 
 def cell_table():
@@ -123,7 +118,7 @@ def reserve_size(tuple prob):
     cdef fusedrnn_problem p = problem(prob)
     cdef size_t n = fusedrnn_reserve_size(&p)
     # 0 is also the size of an empty reserve (no rows or no units)
-    if n == 0 and fusedrnn_gates(p.cell) != 1 and (<object>p.T) * p.B * p.H != 0:
+    if n == 0 and fusedrnn_cell_describe(p.cell).reserve_rows and (<object>p.T) * p.B * p.H != 0:
         raise MemoryError("fusedrnn: the reserve's size overflows")
     itemsize = np.dtype(prob[10]).itemsize
     return (<object>n + itemsize - 1) // itemsize

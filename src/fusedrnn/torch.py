@@ -34,13 +34,12 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _engine, _kernel
+from . import _cells, _engine, _kernel
 from ._checks import ACTIVATIONS
 
 __all__ = ["GRU", "LSTM", "RNN", "gru_layer", "lstm_layer", "rnn_layer"]
 
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}   # the dtypes fusedrnn has
-_NAMES = {_engine.RNN: "rnn", _engine.LSTM: "lstm", _engine.GRU: "gru"}
 
 
 # --- threads ----------------------------------------------------------------
@@ -118,20 +117,21 @@ def _check_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
         raise RuntimeError(f"fusedrnn.torch: w_hh must be 2-D, got shape {tuple(w_hh.shape)}")
     T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
     D, H = x.shape[2], w_hh.shape[1]
-    GH = _engine.gates(cell) * H
+    GH = cell.gates * H
     _check_shape("w_hh", w_hh, (GH, H))
     _check_shape("w_ih", w_ih, (GH, D))
     for name, t, shape in (("h0", h0, (B, H)), ("c0", c0, (B, H)), ("b_ih", b_ih, (GH,)),
                            ("b_hh", b_hh, (GH,)), ("lengths", lengths, (B,))):
         _check_shape(name, t, shape)
-    if c0 is not None and cell != _engine.LSTM:
-        raise RuntimeError(f"fusedrnn.torch: c0 is an LSTM's, not {_NAMES[cell]}'s")
+    if c0 is not None and not cell.has_c:
+        raise RuntimeError(f"fusedrnn.torch: c0 must be None: {cell.a_name} has no cell state")
     if lengths is not None and (lengths.dtype != torch.int64 or not lengths.is_cpu):
         raise RuntimeError(f"fusedrnn.torch: lengths must be an int64 CPU tensor, got "
                            f"{lengths.dtype} on {lengths.device}")
-    if nonlinearity not in ACTIVATIONS or (cell != _engine.RNN and nonlinearity != "tanh"):
-        raise RuntimeError(f"fusedrnn.torch: nonlinearity {nonlinearity!r}: the RNN takes one "
-                           f"of {', '.join(map(repr, ACTIVATIONS))}, the LSTM and GRU 'tanh'")
+    if nonlinearity not in ACTIVATIONS or (not cell.has_act and nonlinearity != "tanh"):
+        takes = f"one of {', '.join(map(repr, ACTIVATIONS))}" if cell.has_act else "'tanh'"
+        raise RuntimeError(f"fusedrnn.torch: nonlinearity {nonlinearity!r}: the {cell.name} "
+                           f"takes {takes}")
     return T, B, D, H
 
 
@@ -210,8 +210,8 @@ def _forward_impl(cell):
         keep = []
         _engine.forward(cell, ACTIVATIONS[nonlinearity], sizes, _NUMPY[x.dtype],
                         _addresses((x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths), keep),
-                        _result_addresses(outputs, shapes), reverse, batch_first,
-                        training and cell != _engine.RNN, _threads())
+                        _result_addresses(outputs, shapes), reverse, batch_first, training,
+                        _threads())
         return tuple(outputs)
     return forward
 
@@ -226,11 +226,11 @@ def _backward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, reserv
     for name, t, shape in (("y", y, seq), ("dy", dy, seq), ("dh_n", dh_n, (B, H)),
                            ("dc_n", dc_n, (B, H))):
         _check_shape(name, t, shape)
-    if cell != _engine.RNN:
+    if cell.reserve_rows:
         # An empty reserve is what an inference forward returns, which
         # torch.jit.trace under no_grad records.
         if reserve.numel() == 0 and T * B * H != 0:
-            raise RuntimeError(f"fusedrnn.torch: {_NAMES[cell]}_layer_backward needs the "
+            raise RuntimeError(f"fusedrnn.torch: {cell.key}_layer_backward needs the "
                                f"reserve of a training forward (a call that needed gradients), "
                                f"got an empty one")
         _check_shape("reserve", reserve, _engine.reserve_shape(cell, T, B, H))
@@ -242,10 +242,7 @@ def _backward_fake(cell):
              nonlinearity, reverse, batch_first):
         _, shapes = _backward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y,
                                      reserve, dy, dh_n, dc_n, nonlinearity, batch_first)
-        grads = _empty(x, shapes)
-        if cell == _engine.RNN:
-            grads[6] = torch.empty_like(grads[5])   # db_hh, as the implementation makes it
-        return tuple(grads)
+        return tuple(_empty(x, shapes))
     return fake
 
 
@@ -254,18 +251,13 @@ def _backward_impl(cell):
                  nonlinearity, reverse, batch_first):
         sizes, shapes = _backward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y,
                                          reserve, dy, dh_n, dc_n, nonlinearity, batch_first)
-        rnn = cell == _engine.RNN
         grads = _empty(x, shapes)
         keep = []
         _engine.backward(cell, ACTIVATIONS[nonlinearity], sizes, _NUMPY[x.dtype],
                          _addresses((x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths), keep),
-                         _addresses((y, None if rnn else reserve, dy, dh_n, dc_n), keep),
+                         _addresses((y, reserve if cell.reserve_rows else None, dy, dh_n, dc_n),
+                                    keep),
                          _result_addresses(grads, shapes), reverse, batch_first, _threads())
-        if rnn:
-            # Its two biases are summed: each gets the one gradient, in
-            # memory of its own (autograd may keep it as the leaf's .grad,
-            # and accumulating into one must not change the other).
-            grads[6] = grads[5].clone()
         return tuple(grads)
     return backward
 
@@ -298,7 +290,7 @@ def _autograd(forward_op, backward_op, cell):
         @staticmethod
         def backward(ctx, dy, dh_n, dc_n, _):
             grads = backward_op(*ctx.saved_tensors, dy, dh_n,
-                                dc_n if cell == _engine.LSTM else None, *ctx.options)
+                                dc_n if cell.has_c else None, *ctx.options)
             # One per input of the forward: the tensors', then None for
             # lengths and the four options.
             return (*(g if needed else None for g, needed in zip(grads, ctx.needs_input_grad)),
@@ -330,7 +322,7 @@ def _register(name, schema, impl, fake):
 
 def _define(cell):
     """The operator fusedrnn::{cell}_layer and its backward, for one cell."""
-    name = f"{_NAMES[cell]}_layer"
+    name = f"{cell.key}_layer"
     backward_op = _register(f"{name}_backward", _BACKWARD_SCHEMA, _backward_impl(cell),
                             _backward_fake(cell))
     forward_op = _register(name, _FORWARD_SCHEMA, _forward_impl(cell), _forward_fake(cell))
@@ -338,7 +330,7 @@ def _define(cell):
     return forward_op
 
 
-_OPS = {cell: _define(cell) for cell in _NAMES}
+_OPS = {key: _define(cell) for key, cell in _cells.CELLS.items()}
 
 
 def _layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, reverse,
@@ -352,7 +344,7 @@ def _layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, rever
         lengths = lengths.to(torch.int64)
     training = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh))
-    y, h_n, c_n, _ = _OPS[cell](x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
+    y, h_n, c_n, _ = _OPS[cell.key](x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
                                 reverse, batch_first, training)
     return y, h_n, c_n
 
@@ -368,7 +360,7 @@ def rnn_layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh", l
     [H], lengths [B] int64 or None. Returns (y, h_n). CPU float32 or float64
     tensors, all of one dtype.
     """
-    y, h_n, _ = _layer(_engine.RNN, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
+    y, h_n, _ = _layer(_cells.RNN, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
                        reverse, batch_first)
     return y, h_n
 
@@ -378,7 +370,7 @@ def lstm_layer(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, rev
     """One LSTM layer in one direction, torch.nn.LSTM's maths (gates i, f, g, o):
     as `fusedrnn.lstm_forward` with tensors, w_ih [4H,D], w_hh [4H,H], b_ih
     and b_hh [4H]. Returns (y, h_n, c_n)."""
-    return _layer(_engine.LSTM, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, "tanh", reverse,
+    return _layer(_cells.LSTM, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, "tanh", reverse,
                   batch_first)
 
 
@@ -387,7 +379,7 @@ def gru_layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=
     """One GRU layer in one direction, torch.nn.GRU's maths (gates r, z, n; b_hn
     inside the reset product): as `fusedrnn.gru_forward` with tensors,
     w_ih [3H,D], w_hh [3H,H], b_ih and b_hh [3H]. Returns (y, h_n)."""
-    y, h_n, _ = _layer(_engine.GRU, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, "tanh",
+    y, h_n, _ = _layer(_cells.GRU, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, "tanh",
                        reverse, batch_first)
     return y, h_n
 
@@ -406,10 +398,10 @@ class _DropIn:
     def forward(self, input, hx=None):
         if getattr(self, "proj_size", 0) > 0:
             return self._torch_forward(input, hx)
-        lstm = self._cell == _engine.LSTM
-        if lstm and hx is not None and not (isinstance(hx, tuple) and len(hx) == 2):
+        has_c = self._cell.has_c   # hx is the pair (h0, c0)
+        if has_c and hx is not None and not (isinstance(hx, tuple) and len(hx) == 2):
             return super().forward(input, hx)
-        states = None if hx is None else (hx if lstm else (hx,))
+        states = None if hx is None else (hx if has_c else (hx,))
         if isinstance(input, PackedSequence):
             return self._forward_packed(input, states)
         if input.dim() not in (2, 3) or (
@@ -430,7 +422,7 @@ class _DropIn:
         return output, self._result_states(states)
 
     def _result_states(self, states):
-        return states if self._cell == _engine.LSTM else states[0]
+        return states if self._cell.has_c else states[0]
 
     def _torch_forward(self, input, hx):
         # fusedrnn's LSTM has no projection: torch computes it, and says so once.
@@ -484,7 +476,7 @@ class _DropIn:
                 y, h_n, c_n = _layer(self._cell, x, h0, c0, *self._weights(i), lengths,
                                      nonlinearity, direction == 1, batch_first)
                 outputs.append(y)
-                finals.append((h_n, c_n) if self._cell == _engine.LSTM else (h_n,))
+                finals.append((h_n, c_n) if self._cell.has_c else (h_n,))
             x = torch.cat(outputs, -1) if directions == 2 else outputs[0]
         # One layer and direction: unsqueeze costs a third of stack.
         return x, tuple(s[0].unsqueeze(0) if len(s) == 1 else torch.stack(s)
@@ -500,7 +492,7 @@ class _DropIn:
         weights = [params[name] if name in params else getattr(self, name) for name in names]
         # torch's checks leave out the weights, which can be replaced or
         # reparametrised: named here, as the operator cannot name them.
-        GH, D = _engine.gates(self._cell) * self.hidden_size, self.input_size
+        GH, D = self._cell.gates * self.hidden_size, self.input_size
         if i >= (2 if self.bidirectional else 1):
             D = self.hidden_size * (2 if self.bidirectional else 1)
         for name, w, shape in zip(names, weights, ((GH, D), (GH, self.hidden_size), (GH,), (GH,))):
@@ -519,7 +511,7 @@ class RNN(_DropIn, torch.nn.RNN):
     not computed on padding.
     """
 
-    _cell = _engine.RNN
+    _cell = _cells.RNN
 
 
 class LSTM(_DropIn, torch.nn.LSTM):
@@ -527,10 +519,10 @@ class LSTM(_DropIn, torch.nn.LSTM):
     forward(input, (h0, c0)=None) -> (output, (h_n, c_n)). With proj_size > 0
     torch's own implementation runs, with a warning once per module."""
 
-    _cell = _engine.LSTM
+    _cell = _cells.LSTM
 
 
 class GRU(_DropIn, torch.nn.GRU):
     """`torch.nn.GRU` computed by fusedrnn's kernel: as `RNN`."""
 
-    _cell = _engine.GRU
+    _cell = _cells.GRU
