@@ -36,10 +36,12 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import _cells, _engine, _kernel
 from ._checks import ACTIVATIONS
+from ._engine import GradInputs, Inputs
 
 __all__ = ["GRU", "LSTM", "RNN", "gru_layer", "lstm_layer", "rnn_layer"]
 
-_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}   # the dtypes fusedrnn has
+# The dtypes fusedrnn has, as NumPy's.
+_NUMPY = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
 # --- threads ----------------------------------------------------------------
@@ -107,9 +109,12 @@ def _check_shape(name, t, shape):
                            f"{tuple(shape)}")
 
 
-def _check_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, batch_first):
-    """The sizes (T, B, D, H) of one layer's call, after checking every argument."""
-    _check_tensors(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+def _check_layer(cell, inputs, nonlinearity, reverse, batch_first, training, threads=None):
+    """The Problem of one layer's call, after checking every argument
+    (`inputs`: Inputs of tensors)."""
+    x, w_hh, c0, lengths = inputs.x, inputs.w_hh, inputs.c0, inputs.lengths
+    _check_tensors(x=x, h0=inputs.h0, c0=c0, w_ih=inputs.w_ih, w_hh=w_hh, b_ih=inputs.b_ih,
+                   b_hh=inputs.b_hh)
     if x.dim() != 3:
         raise RuntimeError(f"fusedrnn.torch: x must be 3-D, (T, B, D) or (B, T, D) with "
                            f"batch_first, got shape {tuple(x.shape)}")
@@ -118,11 +123,9 @@ def _check_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
     T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
     D, H = x.shape[2], w_hh.shape[1]
     GH = cell.gates * H
-    _check_shape("w_hh", w_hh, (GH, H))
-    _check_shape("w_ih", w_ih, (GH, D))
-    for name, t, shape in (("h0", h0, (B, H)), ("c0", c0, (B, H)), ("b_ih", b_ih, (GH,)),
-                           ("b_hh", b_hh, (GH,)), ("lengths", lengths, (B,))):
-        _check_shape(name, t, shape)
+    for name, shape in (("w_hh", (GH, H)), ("w_ih", (GH, D)), ("h0", (B, H)), ("c0", (B, H)),
+                        ("b_ih", (GH,)), ("b_hh", (GH,)), ("lengths", (B,))):
+        _check_shape(name, getattr(inputs, name), shape)
     if c0 is not None and not cell.has_c:
         raise RuntimeError(f"fusedrnn.torch: c0 must be None: {cell.a_name} has no cell state")
     if lengths is not None and (lengths.dtype != torch.int64 or not lengths.is_cpu):
@@ -132,12 +135,34 @@ def _check_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
         takes = f"one of {', '.join(map(repr, ACTIVATIONS))}" if cell.has_act else "'tanh'"
         raise RuntimeError(f"fusedrnn.torch: nonlinearity {nonlinearity!r}: the {cell.name} "
                            f"takes {takes}")
-    return T, B, D, H
+    return _engine.Problem(cell, _NUMPY[x.dtype], T, B, D, H, ACTIVATIONS[nonlinearity], reverse,
+                           batch_first, threads=threads, training=training)
+
+
+def _check_backward(cell, inputs, d, nonlinearity, reverse, batch_first, threads=None):
+    """The Problem of one layer's backward, after checking every argument
+    (`d`: GradInputs of tensors) and those of its forward."""
+    problem = _check_layer(cell, inputs, nonlinearity, reverse, batch_first, True, threads)
+    B, H = problem.B, problem.H
+    _check_tensors(x=inputs.x, y=d.y, reserve=d.reserve, dy=d.dy, dh_n=d.dh_n, dc_n=d.dc_n)
+    seq = problem.seq_shape(H)
+    for name, shape in (("y", seq), ("dy", seq), ("dh_n", (B, H)), ("dc_n", (B, H))):
+        _check_shape(name, getattr(d, name), shape)
+    if cell.reserve_rows:
+        # An empty reserve is what an inference forward returns, which
+        # torch.jit.trace under no_grad records.
+        if d.reserve.numel() == 0 and problem.T * B * H != 0:
+            raise RuntimeError(f"fusedrnn.torch: {cell.key}_layer_backward needs the "
+                               f"reserve of a training forward (a call that needed gradients), "
+                               f"got an empty one")
+        _check_shape("reserve", d.reserve, problem.reserve_shape())
+    return problem
 
 
 def _addresses(tensors, keep):
-    """The kernel's view of tensors: the address of each one's memory (None
-    for None). A tensor that is not contiguous, or not aligned to its dtype
+    """The kernel's view of a group of tensors (Inputs, GradInputs): the
+    address of each one's memory (None for None), as the same group. A
+    tensor that is not contiguous, or not aligned to its dtype
     (torch.frombuffer with an odd byte offset makes one), is copied first,
     and the copy kept in `keep` for the call."""
     addresses = []
@@ -146,19 +171,20 @@ def _addresses(tensors, keep):
             t = t.clone(memory_format=torch.contiguous_format)
             keep.append(t)
         addresses.append(None if t is None else t.data_ptr())
-    return tuple(addresses)
+    return tensors._make(addresses)
 
 
 def _empty(like, shapes):
-    """Tensors of `shapes` in like's dtype; a 0-element one for a None, since
-    an operator returns a tensor for every result it declares."""
-    return [like.new_empty((0,) if s is None else s) for s in shapes]
+    """Tensors of `shapes` (Outputs, Grads) in like's dtype, as the same
+    group; a 0-element one for a None, since an operator returns a tensor
+    for every result it declares."""
+    return shapes._make([like.new_empty((0,) if s is None else s) for s in shapes])
 
 
 def _result_addresses(results, shapes):
-    """Where the kernel writes each result: None for the placeholders _empty
-    made for a None shape."""
-    return tuple(None if s is None else t.data_ptr() for t, s in zip(results, shapes))
+    """Where the kernel writes each result, as the group of `shapes`: None
+    for the placeholders _empty made for a None shape."""
+    return shapes._make([None if s is None else t.data_ptr() for t, s in zip(results, shapes)])
 
 
 # --- the operators ----------------------------------------------------------
@@ -180,84 +206,57 @@ _BACKWARD_SCHEMA = (
     "Tensor db_hh)")
 
 
-def _forward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
-                    batch_first, training):
-    sizes = _check_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
-                         batch_first)
-    T, B, _, H = sizes
-    return sizes, _engine.output_shapes(cell, T, B, H, batch_first, training)
-
-
 def _forward_fake(cell):
     def fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, reverse, batch_first,
              training):
-        _, shapes = _forward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
-                                    nonlinearity, batch_first, training)
-        return tuple(_empty(x, shapes))
+        problem = _check_layer(cell, Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths),
+                               nonlinearity, reverse, batch_first, training)
+        return tuple(_empty(x, problem.output_shapes()))
     return fake
 
 
 def _forward_impl(cell):
     def forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, reverse, batch_first,
                 training):
-        sizes, shapes = _forward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
-                                        nonlinearity, batch_first, training)
+        inputs = Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
+        problem = _check_layer(cell, inputs, nonlinearity, reverse, batch_first, training,
+                               _threads())
+        shapes = problem.output_shapes()
         outputs = _empty(x, shapes)
         if lengths is not None:
             # The kernel writes no reserve row past a sequence's length:
             # zeros there, so that the result is a function of the inputs.
-            outputs[3].zero_()
+            outputs.reserve.zero_()
         keep = []
-        _engine.forward(cell, ACTIVATIONS[nonlinearity], sizes, _NUMPY[x.dtype],
-                        _addresses((x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths), keep),
-                        _result_addresses(outputs, shapes), reverse, batch_first, training,
-                        _threads())
+        _engine.forward(problem, _addresses(inputs, keep), _result_addresses(outputs, shapes))
         return tuple(outputs)
     return forward
-
-
-def _backward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, reserve, dy, dh_n,
-                     dc_n, nonlinearity, batch_first):
-    sizes = _check_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
-                         batch_first)
-    T, B, D, H = sizes
-    _check_tensors(x=x, y=y, reserve=reserve, dy=dy, dh_n=dh_n, dc_n=dc_n)
-    seq = _engine.seq_shape(T, B, H, batch_first)
-    for name, t, shape in (("y", y, seq), ("dy", dy, seq), ("dh_n", dh_n, (B, H)),
-                           ("dc_n", dc_n, (B, H))):
-        _check_shape(name, t, shape)
-    if cell.reserve_rows:
-        # An empty reserve is what an inference forward returns, which
-        # torch.jit.trace under no_grad records.
-        if reserve.numel() == 0 and T * B * H != 0:
-            raise RuntimeError(f"fusedrnn.torch: {cell.key}_layer_backward needs the "
-                               f"reserve of a training forward (a call that needed gradients), "
-                               f"got an empty one")
-        _check_shape("reserve", reserve, _engine.reserve_shape(cell, T, B, H))
-    return sizes, _engine.grad_shapes(cell, T, B, D, H, batch_first)
 
 
 def _backward_fake(cell):
     def fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, reserve, dy, dh_n, dc_n,
              nonlinearity, reverse, batch_first):
-        _, shapes = _backward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y,
-                                     reserve, dy, dh_n, dc_n, nonlinearity, batch_first)
-        return tuple(_empty(x, shapes))
+        problem = _check_backward(cell, Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths),
+                                  GradInputs(y, reserve, dy, dh_n, dc_n), nonlinearity, reverse,
+                                  batch_first)
+        return tuple(_empty(x, problem.grad_shapes()))
     return fake
 
 
 def _backward_impl(cell):
     def backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, reserve, dy, dh_n, dc_n,
                  nonlinearity, reverse, batch_first):
-        sizes, shapes = _backward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y,
-                                         reserve, dy, dh_n, dc_n, nonlinearity, batch_first)
+        inputs = Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
+        problem = _check_backward(cell, inputs, GradInputs(y, reserve, dy, dh_n, dc_n),
+                                  nonlinearity, reverse, batch_first, _threads())
+        shapes = problem.grad_shapes()
         grads = _empty(x, shapes)
         keep = []
-        _engine.backward(cell, ACTIVATIONS[nonlinearity], sizes, _NUMPY[x.dtype],
-                         _addresses((x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths), keep),
-                         _addresses((y, reserve if cell.reserve_rows else None, dy, dh_n, dc_n),
-                                    keep),
-                         _result_addresses(grads, shapes), reverse, batch_first, _threads())
+        # A cell that keeps no reserve has a 0-element placeholder for one,
+        # which the kernel is not handed.
+        grad_inputs = GradInputs(y, reserve if cell.reserve_rows else None, dy, dh_n, dc_n)
+        _engine.backward(problem, _addresses(inputs, keep), _addresses(grad_inputs, keep),
+                         _result_addresses(grads, shapes))
         return tuple(grads)
     return backward
 
