@@ -247,14 +247,16 @@ def _backward_impl(cell):
     def backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, reserve, dy, dh_n, dc_n,
                  nonlinearity, reverse, batch_first):
         inputs = Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
-        problem = _check_backward(cell, inputs, GradInputs(y, reserve, dy, dh_n, dc_n),
-                                  nonlinearity, reverse, batch_first, _threads())
+        grad_inputs = GradInputs(y, reserve, dy, dh_n, dc_n)
+        problem = _check_backward(cell, inputs, grad_inputs, nonlinearity, reverse, batch_first,
+                                  _threads())
+        if not cell.reserve_rows:
+            # A 0-element placeholder for the reserve a cell keeps none of:
+            # the kernel is not handed it.
+            grad_inputs = GradInputs(y, None, dy, dh_n, dc_n)
         shapes = problem.grad_shapes()
         grads = _empty(x, shapes)
         keep = []
-        # A cell that keeps no reserve has a 0-element placeholder for one,
-        # which the kernel is not handed.
-        grad_inputs = GradInputs(y, reserve if cell.reserve_rows else None, dy, dh_n, dc_n)
         _engine.backward(problem, _addresses(inputs, keep), _addresses(grad_inputs, keep),
                          _result_addresses(grads, shapes))
         return tuple(grads)
@@ -343,8 +345,8 @@ def _layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, rever
         lengths = lengths.to(torch.int64)
     training = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh))
-    y, h_n, c_n, _ = _OPS[cell.key](x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
-                                reverse, batch_first, training)
+    y, h_n, c_n, _ = _OPS[cell.key](x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
+                                    nonlinearity, reverse, batch_first, training)
     return y, h_n, c_n
 
 
