@@ -53,7 +53,7 @@ def kernel_sees_aligned_arrays(monkeypatch):
         def checked(problem, *groups):
             # Buffers come in tuples (inputs, outputs, ...), as arrays or as
             # the addresses fusedrnn.torch passes; the problem names the dtype.
-            itemsize = np.dtype(problem[-1]).itemsize
+            itemsize = np.dtype(problem.dtype).itemsize
             bad = [(g, i) for g, group in enumerate(groups) for i, a in enumerate(group)
                    if (isinstance(a, np.ndarray) and not (a.flags.c_contiguous and a.flags.aligned))
                    or (isinstance(a, int) and a % itemsize)]

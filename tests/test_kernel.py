@@ -391,16 +391,17 @@ def test_reserve_copied_elsewhere(cell, dtype):
                                       err_msg=name)
 
 
-@pytest.mark.parametrize("cell", GATED)
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_reserve_size_is_its_shape_from_sizes_alone(cell):
-    """The kernel's reserve is exactly T*B*(G+1)*H elements, the shape the
-    torch ops' fake implementations give it without asking the kernel."""
-    from fusedrnn import _engine
-    code = fusedrnn._kernel.CELLS[cell]
+    """The kernel's reserve is exactly T*B*reserve_rows*H elements (none for
+    the RNN): the size Problem computes without asking the kernel, and the
+    shape the torch ops' fake implementations give it."""
+    from fusedrnn import _cells, _engine
     for T, B, D, H in itertools.product([0, 1, 3, 100], [0, 1, 7, 64], [1, 5], [0, 1, 13, 129]):
         for dtype in (np.float32, np.float64):
-            want = int(np.prod(_engine.reserve_shape(code, T, B, H)))
-            assert _engine.reserve_elements(code, T, B, D, H, dtype) == want, (T, B, D, H, dtype)
+            p = _engine.Problem(_cells.CELLS[cell], dtype, T, B, D, H, training=True)
+            assert p.reserve_size() == int(np.prod(p.reserve_shape())), (T, B, D, H, dtype)
+            assert fusedrnn._kernel.reserve_size(p) == p.reserve_size(), (T, B, D, H, dtype)
 
 
 class _NaNFilledNumPy:

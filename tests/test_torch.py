@@ -502,10 +502,10 @@ def test_zero_copy(monkeypatch):
                                [y.data_ptr(), h_n.data_ptr(), None, None]]
     assert seen["backward"][:2] == [[ptr[0], ptr[1], None, *ptr[2:], None],
                                     [y.data_ptr(), None, dy.data_ptr(), None, None]]
-    # The kernel writes one bias gradient; b_hh's is a copy of it.
+    # The kernel writes both bias gradients, each into memory of its own.
     assert seen["backward"][2] == [x.grad.data_ptr(), h0.grad.data_ptr(), None,
                                    w_ih.grad.data_ptr(), w_hh.grad.data_ptr(),
-                                   b_ih.grad.data_ptr(), None]
+                                   b_ih.grad.data_ptr(), b_hh.grad.data_ptr()]
     assert torch.equal(b_ih.grad, b_hh.grad) and b_ih.grad.data_ptr() != b_hh.grad.data_ptr()
 
 

@@ -1,61 +1,78 @@
 """The NumPy API: check and convert arguments, allocate the results (or
 check the caller's, out= and grads_out=), call the kernel once. Everything
-numeric happens in C."""
+numeric happens in C.
 
+Every call runs the same way for every cell: its arguments checked into a
+Problem (_engine.py) and the named groups of the kernel's buffers, which
+the one forward (_forward) and the one backward (_backward) hand to the
+kernel. What differs between cells comes from the cell (_cells.py)."""
+
+import functools
 import numbers
 import zlib
 
 import numpy as np
 
 from . import _engine, _kernel
+from ._cells import CELLS, GRU, LSTM, RNN
 from ._checks import (activation, as_array, disjoint, flag, float_array, float_dtype, optional,
                       out_arrays)
-from ._engine import GRU, LSTM, RNN, kernel_buffer
+from ._engine import GradInputs, Inputs, Outputs, kernel_buffer
 from ._types import GRUGrads, GRUOutput, LSTMGrads, LSTMOutput, RNNGrads
 
-_CELL_NAMES = {RNN: "RNN", LSTM: "LSTM", GRU: "GRU"}
-_WITH_ARTICLE = {RNN: "an RNN", LSTM: "an LSTM", GRU: "a GRU"}
 _ISA_NAMES = _kernel.ISAS
 
-# What out= and grads_out= are checked and named by: the public result
-# tuples' fields and the place of each in _engine's outputs (y, h_n, c_n,
-# reserve) or grads (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh); the names of
-# the inputs each call reads, in the order it passes them.
-_OUTPUTS = {RNN: (("y", "h_n"), (0, 1)), LSTM: (LSTMOutput._fields, (0, 1, 2, 3)),
-            GRU: (GRUOutput._fields, (0, 1, 3))}
-_GRADS = {RNN: (RNNGrads._fields, (0, 1, 3, 4, 5)), LSTM: (LSTMGrads._fields, range(7)),
-          GRU: (GRUGrads._fields, (0, 1, 3, 4, 5, 6))}
-_RNN_FORWARD_READS = ("x", "h0", "w_ih", "w_hh", "bias", "lengths")
-_RNN_BACKWARD_READS = ("x", "h0", "w_ih", "w_hh", "y", "dy", "dh_n", "lengths")
-_GATED_READS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "lengths")
-_GATED_BACKWARD_READS = (*_GATED_READS, "y", "reserve", "dy", "dh_n", "dc_n")
+# The arguments' names for the kernel's inputs, as Inputs of strings, in
+# messages: the fields' own, but for the RNN's one bias, the kernel's b_ih.
+_INPUT_NAMES = Inputs(*Inputs._fields)
+_RNN_INPUT_NAMES = _INPUT_NAMES._replace(b_ih="bias")
+
+# The public results' fields are the kernel's names (fusedrnn.h) but for
+# the RNN's one bias gradient, the kernel's db_ih.
+_KERNEL_NAMES = {"dbias": "db_ih"}
+_RNN_OUTPUT_FIELDS = ("y", "h_n")
 
 
-def _contiguous(**arrays):
-    """What the kernel reads: C-contiguous, aligned buffers (kernel_buffer),
-    copied only when needed (a copy of a huge zero-stride view can fail: the
-    message names it)."""
-    def copy(name, a):
-        try:
-            return kernel_buffer(a)
-        except MemoryError as e:
-            raise MemoryError(f"{name}: no memory for a C-contiguous copy: {e}") from None
-    return [copy(name, a) for name, a in arrays.items()]
+@functools.lru_cache(maxsize=None)
+def _kernel_names(fields):
+    """The kernel's names of a public result's fields (a handful of tuples)."""
+    return tuple(_KERNEL_NAMES.get(field, field) for field in fields)
+
+
+def _contiguous(group, names=None):
+    """`group` (Inputs, GradInputs) as the kernel reads it: every array
+    C-contiguous and aligned (kernel_buffer), lengths int64, each copied only
+    when it is not; the group itself when none is (the common case, without
+    a new group's cost at batch 1). A copy can fail (of a huge zero-stride
+    view): the message names the array, by `names` (default: the fields)."""
+    buffers, copied = [], False
+    for name, a in zip(names or group._fields, group):
+        if a is not None:
+            try:
+                buffer = kernel_buffer(a, np.int64 if name == "lengths" else None)
+            except MemoryError as e:
+                raise MemoryError(f"{name}: no memory for a C-contiguous copy: {e}") from None
+            copied = copied or buffer is not a
+            a = buffer
+        buffers.append(a)
+    return group._make(buffers) if copied else group
 
 
 _MAX_BYTES = np.iinfo(np.intp).max
 
 
-def _check_sizes(T, B, H, itemsize, G=1):
-    """The buffers the call allocates ([T,B,H] outputs, [T,B,G*H] workspace
-    and reserve, [B,H]) must have byte sizes that fit in 64 bits. Checked on
-    Python integers, which do not overflow, before anything is allocated.
-    The input-shaped buffers ([T,B,D], [G*H,D], [G*H,H]) fit: the caller's
-    arrays have those shapes, and NumPy caps an array's size."""
-    per_row = H if G == 1 else (G + 1) * H   # the gates and a state
-    if max(T * B * per_row, B * H) * itemsize <= _MAX_BYTES:
+def _check_sizes(problem):
+    """The buffers the call allocates ([T,B,H] outputs, [T,B,G*H] workspace,
+    the [T,B,reserve_rows*H] reserve, [B,H]) must have byte sizes that fit
+    in 64 bits. Checked on Python integers, which do not overflow, before
+    anything is allocated. The input-shaped buffers ([T,B,D], [G*H,D],
+    [G*H,H]) fit: the caller's arrays have those shapes, and NumPy caps an
+    array's size."""
+    T, B, H, itemsize = problem.T, problem.B, problem.H, problem.dtype.itemsize
+    rows = problem.cell.reserve_rows or 1   # per (t, b): y's one row, or the reserve's
+    if (T * B * rows * H + B * H) * itemsize <= _MAX_BYTES:
         return   # the common case, without building the messages (a visible cost at batch 1)
-    for what, count in ((f"T*B*{'H' if G == 1 else f'{G + 1}*H'}", T * B * per_row),
+    for what, count in ((f"T*B*{f'{rows}*' if rows > 1 else ''}H", T * B * rows * H),
                         ("B*H", B * H)):
         if count * itemsize > _MAX_BYTES:
             raise MemoryError(f"{what} = {count} elements of {itemsize} bytes (T={T}, B={B}, "
@@ -76,45 +93,157 @@ def _lengths(lengths, B, T):
     return a
 
 
-def _common(x, h0, w_ih, w_hh, lengths, batch_first, cell=RNN, c0=None):
-    """Check what forward and backward share; returns the arrays as given
-    (not yet copied to C order, nor lengths to int64) and the sizes. The
-    weights of a cell with G gates are (G*H, D) and (G*H, H)."""
+def _common(cell, names, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, batch_first,
+            act=0, training=False):
+    """Check the inputs of a call, as the caller gave them (named `names`,
+    an Inputs of strings), and its options; returns its Problem and the
+    inputs checked, as Inputs of the arrays given (not yet copied to C
+    order, nor lengths to int64: out= and grads_out= are checked against
+    these). The weights of a cell with G gates are (G*H, D) and (G*H, H)."""
+    reverse, batch_first = flag("reverse", reverse), flag("batch_first", batch_first)
+    training = flag("training", training)
     x = float_array("x", x, 3)
     dtype = x.dtype
     B, T, D = x.shape if batch_first else (x.shape[1], x.shape[0], x.shape[2])
-    G = _engine.gates(cell)
+    G = cell.gates
     w_hh = float_array("w_hh", w_hh, 2, dtype)
     H = w_hh.shape[1]
     if w_hh.shape[0] != G * H:
         expected = "a square (H, H) array" if G == 1 else \
-            f"shape ({G}*H, H) for {_WITH_ARTICLE[cell]}, ({G * H}, {H}) for H = {H}"
+            f"shape ({G}*H, H) for {cell.a_name}, ({G * H}, {H}) for H = {H}"
         raise ValueError(f"w_hh: expected {expected}, got shape {w_hh.shape}")
     w_ih = float_array("w_ih", w_ih, (G * H, D), dtype)
     h0 = optional("h0", h0, (B, H), dtype)
     c0 = optional("c0", c0, (B, H), dtype)
-    _check_sizes(T, B, H, dtype.itemsize, G)
-    return x, h0, c0, w_ih, w_hh, _lengths(lengths, B, T), T, B, D, H
+    problem = _engine.Problem(cell, dtype, T, B, D, H, act, reverse, batch_first,
+                              training=training)
+    _check_sizes(problem)
+    lengths = _lengths(lengths, B, T)
+    b_ih = optional(names.b_ih, b_ih, (G * H,), dtype)
+    b_hh = optional("b_hh", b_hh, (G * H,), dtype)
+    return problem, Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
 
 
-def _options(reverse, batch_first):
-    return flag("reverse", reverse), flag("batch_first", batch_first)
-
-
-def _given(name, given, result, shapes, dtype, read_names, read):
+def _given(name, given, fields, shapes, dtype, read_names, read):
     """The arrays the caller gave as `name` (out=, grads_out=: a tuple of
-    the public `result`'s fields, _OUTPUTS or _GRADS) to write the results
-    into, checked against `shapes` (_engine's, in its order) and sharing no
-    memory with `read` (the inputs as the caller gave them) or one another;
-    returned in _engine's order. Called only when given: a call without one
-    allocates as before, at no extra cost."""
-    fields, places = result
-    out_arrays(name, given, fields, [shapes[i] for i in places], dtype)
+    the public result's `fields`) to write the results into, checked against
+    `shapes` (Outputs or Grads) and sharing no memory with `read` (the
+    inputs as the caller gave them) or one another; returned as the group
+    of `shapes`, by the kernel's names, None for the fields the public
+    result has not. Called only when given: a call without one allocates
+    as before, at no extra cost."""
+    kernel = _kernel_names(fields)
+    out_arrays(name, given, fields, [getattr(shapes, k) for k in kernel], dtype)
     disjoint(name, fields, given, read_names, read)
-    arrays = [None] * len(shapes)
-    for i, a in zip(places, given):
-        arrays[i] = a
-    return tuple(arrays)
+    return type(shapes)(**dict(zip(kernel, given)))
+
+
+# The reserve of a cell that keeps one, what the forward keeps for the
+# backward, is a header naming the call it came from, then the kernel's
+# reserve (Problem.reserve_size elements), so that a reserve handed to the
+# backward of another problem is refused rather than read. The header is
+# _FIELDS int64 values stored as their bits (exact for any size, in either
+# dtype):
+_FIELDS = ("cell", "T", "B", "D", "H", "reverse", "batch_first", "lengths")
+_HEADER_BYTES = 8 * len(_FIELDS)
+
+
+def _header_len(dtype):
+    return _HEADER_BYTES // dtype.itemsize
+
+
+def _reserve_header(p, lengths):
+    """The header's values for Problem p; `lengths` (int64, or None) enters
+    as a checksum (-1: none), so that a reserve of the same sizes but other
+    lengths, whose padded rows the forward never wrote, is refused too."""
+    checksum = -1 if lengths is None else zlib.crc32(lengths.tobytes())
+    return np.array([p.cell.id, p.T, p.B, p.D, p.H, p.reverse, p.batch_first, checksum], np.int64)
+
+
+def _header_text(header):
+    """A reserve header as the call it names: "LSTM T=3, B=2, D=4, H=5,
+    reverse=False, batch_first=False, lengths=None"; a value that names no
+    cell or flag (a header overwritten by something else) is shown as it is."""
+    def value(name, v):
+        v = int(v)
+        if name == "cell":
+            return next((c.name for c in CELLS.values() if c.id == v), f"cell={v}")
+        if name in ("reverse", "batch_first") and v in (0, 1):
+            return f"{name}={bool(v)}"
+        if name == "lengths":
+            return "lengths=None" if v == -1 else f"lengths with checksum {v}"
+        return f"{name}={v}"
+    parts = [value(n, v) for n, v in zip(_FIELDS, header)]
+    return f"{parts[0]} {', '.join(parts[1:])}"
+
+
+def _check_reserve(reserve, problem, lengths):
+    """The reserve of the forward of this very problem (its lengths int64),
+    or a clear error; returns the kernel's part."""
+    dtype = problem.dtype
+    if not isinstance(reserve, np.ndarray):
+        raise TypeError(f"reserve: expected the reserve array a training forward returned "
+                        f"(or None), got {type(reserve).__name__}")
+    if reserve.dtype != dtype:
+        raise TypeError(f"reserve: expected dtype {dtype} (the dtype of x), got {reserve.dtype}")
+    n = _header_len(dtype)
+    size = n + problem.reserve_size()
+    header = _reserve_header(problem, lengths)
+    if reserve.shape != (size,):
+        raise ValueError(f"reserve: expected shape ({size},), from the training forward of this "
+                         f"{problem.cell.name} (T={problem.T}, B={problem.B}, D={problem.D}, "
+                         f"H={problem.H}), got {reserve.shape}")
+    got = np.ascontiguousarray(reserve[:n]).view(np.int64)
+    if not np.array_equal(got, header):
+        raise ValueError(f"reserve: it comes from a different call ({_header_text(got)}); "
+                         f"this one is {_header_text(header)}")
+    return reserve[n:]
+
+
+def _forward(problem, given, names, out, fields):
+    """The forward of `problem` on the checked inputs `given` (named
+    `names`): its Outputs, written into `out` (a tuple of the public
+    result's `fields`) when given. A training call's reserve, of a cell
+    that keeps one, is the API's: the header, then the kernel's."""
+    dtype, n = problem.dtype, _header_len(problem.dtype)
+    inputs = _contiguous(given, names)
+    shapes = problem.output_shapes()
+    if shapes.reserve is not None:
+        shapes = Outputs(shapes.y, shapes.h_n, shapes.c_n, (n + problem.reserve_size(),))
+    outputs = _engine.empty(shapes, dtype) if out is None else _given(
+        "out", out, fields, shapes, dtype, names, given)
+    kernel_outputs = outputs
+    if outputs.reserve is not None:
+        outputs.reserve[:n].view(np.int64)[:] = _reserve_header(problem, inputs.lengths)
+        kernel_outputs = Outputs(outputs.y, outputs.h_n, outputs.c_n, outputs.reserve[n:])
+    _engine.forward(problem, inputs, kernel_outputs)
+    return outputs
+
+
+def _backward(problem, given, names, d, grads_out, fields):
+    """The backward of `problem` on the checked inputs `given` (named
+    `names`) and `d`, GradInputs as the caller gave them: its Grads, written
+    into `grads_out` (a tuple of the public result's `fields`) when given.
+    Without a reserve, a cell that keeps one recomputes it: one more
+    forward."""
+    dtype, B, H = problem.dtype, problem.B, problem.H
+    seq = problem.seq_shape(H)
+    y = float_array("y", d.y, seq, dtype)
+    dy = optional("dy", d.dy, seq, dtype)
+    dh_n = optional("dh_n", d.dh_n, (B, H), dtype)
+    dc_n = optional("dc_n", d.dc_n, (B, H), dtype)
+    inputs = _contiguous(given, names)
+    reserve = None if d.reserve is None else _check_reserve(d.reserve, problem, inputs.lengths)
+    shapes = problem.grad_shapes()
+    grads = _engine.empty(shapes, dtype) if grads_out is None else _given(
+        "grads_out", grads_out, fields, shapes, dtype, (*names, *GradInputs._fields),
+        (*given, y, d.reserve, dy, dh_n, dc_n))   # the GradInputs as given
+    if reserve is None and problem.cell.reserve_rows:   # recompute it
+        outputs = _engine.empty(problem.output_shapes(), dtype)
+        _engine.forward(problem, inputs, outputs)
+        reserve = outputs.reserve
+    _engine.backward(problem, inputs, _contiguous(GradInputs(y, reserve, dy, dh_n, dc_n)), grads)
+    return grads
 
 
 def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
@@ -136,17 +265,10 @@ def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
     with the other.
     """
     act = activation(nonlinearity)
-    reverse, batch_first = _options(reverse, batch_first)
-    x, h0, _, w_ih, w_hh, lengths, T, B, D, H = _common(x, h0, w_ih, w_hh, lengths, batch_first)
-    bias = optional("bias", bias, (H,), x.dtype)
-    shapes = _engine.output_shapes(RNN, T, B, H, batch_first, False)
-    outputs = _engine.empty(shapes, x.dtype) if out is None else _given(
-        "out", out, _OUTPUTS[RNN], shapes, x.dtype, _RNN_FORWARD_READS,
-        (x, h0, w_ih, w_hh, bias, lengths))
-    inputs = (*_contiguous(x=x, h0=h0), None, *_contiguous(w_ih=w_ih, w_hh=w_hh, bias=bias),
-              None, kernel_buffer(lengths, np.int64))
-    _engine.forward(RNN, act, (T, B, D, H), x.dtype, inputs, outputs, reverse, batch_first)
-    return outputs[:2]
+    problem, given = _common(RNN, _RNN_INPUT_NAMES, x, h0, None, w_ih, w_hh, bias, None, lengths,
+                             reverse, batch_first, act)
+    o = _forward(problem, given, _RNN_INPUT_NAMES, out, _RNN_OUTPUT_FIELDS)
+    return o.y, o.h_n
 
 
 def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
@@ -162,154 +284,12 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
     into, as rnn_forward's out.
     """
     act = activation(nonlinearity)
-    reverse, batch_first = _options(reverse, batch_first)
-    x, h0, _, w_ih, w_hh, lengths, T, B, D, H = _common(x, h0, w_ih, w_hh, lengths, batch_first)
-    seq = _engine.seq_shape(T, B, H, batch_first)
-    y = float_array("y", y, seq, x.dtype)
-    dy = optional("dy", dy, seq, x.dtype)
-    dh_n = optional("dh_n", dh_n, (B, H), x.dtype)
-    shapes = _engine.grad_shapes(RNN, T, B, D, H, batch_first)
-    grads = _engine.empty(shapes, x.dtype) if grads_out is None else _given(
-        "grads_out", grads_out, _GRADS[RNN], shapes, x.dtype, _RNN_BACKWARD_READS,
-        (x, h0, w_ih, w_hh, y, dy, dh_n, lengths))
-    x, h0, w_ih, w_hh, y, dy, dh_n = _contiguous(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, y=y, dy=dy,
-                                                 dh_n=dh_n)
-    _engine.backward(RNN, act, (T, B, D, H), x.dtype,
-                     (x, h0, None, w_ih, w_hh, None, None, kernel_buffer(lengths, np.int64)),
-                     (y, None, dy, dh_n, None),
-                     grads, reverse, batch_first)
-    dx, dh0, _, dw_ih, dw_hh, dbias, _ = grads
-    return RNNGrads(dx, dh0, dw_ih, dw_hh, dbias)
-
-
-# The gated cells. Their reserve, what the forward keeps for the backward, is
-# a header naming the call it came from, then the kernel's reserve
-# (fusedrnn_reserve_size bytes), so that a reserve handed to the backward of
-# another problem is refused rather than read. The header is _FIELDS int64
-# values stored as their bits (exact for any size, in either dtype):
-_FIELDS = ("cell", "T", "B", "D", "H", "reverse", "batch_first", "lengths")
-_HEADER_BYTES = 8 * len(_FIELDS)
-
-
-def _header_len(dtype):
-    return _HEADER_BYTES // dtype.itemsize
-
-
-def _reserve_header(cell, T, B, D, H, reverse, batch_first, lengths):
-    """The header's values; `lengths` enters as a checksum (-1: none), so that a
-    reserve of the same sizes but other lengths, whose padded rows the forward
-    never wrote, is refused too."""
-    checksum = -1 if lengths is None else zlib.crc32(lengths.tobytes())
-    return np.array([cell, T, B, D, H, reverse, batch_first, checksum], np.int64)
-
-
-def _gated_arrays(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first):
-    """What a gated cell's forward and backward check alike: the inputs, in
-    the kernel's order, as given (checked, for out= and grads_out= to be
-    checked against) and as the kernel reads them, and the sizes."""
-    x, h0, c0, w_ih, w_hh, lengths, T, B, D, H = _common(x, h0, w_ih, w_hh, lengths,
-                                                         batch_first, cell, c0)
-    GH = _engine.gates(cell) * H
-    b_ih = optional("b_ih", b_ih, (GH,), x.dtype)
-    b_hh = optional("b_hh", b_hh, (GH,), x.dtype)
-    given = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
-    inputs = (*_contiguous(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh),
-              kernel_buffer(lengths, np.int64))
-    return given, inputs, T, B, D, H
-
-
-def _gated_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, batch_first,
-                   training, out):
-    reverse, batch_first = _options(reverse, batch_first)
-    training = flag("training", training)
-    given, inputs, T, B, D, H = _gated_arrays(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
-                                              batch_first)
-    return _run_gated_forward(cell, inputs, T, B, D, H, reverse, batch_first, training, out,
-                              given)
-
-
-def _run_gated_forward(cell, inputs, T, B, D, H, reverse, batch_first, training, out=None,
-                       given=None):
-    """(y, h_n, c_n, reserve): the reserve with its header, or None; into
-    `out` when given, checked against the inputs as `given`."""
-    dtype = inputs[0].dtype
-    shapes = _engine.output_shapes(cell, T, B, H, batch_first, False)
-    if training:   # the NumPy API's reserve: the header, then the kernel's
-        n = _header_len(dtype)
-        shapes = (*shapes[:3], (n + _engine.reserve_elements(cell, T, B, D, H, dtype),))
-    y, h_n, c_n, reserve = _engine.empty(shapes, dtype) if out is None else _given(
-        "out", out, _OUTPUTS[cell], shapes, dtype, _GATED_READS, given)
-    kernel_reserve = None
-    if training:
-        reserve[:n].view(np.int64)[:] = _reserve_header(cell, T, B, D, H, reverse, batch_first,
-                                                        inputs[7])
-        kernel_reserve = reserve[n:]
-    _engine.forward(cell, 0, (T, B, D, H), dtype, inputs, (y, h_n, c_n, kernel_reserve), reverse,
-                    batch_first, training)
-    return y, h_n, c_n, reserve
-
-
-def _header_text(header):
-    """A reserve header as the call it names: "LSTM T=3, B=2, D=4, H=5,
-    reverse=False, batch_first=False, lengths=None"; a value that names no
-    cell or flag (a header overwritten by something else) is shown as it is."""
-    def value(name, v):
-        v = int(v)
-        if name == "cell":
-            return _CELL_NAMES.get(v, f"cell={v}")
-        if name in ("reverse", "batch_first") and v in (0, 1):
-            return f"{name}={bool(v)}"
-        if name == "lengths":
-            return "lengths=None" if v == -1 else f"lengths with checksum {v}"
-        return f"{name}={v}"
-    parts = [value(n, v) for n, v in zip(_FIELDS, header)]
-    return f"{parts[0]} {', '.join(parts[1:])}"
-
-
-def _check_reserve(reserve, cell, T, B, D, H, reverse, batch_first, lengths, dtype):
-    """The reserve of the forward of this very problem, or a clear error."""
-    if not isinstance(reserve, np.ndarray):
-        raise TypeError(f"reserve: expected the reserve array a training forward returned "
-                        f"(or None), got {type(reserve).__name__}")
-    if reserve.dtype != dtype:
-        raise TypeError(f"reserve: expected dtype {dtype} (the dtype of x), got {reserve.dtype}")
-    n = _header_len(dtype)
-    size = n + _engine.reserve_elements(cell, T, B, D, H, dtype)
-    header = _reserve_header(cell, T, B, D, H, reverse, batch_first, lengths)
-    if reserve.shape != (size,):
-        raise ValueError(f"reserve: expected shape ({size},), from the training forward of this "
-                         f"{_CELL_NAMES[cell]} (T={T}, B={B}, D={D}, H={H}), got {reserve.shape}")
-    got = np.ascontiguousarray(reserve[:n]).view(np.int64)
-    if not np.array_equal(got, header):
-        raise ValueError(f"reserve: it comes from a different call ({_header_text(got)}); "
-                         f"this one is {_header_text(header)}")
-    return kernel_buffer(reserve[n:])
-
-
-def _gated_backward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n, dc_n,
-                    lengths, reverse, batch_first, grads_out):
-    reverse, batch_first = _options(reverse, batch_first)
-    given, inputs, T, B, D, H = _gated_arrays(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
-                                              batch_first)
-    dtype = inputs[0].dtype
-    seq = _engine.seq_shape(T, B, H, batch_first)
-    y = float_array("y", y, seq, dtype)
-    dy = optional("dy", dy, seq, dtype)
-    dh_n = optional("dh_n", dh_n, (B, H), dtype)
-    dc_n = optional("dc_n", dc_n, (B, H), dtype)
-    kernel_reserve = None if reserve is None else _check_reserve(
-        reserve, cell, T, B, D, H, reverse, batch_first, inputs[7], dtype)
-    shapes = _engine.grad_shapes(cell, T, B, D, H, batch_first)
-    grads = _engine.empty(shapes, dtype) if grads_out is None else _given(
-        "grads_out", grads_out, _GRADS[cell], shapes, dtype, _GATED_BACKWARD_READS,
-        (*given, y, reserve, dy, dh_n, dc_n))
-    y, dy, dh_n, dc_n = _contiguous(y=y, dy=dy, dh_n=dh_n, dc_n=dc_n)
-    if kernel_reserve is None:   # recompute it: one more forward
-        kernel_reserve = _run_gated_forward(cell, inputs, T, B, D, H, reverse, batch_first,
-                                            True)[3][_header_len(dtype):]
-    _engine.backward(cell, 0, (T, B, D, H), dtype, inputs,
-                     (y, kernel_reserve, dy, dh_n, dc_n), grads, reverse, batch_first)
-    return grads
+    problem, given = _common(RNN, _RNN_INPUT_NAMES, x, h0, None, w_ih, w_hh, None, None, lengths,
+                             reverse, batch_first, act, training=True)
+    # db_hh, the kernel's copy of db_ih, is dropped: the RNN here has one bias
+    g = _backward(problem, given, _RNN_INPUT_NAMES, GradInputs(y, None, dy, dh_n),
+                  grads_out, RNNGrads._fields)
+    return RNNGrads(g.dx, g.dh0, g.dw_ih, g.dw_hh, g.db_ih)
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=False,
@@ -326,8 +306,10 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, r
     result with the same shapes and training); its reserve None unless
     training.
     """
-    return LSTMOutput(*_gated_forward(LSTM, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
-                                      reverse, batch_first, training, out))
+    problem, given = _common(LSTM, _INPUT_NAMES, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
+                             reverse, batch_first, training=training)
+    o = _forward(problem, given, _INPUT_NAMES, out, LSTMOutput._fields)
+    return LSTMOutput(o.y, o.h_n, o.c_n, o.reserve)
 
 
 def lstm_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, dc_n=None, *,
@@ -341,8 +323,11 @@ def lstm_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, 
     Returns LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh).
     grads_out: arrays to write them into, as rnn_forward's out.
     """
-    return LSTMGrads(*_gated_backward(LSTM, x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve,
-                                      dy, dh_n, dc_n, lengths, reverse, batch_first, grads_out))
+    problem, given = _common(LSTM, _INPUT_NAMES, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
+                             reverse, batch_first, training=True)
+    g = _backward(problem, given, _INPUT_NAMES, GradInputs(y, reserve, dy, dh_n, dc_n),
+                  grads_out, LSTMGrads._fields)
+    return LSTMGrads(g.dx, g.dh0, g.dc0, g.dw_ih, g.dw_hh, g.db_ih, g.db_hh)
 
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=False,
@@ -355,9 +340,10 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, revers
 
     Returns GRUOutput(y, h_n, reserve); reserve is None unless training.
     """
-    y, h_n, _, reserve = _gated_forward(GRU, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths,
-                                        reverse, batch_first, training, out)
-    return GRUOutput(y, h_n, reserve)
+    problem, given = _common(GRU, _INPUT_NAMES, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths,
+                             reverse, batch_first, training=training)
+    o = _forward(problem, given, _INPUT_NAMES, out, GRUOutput._fields)
+    return GRUOutput(o.y, o.h_n, o.reserve)
 
 
 def gru_backward(x, h0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, *, lengths=None,
@@ -368,10 +354,11 @@ def gru_backward(x, h0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, *, le
     differ in the n gate. grads_out: arrays to write them into, as
     rnn_forward's out.
     """
-    dx, dh0, _, dw_ih, dw_hh, db_ih, db_hh = _gated_backward(
-        GRU, x, h0, None, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n, None, lengths,
-        reverse, batch_first, grads_out)
-    return GRUGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
+    problem, given = _common(GRU, _INPUT_NAMES, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths,
+                             reverse, batch_first, training=True)
+    g = _backward(problem, given, _INPUT_NAMES, GradInputs(y, reserve, dy, dh_n),
+                  grads_out, GRUGrads._fields)
+    return GRUGrads(g.dx, g.dh0, g.dw_ih, g.dw_hh, g.db_ih, g.db_hh)
 
 
 def set_isa(name):

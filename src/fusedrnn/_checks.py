@@ -10,7 +10,6 @@ from . import _kernel
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 ACTIVATIONS = _kernel.ACTIVATIONS
-CELLS = _kernel.CELLS
 
 # The kernel takes a thread count as a C int (and uses at most 64).
 MAX_THREADS = 2**31 - 1

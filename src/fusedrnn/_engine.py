@@ -3,25 +3,116 @@ aligned to their dtype (`kernel_buffer`), of one float dtype, with matching
 shapes (or None), lengths int64 within [0, T] (or None). The NumPy API gets
 there by checking every argument; fusedrnn.torch by what torch has checked.
 The caller allocates the results (NumPy arrays, or the memory of torch
-tensors) with the shapes given here, and the kernel writes into them.
+tensors) with the shapes its Problem gives, and the kernel writes into them.
 
-Every tuple is in the order of the C structs (csrc/include/fusedrnn.h):
-  inputs      (x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
-  outputs     (y, h_n, c_n, reserve)
-  grad_inputs (y, reserve, dy, dh_n, dc_n)
-  grads       (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
-with None for what a cell or call has not (c for all but the LSTM, the
-reserve for the RNN and for inference, db_hh for the RNN, which has one bias).
+A call is a Problem, mirroring fusedrnn_problem, and named groups of
+buffers mirroring the C structs (csrc/include/fusedrnn.h), None for what a
+cell or call has not (c for a cell without one, the reserve for a cell that
+keeps none and for inference). _kernel reads each by its names.
 """
 
 import os
+from typing import NamedTuple
 
 import numpy as np
 
 from . import _kernel
-from ._checks import CELLS, MAX_THREADS, positive_int
+from ._checks import MAX_THREADS, positive_int
 
-RNN, LSTM, GRU = CELLS["rnn"], CELLS["lstm"], CELLS["gru"]
+
+class Inputs(NamedTuple):
+    """fusedrnn_inputs: what a forward reads, and its backward."""
+
+    x: object = None
+    h0: object = None
+    c0: object = None
+    w_ih: object = None
+    w_hh: object = None
+    b_ih: object = None
+    b_hh: object = None
+    lengths: object = None
+
+
+class Outputs(NamedTuple):
+    """fusedrnn_outputs: what a forward writes."""
+
+    y: object = None
+    h_n: object = None
+    c_n: object = None
+    reserve: object = None
+
+
+class GradInputs(NamedTuple):
+    """fusedrnn_grad_inputs: what a backward reads besides the Inputs."""
+
+    y: object = None
+    reserve: object = None
+    dy: object = None
+    dh_n: object = None
+    dc_n: object = None
+
+
+class Grads(NamedTuple):
+    """fusedrnn_grads: what a backward writes. The kernel writes db_hh
+    (db_ih's copy but where a cell's differ) only when given one."""
+
+    dx: object = None
+    dh0: object = None
+    dc0: object = None
+    dw_ih: object = None
+    dw_hh: object = None
+    db_ih: object = None
+    db_hh: object = None
+
+
+class Problem:
+    """fusedrnn_problem: one layer in one direction. cell: a _cells.Cell;
+    dtype: NumPy's float32 or float64 dtype; the sizes T, B, D, H; act: the
+    nonlinearity's value (_checks.ACTIVATIONS) for a cell that takes one;
+    reverse, batch_first; threads: the most the call uses (None:
+    fusedrnn's count); training: a forward keeps the reserve for the
+    backward (a backward's problem is that of its training forward).
+
+    And the one place for the shapes of the call's buffers: plain
+    arithmetic, so that they hold for torch's symbolic sizes too (the fake
+    implementations of fusedrnn.torch's operators take theirs from here)."""
+
+    __slots__ = ("cell", "dtype", "T", "B", "D", "H", "act", "reverse", "batch_first",
+                 "threads", "training")
+
+    def __init__(self, cell, dtype, T, B, D, H, act=0, reverse=False, batch_first=False,
+                 threads=None, training=False):
+        self.cell, self.dtype = cell, dtype
+        self.T, self.B, self.D, self.H = T, B, D, H
+        self.act, self.reverse, self.batch_first = act, reverse, batch_first
+        self.threads = threads or _num_threads
+        self.training = training
+
+    def seq_shape(self, n):
+        """x's shape for n = D, y's for n = H: [T,B,n], or [B,T,n] with batch_first."""
+        return (self.B, self.T, n) if self.batch_first else (self.T, self.B, n)
+
+    def reserve_shape(self):
+        """The kernel's reserve of a cell that keeps one (fusedrnn.h): per
+        (t, b), its gates and a state, reserve_rows rows of H."""
+        return (self.T, self.B, self.cell.reserve_rows * self.H)
+
+    def reserve_size(self):
+        """The reserve's size in elements of the dtype: the product of its shape."""
+        return self.T * self.B * self.cell.reserve_rows * self.H
+
+    def output_shapes(self):
+        """Outputs of shapes, None for what the call does not write."""
+        B, H, cell = self.B, self.H, self.cell
+        return Outputs(self.seq_shape(H), (B, H), (B, H) if cell.has_c else None,
+                       self.reserve_shape() if self.training and cell.reserve_rows else None)
+
+    def grad_shapes(self):
+        """Grads of shapes, None for what the call does not write."""
+        B, D, H, cell = self.B, self.D, self.H, self.cell
+        GH = cell.gates * H
+        return Grads(self.seq_shape(D), (B, H), (B, H) if cell.has_c else None, (GH, D), (GH, H),
+                     (GH,), (GH,))
 
 
 def kernel_buffer(a, dtype=None):
@@ -39,70 +130,20 @@ def kernel_buffer(a, dtype=None):
     return np.require(a, dtype, ("C", "A"))
 
 
-# G per cell, read from the kernel once: a plain dict, which torch.compile
-# traces through (a call into the Cython module would break its graph).
-_GATES = {cell: _kernel.gates(cell) for cell in CELLS.values()}
-
-
-def gates(cell):
-    """G: a cell's weights are (G*H, D) and (G*H, H)."""
-    return _GATES[cell]
-
-
-def seq_shape(T, B, n, batch_first):
-    return (B, T, n) if batch_first else (T, B, n)
-
-
-def reserve_shape(cell, T, B, H):
-    """The kernel's reserve of a gated cell: exactly T*B*(G+1)*H elements
-    (fusedrnn.h), the gates and one state per row. Plain arithmetic, so that
-    it holds for torch's symbolic sizes too."""
-    return (T, B, (gates(cell) + 1) * H)
-
-
-def output_shapes(cell, T, B, H, batch_first, training):
-    """Shapes of (y, h_n, c_n, reserve), None for what the call does not return."""
-    return (seq_shape(T, B, H, batch_first), (B, H), (B, H) if cell == LSTM else None,
-            reserve_shape(cell, T, B, H) if training and cell != RNN else None)
-
-
-def grad_shapes(cell, T, B, D, H, batch_first):
-    """Shapes of (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)."""
-    GH = gates(cell) * H
-    return (seq_shape(T, B, D, batch_first), (B, H), (B, H) if cell == LSTM else None,
-            (GH, D), (GH, H), (GH,), None if cell == RNN else (GH,))
-
-
 def empty(shapes, dtype):
-    """NumPy arrays of `shapes` (None stays None)."""
-    return tuple(None if s is None else np.empty(s, dtype) for s in shapes)
+    """NumPy arrays of `shapes` (Outputs or Grads; None stays None), as the same group."""
+    return shapes._make([None if s is None else np.empty(s, dtype) for s in shapes])
 
 
-def _problem(cell, act, sizes, dtype, reverse, batch_first, training=False, threads=None):
-    return (cell, act, *sizes, reverse, batch_first, threads or _num_threads, training, dtype)
+def forward(problem, inputs, outputs):
+    """One forward call into `outputs`. The buffers are arrays, or addresses
+    (ints) of memory laid out as the arrays would be."""
+    _kernel.forward(problem, inputs, outputs)
 
 
-def forward(cell, act, sizes, dtype, inputs, outputs, reverse, batch_first, training=False,
-            threads=None):
-    """One forward call into `outputs`: sizes (T, B, D, H), dtype float32 or
-    float64; act is the RNN's nonlinearity (0 for the gated cells);
-    training: a gated cell writes the reserve. The buffers are arrays, or
-    addresses (ints) of memory laid out as the arrays would be. threads:
-    the most the call uses (None: fusedrnn's count)."""
-    _kernel.forward(_problem(cell, act, sizes, dtype, reverse, batch_first, training, threads),
-                    inputs, outputs)
-
-
-def backward(cell, act, sizes, dtype, inputs, grad_inputs, grads, reverse, batch_first,
-             threads=None):
+def backward(problem, inputs, grad_inputs, grads):
     """One backward call into `grads`."""
-    _kernel.backward(_problem(cell, act, sizes, dtype, reverse, batch_first, threads=threads),
-                     inputs, grad_inputs, grads)
-
-
-def reserve_elements(cell, T, B, D, H, dtype):
-    """The kernel's own count of a gated cell's reserve, in elements of dtype."""
-    return _kernel.reserve_size(_problem(cell, 0, (T, B, D, H), dtype, False, False, True))
+    _kernel.backward(problem, inputs, grad_inputs, grads)
 
 
 def _threads_from_env():

@@ -3,8 +3,10 @@
 
 The Python layer (_api.py) has already checked and converted every argument:
 arrays arrive C-contiguous and aligned to their dtype, of one float dtype, with
-matching shapes, or None. Here they become pointers, the kernel runs once with
-the GIL released, and a status code becomes an exception.
+matching shapes, or None. A call comes as a Problem and named groups of
+buffers (_engine.py), read here by their names into the C structs: the
+arrays become pointers, the kernel runs once with the GIL released, and a
+status code becomes an exception.
 """
 cimport numpy as cnp
 import threading
@@ -36,14 +38,9 @@ cdef inline fusedrnn_dtype dtype_enum(object dtype):
     return FUSEDRNN_F64 if dtype == np.float64 else FUSEDRNN_F32
 
 
-# The enums of fusedrnn.h, for the Python layer: one source for the values.
-CELLS = {"rnn": FUSEDRNN_RNN, "lstm": FUSEDRNN_LSTM, "gru": FUSEDRNN_GRU}
+# The enum of fusedrnn.h, for the Python layer: one source for the values
+# (the cells' come with their description, cell_table).
 ACTIVATIONS = {"tanh": FUSEDRNN_TANH, "relu": FUSEDRNN_RELU, "sigmoid": FUSEDRNN_SIGMOID}
-
-
-def gates(int cell):
-    """G: the number of gates of a cell."""
-    return fusedrnn_gates(<fusedrnn_cell>cell)
 
 
 def cell_table():
@@ -60,23 +57,24 @@ def cell_table():
     return table
 
 
-cdef fusedrnn_problem problem(tuple prob):
-    """prob = (cell, act, T, B, D, H, reverse, batch_first, threads, training, dtype)."""
+cdef fusedrnn_problem problem_of(object problem):
+    """The fusedrnn_problem of a Problem."""
     cdef fusedrnn_problem p
-    p.cell = <fusedrnn_cell>(<int>prob[0])
-    p.act = <fusedrnn_act>(<int>prob[1])
-    p.T, p.B, p.D, p.H = prob[2], prob[3], prob[4], prob[5]
-    p.reverse, p.batch_first, p.threads, p.training = prob[6], prob[7], prob[8], prob[9]
-    p.dtype = dtype_enum(prob[10])
+    p.cell = <fusedrnn_cell>(<int>problem.cell.id)
+    p.dtype = dtype_enum(problem.dtype)
+    p.T, p.B, p.D, p.H = problem.T, problem.B, problem.D, problem.H
+    p.act = <fusedrnn_act>(<int>problem.act)
+    p.reverse, p.batch_first = problem.reverse, problem.batch_first
+    p.threads, p.training = problem.threads, problem.training
     return p
 
 
-cdef fusedrnn_inputs inputs_of(tuple a):
-    """a = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)."""
+cdef fusedrnn_inputs inputs_of(object a):
+    """The fusedrnn_inputs of an Inputs."""
     cdef fusedrnn_inputs i
-    i.x, i.h0, i.c0, i.w_ih = data(a[0]), data(a[1]), data(a[2]), data(a[3])
-    i.w_hh, i.b_ih, i.b_hh = data(a[4]), data(a[5]), data(a[6])
-    i.lengths = <const int64_t *>data(a[7])
+    i.x, i.h0, i.c0 = data(a.x), data(a.h0), data(a.c0)
+    i.w_ih, i.w_hh, i.b_ih, i.b_hh = data(a.w_ih), data(a.w_hh), data(a.b_ih), data(a.b_hh)
+    i.lengths = <const int64_t *>data(a.lengths)
     return i
 
 
@@ -118,24 +116,26 @@ cdef object workspace(size_t n, str kind):
     return buffer
 
 
-def reserve_size(tuple prob):
-    """The reserve's size in elements of the problem's dtype (0: the cell needs none)."""
-    cdef fusedrnn_problem p = problem(prob)
+def reserve_size(problem):
+    """The kernel's own count of the reserve, in elements of the problem's
+    dtype (0: the cell keeps none), which Problem.reserve_size computes
+    without the kernel: the tests hold the two equal."""
+    cdef fusedrnn_problem p = problem_of(problem)
     cdef size_t n = fusedrnn_reserve_size(&p)
     # 0 is also the size of an empty reserve (no rows or no units)
-    if n == 0 and fusedrnn_gates(p.cell) != 1 and (<object>p.T) * p.B * p.H != 0:
+    if n == 0 and fusedrnn_cell_describe(p.cell).reserve_rows and (<object>p.T) * p.B * p.H != 0:
         raise MemoryError("fusedrnn: the reserve's size overflows")
-    itemsize = np.dtype(prob[10]).itemsize
+    itemsize = np.dtype(problem.dtype).itemsize
     return (<object>n + itemsize - 1) // itemsize
 
 
-def forward(tuple prob, tuple inputs, tuple outputs):
-    """One forward call. inputs as inputs_of takes them; outputs = (y, h_n, c_n, reserve)."""
-    cdef fusedrnn_problem p = problem(prob)
+def forward(problem, inputs, outputs):
+    """One forward call: a Problem, Inputs, Outputs."""
+    cdef fusedrnn_problem p = problem_of(problem)
     cdef fusedrnn_inputs i = inputs_of(inputs)
     cdef fusedrnn_outputs o
-    o.y, o.h_n, o.c_n, o.reserve = (out_data(outputs[0]), out_data(outputs[1]),
-                                    out_data(outputs[2]), out_data(outputs[3]))
+    o.y, o.h_n, o.c_n = out_data(outputs.y), out_data(outputs.h_n), out_data(outputs.c_n)
+    o.reserve = out_data(outputs.reserve)
     cdef size_t n = fusedrnn_forward_workspace(&p)
     buffer = workspace(n, "forward")
     cdef void *ws = out_data(buffer)
@@ -145,18 +145,17 @@ def forward(tuple prob, tuple inputs, tuple outputs):
     check(status)
 
 
-def backward(tuple prob, tuple inputs, tuple grad_inputs, tuple grads):
-    """One backward call. grad_inputs = (y, reserve, dy, dh_n, dc_n);
-    grads = (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)."""
-    cdef fusedrnn_problem p = problem(prob)
+def backward(problem, inputs, grad_inputs, grads):
+    """One backward call: a Problem, Inputs, GradInputs, Grads."""
+    cdef fusedrnn_problem p = problem_of(problem)
     cdef fusedrnn_inputs i = inputs_of(inputs)
     cdef fusedrnn_grad_inputs gi
-    gi.y, gi.reserve, gi.dy = data(grad_inputs[0]), data(grad_inputs[1]), data(grad_inputs[2])
-    gi.dh_n, gi.dc_n = data(grad_inputs[3]), data(grad_inputs[4])
+    gi.y, gi.reserve, gi.dy = data(grad_inputs.y), data(grad_inputs.reserve), data(grad_inputs.dy)
+    gi.dh_n, gi.dc_n = data(grad_inputs.dh_n), data(grad_inputs.dc_n)
     cdef fusedrnn_grads g
-    g.dx, g.dh0, g.dc0 = out_data(grads[0]), out_data(grads[1]), out_data(grads[2])
-    g.dw_ih, g.dw_hh = out_data(grads[3]), out_data(grads[4])
-    g.db_ih, g.db_hh = out_data(grads[5]), out_data(grads[6])
+    g.dx, g.dh0, g.dc0 = out_data(grads.dx), out_data(grads.dh0), out_data(grads.dc0)
+    g.dw_ih, g.dw_hh = out_data(grads.dw_ih), out_data(grads.dw_hh)
+    g.db_ih, g.db_hh = out_data(grads.db_ih), out_data(grads.db_hh)
     cdef size_t n = fusedrnn_backward_workspace(&p)
     buffer = workspace(n, "backward")
     cdef void *ws = out_data(buffer)

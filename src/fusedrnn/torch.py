@@ -34,13 +34,14 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _engine, _kernel
+from . import _cells, _engine, _kernel
 from ._checks import ACTIVATIONS
+from ._engine import GradInputs, Inputs
 
 __all__ = ["GRU", "LSTM", "RNN", "gru_layer", "lstm_layer", "rnn_layer"]
 
-_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}   # the dtypes fusedrnn has
-_NAMES = {_engine.RNN: "rnn", _engine.LSTM: "lstm", _engine.GRU: "gru"}
+# The dtypes fusedrnn has, as NumPy's.
+_NUMPY = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
 # --- threads ----------------------------------------------------------------
@@ -108,9 +109,12 @@ def _check_shape(name, t, shape):
                            f"{tuple(shape)}")
 
 
-def _check_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, batch_first):
-    """The sizes (T, B, D, H) of one layer's call, after checking every argument."""
-    _check_tensors(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+def _check_layer(cell, inputs, nonlinearity, reverse, batch_first, training, threads=None):
+    """The Problem of one layer's call, after checking every argument
+    (`inputs`: Inputs of tensors)."""
+    x, w_hh, c0, lengths = inputs.x, inputs.w_hh, inputs.c0, inputs.lengths
+    _check_tensors(x=x, h0=inputs.h0, c0=c0, w_ih=inputs.w_ih, w_hh=w_hh, b_ih=inputs.b_ih,
+                   b_hh=inputs.b_hh)
     if x.dim() != 3:
         raise RuntimeError(f"fusedrnn.torch: x must be 3-D, (T, B, D) or (B, T, D) with "
                            f"batch_first, got shape {tuple(x.shape)}")
@@ -118,26 +122,47 @@ def _check_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
         raise RuntimeError(f"fusedrnn.torch: w_hh must be 2-D, got shape {tuple(w_hh.shape)}")
     T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
     D, H = x.shape[2], w_hh.shape[1]
-    GH = _engine.gates(cell) * H
-    _check_shape("w_hh", w_hh, (GH, H))
-    _check_shape("w_ih", w_ih, (GH, D))
-    for name, t, shape in (("h0", h0, (B, H)), ("c0", c0, (B, H)), ("b_ih", b_ih, (GH,)),
-                           ("b_hh", b_hh, (GH,)), ("lengths", lengths, (B,))):
-        _check_shape(name, t, shape)
-    if c0 is not None and cell != _engine.LSTM:
-        raise RuntimeError(f"fusedrnn.torch: c0 is an LSTM's, not {_NAMES[cell]}'s")
+    GH = cell.gates * H
+    for name, shape in (("w_hh", (GH, H)), ("w_ih", (GH, D)), ("h0", (B, H)), ("c0", (B, H)),
+                        ("b_ih", (GH,)), ("b_hh", (GH,)), ("lengths", (B,))):
+        _check_shape(name, getattr(inputs, name), shape)
+    if c0 is not None and not cell.has_c:
+        raise RuntimeError(f"fusedrnn.torch: c0 must be None: {cell.a_name} has no cell state")
     if lengths is not None and (lengths.dtype != torch.int64 or not lengths.is_cpu):
         raise RuntimeError(f"fusedrnn.torch: lengths must be an int64 CPU tensor, got "
                            f"{lengths.dtype} on {lengths.device}")
-    if nonlinearity not in ACTIVATIONS or (cell != _engine.RNN and nonlinearity != "tanh"):
-        raise RuntimeError(f"fusedrnn.torch: nonlinearity {nonlinearity!r}: the RNN takes one "
-                           f"of {', '.join(map(repr, ACTIVATIONS))}, the LSTM and GRU 'tanh'")
-    return T, B, D, H
+    if nonlinearity not in ACTIVATIONS or (not cell.has_act and nonlinearity != "tanh"):
+        takes = f"one of {', '.join(map(repr, ACTIVATIONS))}" if cell.has_act else "'tanh'"
+        raise RuntimeError(f"fusedrnn.torch: nonlinearity {nonlinearity!r}: the {cell.name} "
+                           f"takes {takes}")
+    return _engine.Problem(cell, _NUMPY[x.dtype], T, B, D, H, ACTIVATIONS[nonlinearity], reverse,
+                           batch_first, threads=threads, training=training)
+
+
+def _check_backward(cell, inputs, d, nonlinearity, reverse, batch_first, threads=None):
+    """The Problem of one layer's backward, after checking every argument
+    (`d`: GradInputs of tensors) and those of its forward."""
+    problem = _check_layer(cell, inputs, nonlinearity, reverse, batch_first, True, threads)
+    B, H = problem.B, problem.H
+    _check_tensors(x=inputs.x, y=d.y, reserve=d.reserve, dy=d.dy, dh_n=d.dh_n, dc_n=d.dc_n)
+    seq = problem.seq_shape(H)
+    for name, shape in (("y", seq), ("dy", seq), ("dh_n", (B, H)), ("dc_n", (B, H))):
+        _check_shape(name, getattr(d, name), shape)
+    if cell.reserve_rows:
+        # An empty reserve is what an inference forward returns, which
+        # torch.jit.trace under no_grad records.
+        if d.reserve.numel() == 0 and problem.T * B * H != 0:
+            raise RuntimeError(f"fusedrnn.torch: {cell.key}_layer_backward needs the "
+                               f"reserve of a training forward (a call that needed gradients), "
+                               f"got an empty one")
+        _check_shape("reserve", d.reserve, problem.reserve_shape())
+    return problem
 
 
 def _addresses(tensors, keep):
-    """The kernel's view of tensors: the address of each one's memory (None
-    for None). A tensor that is not contiguous, or not aligned to its dtype
+    """The kernel's view of a group of tensors (Inputs, GradInputs): the
+    address of each one's memory (None for None), as the same group. A
+    tensor that is not contiguous, or not aligned to its dtype
     (torch.frombuffer with an odd byte offset makes one), is copied first,
     and the copy kept in `keep` for the call."""
     addresses = []
@@ -146,19 +171,20 @@ def _addresses(tensors, keep):
             t = t.clone(memory_format=torch.contiguous_format)
             keep.append(t)
         addresses.append(None if t is None else t.data_ptr())
-    return tuple(addresses)
+    return tensors._make(addresses)
 
 
 def _empty(like, shapes):
-    """Tensors of `shapes` in like's dtype; a 0-element one for a None, since
-    an operator returns a tensor for every result it declares."""
-    return [like.new_empty((0,) if s is None else s) for s in shapes]
+    """Tensors of `shapes` (Outputs, Grads) in like's dtype, as the same
+    group; a 0-element one for a None, since an operator returns a tensor
+    for every result it declares."""
+    return shapes._make([like.new_empty((0,) if s is None else s) for s in shapes])
 
 
 def _result_addresses(results, shapes):
-    """Where the kernel writes each result: None for the placeholders _empty
-    made for a None shape."""
-    return tuple(None if s is None else t.data_ptr() for t, s in zip(results, shapes))
+    """Where the kernel writes each result, as the group of `shapes`: None
+    for the placeholders _empty made for a None shape."""
+    return shapes._make([None if s is None else t.data_ptr() for t, s in zip(results, shapes)])
 
 
 # --- the operators ----------------------------------------------------------
@@ -180,92 +206,59 @@ _BACKWARD_SCHEMA = (
     "Tensor db_hh)")
 
 
-def _forward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
-                    batch_first, training):
-    sizes = _check_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
-                         batch_first)
-    T, B, _, H = sizes
-    return sizes, _engine.output_shapes(cell, T, B, H, batch_first, training)
-
-
 def _forward_fake(cell):
     def fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, reverse, batch_first,
              training):
-        _, shapes = _forward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
-                                    nonlinearity, batch_first, training)
-        return tuple(_empty(x, shapes))
+        problem = _check_layer(cell, Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths),
+                               nonlinearity, reverse, batch_first, training)
+        return tuple(_empty(x, problem.output_shapes()))
     return fake
 
 
 def _forward_impl(cell):
     def forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, reverse, batch_first,
                 training):
-        sizes, shapes = _forward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
-                                        nonlinearity, batch_first, training)
+        inputs = Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
+        problem = _check_layer(cell, inputs, nonlinearity, reverse, batch_first, training,
+                               _threads())
+        shapes = problem.output_shapes()
         outputs = _empty(x, shapes)
         if lengths is not None:
             # The kernel writes no reserve row past a sequence's length:
             # zeros there, so that the result is a function of the inputs.
-            outputs[3].zero_()
+            outputs.reserve.zero_()
         keep = []
-        _engine.forward(cell, ACTIVATIONS[nonlinearity], sizes, _NUMPY[x.dtype],
-                        _addresses((x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths), keep),
-                        _result_addresses(outputs, shapes), reverse, batch_first,
-                        training and cell != _engine.RNN, _threads())
+        _engine.forward(problem, _addresses(inputs, keep), _result_addresses(outputs, shapes))
         return tuple(outputs)
     return forward
-
-
-def _backward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, reserve, dy, dh_n,
-                     dc_n, nonlinearity, batch_first):
-    sizes = _check_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
-                         batch_first)
-    T, B, D, H = sizes
-    _check_tensors(x=x, y=y, reserve=reserve, dy=dy, dh_n=dh_n, dc_n=dc_n)
-    seq = _engine.seq_shape(T, B, H, batch_first)
-    for name, t, shape in (("y", y, seq), ("dy", dy, seq), ("dh_n", dh_n, (B, H)),
-                           ("dc_n", dc_n, (B, H))):
-        _check_shape(name, t, shape)
-    if cell != _engine.RNN:
-        # An empty reserve is what an inference forward returns, which
-        # torch.jit.trace under no_grad records.
-        if reserve.numel() == 0 and T * B * H != 0:
-            raise RuntimeError(f"fusedrnn.torch: {_NAMES[cell]}_layer_backward needs the "
-                               f"reserve of a training forward (a call that needed gradients), "
-                               f"got an empty one")
-        _check_shape("reserve", reserve, _engine.reserve_shape(cell, T, B, H))
-    return sizes, _engine.grad_shapes(cell, T, B, D, H, batch_first)
 
 
 def _backward_fake(cell):
     def fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, reserve, dy, dh_n, dc_n,
              nonlinearity, reverse, batch_first):
-        _, shapes = _backward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y,
-                                     reserve, dy, dh_n, dc_n, nonlinearity, batch_first)
-        grads = _empty(x, shapes)
-        if cell == _engine.RNN:
-            grads[6] = torch.empty_like(grads[5])   # db_hh, as the implementation makes it
-        return tuple(grads)
+        problem = _check_backward(cell, Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths),
+                                  GradInputs(y, reserve, dy, dh_n, dc_n), nonlinearity, reverse,
+                                  batch_first)
+        return tuple(_empty(x, problem.grad_shapes()))
     return fake
 
 
 def _backward_impl(cell):
     def backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, reserve, dy, dh_n, dc_n,
                  nonlinearity, reverse, batch_first):
-        sizes, shapes = _backward_shapes(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y,
-                                         reserve, dy, dh_n, dc_n, nonlinearity, batch_first)
-        rnn = cell == _engine.RNN
+        inputs = Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
+        grad_inputs = GradInputs(y, reserve, dy, dh_n, dc_n)
+        problem = _check_backward(cell, inputs, grad_inputs, nonlinearity, reverse, batch_first,
+                                  _threads())
+        if not cell.reserve_rows:
+            # A 0-element placeholder for the reserve a cell keeps none of:
+            # the kernel is not handed it.
+            grad_inputs = GradInputs(y, None, dy, dh_n, dc_n)
+        shapes = problem.grad_shapes()
         grads = _empty(x, shapes)
         keep = []
-        _engine.backward(cell, ACTIVATIONS[nonlinearity], sizes, _NUMPY[x.dtype],
-                         _addresses((x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths), keep),
-                         _addresses((y, None if rnn else reserve, dy, dh_n, dc_n), keep),
-                         _result_addresses(grads, shapes), reverse, batch_first, _threads())
-        if rnn:
-            # Its two biases are summed: each gets the one gradient, in
-            # memory of its own (autograd may keep it as the leaf's .grad,
-            # and accumulating into one must not change the other).
-            grads[6] = grads[5].clone()
+        _engine.backward(problem, _addresses(inputs, keep), _addresses(grad_inputs, keep),
+                         _result_addresses(grads, shapes))
         return tuple(grads)
     return backward
 
@@ -298,7 +291,7 @@ def _autograd(forward_op, backward_op, cell):
         @staticmethod
         def backward(ctx, dy, dh_n, dc_n, _):
             grads = backward_op(*ctx.saved_tensors, dy, dh_n,
-                                dc_n if cell == _engine.LSTM else None, *ctx.options)
+                                dc_n if cell.has_c else None, *ctx.options)
             # One per input of the forward: the tensors', then None for
             # lengths and the four options.
             return (*(g if needed else None for g, needed in zip(grads, ctx.needs_input_grad)),
@@ -330,7 +323,7 @@ def _register(name, schema, impl, fake):
 
 def _define(cell):
     """The operator fusedrnn::{cell}_layer and its backward, for one cell."""
-    name = f"{_NAMES[cell]}_layer"
+    name = f"{cell.key}_layer"
     backward_op = _register(f"{name}_backward", _BACKWARD_SCHEMA, _backward_impl(cell),
                             _backward_fake(cell))
     forward_op = _register(name, _FORWARD_SCHEMA, _forward_impl(cell), _forward_fake(cell))
@@ -338,7 +331,8 @@ def _define(cell):
     return forward_op
 
 
-_OPS = {cell: _define(cell) for cell in _NAMES}
+# The cells of torch.nn's RNN, LSTM and GRU (torch's GRU has no reset-first form).
+_OPS = {cell.key: _define(cell) for cell in (_cells.RNN, _cells.LSTM, _cells.GRU)}
 
 
 def _layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, reverse,
@@ -352,8 +346,8 @@ def _layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, rever
         lengths = lengths.to(torch.int64)
     training = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh))
-    y, h_n, c_n, _ = _OPS[cell](x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
-                                reverse, batch_first, training)
+    y, h_n, c_n, _ = _OPS[cell.key](x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
+                                    nonlinearity, reverse, batch_first, training)
     return y, h_n, c_n
 
 
@@ -368,7 +362,7 @@ def rnn_layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh", l
     [H], lengths [B] int64 or None. Returns (y, h_n). CPU float32 or float64
     tensors, all of one dtype.
     """
-    y, h_n, _ = _layer(_engine.RNN, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
+    y, h_n, _ = _layer(_cells.RNN, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
                        reverse, batch_first)
     return y, h_n
 
@@ -378,7 +372,7 @@ def lstm_layer(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, rev
     """One LSTM layer in one direction, torch.nn.LSTM's maths (gates i, f, g, o):
     as `fusedrnn.lstm_forward` with tensors, w_ih [4H,D], w_hh [4H,H], b_ih
     and b_hh [4H]. Returns (y, h_n, c_n)."""
-    return _layer(_engine.LSTM, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, "tanh", reverse,
+    return _layer(_cells.LSTM, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, "tanh", reverse,
                   batch_first)
 
 
@@ -387,7 +381,7 @@ def gru_layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=
     """One GRU layer in one direction, torch.nn.GRU's maths (gates r, z, n; b_hn
     inside the reset product): as `fusedrnn.gru_forward` with tensors,
     w_ih [3H,D], w_hh [3H,H], b_ih and b_hh [3H]. Returns (y, h_n)."""
-    y, h_n, _ = _layer(_engine.GRU, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, "tanh",
+    y, h_n, _ = _layer(_cells.GRU, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, "tanh",
                        reverse, batch_first)
     return y, h_n
 
@@ -406,10 +400,10 @@ class _DropIn:
     def forward(self, input, hx=None):
         if getattr(self, "proj_size", 0) > 0:
             return self._torch_forward(input, hx)
-        lstm = self._cell == _engine.LSTM
-        if lstm and hx is not None and not (isinstance(hx, tuple) and len(hx) == 2):
+        has_c = self._cell.has_c   # hx is the pair (h0, c0)
+        if has_c and hx is not None and not (isinstance(hx, tuple) and len(hx) == 2):
             return super().forward(input, hx)
-        states = None if hx is None else (hx if lstm else (hx,))
+        states = None if hx is None else (hx if has_c else (hx,))
         if isinstance(input, PackedSequence):
             return self._forward_packed(input, states)
         if input.dim() not in (2, 3) or (
@@ -430,7 +424,7 @@ class _DropIn:
         return output, self._result_states(states)
 
     def _result_states(self, states):
-        return states if self._cell == _engine.LSTM else states[0]
+        return states if self._cell.has_c else states[0]
 
     def _torch_forward(self, input, hx):
         # fusedrnn's LSTM has no projection: torch computes it, and says so once.
@@ -484,7 +478,7 @@ class _DropIn:
                 y, h_n, c_n = _layer(self._cell, x, h0, c0, *self._weights(i), lengths,
                                      nonlinearity, direction == 1, batch_first)
                 outputs.append(y)
-                finals.append((h_n, c_n) if self._cell == _engine.LSTM else (h_n,))
+                finals.append((h_n, c_n) if self._cell.has_c else (h_n,))
             x = torch.cat(outputs, -1) if directions == 2 else outputs[0]
         # One layer and direction: unsqueeze costs a third of stack.
         return x, tuple(s[0].unsqueeze(0) if len(s) == 1 else torch.stack(s)
@@ -500,7 +494,7 @@ class _DropIn:
         weights = [params[name] if name in params else getattr(self, name) for name in names]
         # torch's checks leave out the weights, which can be replaced or
         # reparametrised: named here, as the operator cannot name them.
-        GH, D = _engine.gates(self._cell) * self.hidden_size, self.input_size
+        GH, D = self._cell.gates * self.hidden_size, self.input_size
         if i >= (2 if self.bidirectional else 1):
             D = self.hidden_size * (2 if self.bidirectional else 1)
         for name, w, shape in zip(names, weights, ((GH, D), (GH, self.hidden_size), (GH,), (GH,))):
@@ -519,7 +513,7 @@ class RNN(_DropIn, torch.nn.RNN):
     not computed on padding.
     """
 
-    _cell = _engine.RNN
+    _cell = _cells.RNN
 
 
 class LSTM(_DropIn, torch.nn.LSTM):
@@ -527,10 +521,10 @@ class LSTM(_DropIn, torch.nn.LSTM):
     forward(input, (h0, c0)=None) -> (output, (h_n, c_n)). With proj_size > 0
     torch's own implementation runs, with a warning once per module."""
 
-    _cell = _engine.LSTM
+    _cell = _cells.LSTM
 
 
 class GRU(_DropIn, torch.nn.GRU):
     """`torch.nn.GRU` computed by fusedrnn's kernel: as `RNN`."""
 
-    _cell = _engine.GRU
+    _cell = _cells.GRU
