@@ -165,7 +165,7 @@ typedef struct {
     int64_t ldc;
     int accumulate;
     const REAL *bias;
-    const slabs *slabs;      /* [threads] */
+    const slabs *slabs;           /* [threads] */
     int64_t pieces;
     atomic_llong next;            /* the next piece to claim */
 } gemm_job;

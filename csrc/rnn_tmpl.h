@@ -14,21 +14,22 @@ typedef DT(cell_rows) cell_rows;
 /* The rows of one step for every thread of the team. */
 typedef struct {
     int64_t m;                /* sequences still running */
-    const REAL **a[PHASES_MAX];   /* [m] each phase's rows multiplied by W_hh (or W_hh^T):
-                                     forward h_{t-1}, then the state rows; backward the
-                                     next step's gate gradients, then this step's */
+    const REAL **a[PHASES_MAX];  /* [m] each phase's rows multiplied by W_hh (or W_hh^T):
+                                    forward h_{t-1}, then the state rows; backward the
+                                    next step's gate gradients, then this step's */
     REAL **c;                 /* [m] the rows the product updates */
     const REAL **aux;         /* [m] the product's epilogue operand (y, a bias, dy) */
     REAL **gates, **state, **h, **carry, **dgates, **dxn;   /* the cell kernel's */
     const REAL **prev;
-    cell_rows cell;      /* the same, as the cell kernel takes them */
+    cell_rows cell;           /* the same, as the cell kernel takes them */
 } step_rows;
 
 typedef struct {
     REAL *packed;             /* W_hh packed for the step kernel: forward G blocks of
-                                 W_hh^T [H, H rounded up to nr], backward W_hh [G*H, H] */
+                                 W_hh^T [H, H rounded up to nr], backward a block of
+                                 each phase's rows of W_hh [Gp*H, H] */
     size_t packed_cap;
-    slabs *slabs;        /* [threads] GEMM panels, one set per thread */
+    slabs *slabs;             /* [threads] GEMM panels, one set per thread */
     REAL *zeros;              /* [G*H] the state before the first step when h0 (c0) is
                                  NULL, and what follows a sequence's last step */
     REAL *bias;               /* [G*H] b_ih + b_hh, less b_hn (split), when both are given */
@@ -44,9 +45,9 @@ typedef struct {
     int64_t ld_stage;
     /* Gated cells: in the reserve (training forward, backward) */
     REAL *gates;              /* [T,B,G*H] pre-activations, then activated gates */
-    REAL *state;              /* [T,B,H] c_t (LSTM) or W_hn h_{t-1} + b_hn (GRU); for
-                                 inference [B,H] here: each sequence's c (LSTM) or the
-                                 step's hn (GRU) */
+    REAL *state;              /* [T,B,H] c_t (LSTM), W_hn h_{t-1} + b_hn (GRU) or
+                                 r h_{t-1} (GRU, reset first); for inference [B,H]
+                                 here: each sequence's c (LSTM) or the step's row */
     /* Gated forward: the rows of every step in step order, step s's at
      * [step_start[s], step_start[s + 1]): their x rows and where their gates
      * go (the reserve, or for inference the chunk's rows in `ring`). */
@@ -61,8 +62,10 @@ typedef struct {
     int64_t ldg;
     REAL *dxn;                /* [T,B,H] split cells: the last gate's input side */
     REAL *g;                  /* [B,G*H] dg at each sequence's first step */
-    REAL *dh;                 /* [B,H] gated: a step's dh, dg_{t+1} W_hh + dy_t */
-    REAL *carry;              /* [B,H] gated: LSTM dc, GRU z * dh, from step to step */
+    REAL *dh;                 /* [B,H] gated: a step's dh, dg_{t+1} W_hh + dy_t (a
+                                 second phase's product, d(r h), replaces it) */
+    REAL *carry;              /* [B,H] gated: LSTM dc, GRU z * dh (+ r d(r h)), from
+                                 step to step */
     REAL *last;               /* [B,H] gated: dy + dh_n at each sequence's last step */
     /* Which K rows of a weight-gradient GEMM may reach the product (1) and
      * which are padding or pair across sequences (0, packed as zeros). */

@@ -1,6 +1,6 @@
 """Every bad argument to every cell's forward and backward raises a
 TypeError or ValueError that names the argument and shows what was given,
-never a crash (the README's "Rules for every call"): TypeError for dtypes
+never a crash (docs/api.md, "Rules for every call"): TypeError for dtypes
 and types, ValueError for shapes, sizes, lengths and options.
 
 First over a table of the arguments each cell's functions take (wrong

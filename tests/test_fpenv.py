@@ -194,7 +194,7 @@ def test_nan_and_inf_propagate_like_the_reference(assert_close, nonlinearity, dt
 # Denormals (fpmode.c): DAZ reads every denormal operand as 0 and FTZ writes
 # every denormal result as 0. That is not "a change below FLT_MIN only": a
 # denormal input that a large weight would have brought back to a normal
-# number is lost whole. Pinned here as documented (README, "Floating-point
+# number is lost whole. Pinned here as documented (docs/robustness.md, "Floating-point
 # environment"), next to the float64 reference, which keeps it.
 DENORMALS = [pytest.param(np.float32, 1e-39, 1e38, id="f32"),
              pytest.param(np.float64, 1e-309, 1e308, id="f64")]

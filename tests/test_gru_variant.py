@@ -6,17 +6,18 @@ instead of PyTorch's n = tanh(W_in x + b_in + r*(W_hn h + b_hn)). Every
 gradient against central finite differences, the reserve against its
 documented layout, the forward against ONNX Runtime's GRU operator (an
 implementation of its own), and the flag: its default, that it is not
-ignored, that it takes only bools.
-
-Nothing here runs the compiled kernel. variant_problem makes the inputs, in
-either dtype, for these tests and for a kernel-against-reference test.
+ignored, that it takes only bools. Then the fast path,
+fusedrnn.gru_forward/gru_backward(..., linear_before_reset=False), against
+the reference on every ISA and against ONNX Runtime.
 """
 
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
+import fusedrnn
 from fusedrnn import reference
+from fusedrnn._tolerances import TOLERANCE
 
 # (T, B, D, H) and the lengths used when a test asks for lengths: an empty
 # sequence (0), a full one (T) and partial ones, also mixed in one batch; T=0
@@ -320,3 +321,69 @@ def test_forward_matches_onnxruntime(ort, linear_before_reset, reverse, lengths,
                                 linear_before_reset=linear_before_reset)
     assert_close(y, out.y, dtype, "y")
     assert_close(h_n, out.h_n, dtype, "h_n")
+    # fusedrnn's fast path against ONNX Runtime itself: both round, so twice
+    # the table's bound.
+    fast = fusedrnn.gru_forward(**arrays, lengths=lengths, reverse=reverse,
+                                linear_before_reset=linear_before_reset)
+    tol = 2 * TOLERANCE[np.dtype(dtype)]
+    assert_close(fast.y, y.astype(np.float64), dtype, "fusedrnn's y", tol=tol)
+    assert_close(fast.h_n, h_n.astype(np.float64), dtype, "fusedrnn's h_n", tol=tol)
+
+
+# The kernel: sizes with edge tiles, rows of 2 KB and more (H = 130 float64,
+# 520 float32: the padded strides and the forward's staged rows), an empty
+# sequence, and two threads.
+KERNEL_SHAPES = [(1, 1, 1, 1), (5, 7, 9, 19), (4, 13, 6, 64), (3, 2, 3, 130), (2, 3, 4, 520)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True])
+@pytest.mark.parametrize("shape", KERNEL_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_matches_reference(isa, dtype, shape, with_lengths, reverse, batch_first, threads,
+                                  assert_close):
+    T, B, D, H = shape
+    arrays, weights = variant_problem(T, B, D, H, batch_first=batch_first, seed=T + B + H)
+    lengths = [(T, 0, max(T // 2, 1))[b % 3] for b in range(B)] if with_lengths else None
+    options = dict(lengths=lengths, reverse=reverse, batch_first=batch_first,
+                   linear_before_reset=False)
+    want = reference.gru_forward(**arrays, training=True, **options)
+    grads = backward(arrays, want, weights["y"], weights["h_n"], **options)
+    fast = {k: a.astype(dtype) for k, a in arrays.items()}
+    dy, dh_n = weights["y"].astype(dtype), weights["h_n"].astype(dtype)
+    previous = fusedrnn.get_num_threads()
+    fusedrnn.set_num_threads(threads)
+    try:
+        inference = fusedrnn.gru_forward(**fast, **options)
+        out = fusedrnn.gru_forward(**fast, training=True, **options)
+        got = fusedrnn.gru_backward(*(fast[k] for k in PARAMETERS), out.y, out.reserve, dy,
+                                    dh_n, **options)
+        recomputed = fusedrnn.gru_backward(*(fast[k] for k in PARAMETERS), out.y, None, dy,
+                                           dh_n, **options)
+    finally:
+        fusedrnn.set_num_threads(previous)
+    for name in ("y", "h_n"):
+        assert_close(getattr(out, name), getattr(want, name), dtype, name)
+        assert_array_equal(getattr(inference, name), getattr(out, name), err_msg=name)
+    for name in grads._fields:
+        assert_close(getattr(got, name), getattr(grads, name), dtype, name)
+        assert_array_equal(getattr(recomputed, name), getattr(got, name), err_msg=name)
+
+
+def test_a_reserve_of_the_other_form_is_refused():
+    """The reserve names the cell it came from: the default GRU's handed to
+    the variant's backward (or the other way) is refused, never read."""
+    arrays, weights = variant_problem(3, 2, 4, 5)
+    for forward_form in (True, False):
+        out = fusedrnn.gru_forward(**arrays, training=True, linear_before_reset=forward_form)
+        with pytest.raises(ValueError, match=r"reserve: it comes from a different call \(GRU"):
+            fusedrnn.gru_backward(*(arrays[k] for k in PARAMETERS), out.y, out.reserve,
+                                  weights["y"], linear_before_reset=not forward_form)
+
+
+def test_the_fast_flag_is_checked_like_the_others():
+    arrays, _ = variant_problem(2, 1, 3, 4)
+    with pytest.raises(TypeError, match=r"^linear_before_reset: expected True or False, got 'no'"):
+        fusedrnn.gru_forward(**arrays, linear_before_reset="no")

@@ -234,7 +234,7 @@ def test_sizes_match_reference(assert_close, cell, dtype, sweep):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cell", CELLS)
 def test_padding_and_pass_through_are_exact(cell, dtype, reverse, batch_first):
-    """What the README states as values, not approximations: padded steps of
+    """What docs/api.md states as values, not approximations: padded steps of
     y and dx are exactly 0, h_n is exactly the last valid state and an empty
     sequence's final states are exactly its initial ones, its initial
     states' gradients exactly its final states'. dy is nonzero at padded

@@ -1,6 +1,6 @@
 """The NumPy reference checked on its own, for every cell (the rnn with each
 nonlinearity, the LSTM, the GRU): every gradient against central finite
-differences; the properties the README's API section states (padded steps,
+differences; the properties docs/api.md states (padded steps,
 a padded batch as its sequences run alone, reverse as time flipped,
 batch_first as a transpose, the result types, inputs left alone); the gated
 cells' reserve round trip; and, the check that does not lean on our reading

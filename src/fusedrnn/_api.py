@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 
 from . import _engine, _kernel
-from ._cells import CELLS, GRU, LSTM, RNN
+from ._cells import CELLS, GRU, GRU_RESET_FIRST, LSTM, RNN
 from ._checks import (activation, as_array, disjoint, flag, float_array, float_dtype, optional,
                       out_arrays)
 from ._engine import GradInputs, Inputs, Outputs, kernel_buffer
@@ -330,32 +330,42 @@ def lstm_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, 
     return LSTMGrads(g.dx, g.dh0, g.dc0, g.dw_ih, g.dw_hh, g.db_ih, g.db_hh)
 
 
+def _gru(linear_before_reset):
+    """The cell of gru_forward's and gru_backward's linear_before_reset."""
+    return GRU if flag("linear_before_reset", linear_before_reset) else GRU_RESET_FIRST
+
+
 def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=False,
-                batch_first=False, training=False, out=None):
+                batch_first=False, training=False, out=None, linear_before_reset=True):
     """Run one GRU layer over a batch of sequences, with PyTorch's maths and layout.
 
     Gates r, z, n are the row blocks of w_ih (3H, D), w_hh (3H, H), b_ih and
     b_hh (3H,) (None: zero); n = tanh(W_in x + b_in + r (W_hn h + b_hn)).
     Otherwise as lstm_forward, without a cell state.
 
+    linear_before_reset=False: the reset gate applied to h before the
+    product, n = tanh(W_in x + b_in + W_hn (r h) + b_hn), ONNX's default
+    (Keras' reset_after=False). Its backward must be given the same.
+
     Returns GRUOutput(y, h_n, reserve); reserve is None unless training.
     """
-    problem, given = _common(GRU, _INPUT_NAMES, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths,
-                             reverse, batch_first, training=training)
+    problem, given = _common(_gru(linear_before_reset), _INPUT_NAMES, x, h0, None, w_ih, w_hh,
+                             b_ih, b_hh, lengths, reverse, batch_first, training=training)
     o = _forward(problem, given, _INPUT_NAMES, out, GRUOutput._fields)
     return GRUOutput(o.y, o.h_n, o.reserve)
 
 
 def gru_backward(x, h0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, *, lengths=None,
-                 reverse=False, batch_first=False, grads_out=None):
+                 reverse=False, batch_first=False, grads_out=None, linear_before_reset=True):
     """Backpropagation through time for the gru_forward call with the same arguments.
 
     Returns GRUGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh); db_ih and db_hh
-    differ in the n gate. grads_out: arrays to write them into, as
+    differ in the n gate (with linear_before_reset=False they are equal: b_hn
+    is not scaled by r). grads_out: arrays to write them into, as
     rnn_forward's out.
     """
-    problem, given = _common(GRU, _INPUT_NAMES, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths,
-                             reverse, batch_first, training=True)
+    problem, given = _common(_gru(linear_before_reset), _INPUT_NAMES, x, h0, None, w_ih, w_hh,
+                             b_ih, b_hh, lengths, reverse, batch_first, training=True)
     g = _backward(problem, given, _INPUT_NAMES, GradInputs(y, reserve, dy, dh_n),
                   grads_out, GRUGrads._fields)
     return GRUGrads(g.dx, g.dh0, g.dw_ih, g.dw_hh, g.db_ih, g.db_hh)

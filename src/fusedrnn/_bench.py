@@ -24,7 +24,7 @@ from . import _blas, _engine, _peers, reference
 from ._tolerances import TOLERANCE, scaled_errors
 from ._types import GRUGrads, LSTMGrads, RNNGrads
 
-# The standard shapes (docs/design.md, README "Benchmarks"): T, B, D, H.
+# The standard shapes (docs/design.md, docs/benchmarks.md): T, B, D, H.
 SHAPES = {
     "S": (100, 1, 64, 64),
     "M": (100, 32, 128, 128),

@@ -6,7 +6,7 @@ with them and can run slower on 2 threads than on 1. So the NumPy parts of
 fusedrnn's own code (the network's output layer, the reference the command
 line times) run on the calling thread alone: `serial()` sets NumPy's BLAS to
 one thread inside and gives it back its own count after, through
-threadpoolctl; it wakes none of BLAS's threads. Users' own loops: the README.
+threadpoolctl; it wakes none of BLAS's threads. Users' own loops: docs/api.md.
 """
 
 from functools import wraps
