@@ -312,3 +312,20 @@ def test_set_isa_rejects_known_names_this_cpu_cannot_run():
         with pytest.raises(ValueError, match=name):
             fusedrnn.set_isa(name)
     assert fusedrnn.get_isa() == "scalar"
+
+
+def test_buffer_groups_are_the_c_structs_in_their_order():
+    """_kernel unpacks _engine's groups as tuples into the C structs: each
+    group's fields must be the struct's, in the header's order."""
+    import pathlib
+    import re
+
+    from fusedrnn import _engine
+    header = (pathlib.Path(__file__).parents[1] / "csrc/include/fusedrnn.h").read_text()
+    for group, struct in ((_engine.Inputs, "fusedrnn_inputs"),
+                          (_engine.Outputs, "fusedrnn_outputs"),
+                          (_engine.GradInputs, "fusedrnn_grad_inputs"),
+                          (_engine.Grads, "fusedrnn_grads")):
+        body = re.search(r"typedef struct \{([^}]*)\} " + struct + ";", header).group(1)
+        fields = tuple(re.findall(r"\*\s*(?:FUSEDRNN_RESTRICT\s+)?(\w+)", body))
+        assert group._fields == fields, (struct, fields)
