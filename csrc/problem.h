@@ -85,9 +85,6 @@ typedef struct {
     int split;    /* the last gate's recurrent product is kept apart, since
                      a gate multiplies it (GRU's r (W_hn h + b_hn)): its
                      input- and recurrent-side gradients differ */
-    int state;    /* a state row beside the gates: c_t (LSTM), W_hn h_{t-1} +
-                     b_hn (GRU), r ⊙ h_{t-1} (GRU, reset first); per step in
-                     the reserve, per sequence or row in inference */
     int phases;   /* of a step, forward and backward alike: 2 when a product
                      reads what a cell kernel made in the same step */
     phase_desc forward[PHASES_MAX], backward[PHASES_MAX];
@@ -95,6 +92,14 @@ typedef struct {
 
 /* The table, by fusedrnn_cell (rnn.c). */
 extern const cell_desc cell_table[FUSEDRNN_CELL_COUNT];
+
+/* A gated cell's reserve holds a state row per step beside its gates (its
+ * reserve_rows are G + 1): c_t (LSTM), W_hn h_{t-1} + b_hn (GRU), r ⊙
+ * h_{t-1} (GRU, reset first); inference keeps one per sequence or row. */
+static inline int has_state(const cell_desc *c)
+{
+    return c->info.reserve_rows > c->info.gates;
+}
 
 /* The gates whose recurrent product reads h_{t-1}: the first phase's. Those
  * of a second phase read the state rows, and so do their weights' gradients. */

@@ -9,17 +9,17 @@ const cell_desc cell_table[FUSEDRNN_CELL_COUNT] = {
     [FUSEDRNN_RNN] = {.info = {"RNN", .gates = 1, .has_act = 1}, .fused = 1, .phases = 1,
                       .forward = {{0, 1}}, .backward = {{0, 1}}},
     [FUSEDRNN_LSTM] = {.info = {"LSTM", .gates = 4, .has_c = 1, .reserve_rows = 5},
-                       .state = 1, .phases = 1,
+                       .phases = 1,
                        .forward = {{0, 4, LSTM_FORWARD}}, .backward = {{0, 4, LSTM_BACKWARD}}},
     [FUSEDRNN_GRU] = {.info = {"GRU", .gates = 3, .reserve_rows = 4, .bias_grads_differ = 1},
-                      .split = 1, .state = 1, .phases = 1,
+                      .split = 1, .phases = 1,
                       .forward = {{0, 3, GRU_FORWARD}}, .backward = {{0, 3, GRU_BACKWARD}}},
     /* r h_{t-1} before the product with W_hn: each step's products in two
      * phases, r and z's, then n's on the state rows (r h); backward, dh from
      * r and z's gradients, then d(r h) from n's */
     [FUSEDRNN_GRU_RESET_FIRST] = {.info = {"GRU (linear_before_reset=False)", .gates = 3,
                                            .reserve_rows = 4},
-                                  .state = 1, .phases = 2,
+                                  .phases = 2,
                                   .forward = {{0, 2, GRU_RF_FORWARD_RZ},
                                               {2, 1, GRU_RF_FORWARD_N}},
                                   .backward = {{0, 2, GRU_RF_BACKWARD_ZN},
@@ -90,15 +90,16 @@ size_t fusedrnn_reserve_size(const fusedrnn_problem *p)
 }
 
 /* What every call checks first: the problem, the lengths, and, when
- * nothing recurs (the drivers do not run), the 64 bytes the workspace
- * query asks for then. */
+ * nothing recurs (the drivers do not run), the workspace the query asks
+ * for then. */
 static fusedrnn_status check_call(const fusedrnn_problem *p, const int64_t *lengths,
-                                  const void *workspace, size_t workspace_bytes)
+                                  int backward, const void *workspace, size_t workspace_bytes)
 {
     fusedrnn_status st = check_problem(p);
     if (st == FUSEDRNN_OK)
         st = check_lengths(p, lengths);
-    if (st == FUSEDRNN_OK && nothing_recurs(p) && (!workspace || workspace_bytes < 64))
+    if (st == FUSEDRNN_OK && nothing_recurs(p) &&
+        (!workspace || workspace_bytes < driver_of(p)->workspace(p, backward)))
         st = FUSEDRNN_EWORKSPACE;
     return st;
 }
@@ -115,7 +116,7 @@ fusedrnn_status fusedrnn_forward(const fusedrnn_problem *p, const fusedrnn_input
 {
     if (!in || !out)
         return FUSEDRNN_EINVAL;
-    fusedrnn_status st = check_call(p, in->lengths, workspace, workspace_bytes);
+    fusedrnn_status st = check_call(p, in->lengths, 0, workspace, workspace_bytes);
     if (st != FUSEDRNN_OK || nothing_recurs(p))   /* y, h_n, c_n are empty */
         return st;
     fp_mode mode = fp_enter();
@@ -131,7 +132,7 @@ fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p, const fusedrnn_inpu
 {
     if (!in || !gin || !grads)
         return FUSEDRNN_EINVAL;
-    fusedrnn_status st = check_call(p, in->lengths, workspace, workspace_bytes);
+    fusedrnn_status st = check_call(p, in->lengths, 1, workspace, workspace_bytes);
     if (st != FUSEDRNN_OK)
         return st;
     if (nothing_recurs(p)) {   /* every gradient is a sum over no terms */

@@ -132,12 +132,14 @@ static void take_reserve(arena *a, work *w, const fusedrnn_problem *p)
 {
     const cell_desc *c = &cell_table[p->cell];
     /* One block, gates then state, without padding between them: its size is
-     * exactly T*B*(G+1)*H elements, which a caller can compute from the
-     * shapes alone (the torch ops' fake tensors do, for symbolic sizes). */
+     * exactly T*B*reserve_rows*H elements, which a caller can compute from
+     * the shapes and the cell's description alone (the torch ops' fake
+     * tensors do, for symbolic sizes). */
     size_t TB = arena_checked_mul(a, (size_t)p->T, (size_t)p->B);
-    size_t per_row = (size_t)(c->info.gates + c->state) * (size_t)p->H;
+    size_t per_row = (size_t)c->info.reserve_rows * (size_t)p->H;
     w->gates = arena_take(a, arena_checked_mul(a, TB, per_row), sizeof(REAL));
-    w->state = c->state && w->gates ? w->gates + TB * (size_t)(c->info.gates * p->H) : NULL;
+    w->state = has_state(c) && w->gates ? w->gates + TB * (size_t)(c->info.gates * p->H)
+                                        : NULL;
 }
 
 /* The workspace of a pass, measured (base NULL) or laid over a buffer. */
@@ -185,7 +187,7 @@ static work carve(arena *a, const fusedrnn_problem *p, int backward)
         if (!p->training) {
             size_t chunk = arena_checked_mul(a, (size_t)chunk_steps(p), B);
             w.ring = arena_take(a, arena_checked_mul(a, chunk, GH), sizeof(REAL));
-            w.state = c->state ? arena_take(a, arena_checked_mul(a, B, H), sizeof(REAL))
+            w.state = has_state(c) ? arena_take(a, arena_checked_mul(a, B, H), sizeof(REAL))
                                    : NULL;
         }
     }
@@ -354,7 +356,7 @@ static void gated_state_rows(const run *r, step_rows *rows, int64_t m, const seq
     const cell_desc *c = r->cell;
     const int64_t H = r->p->H;
     const work *w = r->w;
-    if (!c->state)
+    if (!has_state(c))
         return;
     rows->state[m] = w->state + (in_reserve ? at->row : c->info.has_c ? at->b : m) * H;
     if (c->info.has_c)
