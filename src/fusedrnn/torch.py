@@ -38,7 +38,8 @@ from . import _cells, _engine, _kernel
 from ._checks import ACTIVATIONS
 from ._engine import GradInputs, Inputs
 
-__all__ = ["GRU", "LSTM", "RNN", "gru_layer", "lstm_layer", "rnn_layer"]
+__all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell", "gru_cell", "gru_layer",
+           "lstm_cell", "lstm_layer", "rnn_cell", "rnn_layer"]
 
 # The dtypes fusedrnn has, as NumPy's.
 _NUMPY = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
@@ -109,19 +110,26 @@ def _check_shape(name, t, shape):
                            f"{tuple(shape)}")
 
 
-def _check_layer(cell, inputs, nonlinearity, reverse, batch_first, training, threads=None):
+def _check_layer(cell, inputs, nonlinearity, reverse, batch_first, training, threads=None,
+                 step=False):
     """The Problem of one layer's call, after checking every argument
-    (`inputs`: Inputs of tensors)."""
+    (`inputs`: Inputs of tensors); with `step`, of a cell's one step (x
+    [B,D])."""
     x, w_hh, c0, lengths = inputs.x, inputs.w_hh, inputs.c0, inputs.lengths
     _check_tensors(x=x, h0=inputs.h0, c0=c0, w_ih=inputs.w_ih, w_hh=w_hh, b_ih=inputs.b_ih,
                    b_hh=inputs.b_hh)
-    if x.dim() != 3:
-        raise RuntimeError(f"fusedrnn.torch: x must be 3-D, (T, B, D) or (B, T, D) with "
+    if x.dim() != (2 if step else 3):
+        raise RuntimeError(f"fusedrnn.torch: input must be 2-D (B, D), got shape "
+                           f"{tuple(x.shape)}" if step else
+                           f"fusedrnn.torch: x must be 3-D, (T, B, D) or (B, T, D) with "
                            f"batch_first, got shape {tuple(x.shape)}")
     if w_hh.dim() != 2:
         raise RuntimeError(f"fusedrnn.torch: w_hh must be 2-D, got shape {tuple(w_hh.shape)}")
-    T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
-    D, H = x.shape[2], w_hh.shape[1]
+    if step:
+        T, B = 1, x.shape[0]
+    else:
+        T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
+    D, H = x.shape[-1], w_hh.shape[1]
     GH = cell.gates * H
     for name, shape in (("w_hh", (GH, H)), ("w_ih", (GH, D)), ("h0", (B, H)), ("c0", (B, H)),
                         ("b_ih", (GH,)), ("b_hh", (GH,)), ("lengths", (B,))):
@@ -135,14 +143,17 @@ def _check_layer(cell, inputs, nonlinearity, reverse, batch_first, training, thr
         takes = f"one of {', '.join(map(repr, ACTIVATIONS))}" if cell.has_act else "'tanh'"
         raise RuntimeError(f"fusedrnn.torch: nonlinearity {nonlinearity!r}: the {cell.name} "
                            f"takes {takes}")
-    return _engine.Problem(cell, _NUMPY[x.dtype], T, B, D, H, ACTIVATIONS[nonlinearity], reverse,
-                           batch_first, threads=threads, training=training)
+    return (_Step if step else _engine.Problem)(cell, _NUMPY[x.dtype], T, B, D, H,
+                                                ACTIVATIONS[nonlinearity], reverse, batch_first,
+                                                threads=threads, training=training)
 
 
-def _check_backward(cell, inputs, d, nonlinearity, reverse, batch_first, threads=None):
+def _check_backward(cell, inputs, d, nonlinearity, reverse, batch_first, threads=None,
+                    step=False):
     """The Problem of one layer's backward, after checking every argument
     (`d`: GradInputs of tensors) and those of its forward."""
-    problem = _check_layer(cell, inputs, nonlinearity, reverse, batch_first, True, threads)
+    problem = _check_layer(cell, inputs, nonlinearity, reverse, batch_first, True, threads,
+                           step)
     B, H = problem.B, problem.H
     _check_tensors(x=inputs.x, y=d.y, reserve=d.reserve, dy=d.dy, dh_n=d.dh_n, dc_n=d.dc_n)
     seq = problem.seq_shape(H)
@@ -187,126 +198,310 @@ def _result_addresses(results, shapes):
     return shapes._make([None if s is None else t.data_ptr() for t, s in zip(results, shapes)])
 
 
-# --- the operators ----------------------------------------------------------
-# All three have the same signature, c0 for the LSTM only and nonlinearity
-# for the RNN only, so that one implementation, one fake and one autograd
-# formula serve them. The forward returns (y, h_n, c_n, reserve): c_n is
-# empty but for the LSTM, the reserve (what the backward reads) empty but
-# for a gated cell's training call.
+# --- the kernel calls ------------------------------------------------------
 
-_FORWARD_SCHEMA = (
-    "(Tensor x, Tensor? h0, Tensor? c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
-    "Tensor? lengths, str nonlinearity, bool reverse, bool batch_first, bool training) "
-    "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor reserve)")
-_BACKWARD_SCHEMA = (
-    "(Tensor x, Tensor? h0, Tensor? c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
-    "Tensor? lengths, Tensor y, Tensor reserve, Tensor? dy, Tensor? dh_n, Tensor? dc_n, "
-    "str nonlinearity, bool reverse, bool batch_first) "
-    "-> (Tensor dx, Tensor dh0, Tensor dc0, Tensor dw_ih, Tensor dw_hh, Tensor db_ih, "
-    "Tensor db_hh)")
+class _Step(_engine.Problem):
+    """A cell's step: a layer's problem with T = 1 whose x and y have no time
+    axis ([B,D] and [B,H], the same memory as [1,B,D] and [1,B,H])."""
+
+    __slots__ = ()
+
+    def seq_shape(self, n):
+        return (self.B, n)
 
 
-def _forward_fake(cell):
-    def fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, reverse, batch_first,
-             training):
-        problem = _check_layer(cell, Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths),
-                               nonlinearity, reverse, batch_first, training)
-        return tuple(_empty(x, problem.output_shapes()))
-    return fake
+def _forward(problem, inputs, placeholders):
+    """The kernel's forward of a checked call (`inputs`: Inputs of tensors);
+    returns (y, h_n, c_n, reserve), None for what the call does not write,
+    or with `placeholders` a 0-element tensor, since an operator returns a
+    tensor for every result it declares."""
+    shapes = problem.output_shapes()
+    x = inputs.x
+    outputs = shapes._make([None if s is None else x.new_empty(s) for s in shapes])
+    if inputs.lengths is not None and outputs.reserve is not None:
+        # The kernel writes no reserve row past a sequence's length: zeros
+        # there, so that the result is a function of the inputs.
+        outputs.reserve.zero_()
+    keep = []
+    _engine.forward(problem, _addresses(inputs, keep), _result_addresses(outputs, shapes))
+    if placeholders:
+        outputs = outputs._make([x.new_empty((0,)) if t is None else t for t in outputs])
+    return outputs
 
 
-def _forward_impl(cell):
-    def forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, reverse, batch_first,
-                training):
-        inputs = Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
-        problem = _check_layer(cell, inputs, nonlinearity, reverse, batch_first, training,
-                               _threads())
-        shapes = problem.output_shapes()
-        outputs = _empty(x, shapes)
-        if lengths is not None:
-            # The kernel writes no reserve row past a sequence's length:
-            # zeros there, so that the result is a function of the inputs.
-            outputs.reserve.zero_()
-        keep = []
-        _engine.forward(problem, _addresses(inputs, keep), _result_addresses(outputs, shapes))
-        return tuple(outputs)
-    return forward
+def _backward(problem, inputs, grad_inputs):
+    """The kernel's backward of a checked call: Grads of tensors, a 0-element
+    one for the dc0 of a cell without c (each is an operator's result)."""
+    if not problem.cell.reserve_rows:
+        # A 0-element placeholder for the reserve a cell keeps none of: the
+        # kernel is not handed it.
+        grad_inputs = grad_inputs._replace(reserve=None)
+    shapes = problem.grad_shapes()
+    grads = _empty(inputs.x, shapes)
+    keep = []
+    _engine.backward(problem, _addresses(inputs, keep), _addresses(grad_inputs, keep),
+                     _result_addresses(grads, shapes))
+    return grads
 
 
-def _backward_fake(cell):
-    def fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, reserve, dy, dh_n, dc_n,
-             nonlinearity, reverse, batch_first):
-        problem = _check_backward(cell, Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths),
-                                  GradInputs(y, reserve, dy, dh_n, dc_n), nonlinearity, reverse,
-                                  batch_first)
-        return tuple(_empty(x, problem.grad_shapes()))
-    return fake
+# --- autograd ---------------------------------------------------------------
+
+# The kernel's backward is not itself differentiable: a second derivative
+# must fail, not see gradients without history, which torch takes as
+# constants (silently zero second derivatives).
+_TWICE = ("fusedrnn.torch: second derivatives (a double backward: create_graph=True, "
+          "gradgradcheck) are not supported by fusedrnn's kernels; compute them with "
+          "torch.nn's RNN, LSTM, GRU or cells")
 
 
-def _backward_impl(cell):
-    def backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, reserve, dy, dh_n, dc_n,
-                 nonlinearity, reverse, batch_first):
-        inputs = Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
-        grad_inputs = GradInputs(y, reserve, dy, dh_n, dc_n)
-        problem = _check_backward(cell, inputs, grad_inputs, nonlinearity, reverse, batch_first,
-                                  _threads())
-        if not cell.reserve_rows:
-            # A 0-element placeholder for the reserve a cell keeps none of:
-            # the kernel is not handed it.
-            grad_inputs = GradInputs(y, None, dy, dh_n, dc_n)
-        shapes = problem.grad_shapes()
-        grads = _empty(x, shapes)
-        keep = []
-        _engine.backward(problem, _addresses(inputs, keep), _addresses(grad_inputs, keep),
-                         _result_addresses(grads, shapes))
-        return tuple(grads)
-    return backward
+class _Fused(torch.autograd.Function):
+    """One kernel call as one autograd node: the forward of `call` (a _Direct
+    or an _Operator), whose backward is `call`'s backward. Returns (y, h_n,
+    c_n, reserve); the reserve is not differentiable."""
 
-
-def _autograd(forward_op, backward_op, cell):
-    """The Autograd kernel of forward_op: an autograd.Function around the
-    call below autograd, whose backward calls backward_op.
-
-    Registered directly rather than through torch.library.register_autograd,
-    which would do the same at a cost of about 45 us per call for an
-    operator of 12 arguments (torch 2.13 rebuilds the schema's argument list
-    for every argument it fills in): more than the kernel's time at batch 1."""
-
-    class Layer(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, reverse,
-                    batch_first, training):
-            with torch._C._AutoDispatchBelowAutograd():
-                y, h_n, c_n, reserve = forward_op(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
-                                                  nonlinearity, reverse, batch_first, training)
-            # The backward reads y (the RNN's act' comes from it) and the reserve.
-            ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, reserve)
-            ctx.options = (nonlinearity, reverse, batch_first)
+    @staticmethod
+    def forward(ctx, call, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        y, h_n, c_n, reserve = call.forward(Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                                                   call.lengths))
+        # The backward reads y (the RNN's act' comes from it) and the reserve.
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve)
+        ctx.call = call
+        if reserve is not None:
             ctx.mark_non_differentiable(reserve)
-            # An unused result's gradient stays None, which the kernel reads
-            # as zero without a buffer of zeros being made and read.
-            ctx.set_materialize_grads(False)
-            return y, h_n, c_n, reserve
+        # An unused result's gradient stays None, which the kernel reads as
+        # zero without a buffer of zeros being made and read.
+        ctx.set_materialize_grads(False)
+        return y, h_n, c_n, reserve
 
-        @staticmethod
-        def backward(ctx, dy, dh_n, dc_n, _):
-            grads = backward_op(*ctx.saved_tensors, dy, dh_n,
-                                dc_n if cell.has_c else None, *ctx.options)
-            # One per input of the forward: the tensors', then None for
-            # lengths and the four options.
-            return (*(g if needed else None for g, needed in zip(grads, ctx.needs_input_grad)),
-                    None, None, None, None, None)
+    @staticmethod
+    def backward(ctx, dy, dh_n, dc_n, _):
+        dc_n = dc_n if ctx.call.cell.has_c else None
+        if torch.is_grad_enabled():   # create_graph=True: a second derivative may follow
+            grads = _Backward.apply(ctx.call, *ctx.saved_tensors, dy, dh_n, dc_n)
+        else:
+            grads = _Backward.run(ctx.call, *ctx.saved_tensors, dy, dh_n, dc_n)
+        # One per input of the forward: `call`'s, then the tensors'.
+        return (None, *(g if needed else None
+                        for g, needed in zip(grads, ctx.needs_input_grad[1:])))
 
-    def kernel(*args):
-        # Nothing to differentiate (torch.no_grad, or no input that wants a
-        # gradient): the call below autograd, without a graph node.
-        if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad
-                                           for a in args[:7]):
-            return Layer.apply(*args)
+
+class _Backward(torch.autograd.Function):
+    """A _Fused node's backward as a node of its own, where a second
+    derivative may follow: its results depend on everything it reads, so
+    that differentiating them reaches its backward, which raises."""
+
+    @staticmethod
+    def run(call, x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n, dc_n):
+        return call.backward(Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, call.lengths),
+                             GradInputs(y, reserve, dy, dh_n, dc_n))
+
+    @staticmethod
+    def forward(ctx, *args):
+        return tuple(_Backward.run(*args))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(_TWICE)
+
+
+class _Direct:
+    """Eager mode: the kernel called from the autograd node itself, its
+    arguments checked once for the forward and its backward. The operators'
+    path (_Operator) costs two more passes through torch's dispatcher, and
+    the checks again, about 30 us a call: more than a step's kernel at
+    small sizes."""
+
+    __slots__ = ("cell", "problem", "lengths")
+
+    def __init__(self, problem, lengths):
+        self.cell, self.problem, self.lengths = problem.cell, problem, lengths
+
+    def forward(self, inputs):
+        return _forward(self.problem, inputs, False)
+
+    def backward(self, inputs, grad_inputs):
+        return _backward(self.problem, inputs, grad_inputs)
+
+
+def _eager(x):
+    """Whether a call on x runs in plain eager mode, where _Direct may run: a
+    plain tensor, no tracing (torch.compile, jit.trace, torch.export), no
+    functorch transform, no torch function or dispatch mode. Anywhere else
+    the registered operators run, which those see and trace."""
+    return (type(x) is torch.Tensor and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+            and not torch._C._are_functorch_transforms_active()
+            and torch._C._len_torch_dispatch_stack() == 0
+            and not torch._C._is_torch_function_mode_enabled())
+
+
+# --- the operators ----------------------------------------------------------
+# A layer's operators have one signature for every cell, c0 for the LSTM
+# only and nonlinearity for the RNN only, so that one implementation, one
+# fake and one autograd formula serve them; a cell's are the same without
+# the sequence's options. The forward returns (y, h_n, c_n, reserve) (a
+# cell's: h, c, reserve): c_n is empty but for the LSTM, the reserve (what
+# the backward reads) empty but for a gated cell's training call.
+
+_WEIGHTS = "Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh"
+_LAYER = ("(Tensor x, Tensor? h0, Tensor? c0, " + _WEIGHTS + ", Tensor? lengths, "
+          "str nonlinearity, bool reverse, bool batch_first, bool training) "
+          "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor reserve)")
+_LAYER_BACKWARD = (
+    "(Tensor x, Tensor? h0, Tensor? c0, " + _WEIGHTS + ", Tensor? lengths, Tensor y, "
+    "Tensor reserve, Tensor? dy, Tensor? dh_n, Tensor? dc_n, str nonlinearity, bool reverse, "
+    "bool batch_first) -> (Tensor dx, Tensor dh0, Tensor dc0, Tensor dw_ih, Tensor dw_hh, "
+    "Tensor db_ih, Tensor db_hh)")
+_CELL = ("(Tensor input, Tensor? hx, Tensor? cx, " + _WEIGHTS + ", str nonlinearity, "
+         "bool training) -> (Tensor h, Tensor c, Tensor reserve)")
+_CELL_BACKWARD = (
+    "(Tensor input, Tensor? hx, Tensor? cx, " + _WEIGHTS + ", Tensor h, Tensor reserve, "
+    "Tensor? dh, Tensor? dc, str nonlinearity) -> (Tensor dinput, Tensor dhx, Tensor dcx, "
+    "Tensor dw_ih, Tensor dw_hh, Tensor db_ih, Tensor db_hh)")
+
+
+class _Operator:
+    """The registered operators' path: the forward and backward operators
+    called below autograd, so that tracing records them."""
+
+    __slots__ = ("cell", "lengths", "forward_op", "backward_op", "options", "training")
+
+    def __init__(self, cell, lengths, forward_op, backward_op, options, training):
+        self.cell, self.lengths = cell, lengths
+        self.forward_op, self.backward_op = forward_op, backward_op
+        self.options, self.training = options, training   # options: as the schema orders them
+
+    def forward(self, inputs):
         with torch._C._AutoDispatchBelowAutograd():
-            return forward_op(*args)
+            if self.lengths is None and len(self.options) == 1:   # a cell: (h, c, reserve)
+                h, c, reserve = self.forward_op(*inputs[:7], *self.options, self.training)
+                return h, None, c, reserve
+            return self.forward_op(*inputs, *self.options, self.training)
 
-    return kernel
+    def backward(self, inputs, grad_inputs):
+        if len(self.options) == 1:
+            return self.backward_op(*inputs[:7], *grad_inputs, *self.options)
+        return self.backward_op(*inputs, *grad_inputs, *self.options)
+
+
+class _Signature:
+    """How the arguments of a kind of operator (a layer's, a cell's) map onto
+    a kernel call, for its implementations, fakes and autograd kernel:
+    `tensors` inputs (Inputs' first fields), then the options the schema
+    lists, which `options` names in the order of
+    (nonlinearity, reverse, batch_first, training)."""
+
+    def __init__(self, name, tensors, options, step):
+        self.name, self.tensors, self.options, self.step = name, tensors, options, step
+
+    def problem(self, cell, args, threads=None):
+        """The checked Problem of a forward's arguments, and its Inputs."""
+        inputs = Inputs(*args[:self.tensors])
+        given = dict(zip(self.options, args[self.tensors:]))
+        return _check_layer(cell, inputs, given.get("nonlinearity", "tanh"),
+                            given.get("reverse", False), given.get("batch_first", False),
+                            given["training"], threads, self.step), inputs
+
+    def backward_problem(self, cell, args, threads=None):
+        """The same for a backward's arguments, and its GradInputs: a layer's
+        (y, reserve, dy, dh_n, dc_n), a cell's (h, reserve, dh, dc), whose h
+        is its one step's y (and h_n) and dh the gradient of that y."""
+        inputs = Inputs(*args[:self.tensors])
+        n = 4 if self.step else 5
+        grad_inputs = args[self.tensors:self.tensors + n]
+        grad_inputs = GradInputs(*grad_inputs[:3], None, grad_inputs[3]) if self.step \
+            else GradInputs(*grad_inputs)
+        given = dict(zip(self.options, args[self.tensors + n:]))
+        problem = _check_backward(cell, inputs, grad_inputs, given.get("nonlinearity", "tanh"),
+                                  given.get("reverse", False), given.get("batch_first", False),
+                                  threads, self.step)
+        return problem, inputs, grad_inputs
+
+    def grad_args(self, grad_inputs):
+        """The backward operator's arguments of GradInputs (the inverse of the above)."""
+        if self.step:
+            return grad_inputs.y, grad_inputs.reserve, grad_inputs.dy, grad_inputs.dc_n
+        return tuple(grad_inputs)
+
+    def results(self, outputs):
+        """The operator's results of a forward's (y, h_n, c_n, reserve)."""
+        y, h_n, c_n, reserve = outputs
+        return (y, c_n, reserve) if self.step else (y, h_n, c_n, reserve)
+
+
+_LAYER_SIGNATURE = _Signature("layer", 8, ("nonlinearity", "reverse", "batch_first", "training"),
+                              False)
+_CELL_SIGNATURE = _Signature("cell", 7, ("nonlinearity", "training"), True)
+
+
+class _Operator:
+    """The registered operators' path: the forward and backward operators
+    called below autograd, so that tracing records them."""
+
+    __slots__ = ("cell", "lengths", "ops", "signature", "options")
+
+    def __init__(self, cell, ops, signature, args):
+        self.cell, self.ops, self.signature = cell, ops, signature
+        self.lengths = args[7] if signature.tensors == 8 else None
+        self.options = args[signature.tensors:]   # the forward's, training last
+
+    def forward(self, inputs):
+        with torch._C._AutoDispatchBelowAutograd():
+            results = self.ops[0](*inputs[:self.signature.tensors], *self.options)
+        if self.signature.step:
+            y, c, reserve = results
+            return y, None, c, reserve
+        return results
+
+    def backward(self, inputs, grad_inputs):
+        return self.ops[1](*inputs[:self.signature.tensors],
+                           *self.signature.grad_args(grad_inputs), *self.options[:-1])
+
+
+def _define(cell, signature, forward_schema, backward_schema):
+    """The forward and backward operators fusedrnn::{cell}_{layer or cell},
+    their fakes, and the forward's autograd kernel."""
+    name = f"{cell.key}_{signature.name}"
+
+    def forward(*args):
+        problem, inputs = signature.problem(cell, args, _threads())
+        return signature.results(_forward(problem, inputs, True))
+
+    def forward_fake(*args):
+        problem, inputs = signature.problem(cell, args)
+        return signature.results(_empty(inputs.x, problem.output_shapes()))
+
+    def backward(*args):
+        problem, inputs, grad_inputs = signature.backward_problem(cell, args, _threads())
+        return tuple(_backward(problem, inputs, grad_inputs))
+
+    def backward_fake(*args):
+        problem, inputs, _ = signature.backward_problem(cell, args)
+        return tuple(_empty(inputs.x, problem.grad_shapes()))
+
+    ops = (None, _register(name + "_backward", backward_schema, backward, backward_fake))
+    ops = (_register(name, forward_schema, forward, forward_fake), ops[1])
+
+    def autograd(*args):
+        """The Autograd kernel: a _Fused node over the operators, or with
+        nothing to differentiate (torch.no_grad, or no input that wants a
+        gradient) the call below autograd, without a node. Registered
+        directly rather than through torch.library.register_autograd, which
+        would do the same at a cost of about 45 us per call for an operator
+        of 12 arguments (torch 2.13 rebuilds the schema's argument list for
+        every argument it fills in)."""
+        if _wants_grad(args[:7]):
+            results = _Fused.apply(_Operator(cell, ops, signature, args), *args[:7])
+            return signature.results(results)
+        with torch._C._AutoDispatchBelowAutograd():
+            return ops[0](*args)
+
+    _LIBRARY.impl(name, autograd, "Autograd")
+    return ops[0]
+
+
+def _wants_grad(tensors):
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 # The operators are defined for every device (CompositeExplicitAutograd),
@@ -321,34 +516,44 @@ def _register(name, schema, impl, fake):
     return getattr(torch.ops.fusedrnn, name).default
 
 
-def _define(cell):
-    """The operator fusedrnn::{cell}_layer and its backward, for one cell."""
-    name = f"{cell.key}_layer"
-    backward_op = _register(f"{name}_backward", _BACKWARD_SCHEMA, _backward_impl(cell),
-                            _backward_fake(cell))
-    forward_op = _register(name, _FORWARD_SCHEMA, _forward_impl(cell), _forward_fake(cell))
-    _LIBRARY.impl(name, _autograd(forward_op, backward_op, cell), "Autograd")
-    return forward_op
-
-
 # The cells of torch.nn's RNN, LSTM and GRU (torch's GRU has no reset-first form).
-_OPS = {cell.key: _define(cell) for cell in (_cells.RNN, _cells.LSTM, _cells.GRU)}
+_TORCH_CELLS = (_cells.RNN, _cells.LSTM, _cells.GRU)
+_OPS = {cell.key: _define(cell, _LAYER_SIGNATURE, _LAYER, _LAYER_BACKWARD)
+        for cell in _TORCH_CELLS}
+_CELL_OPS = {cell.key: _define(cell, _CELL_SIGNATURE, _CELL, _CELL_BACKWARD)
+             for cell in _TORCH_CELLS}
+
+
+def _call(cell, signature, tensors, lengths, options):
+    """(y, h_n, c_n) of one call: in eager mode the kernel from a _Fused node
+    (or none when nothing wants a gradient), else the operator. `tensors`:
+    x, h0, c0 and the weights; options: the schema's, but training."""
+    x = tensors[0]
+    training = _wants_grad(tensors)
+    args = (*tensors, lengths) if signature.tensors == 8 else tensors
+    if not _eager(x):
+        ops = _OPS if signature is _LAYER_SIGNATURE else _CELL_OPS
+        results = ops[cell.key](*args, *options, training)
+        return (results[0], None, results[1]) if signature.step else results[:3]
+    problem, inputs = signature.problem(cell, (*args, *options, training), _threads())
+    if training:
+        y, h_n, c_n, _ = _Fused.apply(_Direct(problem, lengths), *tensors)
+        return y, h_n, c_n
+    y, h_n, c_n, _ = _forward(problem, inputs, False)
+    return y, h_n, c_n
 
 
 def _layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, reverse,
            batch_first):
-    """(y, h_n, c_n) of one operator call; a gated cell keeps a reserve only
+    """(y, h_n, c_n) of one layer's call; a gated cell keeps a reserve only
     when autograd will want the backward."""
     if lengths is not None:
         lengths = torch.as_tensor(lengths)
         if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
             raise RuntimeError(f"fusedrnn.torch: lengths must hold integers, got {lengths.dtype}")
         lengths = lengths.to(torch.int64)
-    training = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh))
-    y, h_n, c_n, _ = _OPS[cell.key](x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
-                                    nonlinearity, reverse, batch_first, training)
-    return y, h_n, c_n
+    return _call(cell, _LAYER_SIGNATURE, (x, h0, c0, w_ih, w_hh, b_ih, b_hh), lengths,
+                 (nonlinearity, reverse, batch_first))
 
 
 def rnn_layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh", lengths=None,
@@ -384,6 +589,34 @@ def gru_layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=
     y, h_n, _ = _layer(_cells.GRU, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, "tanh",
                        reverse, batch_first)
     return y, h_n
+
+
+def _step(cell, input, hx, cx, w_ih, w_hh, b_ih, b_hh, nonlinearity):
+    """(h, c) of one step of a cell: one kernel call, both products and the
+    cell's maths."""
+    h, _, c = _call(cell, _CELL_SIGNATURE, (input, hx, cx, w_ih, w_hh, b_ih, b_hh), None,
+                    (nonlinearity,))
+    return h, c
+
+
+def rnn_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh"):
+    """One step of an RNN cell, h = act(W_ih input + b_ih + W_hh hx + b_hh),
+    differentiable: input [B,D], hx [B,H] or None (zeros), w_ih [H,D], w_hh
+    [H,H], b_ih and b_hh [H] or None. Returns h [B,H]. The function of
+    `RNNCell`, as `rnn_layer` is `RNN`'s."""
+    return _step(_cells.RNN, input, hx, None, w_ih, w_hh, b_ih, b_hh, nonlinearity)[0]
+
+
+def lstm_cell(input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
+    """One step of an LSTM cell (gates i, f, g, o), w_ih [4H,D], w_hh [4H,H],
+    b_ih and b_hh [4H]; hx, cx [B,H] or None. Returns (h, c)."""
+    return _step(_cells.LSTM, input, hx, cx, w_ih, w_hh, b_ih, b_hh, "tanh")
+
+
+def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+    """One step of a GRU cell (gates r, z, n; b_hn inside the reset
+    product), w_ih [3H,D], w_hh [3H,H], b_ih and b_hh [3H]. Returns h."""
+    return _step(_cells.GRU, input, hx, None, w_ih, w_hh, b_ih, b_hh, "tanh")[0]
 
 
 # --- the modules ------------------------------------------------------------
@@ -526,5 +759,58 @@ class LSTM(_DropIn, torch.nn.LSTM):
 
 class GRU(_DropIn, torch.nn.GRU):
     """`torch.nn.GRU` computed by fusedrnn's kernel: as `RNN`."""
+
+    _cell = _cells.GRU
+
+
+class _CellDropIn:
+    """forward for the subclasses of torch.nn.RNNCell, LSTMCell and GRUCell
+    below: one fused kernel call per step. Input torch's own forward would
+    refuse (dimensions, sizes) is handed to it, which raises its own
+    exception: the messages stay torch's."""
+
+    _cell = None   # the subclass's cell
+
+    def forward(self, input, hx=None):
+        has_c = self._cell.has_c   # hx is the pair (h, c)
+        if has_c and hx is not None and not (isinstance(hx, tuple) and len(hx) == 2):
+            return super().forward(input, hx)
+        states = (None, None) if hx is None else (tuple(hx) if has_c else (hx, None))
+        batched = input.dim() == 2
+        if input.dim() not in (1, 2) or input.shape[-1] != self.input_size or any(
+                h is not None and (h.dim() != input.dim() or h.shape[-1] != self.hidden_size
+                                   or h.shape[:-1] != input.shape[:-1]) for h in states):
+            return super().forward(input, hx)
+        if not batched:
+            input = input.unsqueeze(0)
+            states = tuple(None if h is None else h.unsqueeze(0) for h in states)
+        _check_tensors(input=input, hx=states[0], cx=states[1])
+        params = self._parameters
+        weights = [params[name] if name in params else getattr(self, name)
+                   for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        h, c = _step(self._cell, input, *states, *weights, getattr(self, "nonlinearity", "tanh"))
+        if not batched:
+            h, c = h.squeeze(0), None if c is None else c.squeeze(0)
+        return (h, c) if has_c else h
+
+
+class RNNCell(_CellDropIn, torch.nn.RNNCell):
+    """`torch.nn.RNNCell` computed by fusedrnn's kernel: the same constructor,
+    parameters, state_dict and forward(input, hx=None) -> h, batched [B,D] or
+    unbatched [D] input; each call is one kernel call (both products and the
+    activation), differentiable. CPU float32 and float64 only."""
+
+    _cell = _cells.RNN
+
+
+class LSTMCell(_CellDropIn, torch.nn.LSTMCell):
+    """`torch.nn.LSTMCell` computed by fusedrnn's kernel: as `RNNCell`, with
+    forward(input, (h, c)=None) -> (h, c)."""
+
+    _cell = _cells.LSTM
+
+
+class GRUCell(_CellDropIn, torch.nn.GRUCell):
+    """`torch.nn.GRUCell` computed by fusedrnn's kernel: as `RNNCell`."""
 
     _cell = _cells.GRU

@@ -1,0 +1,258 @@
+"""fusedrnn.torch's cells: RNNCell, LSTMCell and GRUCell against torch.nn's
+cells with the same weights (values and every gradient, batched and
+unbatched, with and without a state, on every ISA), their operators under
+opcheck and torch.compile without graph breaks, a loop of steps against the
+layer over the same sequence, torch's errors for bad input; and second
+derivatives, through layers and cells, refused with a RuntimeError rather
+than returned as zeros.
+"""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import fusedrnn.torch as ftorch  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("isa")
+
+B, D, H = 3, 4, 6
+CELLS = ["RNNCell", "LSTMCell", "GRUCell"]
+CLOSE = {torch.float32: dict(rtol=1e-4, atol=1e-5),
+         torch.float64: dict(rtol=1e-10, atol=1e-12)}
+
+
+def data(*shape, dtype=torch.float64, seed=0, grad=False):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, dtype=dtype, generator=g).requires_grad_(grad)
+
+
+def twins(name, dtype=torch.float64, **options):
+    """A torch.nn cell and its drop-in with the same weights."""
+    reference = getattr(torch.nn, name)(D, H, dtype=dtype, **options)
+    fused = getattr(ftorch, name)(D, H, dtype=dtype, **options)
+    fused.load_state_dict(reference.state_dict())
+    return reference, fused
+
+
+def state(name, batch, dtype, grad=True):
+    shape = (batch, H) if batch else (H,)
+    h = data(*shape, dtype=dtype, seed=1, grad=grad)
+    return (h, data(*shape, dtype=dtype, seed=2, grad=grad)) if name == "LSTMCell" else h
+
+
+def flat(result):
+    return list(result) if isinstance(result, tuple) else [result]
+
+
+def leaves(x, hx):
+    return [x, *(flat(hx) if hx is not None else [])]
+
+
+def results_and_grads(module, x, hx):
+    """The step's results, and the gradients of a loss weighting every
+    element differently with respect to x, the states and the parameters."""
+    out = flat(module(x, hx))
+    loss = sum((o * torch.linspace(-1, 2, o.numel(), dtype=o.dtype).view_as(o)).sum()
+               for o in out)
+    wrt = leaves(x, hx) + list(module.parameters())
+    return out, torch.autograd.grad(loss, wrt)
+
+
+@pytest.mark.parametrize("batch", [B, 1, 0])
+@pytest.mark.parametrize("with_state", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name,options", [
+    ("RNNCell", {}), ("RNNCell", {"nonlinearity": "relu"}), ("RNNCell", {"bias": False}),
+    ("LSTMCell", {}), ("LSTMCell", {"bias": False}), ("GRUCell", {}), ("GRUCell", {"bias": False})])
+def test_cell_equals_torch(name, options, dtype, with_state, batch):
+    reference, fused = twins(name, dtype, **options)
+    x = data(*((batch, D) if batch else (D,)), dtype=dtype, grad=True)
+    hx = state(name, batch, dtype) if with_state else None
+    want, want_grads = results_and_grads(reference, x, hx)
+    got, got_grads = results_and_grads(fused, x, hx)
+    assert [g.shape for g in got] == [w.shape for w in want]
+    for g, w in zip([*got, *got_grads], [*want, *want_grads]):
+        torch.testing.assert_close(g, w, **CLOSE[dtype])
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_cell_under_no_grad_and_without_grad(name):
+    """No input wants a gradient, or torch.no_grad: the results need no
+    graph node, and equal the training call's."""
+    reference, fused = twins(name)
+    x, hx = data(B, D), state(name, B, torch.float64, grad=False)
+    want = flat(reference(x, hx))
+    for p in fused.parameters():
+        p.requires_grad_(False)
+    for got in (flat(fused(x, hx)), flat(torch.no_grad()(fused)(x, hx))):
+        assert all(g.grad_fn is None for g in got)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, **CLOSE[torch.float64])
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_cell_loop_equals_layer(name):
+    """Stepping a cell over a sequence gives the layer's outputs and
+    gradients (the same weights): the kernel's step is the layer's."""
+    layer_name = name[:-4]
+    cell = getattr(ftorch, name)(D, H, dtype=torch.float64)
+    layer = getattr(ftorch, layer_name)(D, H, dtype=torch.float64)
+    layer.load_state_dict({k + "_l0": v for k, v in cell.state_dict().items()})
+    x = data(5, B, D, grad=True)
+    hx = None
+    outputs = []
+    for t in range(x.shape[0]):
+        hx = cell(x[t], hx)
+        outputs.append(hx[0] if name == "LSTMCell" else hx)
+    stepped = torch.stack(outputs)
+    y, _ = layer(x)
+    torch.testing.assert_close(stepped, y, **CLOSE[torch.float64])
+    weights = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)
+    g_cell = torch.autograd.grad((stepped * weights).sum(), [x, *cell.parameters()])
+    g_layer = torch.autograd.grad((y * weights).sum(), [x, *layer.parameters()])
+    for a, b in zip(g_cell, g_layer):
+        torch.testing.assert_close(a, b, **CLOSE[torch.float64])
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_compiled_cell_loop_has_no_graph_break(name):
+    """torch.compile(fullgraph=True) of a loop of steps: one graph, with
+    eager's results and gradients."""
+    torch._dynamo.reset()
+    cell = getattr(ftorch, name)(D, H)
+
+    def loop(x, hx):
+        for t in range(x.shape[0]):
+            hx = cell(x[t], hx)
+        return hx[0] if name == "LSTMCell" else hx
+
+    x = data(4, B, D, dtype=torch.float32, grad=True)
+    hx = state(name, B, torch.float32, grad=False)
+    compiled = torch.compile(loop, fullgraph=True, backend="aot_eager")
+    got, want = compiled(x, hx), loop(x, hx)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    g_got, = torch.autograd.grad(got.sum(), x)
+    g_want, = torch.autograd.grad(want.sum(), x)
+    torch.testing.assert_close(g_got, g_want, rtol=0, atol=0)
+
+
+CELL_OPS = {"RNNCell": torch.ops.fusedrnn.rnn_cell, "LSTMCell": torch.ops.fusedrnn.lstm_cell,
+            "GRUCell": torch.ops.fusedrnn.gru_cell}
+CELL_BACKWARD_OPS = {"RNNCell": torch.ops.fusedrnn.rnn_cell_backward,
+                     "LSTMCell": torch.ops.fusedrnn.lstm_cell_backward,
+                     "GRUCell": torch.ops.fusedrnn.gru_cell_backward}
+
+
+def cell_op_args(name, training):
+    """(input, hx, cx, w_ih, w_hh, b_ih, b_hh, nonlinearity, training)."""
+    module = getattr(torch.nn, name)(D, H, dtype=torch.float64)
+    h = state(name, B, torch.float64, grad=training)
+    hx, cx = h if name == "LSTMCell" else (h, None)
+    weights = [p.detach().requires_grad_(training) for p in module.parameters()]
+    return (data(B, D, grad=training), hx, cx, *weights, "tanh", training)
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("name", CELLS)
+def test_opcheck_cell(name, training):
+    torch.library.opcheck(CELL_OPS[name], cell_op_args(name, training))
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_opcheck_cell_backward(name):
+    args = [a.detach() if isinstance(a, torch.Tensor) else a for a in cell_op_args(name, True)]
+    h, c, reserve = CELL_OPS[name](*args)
+    dh = data(B, H, seed=5)
+    dc = data(B, H, seed=6) if name == "LSTMCell" else None
+    torch.library.opcheck(CELL_BACKWARD_OPS[name], (*args[:7], h, reserve, dh, dc, "tanh"))
+
+
+def test_operators_equal_the_eager_path():
+    """Under a dispatch mode (which the eager path leaves to the operators),
+    the operators give the eager path's results and gradients bitwise."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Seen(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    cell = ftorch.LSTMCell(D, H, dtype=torch.float64)
+    x, hx = data(B, D, grad=True), state("LSTMCell", B, torch.float64)
+    results = []
+    for mode in (None, Seen()):
+        if mode is None:
+            out = cell(x, hx)
+        else:
+            with mode:
+                out = cell(x, hx)
+        grads = torch.autograd.grad(out[0].sum() + out[1].sum(), [x, *hx, *cell.parameters()])
+        results.append([*out, *grads])
+    assert "fusedrnn.lstm_cell.default" in mode.ops
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_cell_errors_are_torchs(name):
+    """Bad sizes and dimensions get torch's own exceptions and messages."""
+    reference, fused = twins(name)
+    bad = [(data(B, D + 1), None), (data(B, D, 1), None),
+           (data(B, D), state(name, B + 1, torch.float64, grad=False))]
+    for x, hx in bad:
+        with pytest.raises(Exception) as want:
+            reference(x, hx)
+        with pytest.raises(type(want.value), match=str(want.value)[:30].replace("(", r"\(")):
+            fused(x, hx)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_cell_refuses_other_dtypes(name):
+    fused = getattr(ftorch, name)(D, H).half()
+    with pytest.raises(RuntimeError, match="supports torch.float32 and torch.float64 only"):
+        fused(data(B, D).half())
+
+
+# --- second derivatives -------------------------------------------------------
+
+def layer_or_cell(kind):
+    if kind == "layer":
+        module = ftorch.GRU(D, H, dtype=torch.float64)
+        return module, lambda x: module(x[None])[0][0]
+    module = ftorch.LSTMCell(D, H, dtype=torch.float64)
+    return module, lambda x: module(x)[0]
+
+
+@pytest.mark.parametrize("kind", ["layer", "cell"])
+def test_gradient_penalty_raises(kind):
+    """A gradient penalty (create_graph=True, then a backward through the
+    gradient) raises instead of training on zero second derivatives."""
+    module, f = layer_or_cell(kind)
+    x = data(B, D, grad=True)
+    g, = torch.autograd.grad(f(x).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="second derivatives .* not supported"):
+        g.pow(2).sum().backward()
+    # The first derivative itself is still right: create_graph does not change it.
+    g_plain, = torch.autograd.grad(f(x).sum(), x)
+    assert torch.equal(g.detach(), g_plain)
+
+
+@pytest.mark.parametrize("kind", ["layer", "cell"])
+def test_gradgradcheck_raises(kind):
+    _, f = layer_or_cell(kind)
+    with pytest.raises(RuntimeError, match="second derivatives .* not supported"):
+        torch.autograd.gradgradcheck(f, (data(B, D, grad=True),))
+
+
+def test_torch_nn_second_derivatives_are_not_zero():
+    """What the refusal guards against: the true second derivative here is
+    not zero (so silently returning zeros would be wrong)."""
+    module = torch.nn.GRU(D, H, dtype=torch.float64)
+    x = data(B, D, grad=True)
+    g, = torch.autograd.grad(module(x[None])[0].sum(), x, create_graph=True)
+    gg, = torch.autograd.grad(g.pow(2).sum(), x)
+    assert gg.abs().max() > 1e-3
