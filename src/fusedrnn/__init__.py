@@ -5,6 +5,8 @@
     y, h_n, c_n, reserve = fusedrnn.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, training=True)
     grads = fusedrnn.lstm_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy)
     (gru_forward and gru_backward likewise, without c)
+    h, c, reserve = fusedrnn.lstm_cell(x_t, h, c, w_ih, w_hh, b_ih, b_hh)   # one step
+    (rnn_cell, gru_cell and the *_cell_backward functions likewise)
 
 `fusedrnn.reference` holds the NumPy specification of the same two functions,
 and of an LSTM and a GRU (results LSTMOutput/LSTMGrads, GRUOutput/GRUGrads).
@@ -29,6 +31,8 @@ from ._api import (
     set_isa,
 )
 from ._engine import get_num_threads, set_num_threads
+from ._steps import (GRUStep, LSTMStep, gru_cell, gru_cell_backward, lstm_cell,
+                     lstm_cell_backward, rnn_cell, rnn_cell_backward)
 from ._types import GRUGrads, GRUOutput, LSTMGrads, LSTMOutput, RNNGrads
 from .layers import GRU, LSTM, RNN
 from .network import ElmanRNN
@@ -42,9 +46,11 @@ __all__ = [
     "GRU",
     "GRUGrads",
     "GRUOutput",
+    "GRUStep",
     "LSTM",
     "LSTMGrads",
     "LSTMOutput",
+    "LSTMStep",
     "RNN",
     "RNNGrads",
     "SGD",
@@ -53,11 +59,17 @@ __all__ = [
     "get_isa",
     "get_num_threads",
     "gru_backward",
+    "gru_cell",
+    "gru_cell_backward",
     "gru_forward",
     "lstm_backward",
+    "lstm_cell",
+    "lstm_cell_backward",
     "lstm_forward",
     "peak_gflops",
     "rnn_backward",
+    "rnn_cell",
+    "rnn_cell_backward",
     "rnn_forward",
     "sample",
     "set_isa",
