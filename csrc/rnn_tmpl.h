@@ -1056,6 +1056,9 @@ static void pack_call(const fusedrnn_problem *p, const isa_kernels *k,
 {
     const ukr *u = &k->KERNELS;
     const int64_t G = cell_table[p->cell].info.gates, D = p->D, H = p->H, GH = G * H;
+    /* every byte defined, the gaps between the parts too: packs of the same
+     * weights are equal byte for byte */
+    memset(packed, 0, packed_bytes(p, k));
     arena a = {packed, 0, 0};
     pack_parts pk = carve_pack(&a, p, u);
     work w = {.packed = pk.w_hh, .packed_cap = pk.w_hh_cap, .bias = pk.bias};
@@ -1069,12 +1072,8 @@ static void pack_call(const fusedrnn_problem *p, const isa_kernels *k,
                    pk.w_ih + at, pk.w_ih_cap - at);
         }
     const REAL *bias = input_bias(&r);
-    if (bias != pk.bias) {   /* b_ih as given, or none: the pack keeps its own */
-        zero(pk.bias, GH);
-        if (bias)
-            copy(pk.bias, bias, GH);
-    }
-    zero(pk.b_hh, GH);
+    if (bias && bias != pk.bias)   /* b_ih as given: the pack keeps its own */
+        copy(pk.bias, bias, GH);
     if (r.b_hh)
         copy(pk.b_hh, r.b_hh, GH);
     pack_header header = {pack_key_of(p, k), bias != NULL};
