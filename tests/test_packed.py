@@ -4,6 +4,9 @@ every ISA and thread count; a backward given one uses its copy of the raw
 weights; a pack that does not fit the call is refused, writing nothing;
 the pack is a snapshot of the arrays it was made from."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -337,3 +340,11 @@ def test_pack_weights_checks_its_arguments():
     by_name = fusedrnn.pack_weights(_cells.RNN, r["w_ih"], r["w_hh"], bias=r["bias"])
     by_place = fusedrnn.pack_weights("rnn", r["w_ih"], r["w_hh"], r["bias"])
     assert np.array_equal(by_name._buffer, by_place._buffer)
+
+
+def test_the_docs_example_runs():
+    """docs/api.md's block on packed weights runs; it asserts what it claims."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    section = text[text.index("## Weights packed once"):text.index("## Rules for every call")]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    exec(compile(code, "docs/api.md", "exec"), {})

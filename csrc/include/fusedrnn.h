@@ -87,11 +87,15 @@ typedef struct {
  *            and h0, c0 of a sequence of length 0, are never read into a
  *            result (NaN there stays out).
  *   packed   a pack of w_ih, w_hh, b_ih, b_hh (fusedrnn_pack), or NULL. A
- *            forward given one reads the weights and biases from it alone
- *            (w_ih, w_hh, b_ih, b_hh may be NULL) and packs nothing, with
- *            results bitwise those of the same call without it; one made for
- *            another ISA, cell, dtype, D or H is refused (FUSEDRNN_EPACKED).
- *            The backward ignores it and reads w_ih and w_hh. */
+ *            forward given one, training or not, reads the weights and
+ *            biases from it alone (w_ih, w_hh, b_ih, b_hh may be NULL) and
+ *            packs nothing, with results bitwise those of the same call
+ *            without it, for any thread count; one made for another ISA,
+ *            cell, dtype, D or H is refused (FUSEDRNN_EPACKED) before
+ *            anything is written. The backward ignores it and reads w_ih and
+ *            w_hh, which it needs then (it multiplies by them untransposed:
+ *            other panels); a training forward without a pack packs per
+ *            call as before. */
 typedef struct {
     const void *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh;
     const int64_t *lengths;
@@ -189,7 +193,7 @@ fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p, const fusedrnn_inpu
  * b_ih + b_hh: at batch 1 that costs more than the product. A pack holds
  * them as the forward reads them, for the active ISA's blocking: a header
  * naming what it was made for (ISA and blocking, cell, dtype, D, H), W_hh's
- * panels, W_ih^T's and the combined bias, about G*H*(H+D) + 2*G*H elements
+ * panels, W_ih^T's, the combined bias and b_hh, about G*H*(H+D) + 2*G*H elements
  * in all (docs/design.md). It depends on the problem's cell, dtype, D and H
  * only: T, B, act, threads, reverse, batch_first and training do not
  * matter. It is position-independent (a byte copy elsewhere is as good),
@@ -200,7 +204,9 @@ fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p, const fusedrnn_inpu
  * fusedrnn_pack: writes it for the active ISA into `packed` (`bytes` long)
  * from w_ih [G*H,D], w_hh [G*H,H] and the optional b_ih, b_hh [G*H] (NULL:
  * zeros); FUSEDRNN_EWORKSPACE when packed is NULL or bytes is less than the
- * size, FUSEDRNN_EINVAL for an invalid problem or a NULL weight. A later
+ * size, FUSEDRNN_EINVAL for an invalid problem or a NULL weight (of a
+ * nonzero size), FUSEDRNN_EOVERFLOW when the size overflows, writing
+ * nothing then. A pack's bytes are a function of the weights. A later
  * fusedrnn_set_isa to another ISA makes the pack unusable: forwards refuse
  * it, and it must be made again. */
 size_t fusedrnn_packed_size(const fusedrnn_problem *p);
