@@ -611,9 +611,9 @@ typedef struct {
 /* One tile of a phase of step i: at the first step it packs the tile's
  * panels of W_hh, unless the forward has a pack (mostly on the member that
  * keeps it: each starts with its own tiles), at a chunk's first step the
- * input side of the chunk for its columns; then the phase. Tile 0 of the step's last phase also lays out
- * the next step's rows: no other tile of the next step starts before this
- * one is done. */
+ * input side of the chunk for its columns; then the phase. Tile 0 of the
+ * step's last phase also lays out the next step's rows: no other tile of
+ * the next step starts before this one is done. */
 static void run_tile(const run *r, int tid, int64_t i, int phase, int64_t k, int64_t tiles,
                      const REAL *const *a)
 {

@@ -340,6 +340,8 @@ def test_pack_weights_checks_its_arguments():
     by_name = fusedrnn.pack_weights(_cells.RNN, r["w_ih"], r["w_hh"], bias=r["bias"])
     by_place = fusedrnn.pack_weights("rnn", r["w_ih"], r["w_hh"], r["bias"])
     assert np.array_equal(by_name._buffer, by_place._buffer)
+    with pytest.raises(TypeError, match="made by fusedrnn.pack_weights"):
+        fusedrnn.PackedWeights()
 
 
 def test_the_docs_example_runs():

@@ -162,6 +162,9 @@ class PackedWeights:
     __slots__ = ("cell", "dtype", "input_size", "hidden_size", "isa", "nbytes", "_buffer",
                  "_weights")
 
+    def __init__(self):
+        raise TypeError("PackedWeights: made by fusedrnn.pack_weights(cell, w_ih, w_hh, ...)")
+
     def __repr__(self):
         return (f"PackedWeights({self.cell.name}, {self.dtype}, input_size={self.input_size}, "
                 f"hidden_size={self.hidden_size}, isa={self.isa!r}, nbytes={self.nbytes})")
@@ -262,7 +265,7 @@ def pack_weights(cell, w_ih, w_hh, b_ih=None, b_hh=None, *, bias=None):
     buffer = memory[start:start + nbytes]   # 64-byte aligned: the panels' cache lines whole
     _kernel.pack(problem, *weights, buffer)
     buffer.setflags(write=False)
-    packed = PackedWeights()
+    packed = object.__new__(PackedWeights)
     packed.cell, packed.dtype, packed.input_size, packed.hidden_size = cell, dtype, D, H
     packed.isa, packed.nbytes, packed._buffer, packed._weights = isa, nbytes, buffer, weights
     return packed
