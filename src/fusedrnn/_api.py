@@ -445,6 +445,9 @@ def rnn_backward(x, h0, w_ih, w_hh=_REQUIRED, y=_REQUIRED, dy=_REQUIRED, dh_n=No
     Returns RNNGrads(dx, dh0, dw_ih, dw_hh, dbias); dbias is the gradient for
     the bias whether or not one was used. grads_out: arrays to write them
     into, as rnn_forward's out.
+
+    w_ih may be a PackedWeights: w_hh left out, y and dy by name; the
+    pack's copy of the weights is used.
     """
     act = activation(nonlinearity)
     if type(w_ih) is PackedWeights:   # its raw weights: the backward packs its own
@@ -472,6 +475,8 @@ def lstm_forward(x, h0, c0, w_ih, w_hh=_REQUIRED, b_ih=None, b_hh=None, *, lengt
     out: arrays to write them into, as rnn_forward's (a previous call's
     result with the same shapes and training); its reserve None unless
     training.
+
+    w_ih may be a PackedWeights (pack_weights): w_hh, b_ih, b_hh left out.
     """
     packed = None
     if type(w_ih) is PackedWeights:
@@ -497,6 +502,9 @@ def lstm_backward(x, h0, c0, w_ih, w_hh=_REQUIRED, b_ih=_REQUIRED, b_hh=_REQUIRE
 
     Returns LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh).
     grads_out: arrays to write them into, as rnn_forward's out.
+
+    w_ih may be a PackedWeights: w_hh, b_ih, b_hh left out, y, reserve and
+    dy by name; the pack's copy of the weights is used.
     """
     if type(w_ih) is PackedWeights:
         w_ih, w_hh, b_ih, b_hh = w_ih._for_call(LSTM, x,
@@ -531,6 +539,9 @@ def gru_forward(x, h0, w_ih, w_hh=_REQUIRED, b_ih=None, b_hh=None, *, lengths=No
     (Keras' reset_after=False). Its backward must be given the same.
 
     Returns GRUOutput(y, h_n, reserve); reserve is None unless training.
+
+    w_ih may be a PackedWeights of this form of the GRU: w_hh, b_ih, b_hh
+    left out.
     """
     cell, packed = _gru(linear_before_reset), None
     if type(w_ih) is PackedWeights:
@@ -554,6 +565,8 @@ def gru_backward(x, h0, w_ih, w_hh=_REQUIRED, b_ih=_REQUIRED, b_hh=_REQUIRED, y=
     differ in the n gate (with linear_before_reset=False they are equal: b_hn
     is not scaled by r). grads_out: arrays to write them into, as
     rnn_forward's out.
+
+    w_ih may be a PackedWeights, as for lstm_backward.
     """
     cell = _gru(linear_before_reset)
     if type(w_ih) is PackedWeights:
