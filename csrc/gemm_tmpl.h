@@ -112,10 +112,21 @@ typedef struct {
     int64_t c_col;
 } row_lists;
 
+/* B packed beforehand (a pack's W_ih^T, fusedrnn_pack): for the k block
+ * from pc, the panels of all its columns at p + pc*ld, the one of column j
+ * (a multiple of nr) at + j*kc, kc that block's rows; col0 is the first
+ * column of the product there. Only the k blocking matters, which is the
+ * same for every product of that K, so any column range of it is a run of
+ * its panels. */
+typedef struct {
+    const REAL *p;
+    int64_t ld, col0;
+} prepacked;
+
 static void gemm(const ukr *u, int64_t M, int64_t N, int64_t K,
                       view A, view B, const unsigned char *keep,
                       REAL *C, int64_t ldc, int accumulate, const REAL *bias,
-                      const slabs *s, const row_lists *lists)
+                      const slabs *s, const row_lists *lists, const prepacked *pre)
 {
     const REAL *a_rows[FUSEDRNN_MC_MAX], *bias_rows[FUSEDRNN_MC_MAX];
     REAL *c_rows[FUSEDRNN_MC_MAX];
@@ -129,8 +140,13 @@ static void gemm(const ukr *u, int64_t M, int64_t N, int64_t K,
         for (int64_t pc = 0; pc < K; pc += u->kc) {
             int64_t kc = min64(u->kc, K - pc);
             epilogue epi = accumulate || pc > 0 ? EPI_ACC : bias ? EPI_BIAS : EPI_SET;
-            pack_b(u, kc, nc, B.p + pc * B.rs + jc * B.cs, B.rs, B.cs,
-                        keep ? keep + pc : NULL, s->b, s->b_cap);
+            const REAL *Bp = s->b;
+            if (pre) {
+                FUSEDRNN_ASSERT((pre->col0 + jc) % u->nr == 0);
+                Bp = pre->p + pc * pre->ld + (pre->col0 + jc) * kc;
+            } else
+                pack_b(u, kc, nc, B.p + pc * B.rs + jc * B.cs, B.rs, B.cs,
+                            keep ? keep + pc : NULL, s->b, s->b_cap);
             for (int64_t ic = 0; ic < M; ic += u->mc) {
                 int64_t mc = min64(u->mc, M - ic);
                 const REAL *a = lists ? NULL : A.p + ic * A.rs + pc * A.cs;
@@ -145,7 +161,7 @@ static void gemm(const ukr *u, int64_t M, int64_t N, int64_t K,
                         copy(s->a + i * kc, lists ? lists->a[ic + i] + pc : a + i * A.rs, kc);
                 else   /* A transposed: its columns become rows */
                     u->transpose(kc, mc, a, A.cs, s->a, kc);
-                step(u, mc, 0, nc, kc, a_rows, s->b, c_rows, 0,
+                step(u, mc, 0, nc, kc, a_rows, Bp, c_rows, 0,
                           epi == EPI_BIAS ? bias_rows : NULL, epi);
             }
         }
@@ -168,6 +184,7 @@ typedef struct {
     const slabs *slabs;           /* [threads] */
     int64_t pieces;
     atomic_llong next;            /* the next piece to claim */
+    const prepacked *pre;         /* B packed beforehand, or NULL */
 } gemm_job;
 
 static void gemm_slice(void *arg, int tid, int n)
@@ -179,13 +196,17 @@ static void gemm_slice(void *arg, int tid, int n)
     (void)n;
     while (team_take(&g->next, g->pieces, count, unit, &lo, &hi)) {
         if (by_columns) {
-            view B = {g->B.p + lo * g->B.cs, g->B.rs, g->B.cs};
+            /* a prepacked B is not read where it is (its pointer may be NULL) */
+            view B = g->pre ? g->B : (view){g->B.p + lo * g->B.cs, g->B.rs, g->B.cs};
+            prepacked pre = g->pre ? (prepacked){g->pre->p, g->pre->ld, g->pre->col0 + lo}
+                                   : (prepacked){0};
             gemm(g->u, g->M, hi - lo, g->K, g->A, B, g->keep, g->C + lo, g->ldc,
-                      g->accumulate, g->bias ? g->bias + lo : NULL, &g->slabs[tid], NULL);
+                      g->accumulate, g->bias ? g->bias + lo : NULL, &g->slabs[tid], NULL,
+                      g->pre ? &pre : NULL);
         } else {
             view A = {g->A.p + lo * g->A.rs, g->A.rs, g->A.cs};
             gemm(g->u, hi - lo, g->N, g->K, A, g->B, g->keep, g->C + lo * g->ldc, g->ldc,
-                      g->accumulate, g->bias, &g->slabs[tid], NULL);
+                      g->accumulate, g->bias, &g->slabs[tid], NULL, g->pre);
         }
     }
 }

@@ -185,6 +185,40 @@ static inline int nothing_recurs(const fusedrnn_problem *p)
     return p->B == 0 || p->H == 0;
 }
 
+/* What a pack (fusedrnn_pack) was laid out for: the start of its header,
+ * which a forward given the pack compares with its own, byte for byte
+ * (no padding: every field is 8 bytes or a char array of a multiple). */
+typedef struct {
+    char magic[8];             /* PACK_MAGIC */
+    char isa[16];              /* the table's name */
+    int64_t cell, dtype, D, H;
+    int64_t mr, nr, mc, kc, nc;   /* the blocking of the dtype's product kernel */
+} pack_key;
+
+#define PACK_MAGIC "fusedrnn"
+
+static inline pack_key pack_key_of(const fusedrnn_problem *p, const isa_kernels *k)
+{
+    pack_key key;
+    memset(&key, 0, sizeof key);
+    memcpy(key.magic, PACK_MAGIC, sizeof key.magic);
+    strncpy(key.isa, k->name, sizeof key.isa - 1);
+    key.cell = p->cell, key.dtype = p->dtype, key.D = p->D, key.H = p->H;
+    if (p->dtype == FUSEDRNN_F32)
+        key.mr = k->f32.mr, key.nr = k->f32.nr, key.mc = k->f32.mc, key.kc = k->f32.kc,
+        key.nc = k->f32.nc;
+    else
+        key.mr = k->f64.mr, key.nr = k->f64.nr, key.mc = k->f64.mc, key.kc = k->f64.kc,
+        key.nc = k->f64.nc;
+    return key;
+}
+
+/* A pack's header: its key, then what the weights packed had. */
+typedef struct {
+    pack_key key;
+    int64_t has_bias;          /* the input side adds a bias (input_bias not NULL) */
+} pack_header;
+
 /* One storage type's drivers (rnn_f32.c, rnn_f64.c), for a problem the
  * entry points have validated: its workspace and reserve measured, and its
  * passes, which lay the workspace and reserve out over the caller's
@@ -200,6 +234,9 @@ typedef struct {
                                 const fusedrnn_inputs *in, const fusedrnn_grad_inputs *gin,
                                 const fusedrnn_grads *grads, void *workspace,
                                 size_t workspace_bytes);
+    size_t (*packed_bytes)(const fusedrnn_problem *p, const isa_kernels *k);   /* 0: overflow */
+    void (*pack)(const fusedrnn_problem *p, const isa_kernels *k, const fusedrnn_inputs *weights,
+                 void *packed);
 } storage_driver;
 
 extern const storage_driver driver_f32, driver_f64;

@@ -110,6 +110,45 @@ static void zero_fill(void *buf, int64_t count, size_t elem_size)
         memset(buf, 0, (size_t)count * elem_size);
 }
 
+size_t fusedrnn_packed_size(const fusedrnn_problem *p)
+{
+    if (check_problem(p) != FUSEDRNN_OK)
+        return 0;
+    return driver_of(p)->packed_bytes(p, fusedrnn_active_kernels());
+}
+
+fusedrnn_status fusedrnn_pack(const fusedrnn_problem *p, const void *w_ih, const void *w_hh,
+                              const void *b_ih, const void *b_hh, void *packed, size_t bytes)
+{
+    fusedrnn_status st = check_problem(p);
+    if (st != FUSEDRNN_OK)
+        return st;
+    const isa_kernels *k = fusedrnn_active_kernels();   /* once: the table it is packed for */
+    const int64_t GH = cell_table[p->cell].info.gates * p->H;
+    size_t size = driver_of(p)->packed_bytes(p, k);
+    if (size == 0)
+        return FUSEDRNN_EOVERFLOW;
+    if (!packed || bytes < size)
+        return FUSEDRNN_EWORKSPACE;
+    if ((!w_ih && GH * p->D > 0) || (!w_hh && GH * p->H > 0))
+        return FUSEDRNN_EINVAL;
+    /* the forward's mode: b_ih + b_hh is summed as a forward would */
+    fp_mode mode = fp_enter();
+    driver_of(p)->pack(p, k, &(fusedrnn_inputs){.w_ih = w_ih, .w_hh = w_hh, .b_ih = b_ih,
+                                                .b_hh = b_hh}, packed);
+    fp_leave(mode);
+    return FUSEDRNN_OK;
+}
+
+/* A pack given to a forward must have been made for its ISA (the table
+ * `k` the call runs) and the problem's cell, dtype, D and H. */
+static fusedrnn_status check_pack(const fusedrnn_problem *p, const isa_kernels *k,
+                                  const void *packed)
+{
+    pack_key key = pack_key_of(p, k);
+    return !packed || memcmp(packed, &key, sizeof key) == 0 ? FUSEDRNN_OK : FUSEDRNN_EPACKED;
+}
+
 fusedrnn_status fusedrnn_forward(const fusedrnn_problem *p, const fusedrnn_inputs *in,
                                  const fusedrnn_outputs *out,
                                  void *workspace, size_t workspace_bytes)
@@ -117,11 +156,13 @@ fusedrnn_status fusedrnn_forward(const fusedrnn_problem *p, const fusedrnn_input
     if (!in || !out)
         return FUSEDRNN_EINVAL;
     fusedrnn_status st = check_call(p, in->lengths, 0, workspace, workspace_bytes);
+    const isa_kernels *k = fusedrnn_active_kernels();   /* once: the pack is checked against it */
+    if (st == FUSEDRNN_OK)
+        st = check_pack(p, k, in->packed);
     if (st != FUSEDRNN_OK || nothing_recurs(p))   /* y, h_n, c_n are empty */
         return st;
     fp_mode mode = fp_enter();
-    st = driver_of(p)->forward(p, fusedrnn_active_kernels(), in, out, workspace,
-                               workspace_bytes);
+    st = driver_of(p)->forward(p, k, in, out, workspace, workspace_bytes);
     fp_leave(mode);
     return st;
 }

@@ -7,4 +7,5 @@
 #include "rnn_tmpl.h"
 
 const storage_driver driver_f32 = {sizeof(float), workspace_bytes, reserve_bytes,
-                                     forward_call, backward_call};
+                                     forward_call, backward_call,
+                                     packed_bytes, pack_call};

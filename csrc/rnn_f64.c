@@ -7,4 +7,5 @@
 #include "rnn_tmpl.h"
 
 const storage_driver driver_f64 = {sizeof(double), workspace_bytes, reserve_bytes,
-                                     forward_call, backward_call};
+                                     forward_call, backward_call,
+                                     packed_bytes, pack_call};

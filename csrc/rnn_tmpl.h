@@ -235,7 +235,25 @@ struct run {
     const REAL *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh, *dy, *dh_n, *dc_n;
     const int64_t *lengths;
     REAL *y, *h_n, *c_n, *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh;
+    const REAL *panels;          /* W_hh packed for the step kernel: the workspace's, or a pack's */
+    const struct pack_parts *pack;   /* a forward's pack, NULL when it packs per call */
 };
+
+/* A pack (fusedrnn_pack), laid out from its own start, as the reserve is:
+ * the header; W_hh's panels as pack_w_hh lays out every column of a
+ * forward's; W_ih^T's, a block of D x Hp per gate (Hp: H rounded up to
+ * whole panels of nr), in it for each k block of the input product from
+ * pc (kc rows) the panels of the gate's H columns at pc*Hp (prepacked);
+ * the bias the input products add (input_bias's, when has_bias); b_hh as
+ * given, zeros for none (the split gate's kept-apart product adds b_hn). */
+typedef struct pack_parts {
+    void *header;              /* a pack_header, copied in and out with memcpy: a pack
+                                  need only be aligned to its dtype */
+    REAL *w_hh, *w_ih, *bias, *b_hh;
+    size_t w_hh_cap, w_ih_cap;
+    int64_t ld_ih;
+    int has_bias;              /* read from the header */
+} pack_parts;
 
 /* One column_sums call, as its threads share it. */
 typedef struct {
@@ -269,6 +287,23 @@ static int64_t gate_block(const ukr *u, int64_t H)
     return H * ((H + u->nr - 1) / u->nr * u->nr);
 }
 
+/* A pack's layout for the table `u`, measured (base NULL) or laid over one. */
+static pack_parts carve_pack(arena *a, const fusedrnn_problem *p, const ukr *u)
+{
+    const size_t G = (size_t)cell_table[p->cell].info.gates, D = (size_t)p->D;
+    const size_t GH = arena_checked_mul(a, G, (size_t)p->H);
+    pack_parts pk = {0};
+    pk.ld_ih = (int64_t)round_up(a, (size_t)p->H, (size_t)u->nr);
+    pk.w_hh_cap = arena_checked_mul(a, GH, (size_t)pk.ld_ih);   /* G blocks of gate_block */
+    pk.w_ih_cap = arena_checked_mul(a, arena_checked_mul(a, G, D), (size_t)pk.ld_ih);
+    pk.header = arena_take(a, 1, sizeof(pack_header));
+    pk.w_hh = arena_take(a, pk.w_hh_cap, sizeof(REAL));
+    pk.w_ih = arena_take(a, pk.w_ih_cap, sizeof(REAL));
+    pk.bias = arena_take(a, GH, sizeof(REAL));
+    pk.b_hh = arena_take(a, GH, sizeof(REAL));
+    return pk;
+}
+
 /* dst[j] = sum over the `rows` rows of src (leading dimension ld) of src[i][j],
  * j < n: the bias gradients, on the team (on one thread, an LSTM L's took
  * 2-3% of a 2-thread backward). */
@@ -291,8 +326,11 @@ static void gemm_team(const run *r, gemm_id id, view A, view B,
     /* a share of 2^20 multiply-adds (about 20 us) outweighs waking a worker that sleeps */
     int threads = threads_for(r->p, (double)d.M * d.N * d.K, 1 << 20);
     int64_t units = d.N >= d.M ? (d.N + r->u->nr - 1) / r->u->nr : (d.M + r->u->mr - 1) / r->u->mr;
+    /* the RNN's input product, given a pack, reads its W_ih^T */
+    const int pre = id == GEMM_INPUT && r->pack;
+    prepacked ih = {pre ? r->pack->w_ih : NULL, pre ? r->pack->ld_ih : 0, 0};
     gemm_job g = {r->u, d.M, d.N, d.K, A, B, keep, C, ldc, accumulate, bias, r->w->slabs,
-                       pieces_for(units, threads), 0};
+                       pieces_for(units, threads), 0, pre ? &ih : NULL};
     team_run(threads, gemm_slice, &g);
 }
 
@@ -445,9 +483,13 @@ static void input_chunk(const run *r, int tid, int64_t j0, int64_t j1, int64_t s
     FUSEDRNN_ASSERT(M <= dims_of(p, GEMM_STEPS).M);
     for (int64_t q = 0; q < r->cell->info.gates; q++) {
         row_lists rows = {w->x_rows + first, w->g_rows + first, q * H + j0};
+        /* given a pack, its W_ih^T: gate q's block, from column j0 */
+        prepacked ih = {r->pack ? r->pack->w_ih + q * D * r->pack->ld_ih : NULL,
+                        r->pack ? r->pack->ld_ih : 0, j0};
         gemm(r->u, M, j1 - j0, D, (view){NULL, 0, 0},
-                  (view){r->w_ih + (q * H + j0) * D, 1, D}, NULL, NULL, 0, 0,
-                  w->in_bias ? w->in_bias + q * H + j0 : NULL, &w->slabs[tid], &rows);
+                  r->pack ? (view){NULL, 0, 0} : (view){r->w_ih + (q * H + j0) * D, 1, D},
+                  NULL, NULL, 0, 0, w->in_bias ? w->in_bias + q * H + j0 : NULL,
+                  &w->slabs[tid], &rows, r->pack ? &ih : NULL);
     }
 }
 
@@ -459,7 +501,7 @@ static void rnn_tile(const run *r, const step_rows *rows, const REAL *const *a, 
                      int64_t j1, int phase)
 {
     (void)phase;
-    step(r->u, rows->m, j0, j1, r->p->H, a, r->w->packed, rows->c, 0,
+    step(r->u, rows->m, j0, j1, r->p->H, a, r->panels, rows->c, 0,
          r->backward ? rows->aux : NULL, r->epi);
 }
 
@@ -473,7 +515,7 @@ static void gated_forward_tile(const run *r, const step_rows *rows, const REAL *
     const ukr *u = r->u;
     const int64_t H = r->p->H, block = gate_block(u, H), end = ph->gate0 + ph->gates;
     const int64_t joined = c->split && end == c->info.gates ? end - 1 : end;
-    const REAL *Bp = r->w->packed;
+    const REAL *Bp = r->panels;
     int64_t q = ph->gate0;
     /* One thread owning every column, with whole panels per gate: the
      * gates' blocks are one run of panels and the gates one run of
@@ -503,7 +545,7 @@ static void gated_backward_tile(const run *r, const step_rows *rows, const REAL 
     const phase_desc *ph = &r->cell->backward[phase];
     const ukr *u = r->u;
     const int64_t H = r->p->H;
-    step(u, rows->m, j0, j1, ph->gates * H, a, r->w->packed + ph->gate0 * gate_block(u, H),
+    step(u, rows->m, j0, j1, ph->gates * H, a, r->panels + ph->gate0 * gate_block(u, H),
          rows->c, 0, phase == 0 ? rows->aux : NULL, phase == 0 ? EPI_BIAS : EPI_SET);
     if (rows->m > 0)
         u->cell[ph->kernel](rows->m, j0, j1 - j0, &rows->cell);
@@ -567,18 +609,18 @@ typedef struct {
 } steps_job;
 
 /* One tile of a phase of step i: at the first step it packs the tile's
- * panels of W_hh (mostly on the member that keeps it: each starts with its
- * own tiles), at a chunk's first step the input side of the chunk for its
- * columns; then the phase. Tile 0 of the step's last phase also lays out
- * the next step's rows: no other tile of the next step starts before this
- * one is done. */
+ * panels of W_hh, unless the forward has a pack (mostly on the member that
+ * keeps it: each starts with its own tiles), at a chunk's first step the
+ * input side of the chunk for its columns; then the phase. Tile 0 of the
+ * step's last phase also lays out the next step's rows: no other tile of
+ * the next step starts before this one is done. */
 static void run_tile(const run *r, int tid, int64_t i, int phase, int64_t k, int64_t tiles,
                      const REAL *const *a)
 {
     const int64_t T = r->p->T;
     int64_t j0, j1;
     team_share(r->p->H, r->u->nr, (int)k, (int)tiles, &j0, &j1);
-    if (i == 0 && phase == 0)
+    if (i == 0 && phase == 0 && !r->pack)
         pack_w_hh(r, j0, j1);
     if (r->chunks && phase == 0 && i % chunk_steps(r->p) == 0)
         input_chunk(r, tid, j0, j1, i);
@@ -656,6 +698,8 @@ static void recurrence(const run *r)
  * which joins its own product. NULL when there is none. */
 static const REAL *input_bias(const run *r)
 {
+    if (r->pack)   /* computed when it was packed, as here */
+        return r->pack->has_bias ? r->pack->bias : NULL;
     const int64_t H = r->p->H, GH = r->cell->info.gates * H;
     const int64_t summed = r->cell->split ? GH - H : GH;
     if (!r->b_hh || summed == 0)
@@ -897,7 +941,7 @@ static run bind(const fusedrnn_problem *p, const ukr *u, work *w, const fusedrnn
     const cell_desc *c = &cell_table[p->cell];
     run r = {.p = p, .cell = c, .u = u, .w = w, .backward = backward,
              .x = in->x, .h0 = in->h0, .c0 = in->c0, .w_ih = in->w_ih, .w_hh = in->w_hh,
-             .b_ih = in->b_ih, .b_hh = in->b_hh, .lengths = in->lengths};
+             .b_ih = in->b_ih, .b_hh = in->b_hh, .lengths = in->lengths, .panels = w->packed};
     if (c->fused) {
         r.fill_row = backward ? rnn_backward_row : rnn_forward_row;
         r.tile = rnn_tile;
@@ -964,6 +1008,15 @@ static fusedrnn_status forward_call(const fusedrnn_problem *p, const isa_kernels
         return st;
     run r = bind(p, &k->KERNELS, &w, in, 0);
     r.y = out->y, r.h_n = out->h_n, r.c_n = out->c_n;
+    pack_parts pk;
+    if (in->packed) {   /* the entry point has checked its key: read only */
+        arena a = {(char *)in->packed, 0, 0};
+        pk = carve_pack(&a, p, r.u);
+        pack_header header;
+        memcpy(&header, pk.header, sizeof header);
+        pk.has_bias = header.has_bias != 0;
+        r.pack = &pk, r.panels = pk.w_hh, r.b_hh = pk.b_hh;
+    }
     forward_pass(&r);
     return FUSEDRNN_OK;
 }
@@ -983,4 +1036,46 @@ static fusedrnn_status backward_call(const fusedrnn_problem *p, const isa_kernel
     r.db_ih = g->db_ih, r.db_hh = g->db_hh;
     backward_pass(&r);
     return FUSEDRNN_OK;
+}
+
+/* A pack's bytes on the table `k`, measured: 0 when the size overflows. */
+static size_t packed_bytes(const fusedrnn_problem *p, const isa_kernels *k)
+{
+    arena a = {0};
+    carve_pack(&a, p, &k->KERNELS);
+    return a.overflow ? 0 : a.used;
+}
+
+/* Writes a pack, for a valid problem into a buffer of packed_bytes: what a
+ * forward would make of the weights on every thread's columns and k
+ * blocks, by the same code (pack_w_hh, pack_b, input_bias) under the same
+ * floating-point mode (the entry point's), so that a forward reading it
+ * computes bitwise what one packing them itself does. */
+static void pack_call(const fusedrnn_problem *p, const isa_kernels *k,
+                      const fusedrnn_inputs *weights, void *packed)
+{
+    const ukr *u = &k->KERNELS;
+    const int64_t G = cell_table[p->cell].info.gates, D = p->D, H = p->H, GH = G * H;
+    /* every byte defined, the gaps between the parts too: packs of the same
+     * weights are equal byte for byte */
+    memset(packed, 0, packed_bytes(p, k));
+    arena a = {packed, 0, 0};
+    pack_parts pk = carve_pack(&a, p, u);
+    work w = {.packed = pk.w_hh, .packed_cap = pk.w_hh_cap, .bias = pk.bias};
+    run r = bind(p, u, &w, weights, 0);
+    if (GH > 0)   /* the weights may be NULL when empty */
+        pack_w_hh(&r, 0, H);
+    for (int64_t q = 0; GH > 0 && q < G; q++)
+        for (int64_t pc = 0; pc < D; pc += u->kc) {
+            size_t at = (size_t)((q * D + pc) * pk.ld_ih);
+            pack_b(u, min64(u->kc, D - pc), H, r.w_ih + q * H * D + pc, 1, D, NULL,
+                   pk.w_ih + at, pk.w_ih_cap - at);
+        }
+    const REAL *bias = input_bias(&r);
+    if (bias && bias != pk.bias)   /* b_ih as given: the pack keeps its own */
+        copy(pk.bias, bias, GH);
+    if (r.b_hh)
+        copy(pk.b_hh, r.b_hh, GH);
+    pack_header header = {pack_key_of(p, k), bias != NULL};
+    memcpy(pk.header, &header, sizeof header);
 }

@@ -48,7 +48,8 @@ typedef enum {
     FUSEDRNN_EWORKSPACE = 2,    /* workspace NULL or smaller than the query says */
     FUSEDRNN_EISA = 3,          /* ISA name unknown or not supported here */
     FUSEDRNN_EOVERFLOW = 4,     /* a buffer size does not fit in 64 bits */
-    FUSEDRNN_ERESERVE = 5       /* a gated cell's training forward or backward without a reserve */
+    FUSEDRNN_ERESERVE = 5,      /* a gated cell's training forward or backward without a reserve */
+    FUSEDRNN_EPACKED = 6        /* a pack made for another ISA, cell, dtype, D or H */
 } fusedrnn_status;
 
 typedef enum { FUSEDRNN_F32 = 0, FUSEDRNN_F64 = 1 } fusedrnn_dtype;
@@ -84,10 +85,21 @@ typedef struct {
  *   lengths  [B], 0 <= lengths[b] <= T; NULL means all T. Steps at or past
  *            lengths[b] give zeros in y and leave the state unchanged; x there,
  *            and h0, c0 of a sequence of length 0, are never read into a
- *            result (NaN there stays out). */
+ *            result (NaN there stays out).
+ *   packed   a pack of w_ih, w_hh, b_ih, b_hh (fusedrnn_pack), or NULL. A
+ *            forward given one, training or not, reads the weights and
+ *            biases from it alone (w_ih, w_hh, b_ih, b_hh may be NULL) and
+ *            packs nothing, with results bitwise those of the same call
+ *            without it, for any thread count; one made for another ISA,
+ *            cell, dtype, D or H is refused (FUSEDRNN_EPACKED) before
+ *            anything is written. The backward ignores it and reads w_ih and
+ *            w_hh, which it needs then (it multiplies by them untransposed:
+ *            other panels); a training forward without a pack packs per
+ *            call as before. */
 typedef struct {
     const void *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh;
     const int64_t *lengths;
+    const void *packed;
 } fusedrnn_inputs;
 
 /* What a forward call writes.
@@ -175,6 +187,31 @@ fusedrnn_status fusedrnn_forward(const fusedrnn_problem *p, const fusedrnn_input
 fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p, const fusedrnn_inputs *in,
                                   const fusedrnn_grad_inputs *gin, const fusedrnn_grads *grads,
                                   void *workspace, size_t workspace_bytes);
+
+/* Weights packed once. Each forward call otherwise copies W_hh and W_ih^T
+ * into the panels its product kernel reads (G*H*(H+D) elements) and adds
+ * b_ih + b_hh: at batch 1 that costs more than the product. A pack holds
+ * them as the forward reads them, for the active ISA's blocking: a header
+ * naming what it was made for (ISA and blocking, cell, dtype, D, H), W_hh's
+ * panels, W_ih^T's, the combined bias and b_hh, about G*H*(H+D) + 2*G*H elements
+ * in all (docs/design.md). It depends on the problem's cell, dtype, D and H
+ * only: T, B, act, threads, reverse, batch_first and training do not
+ * matter. It is position-independent (a byte copy elsewhere is as good),
+ * and must be aligned to its dtype; 64 bytes is fastest.
+ *
+ * fusedrnn_packed_size: its bytes on the active ISA, 0 for an invalid
+ * problem or when the size overflows.
+ * fusedrnn_pack: writes it for the active ISA into `packed` (`bytes` long)
+ * from w_ih [G*H,D], w_hh [G*H,H] and the optional b_ih, b_hh [G*H] (NULL:
+ * zeros); FUSEDRNN_EWORKSPACE when packed is NULL or bytes is less than the
+ * size, FUSEDRNN_EINVAL for an invalid problem or a NULL weight (of a
+ * nonzero size), FUSEDRNN_EOVERFLOW when the size overflows, writing
+ * nothing then. A pack's bytes are a function of the weights. A later
+ * fusedrnn_set_isa to another ISA makes the pack unusable: forwards refuse
+ * it, and it must be made again. */
+size_t fusedrnn_packed_size(const fusedrnn_problem *p);
+fusedrnn_status fusedrnn_pack(const fusedrnn_problem *p, const void *w_ih, const void *w_hh,
+                              const void *b_ih, const void *b_hh, void *packed, size_t bytes);
 
 /* Micro-kernel selection. The best ISA this CPU and OS support is chosen on
  * first use; fusedrnn_set_isa forces one ("scalar", "avx2", "avx512") and fails

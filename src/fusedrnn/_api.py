@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 
 from . import _engine, _kernel
-from ._cells import CELLS, GRU, GRU_RESET_FIRST, LSTM, RNN
+from ._cells import CELLS, GRU, GRU_RESET_FIRST, LSTM, RNN, Cell
 from ._checks import (activation, as_array, disjoint, flag, float_array, float_dtype, optional,
                       out_arrays)
 from ._engine import GradInputs, Inputs, Outputs, kernel_buffer
@@ -124,6 +124,153 @@ def _common(cell, names, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, ba
     return problem, Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
 
 
+class _Required:
+    """The default of an argument a call needs unless w_ih is a
+    PackedWeights (the weights) or always (a backward's y, reserve, dy, which
+    follow them): leaving it out is the TypeError Python gives."""
+
+    def __repr__(self):
+        return "<required>"
+
+
+_REQUIRED = _Required()
+
+
+def _missing(function, names, values):
+    """Raise Python's TypeError for the first of `values` left out."""
+    for name, value in zip(names, values):
+        if value is _REQUIRED:
+            raise TypeError(f"{function}() missing required argument: '{name}'")
+
+
+class PackedWeights:
+    """A layer's weights and biases packed once for the forward's kernels
+    (fusedrnn.pack_weights), which every forward and backward function takes
+    in place of w_ih, w_hh and the biases.
+
+    It holds a copy of the weights and biases as given (a snapshot: later
+    changes to the caller's arrays do not reach it; the backward reads it)
+    and the pack: W_hh and W_ih^T laid out as the kernel's product reads
+    them and the bias the input side adds, `nbytes` bytes (about
+    G*H*(H+D) elements, docs/api.md). A forward given it copies no weights.
+    The pack is tied to the ISA active when it was made (`isa`): after
+    set_isa to another, calls refuse it.
+
+    Attributes: cell (its _cells.Cell), dtype, input_size (D), hidden_size
+    (H), isa, nbytes (the pack's; the copies of the weights come on top)."""
+
+    __slots__ = ("cell", "dtype", "input_size", "hidden_size", "isa", "nbytes", "_buffer",
+                 "_weights")
+
+    def __init__(self):
+        raise TypeError("PackedWeights: made by fusedrnn.pack_weights(cell, w_ih, w_hh, ...)")
+
+    def __repr__(self):
+        return (f"PackedWeights({self.cell.name}, {self.dtype}, input_size={self.input_size}, "
+                f"hidden_size={self.hidden_size}, isa={self.isa!r}, nbytes={self.nbytes})")
+
+    def _for_call(self, cell, x, given):
+        """The weights and biases (as Inputs' w_ih, w_hh, b_ih, b_hh) for a
+        call of `cell` on x, after checking that the pack fits it and that
+        no weight is given beside it (`given`: the call's w_hh and biases by
+        name, None or _REQUIRED meaning left out)."""
+        for name, value in given.items():
+            if value is not None and value is not _REQUIRED:
+                raise TypeError(f"{name}: w_ih is a PackedWeights, which holds the weights and "
+                                f"biases: leave out {', '.join(given)}")
+        what = f"w_ih: packed weights of {self.cell.a_name}"
+        if cell is not self.cell:
+            raise ValueError(f"{what}, for a call of {cell.a_name}")
+        x = float_array("x", x, 3)
+        if x.dtype != self.dtype:
+            raise TypeError(f"{what} in {self.dtype}, for x in {x.dtype}")
+        if x.shape[2] != self.input_size:
+            raise ValueError(f"{what} with input size D = {self.input_size}, for x with "
+                             f"D = {x.shape[2]} (shape {x.shape})")
+        isa = _kernel.get_isa()
+        if isa != self.isa:
+            raise ValueError(f"{what} packed for the ISA {self.isa!r}, which is no longer the "
+                             f"active one ({isa!r}): pack them again")
+        w_ih, w_hh, b_ih, b_hh = self._weights
+        return w_ih, w_hh, b_ih, b_hh
+
+
+def _cell_named(cell):
+    """pack_weights' cell: a _cells.Cell, or the key of one."""
+    if isinstance(cell, Cell):
+        return cell
+    if isinstance(cell, str) and cell in CELLS:
+        return CELLS[cell]
+    raise ValueError(f"cell: expected one of {', '.join(map(repr, CELLS))} or a _cells.Cell, "
+                     f"got {cell!r}")
+
+
+def _snapshot(name, a, shape, dtype):
+    """A read-only C-contiguous copy of a weight (None stays None)."""
+    if a is None:
+        return None
+    a = as_array(name, a)
+    if a.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype} (the dtype of w_ih), got {a.dtype}")
+    if a.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
+    a = np.array(a, dtype, order="C", copy=True)
+    a.setflags(write=False)
+    return a
+
+
+def pack_weights(cell, w_ih, w_hh, b_ih=None, b_hh=None, *, bias=None):
+    """Pack a layer's weights once for many forward calls (PackedWeights).
+
+    cell: "rnn", "lstm", "gru" (or "gru_linear_before_reset_false", or a
+    _cells.Cell). w_ih (G*H, D), w_hh (G*H, H), both float32 or both
+    float64; the biases (G*H,) or None (zero): b_ih and b_hh, or for the RNN
+    its one bias, `bias` (or the fourth argument), as rnn_forward takes it.
+    The arrays are copied: later changes to them do not reach the pack.
+    Packed for the active ISA (get_isa).
+
+        packed = fusedrnn.pack_weights("lstm", w_ih, w_hh, b_ih, b_hh)
+        y, h_n, c_n, _ = fusedrnn.lstm_forward(x, h0, c0, packed)
+    """
+    cell = _cell_named(cell)
+    if cell is RNN:
+        if b_hh is not None:
+            raise TypeError("b_hh: the RNN takes one bias, `bias`")
+        if bias is not None and b_ih is not None:
+            raise TypeError("bias: given twice (as the fourth argument too)")
+        b_ih, names = (b_ih if bias is None else bias), _RNN_INPUT_NAMES
+    elif bias is not None:
+        raise TypeError(f"bias: the RNN's one bias; {cell.a_name} takes b_ih and b_hh")
+    else:
+        names = _INPUT_NAMES
+    w_ih = float_array("w_ih", w_ih, 2)
+    dtype, G = w_ih.dtype, cell.gates
+    w_hh = as_array("w_hh", w_hh)
+    if w_hh.ndim != 2 or w_hh.shape[0] != G * w_hh.shape[1]:
+        raise ValueError(f"w_hh: expected shape ({G}*H, H) for {cell.a_name}, got {w_hh.shape}")
+    H = w_hh.shape[1]
+    D = w_ih.shape[1]
+    weights = (_snapshot("w_ih", w_ih, (G * H, D), dtype),
+               _snapshot("w_hh", w_hh, (G * H, H), dtype),
+               _snapshot(names.b_ih, b_ih, (G * H,), dtype),
+               _snapshot("b_hh", b_hh, (G * H,), dtype))
+    problem = _engine.Problem(cell, dtype, 0, 0, D, H)
+    isa = _kernel.get_isa()
+    nbytes = _kernel.packed_size(problem)
+    try:
+        memory = np.empty(nbytes + 63, np.uint8)
+    except MemoryError:
+        raise MemoryError(f"pack_weights: cannot allocate the {nbytes}-byte pack") from None
+    start = -memory.ctypes.data % 64
+    buffer = memory[start:start + nbytes]   # 64-byte aligned: the panels' cache lines whole
+    _kernel.pack(problem, *weights, buffer)
+    buffer.setflags(write=False)
+    packed = object.__new__(PackedWeights)
+    packed.cell, packed.dtype, packed.input_size, packed.hidden_size = cell, dtype, D, H
+    packed.isa, packed.nbytes, packed._buffer, packed._weights = isa, nbytes, buffer, weights
+    return packed
+
+
 def _given(name, given, fields, shapes, dtype, read_names, read):
     """The arrays the caller gave as `name` (out=, grads_out=: a tuple of
     the public result's `fields`) to write the results into, checked against
@@ -200,13 +347,18 @@ def _check_reserve(reserve, problem, lengths):
     return reserve[n:]
 
 
-def _forward(problem, given, names, out, fields):
+def _forward(problem, given, names, out, fields, packed=None):
     """The forward of `problem` on the checked inputs `given` (named
     `names`): its Outputs, written into `out` (a tuple of the public
     result's `fields`) when given. A training call's reserve, of a cell
-    that keeps one, is the API's: the header, then the kernel's."""
+    that keeps one, is the API's: the header, then the kernel's. `packed`:
+    the PackedWeights whose raw weights `given` holds, which the kernel
+    reads instead."""
     dtype, n = problem.dtype, _header_len(problem.dtype)
     inputs = _contiguous(given, names)
+    if packed is not None:
+        inputs = inputs._replace(w_ih=None, w_hh=None, b_ih=None, b_hh=None,
+                                 packed=packed._buffer)
     shapes = problem.output_shapes()
     if shapes.reserve is not None:
         shapes = Outputs(shapes.y, shapes.h_n, shapes.c_n, (n + problem.reserve_size(),))
@@ -246,7 +398,7 @@ def _backward(problem, given, names, d, grads_out, fields):
     return grads
 
 
-def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
+def rnn_forward(x, h0, w_ih, w_hh=_REQUIRED, bias=None, *, nonlinearity="tanh",
                 lengths=None, reverse=False, batch_first=False, out=None):
     """Run one RNN layer over a batch of sequences: h_t = act(W_ih x_t + W_hh h_{t-1} + b).
 
@@ -263,16 +415,27 @@ def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
     previous call's result: each exactly of its shape and x's dtype,
     C-contiguous, aligned, writeable and sharing no memory with an input or
     with the other.
+
+    w_ih may be a PackedWeights of an RNN (pack_weights), which holds the
+    weights and the bias: w_hh and bias are then left out. So in every
+    forward and backward function.
     """
     act = activation(nonlinearity)
+    packed = None
+    if type(w_ih) is PackedWeights:
+        packed = w_ih
+        w_ih, w_hh, bias, _ = packed._for_call(RNN, x, {"w_hh": w_hh, "bias": bias})
+    elif w_hh is _REQUIRED:
+        _missing("rnn_forward", ("w_hh",), (w_hh,))
     problem, given = _common(RNN, _RNN_INPUT_NAMES, x, h0, None, w_ih, w_hh, bias, None, lengths,
                              reverse, batch_first, act)
-    o = _forward(problem, given, _RNN_INPUT_NAMES, out, _RNN_OUTPUT_FIELDS)
+    o = _forward(problem, given, _RNN_INPUT_NAMES, out, _RNN_OUTPUT_FIELDS, packed)
     return o.y, o.h_n
 
 
-def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
-                 lengths=None, reverse=False, batch_first=False, grads_out=None):
+def rnn_backward(x, h0, w_ih, w_hh=_REQUIRED, y=_REQUIRED, dy=_REQUIRED, dh_n=None, *,
+                 nonlinearity="tanh", lengths=None, reverse=False, batch_first=False,
+                 grads_out=None):
     """Backpropagation through time for the rnn_forward call with the same arguments.
 
     y: the y that rnn_forward returned. dy: y-shaped gradient of the loss with
@@ -282,8 +445,15 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
     Returns RNNGrads(dx, dh0, dw_ih, dw_hh, dbias); dbias is the gradient for
     the bias whether or not one was used. grads_out: arrays to write them
     into, as rnn_forward's out.
+
+    w_ih may be a PackedWeights: w_hh left out, y and dy by name; the
+    pack's copy of the weights is used.
     """
     act = activation(nonlinearity)
+    if type(w_ih) is PackedWeights:   # its raw weights: the backward packs its own
+        w_ih, w_hh, _, _ = w_ih._for_call(RNN, x, {"w_hh": w_hh})
+    if w_hh is _REQUIRED or y is _REQUIRED or dy is _REQUIRED:
+        _missing("rnn_backward", ("w_hh", "y", "dy"), (w_hh, y, dy))
     problem, given = _common(RNN, _RNN_INPUT_NAMES, x, h0, None, w_ih, w_hh, None, None, lengths,
                              reverse, batch_first, act, training=True)
     # db_hh, the kernel's copy of db_ih, is dropped: the RNN here has one bias
@@ -292,8 +462,8 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
     return RNNGrads(g.dx, g.dh0, g.dw_ih, g.dw_hh, g.db_ih)
 
 
-def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=False,
-                 batch_first=False, training=False, out=None):
+def lstm_forward(x, h0, c0, w_ih, w_hh=_REQUIRED, b_ih=None, b_hh=None, *, lengths=None,
+                 reverse=False, batch_first=False, training=False, out=None):
     """Run one LSTM layer over a batch of sequences, with PyTorch's maths and layout.
 
     Gates i, f, g, o are the row blocks of w_ih (4H, D), w_hh (4H, H), b_ih
@@ -305,15 +475,25 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, r
     out: arrays to write them into, as rnn_forward's (a previous call's
     result with the same shapes and training); its reserve None unless
     training.
+
+    w_ih may be a PackedWeights (pack_weights): w_hh, b_ih, b_hh left out.
     """
+    packed = None
+    if type(w_ih) is PackedWeights:
+        packed = w_ih
+        w_ih, w_hh, b_ih, b_hh = packed._for_call(LSTM, x,
+                                                  {"w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
+    elif w_hh is _REQUIRED:
+        _missing("lstm_forward", ("w_hh",), (w_hh,))
     problem, given = _common(LSTM, _INPUT_NAMES, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
                              reverse, batch_first, training=training)
-    o = _forward(problem, given, _INPUT_NAMES, out, LSTMOutput._fields)
+    o = _forward(problem, given, _INPUT_NAMES, out, LSTMOutput._fields, packed)
     return LSTMOutput(o.y, o.h_n, o.c_n, o.reserve)
 
 
-def lstm_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, dc_n=None, *,
-                  lengths=None, reverse=False, batch_first=False, grads_out=None):
+def lstm_backward(x, h0, c0, w_ih, w_hh=_REQUIRED, b_ih=_REQUIRED, b_hh=_REQUIRED, y=_REQUIRED,
+                  reserve=_REQUIRED, dy=_REQUIRED, dh_n=None, dc_n=None, *, lengths=None,
+                  reverse=False, batch_first=False, grads_out=None):
     """Backpropagation through time for the lstm_forward call with the same arguments.
 
     y: its y. reserve: its reserve (training=True), or None to recompute it
@@ -322,7 +502,17 @@ def lstm_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, 
 
     Returns LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh).
     grads_out: arrays to write them into, as rnn_forward's out.
+
+    w_ih may be a PackedWeights: w_hh, b_ih, b_hh left out, y, reserve and
+    dy by name; the pack's copy of the weights is used.
     """
+    if type(w_ih) is PackedWeights:
+        w_ih, w_hh, b_ih, b_hh = w_ih._for_call(LSTM, x,
+                                                {"w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
+    if (w_hh is _REQUIRED or b_ih is _REQUIRED or b_hh is _REQUIRED or y is _REQUIRED
+            or reserve is _REQUIRED or dy is _REQUIRED):
+        _missing("lstm_backward", ("w_hh", "b_ih", "b_hh", "y", "reserve", "dy"),
+                 (w_hh, b_ih, b_hh, y, reserve, dy))
     problem, given = _common(LSTM, _INPUT_NAMES, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
                              reverse, batch_first, training=True)
     g = _backward(problem, given, _INPUT_NAMES, GradInputs(y, reserve, dy, dh_n, dc_n),
@@ -335,8 +525,9 @@ def _gru(linear_before_reset):
     return GRU if flag("linear_before_reset", linear_before_reset) else GRU_RESET_FIRST
 
 
-def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=False,
-                batch_first=False, training=False, out=None, linear_before_reset=True):
+def gru_forward(x, h0, w_ih, w_hh=_REQUIRED, b_ih=None, b_hh=None, *, lengths=None,
+                reverse=False, batch_first=False, training=False, out=None,
+                linear_before_reset=True):
     """Run one GRU layer over a batch of sequences, with PyTorch's maths and layout.
 
     Gates r, z, n are the row blocks of w_ih (3H, D), w_hh (3H, H), b_ih and
@@ -348,23 +539,44 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, revers
     (Keras' reset_after=False). Its backward must be given the same.
 
     Returns GRUOutput(y, h_n, reserve); reserve is None unless training.
+
+    w_ih may be a PackedWeights of this form of the GRU: w_hh, b_ih, b_hh
+    left out.
     """
-    problem, given = _common(_gru(linear_before_reset), _INPUT_NAMES, x, h0, None, w_ih, w_hh,
+    cell, packed = _gru(linear_before_reset), None
+    if type(w_ih) is PackedWeights:
+        packed = w_ih
+        w_ih, w_hh, b_ih, b_hh = packed._for_call(cell, x,
+                                                  {"w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
+    elif w_hh is _REQUIRED:
+        _missing("gru_forward", ("w_hh",), (w_hh,))
+    problem, given = _common(cell, _INPUT_NAMES, x, h0, None, w_ih, w_hh,
                              b_ih, b_hh, lengths, reverse, batch_first, training=training)
-    o = _forward(problem, given, _INPUT_NAMES, out, GRUOutput._fields)
+    o = _forward(problem, given, _INPUT_NAMES, out, GRUOutput._fields, packed)
     return GRUOutput(o.y, o.h_n, o.reserve)
 
 
-def gru_backward(x, h0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, *, lengths=None,
-                 reverse=False, batch_first=False, grads_out=None, linear_before_reset=True):
+def gru_backward(x, h0, w_ih, w_hh=_REQUIRED, b_ih=_REQUIRED, b_hh=_REQUIRED, y=_REQUIRED,
+                 reserve=_REQUIRED, dy=_REQUIRED, dh_n=None, *, lengths=None, reverse=False,
+                 batch_first=False, grads_out=None, linear_before_reset=True):
     """Backpropagation through time for the gru_forward call with the same arguments.
 
     Returns GRUGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh); db_ih and db_hh
     differ in the n gate (with linear_before_reset=False they are equal: b_hn
     is not scaled by r). grads_out: arrays to write them into, as
     rnn_forward's out.
+
+    w_ih may be a PackedWeights, as for lstm_backward.
     """
-    problem, given = _common(_gru(linear_before_reset), _INPUT_NAMES, x, h0, None, w_ih, w_hh,
+    cell = _gru(linear_before_reset)
+    if type(w_ih) is PackedWeights:
+        w_ih, w_hh, b_ih, b_hh = w_ih._for_call(cell, x,
+                                                {"w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
+    if (w_hh is _REQUIRED or b_ih is _REQUIRED or b_hh is _REQUIRED or y is _REQUIRED
+            or reserve is _REQUIRED or dy is _REQUIRED):
+        _missing("gru_backward", ("w_hh", "b_ih", "b_hh", "y", "reserve", "dy"),
+                 (w_hh, b_ih, b_hh, y, reserve, dy))
+    problem, given = _common(cell, _INPUT_NAMES, x, h0, None, w_ih, w_hh,
                              b_ih, b_hh, lengths, reverse, batch_first, training=True)
     g = _backward(problem, given, _INPUT_NAMES, GradInputs(y, reserve, dy, dh_n),
                   grads_out, GRUGrads._fields)

@@ -31,6 +31,7 @@ class Inputs(NamedTuple):
     b_ih: object = None
     b_hh: object = None
     lengths: object = None
+    packed: object = None   # a pack's bytes (PackedWeights), for a forward
 
 
 class Outputs(NamedTuple):

@@ -10,6 +10,7 @@ cdef extern from "fusedrnn.h" nogil:
         FUSEDRNN_EISA
         FUSEDRNN_EOVERFLOW
         FUSEDRNN_ERESERVE
+        FUSEDRNN_EPACKED
 
     ctypedef enum fusedrnn_dtype:
         FUSEDRNN_F32
@@ -45,6 +46,7 @@ cdef extern from "fusedrnn.h" nogil:
         const void *b_ih
         const void *b_hh
         const int64_t *lengths
+        const void *packed
 
     ctypedef struct fusedrnn_outputs:
         void *y
@@ -91,6 +93,10 @@ cdef extern from "fusedrnn.h" nogil:
                                       const fusedrnn_grad_inputs *gin,
                                       const fusedrnn_grads *grads,
                                       void *workspace, size_t workspace_bytes)
+
+    size_t fusedrnn_packed_size(const fusedrnn_problem *p)
+    fusedrnn_status fusedrnn_pack(const fusedrnn_problem *p, const void *w_ih, const void *w_hh,
+                                  const void *b_ih, const void *b_hh, void *packed, size_t bytes)
 
     fusedrnn_status fusedrnn_set_isa(const char *name)
     const char *fusedrnn_get_isa()

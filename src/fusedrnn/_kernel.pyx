@@ -77,10 +77,11 @@ cdef fusedrnn_problem problem_of(object problem):
 cdef fusedrnn_inputs inputs_of(object a):
     """The fusedrnn_inputs of an Inputs."""
     cdef fusedrnn_inputs i
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths = <tuple>a
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, packed = <tuple>a
     i.x, i.h0, i.c0 = data(x), data(h0), data(c0)
     i.w_ih, i.w_hh, i.b_ih, i.b_hh = data(w_ih), data(w_hh), data(b_ih), data(b_hh)
     i.lengths = <const int64_t *>data(lengths)
+    i.packed = data(packed)
     return i
 
 
@@ -91,6 +92,9 @@ cdef int check(fusedrnn_status status) except -1:
         raise MemoryError("fusedrnn: the problem's buffers do not fit in 64-bit sizes")
     if status == FUSEDRNN_EINVAL:
         raise ValueError("fusedrnn: the kernel rejected a size, option or length")
+    if status == FUSEDRNN_EPACKED:
+        raise ValueError("fusedrnn: the packed weights were made for another ISA, cell, dtype "
+                         "or size than this call's: pack them again for it")
     raise RuntimeError(f"fusedrnn: kernel status {<int>status}")
 
 
@@ -133,6 +137,36 @@ def reserve_size(problem):
         raise MemoryError("fusedrnn: the reserve's size overflows")
     itemsize = np.dtype(problem.dtype).itemsize
     return (<object>n + itemsize - 1) // itemsize
+
+
+def packed_size(problem):
+    """The bytes of a pack of the weights for the problem's cell, dtype, D
+    and H on the active ISA (fusedrnn_packed_size)."""
+    cdef fusedrnn_problem p = problem_of(problem)
+    cdef size_t n = fusedrnn_packed_size(&p)
+    if n == 0:
+        raise MemoryError("fusedrnn: the size of the packed weights overflows")
+    return n
+
+
+def pack(problem, w_ih, w_hh, b_ih, b_hh, out):
+    """Write the pack of the weights (fusedrnn_pack) on the active ISA
+    into `out`: a uint8 array, or the address (an int) of packed_size(problem)
+    bytes. The weights and biases are arrays or addresses, the biases None
+    for zeros."""
+    cdef fusedrnn_problem p = problem_of(problem)
+    cdef size_t n = out.nbytes if isinstance(out, np.ndarray) else fusedrnn_packed_size(&p)
+    cdef const void *wi = data(w_ih)
+    cdef const void *wh = data(w_hh)
+    cdef const void *bi = data(b_ih)
+    cdef const void *bh = data(b_hh)
+    cdef void *dst = out_data(out)
+    cdef fusedrnn_status status
+    with nogil:
+        status = fusedrnn_pack(&p, wi, wh, bi, bh, dst, n)
+    if status == FUSEDRNN_EWORKSPACE:
+        raise ValueError(f"fusedrnn: the pack needs {fusedrnn_packed_size(&p)} bytes, got {n}")
+    check(status)
 
 
 def forward(problem, inputs, outputs):

@@ -358,8 +358,78 @@ static void backward_case(const fusedrnn_problem *p, const char *case_name,
     }
 }
 
+/* One forward's results, every output zeroed first: rows of the reserve
+ * past a sequence's length are not written, and are compared too. */
+typedef struct {
+    void *y, *h_n, *c_n, *reserve;
+    size_t reserve_bytes;
+} forward_results;
+
+static forward_results forward_zeroed(const fusedrnn_problem *p, const char *what,
+                                      const fusedrnn_inputs *in)
+{
+    const size_t e = p->dtype == FUSEDRNN_F32 ? sizeof(float) : sizeof(double);
+    const size_t BH = (size_t)(p->B * p->H);
+    forward_results r = {calloc((size_t)p->T * BH + 1, e), calloc(BH + 1, e), calloc(BH + 1, e),
+                         NULL, p->training ? fusedrnn_reserve_size(p) : 0};
+    r.reserve = calloc(r.reserve_bytes + 1, 1);
+    size_t n = fusedrnn_forward_workspace(p);
+    void *ws = malloc(n);
+    fusedrnn_status st = fusedrnn_forward(
+        p, in,
+        &(fusedrnn_outputs){r.y, r.h_n, r.c_n, p->training ? r.reserve : NULL}, ws, n);
+    CHECK(st == FUSEDRNN_OK, "%s: status %d", what, (int)st);
+    free(ws);
+    return r;
+}
+
+/* The forward given a pack of the weights, and no weights, for inference
+ * and training: bitwise the results of the same call without the pack.
+ * Training runs without b_hh (the pack then keeps b_ih as the input side's
+ * bias, not a sum), and reads a byte copy of the pack at another address,
+ * which must serve as well. */
+static void pack_case(fusedrnn_problem p, const char *case_name, const fusedrnn_inputs *in)
+{
+    const size_t e = p.dtype == FUSEDRNN_F32 ? sizeof(float) : sizeof(double);
+    const size_t BH = (size_t)(p.B * p.H);
+    char what[240];
+    size_t bytes = fusedrnn_packed_size(&p);
+    CHECK(bytes > 0, "%s: packed size 0", case_name);
+    for (p.training = 0; p.training < 2; p.training++) {
+        snprintf(what, sizeof what, "%s packed %s forward", case_name,
+                 p.training ? "training" : "inference");
+        fusedrnn_inputs raw = *in;
+        if (p.training)
+            raw.b_hh = NULL;
+        void *packed = malloc(bytes);   /* exactly its size, uninitialised */
+        CHECK(fusedrnn_pack(&p, raw.w_ih, raw.w_hh, raw.b_ih, raw.b_hh, packed, bytes) ==
+                  FUSEDRNN_OK, "%s: pack failed", what);
+        char *moved = malloc(bytes + e);
+        memcpy(moved + e, packed, bytes);
+        fusedrnn_inputs with_pack = raw;
+        with_pack.w_ih = with_pack.w_hh = with_pack.b_ih = with_pack.b_hh = NULL;
+        with_pack.packed = p.training ? moved + e : packed;
+        forward_results a = forward_zeroed(&p, what, &raw),
+                        b = forward_zeroed(&p, what, &with_pack);
+        CHECK(memcmp(a.y, b.y, (size_t)p.T * BH * e) == 0, "%s: y differs", what);
+        CHECK(memcmp(a.h_n, b.h_n, BH * e) == 0, "%s: h_n differs", what);
+        CHECK(memcmp(a.c_n, b.c_n, BH * e) == 0, "%s: c_n differs", what);
+        CHECK(memcmp(a.reserve, b.reserve, a.reserve_bytes) == 0, "%s: reserve differs", what);
+        forward_results both[] = {a, b};
+        for (int i = 0; i < 2; i++) {
+            free(both[i].y);
+            free(both[i].h_n);
+            free(both[i].c_n);
+            free(both[i].reserve);
+        }
+        free(packed);
+        free(moved);
+    }
+}
+
 /* One problem: the inference and the training forward, and the backward
- * from the training one, against the naive versions. */
+ * from the training one, against the naive versions; the forward given a
+ * pack of the weights against the one without. */
 static void run_case(fusedrnn_problem p, int with_lengths, int with_optional,
                      unsigned long long seed)
 {
@@ -396,6 +466,7 @@ static void run_case(fusedrnn_problem p, int with_lengths, int with_optional,
 
     p.training = 0;
     free(forward_case(&p, what, &in, NULL, ey, eh, ec));
+    pack_case(p, what, &in);
     p.training = 1;
     size_t reserve_bytes = fusedrnn_reserve_size(&p);
     /* the gates and one state per step; nothing at all for an empty problem */
@@ -425,6 +496,74 @@ static void run_case(fusedrnn_problem p, int with_lengths, int with_optional,
                      rec.c_prev, rec.gates, rec.extra, reserve, y, dy, dh_n, dc_n};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
         free(owned[i]);
+}
+
+/* A pack is refused by a forward of another cell, dtype, D or H, or after
+ * the ISA has changed, with FUSEDRNN_EPACKED and nothing written; its size
+ * does not depend on T, B or the options; bad arguments to fusedrnn_pack. */
+static void pack_errors(void)
+{
+    const fusedrnn_problem lstm = {.cell = FUSEDRNN_LSTM, .dtype = FUSEDRNN_F32, .T = 3, .B = 2,
+                                   .D = 4, .H = 5, .threads = 1};
+    /* room for either dtype: a call that went on regardless stays in bounds */
+    double x[24] = {0}, w_ih[80] = {0}, w_hh[100] = {0}, y[30], h_n[10], c_n[10];
+    size_t bytes = fusedrnn_packed_size(&lstm);
+    void *packed = malloc(bytes);
+    CHECK(fusedrnn_pack(&lstm, w_ih, w_hh, NULL, NULL, packed, bytes) == FUSEDRNN_OK,
+          "pack failed");
+    fusedrnn_problem p = lstm;
+    p.T = 7, p.B = 1, p.reverse = 1, p.batch_first = 1, p.threads = 3, p.training = 1;
+    CHECK(fusedrnn_packed_size(&p) == bytes, "the packed size depends on T, B or options");
+
+    fusedrnn_problem other[5];
+    for (int i = 0; i < 5; i++)
+        other[i] = lstm;
+    other[0].cell = FUSEDRNN_GRU, other[1].dtype = FUSEDRNN_F64, other[2].D = 3, other[3].H = 4;
+    other[4].cell = FUSEDRNN_GRU_RESET_FIRST;
+    fusedrnn_inputs in = {.x = x, .w_ih = w_ih, .w_hh = w_hh, .packed = packed};
+    for (int i = 0; i < 5; i++) {
+        memset(y, 0xff, sizeof y);   /* NaN bits: a write shows */
+        size_t n = fusedrnn_forward_workspace(&other[i]);
+        void *work = malloc(n);
+        fusedrnn_status st = fusedrnn_forward(
+            &other[i], &in, &(fusedrnn_outputs){.y = y, .h_n = h_n, .c_n = c_n}, work, n);
+        CHECK(st == FUSEDRNN_EPACKED, "pack of another problem (%d): status %d", i, (int)st);
+        unsigned char ones[sizeof y];
+        memset(ones, 0xff, sizeof ones);
+        CHECK(memcmp(y, ones, sizeof y) == 0, "a refused pack's forward wrote y (%d)", i);
+        free(work);
+    }
+
+    /* made on one ISA, refused on another */
+    static const char *isas[] = {"scalar", "avx2", "avx512"};
+    const char *was = fusedrnn_get_isa();
+    for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+        if (!fusedrnn_isa_supported(isas[i]) || strcmp(isas[i], was) == 0)
+            continue;
+        CHECK(fusedrnn_set_isa(isas[i]) == FUSEDRNN_OK, "set_isa(%s)", isas[i]);
+        size_t n = fusedrnn_forward_workspace(&lstm);
+        void *work = malloc(n);
+        CHECK(fusedrnn_forward(&lstm, &in, &(fusedrnn_outputs){.y = y, .h_n = h_n, .c_n = c_n},
+                               work, n) == FUSEDRNN_EPACKED,
+              "a pack made on %s accepted on %s", was, isas[i]);
+        free(work);
+    }
+    CHECK(fusedrnn_set_isa(was) == FUSEDRNN_OK, "set_isa(%s)", was);
+
+    CHECK(fusedrnn_pack(&lstm, w_ih, w_hh, NULL, NULL, packed, bytes - 1) == FUSEDRNN_EWORKSPACE,
+          "a short pack buffer accepted");
+    CHECK(fusedrnn_pack(&lstm, w_ih, w_hh, NULL, NULL, NULL, bytes) == FUSEDRNN_EWORKSPACE,
+          "a NULL pack buffer accepted");
+    CHECK(fusedrnn_pack(&lstm, NULL, w_hh, NULL, NULL, packed, bytes) == FUSEDRNN_EINVAL,
+          "a NULL w_ih accepted");
+    p = lstm, p.H = -1;
+    CHECK(fusedrnn_packed_size(&p) == 0 && fusedrnn_packed_size(NULL) == 0,
+          "an invalid problem's packed size not 0");
+    CHECK(fusedrnn_pack(&p, w_ih, w_hh, NULL, NULL, packed, bytes) == FUSEDRNN_EINVAL,
+          "an invalid problem packed");
+    p = lstm, p.H = (int64_t)1 << 40;
+    CHECK(fusedrnn_packed_size(&p) == 0, "an overflowing packed size not 0");
+    free(packed);
 }
 
 /* Statuses for bad problems and workspaces, and queries that must fail. */
@@ -536,6 +675,8 @@ static void error_cases(void)
               (int)cell);
         free(work);
     }
+
+    pack_errors();
 
     CHECK(fusedrnn_set_isa("no such isa") == FUSEDRNN_EISA, "unknown ISA accepted");
     CHECK(fusedrnn_set_isa(NULL) == FUSEDRNN_EISA, "NULL ISA accepted");
