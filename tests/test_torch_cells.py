@@ -256,3 +256,98 @@ def test_torch_nn_second_derivatives_are_not_zero():
     g, = torch.autograd.grad(module(x[None])[0].sum(), x, create_graph=True)
     gg, = torch.autograd.grad(g.pow(2).sum(), x)
     assert gg.abs().max() > 1e-3
+
+
+# --- weights packed once --------------------------------------------------------
+
+def packs_of(module):
+    return {i: kept[1] for i, kept in module.__dict__.get("_fusedrnn_packs", {}).items()}
+
+
+CHANGES = {
+    "optimiser step": lambda m: torch.optim.SGD(m.parameters(), lr=0.1).step(),
+    "load_state_dict": lambda m: m.load_state_dict(
+        {k: v + 0.25 for k, v in m.state_dict().items()}),
+    "data assignment": lambda m: setattr(next(iter(m.parameters())), "data",
+                                         next(iter(m.parameters())).data * 2),
+    "copy_ under no_grad": lambda m: torch.no_grad()(
+        lambda: list(m.parameters())[1].copy_(list(m.parameters())[1] * -1))(),
+    "parameter replaced": lambda m: setattr(
+        m, next(iter(m._parameters)),
+        torch.nn.Parameter(next(iter(m.parameters())).detach() * 3)),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+@pytest.mark.parametrize("name", ["LSTMCell", "GRU"])
+def test_packs_are_never_stale(name, change):
+    """A drop-in keeps its weights packed between calls; every way a
+    parameter can change makes it pack again, and its results are always
+    torch.nn's with the current weights."""
+    torch.manual_seed(0)
+    if name == "GRU":
+        fused = ftorch.GRU(D, H, num_layers=2, bidirectional=True, dtype=torch.float64)
+        reference = torch.nn.GRU(D, H, num_layers=2, bidirectional=True, dtype=torch.float64)
+        x = data(5, B, D)
+    else:
+        fused, reference = getattr(ftorch, name)(D, H, dtype=torch.float64), None
+        reference = getattr(torch.nn, name)(D, H, dtype=torch.float64)
+        x = data(B, D)
+    x.requires_grad_()
+    for step in range(2):
+        reference.load_state_dict(fused.state_dict())
+        out = flat(fused(x))
+        out[0].sum().backward()   # gives the optimiser its gradients
+        with torch.no_grad():
+            got = flat(fused(x))
+        before = packs_of(fused)
+        with torch.no_grad():
+            again = flat(fused(x))
+        assert packs_of(fused) == before and before, "unchanged weights: the packs are reused"
+        want = flat(reference(x))
+        for g, a, w in zip(got, again, want):
+            torch.testing.assert_close(g, w, **CLOSE[torch.float64])
+            assert torch.equal(g, a)
+        CHANGES[change](fused)
+    with torch.no_grad():
+        got = flat(fused(x))
+    reference.load_state_dict(fused.state_dict())
+    for g, w in zip(got, flat(reference(x))):
+        torch.testing.assert_close(g, w, **CLOSE[torch.float64])
+
+
+def test_packs_follow_the_isa_and_dtype():
+    import fusedrnn
+    cell = ftorch.LSTMCell(D, H)
+    x = data(B, D, dtype=torch.float32)
+    with torch.no_grad():
+        want = cell(x)
+        isas = fusedrnn.available_isas()
+        previous = fusedrnn.get_isa()
+        try:
+            for isa in isas:
+                fusedrnn.set_isa(isa)
+                for g, w in zip(cell(x), want):
+                    torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+        finally:
+            fusedrnn.set_isa(previous)
+        cell.double()
+        got = cell(x.double())
+    assert got[0].dtype == torch.float64
+
+
+def test_packs_are_not_pickled():
+    import copy
+    import io
+    cell = ftorch.GRUCell(D, H)
+    with torch.no_grad():
+        cell(data(B, D, dtype=torch.float32))
+    assert packs_of(cell)
+    buffer = io.BytesIO()
+    torch.save(cell, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert not packs_of(loaded) and not packs_of(copy.deepcopy(cell))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(data(B, D, dtype=torch.float32)),
+                                   cell(data(B, D, dtype=torch.float32)), rtol=0, atol=0)

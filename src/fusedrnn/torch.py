@@ -261,8 +261,7 @@ class _Fused(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, call, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        y, h_n, c_n, reserve = call.forward(Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                                                   call.lengths))
+        y, h_n, c_n, reserve = call.forward(call.inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh))
         # The backward reads y (the RNN's act' comes from it) and the reserve.
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve)
         ctx.call = call
@@ -292,7 +291,7 @@ class _Backward(torch.autograd.Function):
 
     @staticmethod
     def run(call, x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n, dc_n):
-        return call.backward(Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, call.lengths),
+        return call.backward(call.inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh),
                              GradInputs(y, reserve, dy, dh_n, dc_n))
 
     @staticmethod
@@ -311,10 +310,14 @@ class _Direct:
     the checks again, about 30 us a call: more than a step's kernel at
     small sizes."""
 
-    __slots__ = ("cell", "problem", "lengths")
+    __slots__ = ("cell", "problem", "lengths", "packed")
 
-    def __init__(self, problem, lengths):
-        self.cell, self.problem, self.lengths = problem.cell, problem, lengths
+    def __init__(self, problem, lengths, packed):
+        self.cell, self.problem, self.lengths, self.packed = problem.cell, problem, lengths, packed
+
+    def inputs(self, *tensors):
+        """The Inputs of the call's tensors (x, h0, c0, the weights)."""
+        return Inputs(*tensors, lengths=self.lengths, packed=self.packed)
 
     def forward(self, inputs):
         return _forward(self.problem, inputs, False)
@@ -445,6 +448,9 @@ class _Operator:
         self.lengths = args[7] if signature.tensors == 8 else None
         self.options = args[signature.tensors:]   # the forward's, training last
 
+    def inputs(self, *tensors):
+        return Inputs(*tensors, lengths=self.lengths)
+
     def forward(self, inputs):
         with torch._C._AutoDispatchBelowAutograd():
             results = self.ops[0](*inputs[:self.signature.tensors], *self.options)
@@ -524,10 +530,11 @@ _CELL_OPS = {cell.key: _define(cell, _CELL_SIGNATURE, _CELL, _CELL_BACKWARD)
              for cell in _TORCH_CELLS}
 
 
-def _call(cell, signature, tensors, lengths, options):
+def _call(cell, signature, tensors, lengths, options, packs=None):
     """(y, h_n, c_n) of one call: in eager mode the kernel from a _Fused node
     (or none when nothing wants a gradient), else the operator. `tensors`:
-    x, h0, c0 and the weights; options: the schema's, but training."""
+    x, h0, c0 and the weights; options: the schema's, but training; packs:
+    (module, index) of a module that keeps its weights packed (_Packs)."""
     x = tensors[0]
     training = _wants_grad(tensors)
     args = (*tensors, lengths) if signature.tensors == 8 else tensors
@@ -535,16 +542,18 @@ def _call(cell, signature, tensors, lengths, options):
         ops = _OPS if signature is _LAYER_SIGNATURE else _CELL_OPS
         results = ops[cell.key](*args, *options, training)
         return (results[0], None, results[1]) if signature.step else results[:3]
-    problem, inputs = signature.problem(cell, (*args, *options, training), _threads())
+    problem, _ = signature.problem(cell, (*args, *options, training), _threads())
+    call = _Direct(problem, lengths, None if packs is None else packs[0]._pack(
+        packs[1], problem, tensors[3:]))
     if training:
-        y, h_n, c_n, _ = _Fused.apply(_Direct(problem, lengths), *tensors)
+        y, h_n, c_n, _ = _Fused.apply(call, *tensors)
         return y, h_n, c_n
-    y, h_n, c_n, _ = _forward(problem, inputs, False)
+    y, h_n, c_n, _ = _forward(problem, call.inputs(*tensors), False)
     return y, h_n, c_n
 
 
 def _layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, reverse,
-           batch_first):
+           batch_first, packs=None):
     """(y, h_n, c_n) of one layer's call; a gated cell keeps a reserve only
     when autograd will want the backward."""
     if lengths is not None:
@@ -553,7 +562,7 @@ def _layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, rever
             raise RuntimeError(f"fusedrnn.torch: lengths must hold integers, got {lengths.dtype}")
         lengths = lengths.to(torch.int64)
     return _call(cell, _LAYER_SIGNATURE, (x, h0, c0, w_ih, w_hh, b_ih, b_hh), lengths,
-                 (nonlinearity, reverse, batch_first))
+                 (nonlinearity, reverse, batch_first), packs)
 
 
 def rnn_layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh", lengths=None,
@@ -591,11 +600,11 @@ def gru_layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=
     return y, h_n
 
 
-def _step(cell, input, hx, cx, w_ih, w_hh, b_ih, b_hh, nonlinearity):
+def _step(cell, input, hx, cx, w_ih, w_hh, b_ih, b_hh, nonlinearity, packs=None):
     """(h, c) of one step of a cell: one kernel call, both products and the
     cell's maths."""
     h, _, c = _call(cell, _CELL_SIGNATURE, (input, hx, cx, w_ih, w_hh, b_ih, b_hh), None,
-                    (nonlinearity,))
+                    (nonlinearity,), packs)
     return h, c
 
 
@@ -621,7 +630,52 @@ def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
 
 # --- the modules ------------------------------------------------------------
 
-class _DropIn:
+class _Packs:
+    """A module's weights packed for the kernel (fusedrnn_pack), one pack per
+    layer and direction, kept between calls while the weights are unchanged,
+    so that a call does not pack them again (at batch 1 packing costs about
+    as much as the products). Eager mode only; the operators' path packs per
+    call."""
+
+    def _pack(self, i, problem, weights):
+        """Layer and direction i's (w_ih, w_hh, b_ih, b_hh) packed for `problem`
+        (a uint8 tensor), or None where a pack could go stale unseen.
+
+        Reused while each weight is the same tensor, at the same address, with
+        the same version counter (which every in-place change bumps: an
+        optimiser's step, load_state_dict, copy_, under no_grad too), on the
+        same ISA and dtype: assigning .data changes the address,
+        .to()/.double() the tensors. Not kept for weights that are not the
+        module's parameters (a parametrisation computes new ones at each
+        call), nor for inference tensors, which have no version counter."""
+        params = self._parameters
+        names = self._all_weights[i] if hasattr(self, "_all_weights") else \
+            ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        if any(w is not None and (params.get(name) is not w or not w.is_contiguous()
+                                  or w.is_inference())
+               for name, w in zip(names, weights)):
+            return None
+        key = (_kernel.get_isa(), problem.dtype,
+               *[(id(w), w.data_ptr(), w._version) for w in weights if w is not None])
+        packs = self.__dict__.setdefault("_fusedrnn_packs", {})
+        kept = packs.get(i)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        pack = torch.empty(_kernel.packed_size(problem), dtype=torch.uint8)
+        _kernel.pack(problem, *[None if w is None else w.data_ptr() for w in weights],
+                     pack.data_ptr())
+        # The weights are kept with the key, so that their ids name them.
+        packs[i] = (key, pack, weights)
+        return pack
+
+    def __getstate__(self):
+        # A copy or a pickle packs anew: its weights are other tensors.
+        state = dict(super().__getstate__())
+        state.pop("_fusedrnn_packs", None)
+        return state
+
+
+class _DropIn(_Packs):
     """forward for the subclasses of torch.nn.RNN, LSTM and GRU below: torch's
     checks and conventions, fusedrnn's operators per layer and direction.
 
@@ -709,7 +763,7 @@ class _DropIn:
                 h0, c0 = (None, None) if states is None else \
                     (states[0][i], states[1][i] if len(states) == 2 else None)
                 y, h_n, c_n = _layer(self._cell, x, h0, c0, *self._weights(i), lengths,
-                                     nonlinearity, direction == 1, batch_first)
+                                     nonlinearity, direction == 1, batch_first, (self, i))
                 outputs.append(y)
                 finals.append((h_n, c_n) if self._cell.has_c else (h_n,))
             x = torch.cat(outputs, -1) if directions == 2 else outputs[0]
@@ -763,7 +817,7 @@ class GRU(_DropIn, torch.nn.GRU):
     _cell = _cells.GRU
 
 
-class _CellDropIn:
+class _CellDropIn(_Packs):
     """forward for the subclasses of torch.nn.RNNCell, LSTMCell and GRUCell
     below: one fused kernel call per step. Input torch's own forward would
     refuse (dimensions, sizes) is handed to it, which raises its own
@@ -788,7 +842,8 @@ class _CellDropIn:
         params = self._parameters
         weights = [params[name] if name in params else getattr(self, name)
                    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-        h, c = _step(self._cell, input, *states, *weights, getattr(self, "nonlinearity", "tanh"))
+        h, c = _step(self._cell, input, *states, *weights, getattr(self, "nonlinearity", "tanh"),
+                     (self, 0))
         if not batched:
             h, c = h.squeeze(0), None if c is None else c.squeeze(0)
         return (h, c) if has_c else h
