@@ -363,30 +363,6 @@ _CELL_BACKWARD = (
     "Tensor dw_ih, Tensor dw_hh, Tensor db_ih, Tensor db_hh)")
 
 
-class _Operator:
-    """The registered operators' path: the forward and backward operators
-    called below autograd, so that tracing records them."""
-
-    __slots__ = ("cell", "lengths", "forward_op", "backward_op", "options", "training")
-
-    def __init__(self, cell, lengths, forward_op, backward_op, options, training):
-        self.cell, self.lengths = cell, lengths
-        self.forward_op, self.backward_op = forward_op, backward_op
-        self.options, self.training = options, training   # options: as the schema orders them
-
-    def forward(self, inputs):
-        with torch._C._AutoDispatchBelowAutograd():
-            if self.lengths is None and len(self.options) == 1:   # a cell: (h, c, reserve)
-                h, c, reserve = self.forward_op(*inputs[:7], *self.options, self.training)
-                return h, None, c, reserve
-            return self.forward_op(*inputs, *self.options, self.training)
-
-    def backward(self, inputs, grad_inputs):
-        if len(self.options) == 1:
-            return self.backward_op(*inputs[:7], *grad_inputs, *self.options)
-        return self.backward_op(*inputs, *grad_inputs, *self.options)
-
-
 class _Signature:
     """How the arguments of a kind of operator (a layer's, a cell's) map onto
     a kernel call, for its implementations, fakes and autograd kernel:
