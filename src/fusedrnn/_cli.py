@@ -96,30 +96,40 @@ def _parser():
                             "with any of them the table has a 'vs best peer' column")
     bench.add_argument("--cases", choices=("kernel", "loop", "all"),
                        help="kernel: the table of shapes above, each library alone in its "
-                            "process (the default, but with --steps alone); loop: fusedrnn "
+                            "process (the default, unless --steps is given); loop: fusedrnn "
                             "where users run it, beside "
                             "other libraries' threads: the drop-ins inside a PyTorch training "
                             "step against torch.nn (the loop of examples/torch_dropin.py; "
                             "with torch-compiled in --compare, both compiled too), and the "
                             "NumPy API right after a NumPy matmul against the same call "
                             "alone; all: both")
+    steps = _steps.FULL
     bench.add_argument("--steps", action="store_true",
-                       help="the drop-ins one step per call, float32, on --threads (default "
-                            "here: 1), without the kernel table unless --cases asks for it (needs "
-                            "torch). Three tables: fusedrnn.torch's RNNCell/LSTMCell/GRUCell "
-                            "in a 100-step loop h = cell(x[t], h) against torch.nn's, B 1 and "
-                            "32, D = H 64 to 1024, fwd under no_grad and fwd+bwd (loss = the "
-                            "sum of the steps' h), with GFLOP/s and %% of the peak; streaming, "
-                            "B = 1 calls of the drop-in layer at T = 1 with the state carried "
-                            "against torch.nn's cell and layer, in us per step and as the "
-                            "weights' bytes per step over its time (GB/s), beside one core's "
-                            "memory bandwidth (np.copyto of a 256 MiB array into another, "
-                            "best of 5, read + write bytes: 2 x 256 MiB per copy); per call, "
-                            "at S and at T = 1 (B = 1, H = 64): the drop-in's time over the "
-                            "NumPy API's beside the floor, a registered torch operator of "
-                            "the drop-in's schema that does nothing (fwd) or a no-op "
-                            "autograd.Function with the same loss y.sum() (fwd+bwd), and the "
-                            "targets: at most 10 us (fwd) and 15 us (fwd+bwd) over the floor")
+                       help=f"the drop-ins one step per call, float32, on --threads (default "
+                            f"here: 1), without the kernel table unless --cases asks for it "
+                            f"(needs torch; --plot draws the kernel table only). Three tables: "
+                            f"fusedrnn.torch's RNNCell/LSTMCell/GRUCell in a "
+                            f"{steps.loop_steps}-step loop h = cell(x[t], h) against "
+                            f"torch.nn's, B {' and '.join(map(str, steps.loop_batches))}, "
+                            f"D = H {', '.join(map(str, steps.loop_hidden))}, fwd under "
+                            f"no_grad and fwd+bwd (loss = the sum of the steps' h), with "
+                            f"GFLOP/s and %% of the peak; streaming, B = 1 calls of the "
+                            f"drop-in layer at T = 1 with the state carried against torch.nn's "
+                            f"cell and layer, D = H {', '.join(map(str, steps.stream_hidden))}, "
+                            f"in us per step and as the weights' bytes per "
+                            f"step over its time (GB/s), beside one core's memory bandwidth "
+                            f"(np.copyto of a {steps.copy_mb} MiB array into another, best of "
+                            f"{steps.copy_tries}, its bytes counted read and written: "
+                            f"2 x {steps.copy_mb} MiB per copy); per call, at "
+                            + " and ".join(f"{name} ({','.join(map(str, shape))})"
+                                           for name, shape in steps.overhead.items())
+                            + ": the drop-in's time over the NumPy API's beside the floor, a "
+                              "registered torch operator of the drop-in's schema that does "
+                              "nothing (fwd) or a no-op autograd.Function with the same loss "
+                              "y.sum() (fwd+bwd), and the targets: at most "
+                            + " and ".join(f"{t * 1e6:.0f} us ({mode})"
+                                           for mode, t in _steps.TARGETS.items())
+                            + " over the floor")
     bench.add_argument("--plot", type=_plot_file, metavar="FILE",
                        help="write a PNG bar chart of GFLOP/s, peak marked (needs matplotlib)")
     # SUPPRESS: without --quick here, `python -m fusedrnn --quick bench`
