@@ -260,3 +260,90 @@ def test_bench_loop_cases(capsys):
         assert all(row[3].endswith("x") for row in steps)
         assert out.count("2-thread / 1-thread") == 6
     assert [n for n, _ in numpy] == [1, 2]
+
+
+def steps_tables(stdout):
+    """{header: rows} of the tables in `stdout`, split into words: a header is
+    a line whose first word is "cell", its rows the lines after it up to the
+    first whose first word is not a cell's name."""
+    tables, rows = {}, None
+    for words in map(str.split, stdout.splitlines()):
+        if words[:1] == ["cell"]:
+            rows = tables.setdefault(tuple(words), [])
+        elif rows is not None and words[:1] and words[0] in CELLS:
+            rows.append(words)
+        else:
+            rows = None
+    return tables
+
+
+def timed(words, unit):
+    """The numbers of `words` laid out as number, unit, number, unit, ..."""
+    assert words[1::2] == [unit] * (len(words) // 2), words
+    return [float(number) for number in words[::2]]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_bench_steps_quick_tables():
+    """--steps: the cells in a loop, streaming and per-call tables, a row for
+    each batch, mode and size, every number a number and every derived
+    column derived from the others; no kernel table."""
+    result = run_cli("bench", "--quick", "--steps", "--cell", "gru")
+    assert result.returncode == 0, result.stderr
+    assert "FAIL" not in result.stdout and not bench_rows(result.stdout)
+    (loop_header, loop), (stream_header, stream), (call_header, calls) = \
+        steps_tables(result.stdout).items()
+
+    assert loop_header == ("cell", "B", "D=H", "mode", "threads", "fusedrnn.torch", "torch.nn",
+                           "ratio", "GFLOP/s", "%", "peak")
+    assert [words[:5] for words in loop] == [["gru", b, "64", mode, "1"]
+                                             for b in ("1", "32") for mode in ("fwd", "fwd+bwd")]
+    for words in loop:
+        fused, torch_nn = timed(words[5:9], "ms")
+        assert words[9].endswith("x") and words[11].endswith("%") and len(words) == 12
+        assert float(words[9][:-1]) == pytest.approx(torch_nn / fused, abs=0.01, rel=0.01)
+        assert float(words[10]) > 0 and float(words[11][:-1]) > 0
+
+    assert stream_header == ("cell", "D=H", "threads", "fusedrnn.torch", "GB/s", "torch-cell",
+                             "GB/s", "torch-layer", "GB/s")
+    assert [words[:3] for words in stream] == [["gru", "128", "1"]]
+    for words in stream:
+        for impl in range(3):
+            seconds = timed(words[3 + 3 * impl:5 + 3 * impl], "us")[0] * 1e-6
+            # The weights' bytes (G = 3) over the step's time.
+            assert float(words[5 + 3 * impl]) == pytest.approx(
+                3 * 128 * 256 * 4 / seconds / 1e9, abs=0.1, rel=0.01)
+    bandwidth = next(line for line in result.stdout.splitlines()
+                     if line.startswith("one core's memory bandwidth: "))
+    assert float(bandwidth.split()[4]) > 0 and bandwidth.split()[5] == "GB/s"
+
+    assert call_header == ("cell", "shape", "T,B,D,H", "mode", "threads", "NumPy-API",
+                           "fusedrnn.torch", "over", "floor", "target", "met")
+    assert [words[:5] for words in calls] == [
+        ["gru", shape, dims, mode, "1"] for shape, dims in (("S", "100,1,64,64"),
+                                                            ("T=1", "1,1,64,64"))
+        for mode in ("fwd", "fwd+bwd")]
+    for words in calls:
+        numpy_api, fused, over, floor, target = timed(words[5:15], "us")
+        assert over == pytest.approx(fused - numpy_api, abs=0.15)
+        assert target == pytest.approx(floor + {"fwd": 10, "fwd+bwd": 15}[words[3]], abs=0.15)
+        if abs(over - target) > 0.1:   # printed to 0.1 us: closer, either verdict may be right
+            assert words[15] == ("yes" if over < target else "no")
+        assert words[15] in ("yes", "no")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_bench_steps_fails_when_results_disagree(monkeypatch, capsys):
+    """The drop-in's results are checked against the NumPy API's: with the
+    NumPy API's y wrong, both per-call rows of each shape FAIL, and the
+    command exits 1."""
+    make_wrong(monkeypatch, "gru_forward", 0, 1e-2)
+    assert _cli.main(["bench", "--quick", "--steps", "--cell", "gru"]) == 1
+    assert capsys.readouterr().out.count("FAIL: fusedrnn.torch: y:") == 4
+
+
+def test_bench_steps_without_torch(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
+    assert _cli.main(["bench", "--quick", "--steps"]) == 0
+    out = capsys.readouterr().out
+    assert "torch is not installed" in out and not steps_tables(out)

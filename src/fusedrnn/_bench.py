@@ -195,6 +195,26 @@ def _numpy_peer(impl, cell, p):
     return {mode: partial(run, impl(), p, mode == "fwd+bwd") for mode in MODES}
 
 
+def torch_module(module, cell, p, step=False):
+    """`module`.RNN, LSTM or GRU (with `step`, its RNNCell, LSTMCell or
+    GRUCell): torch.nn's, or fusedrnn.torch's drop-in, which takes the same
+    arguments; with the problem's weights, in the problem's dtype."""
+    import torch
+
+    name = CELLS[cell].torch_class + ("Cell" if step else "")
+    suffix = "" if step else "_l0"   # a layer's parameters are per layer
+    D, H = p.w_ih.shape[1], p.w_hh.shape[1]
+    rnn = getattr(importlib.import_module(module), name)(D, H, dtype=torch.from_numpy(p.x).dtype)
+    weights = {"weight_ih": p.w_ih, "weight_hh": p.w_hh, "bias_ih": p.b_ih, "bias_hh": p.b_hh}
+    with torch.no_grad():
+        for weight, value in weights.items():
+            if value is None:   # fusedrnn's one rnn bias stands for b_ih + b_hh
+                getattr(rnn, weight + suffix).zero_()
+            else:
+                getattr(rnn, weight + suffix).copy_(torch.from_numpy(value))
+    return rnn
+
+
 def _torch_peer(module, cell, p, compiled=False):
     """`module`.RNN, LSTM or GRU with the problem's weights, in the problem's
     dtype: torch.nn's, or fusedrnn.torch's drop-in, which takes the same
@@ -206,8 +226,7 @@ def _torch_peer(module, cell, p, compiled=False):
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     spec = CELLS[cell]
-    T, B, D = p.x.shape
-    H = p.w_hh.shape[1]
+    T = p.x.shape[0]
     # torch takes h0 (and c0) and returns h_n (and c_n) as [1,B,H] (layers,
     # batch, hidden); the LSTM's as a tuple (h, c).
     x = torch.from_numpy(p.x).requires_grad_()
@@ -215,15 +234,7 @@ def _torch_peer(module, cell, p, compiled=False):
                     for a in (p.h0, p.c0) if a is not None)
     d_states_n = tuple(torch.from_numpy(a[None]) for a in (p.dh_n, p.dc_n) if a is not None)
     dy = torch.from_numpy(p.dy)
-    rnn = getattr(importlib.import_module(module), spec.torch_class)(D, H, dtype=x.dtype)
-    with torch.no_grad():
-        rnn.weight_ih_l0.copy_(torch.from_numpy(p.w_ih))
-        rnn.weight_hh_l0.copy_(torch.from_numpy(p.w_hh))
-        rnn.bias_ih_l0.copy_(torch.from_numpy(p.b_ih))
-        if p.b_hh is None:
-            rnn.bias_hh_l0.zero_()  # fusedrnn's one rnn bias stands for b_ih + b_hh
-        else:
-            rnn.bias_hh_l0.copy_(torch.from_numpy(p.b_hh))
+    rnn = torch_module(module, cell, p)
     state_names = ("h_n", "c_n")[:len(states0)]
     # In the order of the cell's gradient fields: x, the states, the weights,
     # the biases (the rnn's one).

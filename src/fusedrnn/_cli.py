@@ -18,7 +18,7 @@ import numpy as np
 
 import fusedrnn  # the public namespace is what is checked and reported
 
-from . import _blas, _inloop, _peers, reference
+from . import _bench_steps, _blas, _inloop, _peers, reference
 from ._tolerances import TOLERANCE, scaled_errors
 from ._bench import CELLS, DROP_INS, FULL, MODES, OUTSIDE, PEERS, QUICK, RIVALS, SEQUENCES, \
     SHAPES, baseline, disagreements, flops, median_seconds, num_threads, problem
@@ -94,14 +94,42 @@ def _parser():
                             "missing, fails or disagrees is reported in its column and a "
                             "note, and does not stop the run or change the exit status; "
                             "with any of them the table has a 'vs best peer' column")
-    bench.add_argument("--cases", choices=("kernel", "loop", "all"), default="kernel",
+    bench.add_argument("--cases", choices=("kernel", "loop", "all"),
                        help="kernel: the table of shapes above, each library alone in its "
-                            "process (the default); loop: fusedrnn where users run it, beside "
+                            "process (the default, unless --steps is given); loop: fusedrnn "
+                            "where users run it, beside "
                             "other libraries' threads: the drop-ins inside a PyTorch training "
                             "step against torch.nn (the loop of examples/torch_dropin.py; "
                             "with torch-compiled in --compare, both compiled too), and the "
                             "NumPy API right after a NumPy matmul against the same call "
                             "alone; all: both")
+    steps = _bench_steps.FULL
+    bench.add_argument("--steps", action="store_true",
+                       help=f"the drop-ins one step per call, float32, on --threads (default "
+                            f"here: 1), without the kernel table unless --cases asks for it "
+                            f"(needs torch; --plot draws the kernel table only). Three tables: "
+                            f"fusedrnn.torch's RNNCell/LSTMCell/GRUCell in a "
+                            f"{steps.loop_steps}-step loop h = cell(x[t], h) against "
+                            f"torch.nn's, B {' and '.join(map(str, steps.loop_batches))}, "
+                            f"D = H {', '.join(map(str, steps.loop_hidden))}, fwd under "
+                            f"no_grad and fwd+bwd (loss = the sum of the steps' h), with "
+                            f"GFLOP/s and %% of the peak; streaming, B = 1 calls of the "
+                            f"drop-in layer at T = 1 with the state carried against torch.nn's "
+                            f"cell and layer, D = H {', '.join(map(str, steps.stream_hidden))}, "
+                            f"in us per step and as the weights' bytes per "
+                            f"step over its time (GB/s), beside one core's memory bandwidth "
+                            f"(np.copyto of a {steps.copy_mb} MiB array into another, best of "
+                            f"{steps.copy_tries}, its bytes counted read and written: "
+                            f"2 x {steps.copy_mb} MiB per copy); per call, at "
+                            + " and ".join(f"{name} ({','.join(map(str, shape))})"
+                                           for name, shape in steps.overhead.items())
+                            + ": the drop-in's time over the NumPy API's beside the floor, a "
+                              "registered torch operator of the drop-in's schema that does "
+                              "nothing (fwd) or a no-op autograd.Function with the same loss "
+                              "y.sum() (fwd+bwd), and the targets: at most "
+                            + " and ".join(f"{t * 1e6:.0f} us ({mode})"
+                                           for mode, t in _bench_steps.TARGETS.items())
+                            + " over the floor")
     bench.add_argument("--plot", type=_plot_file, metavar="FILE",
                        help="write a PNG bar chart of GFLOP/s, peak marked (needs matplotlib)")
     # SUPPRESS: without --quick here, `python -m fusedrnn --quick bench`
@@ -219,16 +247,19 @@ def _bench_command(args):
     compare = [drop_in for impl, drop_in in DROP_INS.items() if impl in compare] + list(compare)
     threads = args.threads or list(dict.fromkeys([1, fusedrnn.get_num_threads()]))
     print(f"fusedrnn {fusedrnn.__version__}, ISA {fusedrnn.get_isa()}")
+    cases = args.cases or ("" if args.steps else "kernel")
     rows = []
-    if args.cases != "loop":
+    if cases in ("kernel", "all"):
         rows = _time_table({cell: args.shapes for cell in args.cell}, args.seq, args.dtype,
                            threads, compare, QUICK if args.quick else FULL)
     if args.plot and rows:
         _plot(args.plot, rows)
         print(f"plot written to {args.plot}")
     agrees = all(row.agrees for row in rows)
-    if args.cases != "kernel":
+    if cases in ("loop", "all"):
         agrees &= _loop_table(args.cell, threads, "torch-compiled" in compare, args.quick)
+    if args.steps:
+        agrees &= _steps_tables(args.cell, args.threads or [1], args.quick)
     return 0 if agrees else 1
 
 
@@ -280,6 +311,117 @@ def _loop_table(cells, threads, compiled, quick):
             alone, after = _inloop.numpy_after_blas(2 if quick else 15, shape)
         print(f"{n:>7}  {alone * 1e3:8.2f}  {after * 1e3:12.2f}  {after / alone:5.2f}x",
               flush=True)
+    return agrees
+
+
+def _steps_tables(cells, threads, quick):
+    """The step-by-step cases (fusedrnn._bench_steps), printed as they are measured;
+    False if an implementation's results disagree with the first's of its
+    row (fusedrnn.torch's; per call, the NumPy API's)."""
+    print("\nstep by step: fusedrnn.torch's drop-ins called once per step, float32")
+    if not _importable("torch"):
+        print("torch is not installed")
+        return True
+    import torch
+    sizes = _bench_steps.QUICK if quick else _bench_steps.FULL
+    repeats = QUICK if quick else FULL
+    peak = fusedrnn.peak_gflops(np.float32)
+    print(f"torch {torch.__version__}, the same thread count; median times; results checked "
+          f"against the row's first implementation after the timing")
+    rng = np.random.default_rng(0)
+    progress = _Progress()
+    agrees = True
+
+    def report(failures):
+        nonlocal agrees
+        progress.clear()
+        agrees &= not failures
+        for message in failures:
+            print(f"  FAIL: {message}", flush=True)
+
+    T = sizes.loop_steps
+    print(f"\ncells in a loop: h = cell(x[t], h) ((h, c) for lstm) for {T} steps, "
+          f"fusedrnn.torch.{'/'.join(CELLS[c].torch_class + 'Cell' for c in cells)} against "
+          f"torch.nn's with the same weights; fwd under torch.no_grad(), fwd+bwd: loss = the "
+          f"sum of every step's h, loss.backward() into the parameters (.grad set to None "
+          f"before each run); ratio: torch.nn's time / fusedrnn.torch's; GFLOP/s of "
+          f"fusedrnn.torch: 2*T*B*G*H*(D+H) forward, 3x that fwd+bwd; % peak: of one "
+          f"thread's FMA peak ({peak:.1f} GFLOP/s, fusedrnn.peak_gflops) times the threads")
+    print(f"{'cell':4}  {'B':>3}  {'D=H':>4}  {'mode':7}  {'threads':>7}  "
+          f"{'fusedrnn.torch':>14}  {'torch.nn':>14}  {'ratio':>6}  {'GFLOP/s':>8}  {'% peak':>6}")
+    for cell, B, H in itertools.product(cells, sizes.loop_batches, sizes.loop_hidden):
+        shape = (T, B, H, H)
+        p = problem(shape, np.float32, rng, cell)
+        built = {impl: build(cell, p) for impl, build in _bench_steps.LOOPS.items()}
+        for mode, n in itertools.product(MODES, threads):
+            with num_threads(n):
+                seconds, failures = _bench_steps.time_and_check(
+                    {impl: runs[mode] for impl, runs in built.items()}, repeats, np.float32,
+                    lambda impl: progress.show(f"timing {cell} B={B} H={H} {mode} threads={n} "
+                                               f"{impl}"))
+            fused = seconds["fusedrnn.torch"]
+            gflops = flops(shape, mode, cell) / fused / 1e9
+            progress.clear()
+            print(f"{cell:4}  {B:3}  {H:4}  {mode:7}  {n:7}  {_ms(fused)}  "
+                  f"{_ms(seconds['torch.nn'])}  {seconds['torch.nn'] / fused:5.2f}x  "
+                  f"{gflops:8.2f}  {100 * gflops / (peak * n):5.1f}%", flush=True)
+            report(failures)
+
+    bandwidth = _bench_steps.copy_bandwidth(sizes.copy_mb, sizes.copy_tries)
+    print(f"\nstreaming: B = 1, one call a step for {sizes.stream_steps} steps with the state "
+          f"carried, D = H, under torch.no_grad(); fusedrnn.torch: the drop-in layer "
+          f"(fusedrnn.torch.{'/'.join(CELLS[c].torch_class for c in cells)}) at T = 1; "
+          f"torch-cell: torch.nn's cell; torch-layer: torch.nn's layer at T = 1; us per step, "
+          f"and GB/s: the weights' bytes, G*H*(D+H)*4, over the step's time")
+    print(f"one core's memory bandwidth: {bandwidth / 1e9:.1f} GB/s (np.copyto of a "
+          f"{sizes.copy_mb} MiB array into another, best of {sizes.copy_tries}, its bytes "
+          f"counted read and written)")
+    streams = list(_bench_steps.STREAMS)
+    print(f"{'cell':4}  {'D=H':>4}  {'threads':>7}"
+          + "".join(f"  {impl:>14}  {'GB/s':>6}" for impl in streams))
+    for cell, H in itertools.product(cells, sizes.stream_hidden):
+        p = problem((sizes.stream_steps, 1, H, H), np.float32, rng, cell)
+        weight_bytes = p.w_ih.nbytes + p.w_hh.nbytes
+        for n in threads:
+            with num_threads(n):
+                seconds, failures = _bench_steps.streaming(
+                    cell, p, repeats, show=lambda impl: progress.show(
+                        f"timing {cell} H={H} threads={n} {impl}"))
+            progress.clear()
+            print(f"{cell:4}  {H:4}  {n:7}" + "".join(
+                f"  {seconds[impl] * 1e6:11.2f} us  {weight_bytes / seconds[impl] / 1e9:6.1f}"
+                for impl in streams), flush=True)
+            report(failures)
+
+    print(f"\nper call: NumPy-API: fusedrnn's functions (fwd+bwd: dy ones, dh_n and dc_n "
+          f"zeros, the gradients of y.sum()); fusedrnn.torch: the drop-in layer, fwd under "
+          f"torch.no_grad(), fwd+bwd y.sum().backward() into the parameters; over: "
+          f"fusedrnn.torch - NumPy-API; floor: fwd, a registered torch operator with the "
+          f"drop-in's schema that only makes its outputs, called under torch.no_grad(); "
+          f"fwd+bwd, a torch.autograd.Function that only makes its results, "
+          f"y.sum().backward(); target: over <= floor + "
+          + ", ".join(f"{t * 1e6:.0f} us ({mode})" for mode, t in _bench_steps.TARGETS.items()))
+    print(f"{'cell':4}  {'shape':5}  {'T,B,D,H':12}  {'mode':7}  {'threads':>7}  "
+          + "".join(f"{column:>14}  " for column in ("NumPy-API", "fusedrnn.torch", "over",
+                                                     "floor", "target"))
+          + "met")
+    for cell, (name, shape) in itertools.product(cells, sizes.overhead.items()):
+        p = problem(shape, np.float32, rng, cell)
+        built = _bench_steps.per_call(cell, p)
+        for mode, n in itertools.product(MODES, threads):
+            with num_threads(n):
+                seconds, failures = _bench_steps.time_and_check(
+                    built[mode], repeats, np.float32,
+                    lambda impl: progress.show(f"timing {cell} {name} {mode} threads={n} {impl}"))
+            over = seconds["fusedrnn.torch"] - seconds["NumPy-API"]
+            target = seconds["floor"] + _bench_steps.TARGETS[mode]
+            progress.clear()
+            print(f"{cell:4}  {name:5}  {','.join(map(str, shape)):12}  {mode:7}  {n:7}  "
+                  + "  ".join(f"{s * 1e6:11.1f} us" for s in (
+                      seconds["NumPy-API"], seconds["fusedrnn.torch"], over, seconds["floor"],
+                      target))
+                  + f"  {'yes' if over <= target else 'no'}", flush=True)
+            report(failures)
     return agrees
 
 
