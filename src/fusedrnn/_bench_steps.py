@@ -149,9 +149,36 @@ def _stream(module, cell, p, layer):
     return _inference(_stepper(module, cell, p, layer)[1], p.dy.shape)
 
 
+def _numpy_stream(cell, p, packed):
+    """A run of p's T steps through the NumPy API, one call (T = 1) a step with
+    the state carried: the weights as arrays, which each call packs, or with
+    `packed` packed once beforehand (fusedrnn.pack_weights)."""
+    import fusedrnn
+
+    lstm = _bench.CELLS[cell].lstm
+    biases = (p.b_ih,) if cell == "rnn" else (p.b_ih, p.b_hh)
+    weights = (fusedrnn.pack_weights(cell, p.w_ih, p.w_hh, *biases),) if packed else \
+        (p.w_ih, p.w_hh, *biases)
+    forward = getattr(fusedrnn, f"{cell}_forward")
+    xs = [p.x[t:t + 1] for t in range(p.x.shape[0])]
+    state0 = (p.h0, p.c0) if lstm else (p.h0,)
+
+    def run():
+        state, ys = state0, []
+        for x_t in xs:
+            out = forward(x_t, *state, *weights)
+            ys.append(out[0])
+            state = out[1:3] if lstm else out[1:2]
+        return _peers.Results({"y": lambda: np.concatenate(ys).reshape(p.dy.shape)})
+    return run
+
+
 # The implementations a stream is timed on, the first the one the others
-# are checked against.
+# are checked against. fusedrnn.torch's layer keeps its weights packed
+# between calls; the NumPy API's rows show the call without and with a pack.
 STREAMS = {"fusedrnn.torch": partial(_stream, "fusedrnn.torch", layer=True),
+           "numpy": partial(_numpy_stream, packed=False),
+           "numpy-packed": partial(_numpy_stream, packed=True),
            "torch-cell": partial(_stream, "torch.nn", layer=False),
            "torch-layer": partial(_stream, "torch.nn", layer=True)}
 
