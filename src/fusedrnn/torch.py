@@ -88,8 +88,14 @@ def _threads():
 
 def _check_tensors(**tensors):
     """Every tensor on the CPU, float32 or float64, all of the first's dtype."""
+    dtype = next(iter(tensors.values())).dtype
+    if dtype in _NUMPY:
+        for t in tensors.values():
+            if t is not None and (t.dtype != dtype or not t.is_cpu):
+                break
+        else:   # the common case, in one pass without building a message
+            return
     first = next(iter(tensors))
-    dtype = tensors[first].dtype
     for name, t in tensors.items():
         if t is None:
             continue
@@ -105,7 +111,7 @@ def _check_tensors(**tensors):
 
 
 def _check_shape(name, t, shape):
-    if t is not None and tuple(t.shape) != tuple(shape):
+    if t is not None and t.shape != shape:
         raise RuntimeError(f"fusedrnn.torch: {name} has shape {tuple(t.shape)}, expected "
                            f"{tuple(shape)}")
 
@@ -131,9 +137,13 @@ def _check_layer(cell, inputs, nonlinearity, reverse, batch_first, training, thr
         T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
     D, H = x.shape[-1], w_hh.shape[1]
     GH = cell.gates * H
-    for name, shape in (("w_hh", (GH, H)), ("w_ih", (GH, D)), ("h0", (B, H)), ("c0", (B, H)),
-                        ("b_ih", (GH,)), ("b_hh", (GH,)), ("lengths", (B,))):
-        _check_shape(name, getattr(inputs, name), shape)
+    _check_shape("w_hh", w_hh, (GH, H))
+    _check_shape("w_ih", inputs.w_ih, (GH, D))
+    _check_shape("h0", inputs.h0, (B, H))
+    _check_shape("c0", c0, (B, H))
+    _check_shape("b_ih", inputs.b_ih, (GH,))
+    _check_shape("b_hh", inputs.b_hh, (GH,))
+    _check_shape("lengths", lengths, (B,))
     if c0 is not None and not cell.has_c:
         raise RuntimeError(f"fusedrnn.torch: c0 must be None: {cell.a_name} has no cell state")
     if lengths is not None and (lengths.dtype != torch.int64 or not lengths.is_cpu):
@@ -624,24 +634,28 @@ class _Packs:
         .to()/.double() the tensors. Not kept for weights that are not the
         module's parameters (a parametrisation computes new ones at each
         call), nor for inference tensors, which have no version counter."""
+        isa = _kernel.get_isa()
+        packs = self.__dict__.setdefault("_fusedrnn_packs", {})
+        kept = packs.get(i)
+        try:
+            versions = [None if w is None else (w.data_ptr(), w._version) for w in weights]
+        except RuntimeError:   # an inference tensor
+            return None
+        if kept is not None and kept[0] == (isa, versions) and all(
+                a is b for a, b in zip(kept[2], weights)):
+            return kept[1]
         params = self._parameters
         names = self._all_weights[i] if hasattr(self, "_all_weights") else \
             ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-        if any(w is not None and (params.get(name) is not w or not w.is_contiguous()
-                                  or w.is_inference())
+        if any(w is not None and (params.get(name) is not w or not w.is_contiguous())
                for name, w in zip(names, weights)):
             return None
-        key = (_kernel.get_isa(), problem.dtype,
-               *[(id(w), w.data_ptr(), w._version) for w in weights if w is not None])
-        packs = self.__dict__.setdefault("_fusedrnn_packs", {})
-        kept = packs.get(i)
-        if kept is not None and kept[0] == key:
-            return kept[1]
         pack = torch.empty(_kernel.packed_size(problem), dtype=torch.uint8)
         _kernel.pack(problem, *[None if w is None else w.data_ptr() for w in weights],
                      pack.data_ptr())
-        # The weights are kept with the key, so that their ids name them.
-        packs[i] = (key, pack, weights)
+        # The weights are kept with the key, so that their identities are
+        # compared with living tensors.
+        packs[i] = ((isa, versions), pack, weights)
         return pack
 
     def __getstate__(self):
