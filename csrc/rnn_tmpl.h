@@ -902,7 +902,7 @@ static void backward_pass(const run *r)
             copy(g + b * GH, dg + row_of(L, time_at(p, len, 0), b) * ldg, GH);
         else
             zero(g + b * GH, GH);
-        for (int64_t s = 1; s < len; s++)
+        for (int64_t s = 1; r->resets && s < len; s++)
             if (cut_before(r, b, len, s)) {
                 const REAL *row = dg + row_of(L, time_at(p, len, s), b) * ldg;
                 for (int64_t j = 0; j < GH; j++)
@@ -922,7 +922,7 @@ static void backward_pass(const run *r)
             continue;
         /* a sequence without a cut adds nothing: its sums stay as they were */
         int cut = 0;
-        for (int64_t s = 1; s < len && !cut; s++)
+        for (int64_t s = 1; r->resets && s < len && !cut; s++)
             cut = cut_before(r, b, len, s);
         for (int64_t j = 0; cut && j < H; j++)
             carry[j] += w->restarts[b * H + j];

@@ -161,6 +161,20 @@ def test_kernel_matches_the_reference(cell, options, reverse, batch_first, lengt
             assert_close(got, expected[name], dtype, "inference " + name)
 
 
+@flag("reverse")
+@pytest.mark.parametrize("cell, options", CELL_VARIANTS[-3:])
+def test_inference_over_several_chunks(cell, options, reverse, isa):
+    """A gated cell's inference forward computes its input side a chunk of
+    about 1024 rows at a time: resets across chunk boundaries."""
+    T, B = 700, 3   # chunks of 342 steps
+    a, _ = random_problem(cell, (T, B, 2, 3), np.float64, seed=17)
+    options = dict(options, reverse=reverse, lengths=[T, T - 5, 400],
+                   resets=random_resets(T, B, False, seed=18))
+    expected = outputs_of(cell, forward(reference, cell, a, **options))
+    for name, got in outputs_of(cell, forward(fusedrnn, cell, a, **options)).items():
+        assert_close(got, expected[name], np.float64, name)
+
+
 @pytest.mark.parametrize("cell, options", CELL_VARIANTS)
 def test_backward_without_a_reserve_recomputes_it_with_the_resets(cell, options):
     """A gated cell's backward without a reserve runs the forward again: with
