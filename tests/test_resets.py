@@ -175,6 +175,33 @@ def test_inference_over_several_chunks(cell, options, reverse, isa):
         assert_close(got, expected[name], np.float64, name)
 
 
+@flag("reverse")
+@pytest.mark.parametrize("cell, options", CELL_VARIANTS[-3:])
+def test_no_product_crosses_a_cut(cell, options, reverse, isa):
+    """A gated cell's backward reads y only as the state before a step, in
+    dW_hh: the last row of a piece that a reset ends is no step's state
+    before, so NaN there reaches no gradient (the pair is left out, not
+    multiplied by zero)."""
+    T, B = SHAPE[:2]
+    a, d = random_problem(cell, SHAPE, seed=19)
+    lengths = mixed_lengths(T, B)
+    resets = random_resets(T, B, False, seed=20)
+    options = dict(options, reverse=reverse, lengths=lengths, resets=resets)
+    out = forward(fusedrnn, cell, a, training=True, **options)
+    expected = backward(fusedrnn, cell, a, out.y, out.reserve, d, **options)
+    y = out.y.copy()
+    cut = 0
+    for b in range(B):
+        for t in range(1, lengths[b]):
+            if resets[t, b]:   # the piece before the cut ends at t-1, or in reverse at t
+                y[t if reverse else t - 1, b] = np.nan
+                cut += 1
+    assert cut > 0
+    got = backward(fusedrnn, cell, a, y, out.reserve, d, **options)
+    for name, value in expected._asdict().items():
+        assert value.tobytes() == getattr(got, name).tobytes(), name
+
+
 @pytest.mark.parametrize("cell, options", CELL_VARIANTS)
 def test_backward_without_a_reserve_recomputes_it_with_the_resets(cell, options):
     """A gated cell's backward without a reserve runs the forward again: with
