@@ -349,3 +349,18 @@ def test_layers_pass_resets_to_every_layer_and_direction(cell, batch_first, dtyp
         assert_close(d_start, ref_initial["d" + s], dtype, "d" + s)
     for name, g in layer.grads.items():
         assert_close(g, ref_grads[name], dtype, name)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_network_restarts_at_a_reset(cell, isa):
+    """fusedrnn.ElmanRNN passes resets to its layer: a flag at t = 3 gives
+    the outputs of the two pieces run apart from the same initial state."""
+    net = fusedrnn.ElmanRNN(2, 5, 3, cell=cell, dtype=np.float64, seed=0)
+    x = np.random.default_rng(21).normal(size=(7, 2, 2))
+    h0 = net.rnn.forward(x[:2])[1]   # a state of the layer's own form (LSTM: a pair)
+    resets = np.zeros((7, 2), bool)
+    resets[3] = True
+    y, _ = net.forward(x, h0, resets=resets)
+    apart = np.concatenate([net.forward(x[:3], h0)[0], net.forward(x[3:], h0)[0]])
+    assert_allclose(y, apart, rtol=1e-12, atol=1e-12)
+    assert not np.allclose(y, net.forward(x, h0)[0])
