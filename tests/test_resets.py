@@ -275,6 +275,12 @@ def test_any_nonzero_integer_is_a_flag(cell, options):
     for name, value in as_bools.items():
         assert np.array_equal(value, as_ints[name]), name
         assert np.array_equal(value, as_lists[name]), name
+    if CELLS[cell].gated:   # the same flags, the same call: the reserve is accepted
+        small = np.where(flags, np.int8(-3), np.int8(0))   # one byte, neither 0 nor 1
+        out = forward(fusedrnn, cell, a, training=True, resets=small, **options)
+        grads = backward(fusedrnn, cell, a, out.y, out.reserve, d, resets=flags, **options)
+        for name, value in grads._asdict().items():
+            assert np.array_equal(value, as_bools[name]), name
 
 
 BAD_RESETS = {

@@ -95,8 +95,9 @@ def _lengths(lengths, B, T):
 
 def _resets(resets, T, B, batch_first):
     """resets as the kernel reads them: x's (T, B), or (B, T) with
-    batch_first, of bool or integers, nonzero meaning set; uint8 (a view of
-    a bool or 8-bit array, else the flags != 0), not yet C-contiguous."""
+    batch_first, of bool or integers, nonzero meaning set; as uint8 0 or 1
+    (the same flags always the same bytes, which the reserve's header
+    checksums), a new array, not yet C-contiguous."""
     if resets is None:
         return None
     a = as_array("resets", resets)
@@ -106,7 +107,7 @@ def _resets(resets, T, B, batch_first):
     if a.shape != shape:
         raise ValueError(f"resets: expected shape {shape} ({'B, T' if batch_first else 'T, B'}"
                          f", x's layout), got {a.shape}")
-    return a.view(np.uint8) if a.dtype.itemsize == 1 else (a != 0).view(np.uint8)
+    return (a != 0).view(np.uint8)
 
 
 def _common(cell, names, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, batch_first,
@@ -115,7 +116,7 @@ def _common(cell, names, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, ba
     an Inputs of strings), and its options; returns its Problem and the
     inputs checked, as Inputs of the arrays given (not yet copied to C
     order, nor lengths to int64: out= and grads_out= are checked against
-    these; resets as uint8, a view of the caller's when it can be). The
+    these; resets as uint8 flags of their own). The
     weights of a cell with G gates are (G*H, D) and (G*H, H)."""
     reverse, batch_first = flag("reverse", reverse), flag("batch_first", batch_first)
     training = flag("training", training)
