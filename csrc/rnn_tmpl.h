@@ -22,6 +22,9 @@ typedef struct {
     REAL **gates, **state, **h, **carry, **dgates, **dxn;   /* the cell kernel's */
     const REAL **prev;
     cell_rows cell;           /* the same, as the cell kernel takes them */
+    REAL **restart;           /* [m] gated backward: where the carry of a step that a
+                                 reset cut from the one before goes (its row of
+                                 w->restarts), else NULL */
 } step_rows;
 
 typedef struct {
@@ -61,12 +64,15 @@ typedef struct {
                                  gradients (RNN: dz) */
     int64_t ldg;
     REAL *dxn;                /* [T,B,H] split cells: the last gate's input side */
-    REAL *g;                  /* [B,G*H] dg at each sequence's first step */
+    REAL *g;                  /* [B,G*H] dg at each sequence's first step, plus at
+                                 every step a reset starts from h0 (c0) */
     REAL *dh;                 /* [B,H] gated: a step's dh, dg_{t+1} W_hh + dy_t (a
                                  second phase's product, d(r h), replaces it) */
     REAL *carry;              /* [B,H] gated: LSTM dc, GRU z * dh (+ r d(r h)), from
                                  step to step */
     REAL *last;               /* [B,H] gated: dy + dh_n at each sequence's last step */
+    REAL *restarts;           /* [B,H] gated, with resets: the carries that reached h0
+                                 (c0) at the steps a reset cut, summed */
     /* Which K rows of a weight-gradient GEMM may reach the product (1) and
      * which are padding or pair across sequences (0, packed as zeros). */
     unsigned char *keep_x;    /* [T*B] row (t,b) of x: t < lengths[b] */
@@ -169,6 +175,7 @@ static work carve(arena *a, const fusedrnn_problem *p, int backward)
             r->carry = arena_take(a, B, sizeof(REAL *));
             r->dgates = arena_take(a, B, sizeof(REAL *));
             r->dxn = arena_take(a, B, sizeof(REAL *));
+            r->restart = arena_take(a, B, sizeof(REAL *));
         }
         r->cell = (cell_rows){(int64_t)H, r->gates, r->state, r->prev, r->h,
                                    r->carry, r->dgates, r->dxn};
@@ -200,6 +207,7 @@ static work carve(arena *a, const fusedrnn_problem *p, int backward)
             w.dh = arena_take(a, arena_checked_mul(a, B, H), sizeof(REAL));
             w.carry = arena_take(a, arena_checked_mul(a, B, H), sizeof(REAL));
             w.last = arena_take(a, arena_checked_mul(a, B, H), sizeof(REAL));
+            w.restarts = arena_take(a, arena_checked_mul(a, B, H), sizeof(REAL));
         }
         w.keep_x = arena_take(a, TB, 1);
         w.keep_pair = arena_take(a, (size_t)dims_of(p, GEMM_DW_HH).K, 1);
@@ -210,9 +218,13 @@ static work carve(arena *a, const fusedrnn_problem *p, int backward)
 }
 
 /* Where a running sequence is at step s: its row, the rows of its steps
- * before and after (-1: none), and its state before the step. */
+ * before and after in its piece (-1: none; a reset cuts a sequence into
+ * pieces), whether a reset cut it from the step before (restart) and
+ * whether it is the sequence's last step (end), and its state before the
+ * step. */
 typedef struct {
     int64_t s, b, row, before, after;
+    int restart, end;
     const REAL *h_prev;
 } seq_at;
 
@@ -234,6 +246,7 @@ struct run {
                        steps at a time, inside the time loop */
     const REAL *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh, *dy, *dh_n, *dc_n;
     const int64_t *lengths;
+    const uint8_t *resets;
     REAL *y, *h_n, *c_n, *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh;
     const REAL *panels;          /* W_hh packed for the step kernel: the workspace's, or a pack's */
     const struct pack_parts *pack;   /* a forward's pack, NULL when it packs per call */
@@ -340,13 +353,23 @@ static const REAL *initial_row(const run *r, const REAL *v, int64_t b)
     return v ? v + b * r->p->H : r->w->zeros;
 }
 
+/* Whether a reset cuts sequence b, of length len, between its steps s - 1
+ * and s: the flag at the later of their times, time s forwards, len - s in
+ * reverse (step s is time len-1-s, and the step before it len-s). */
+static int cut_before(const run *r, int64_t b, int64_t len, int64_t s)
+{
+    const fusedrnn_problem *p = r->p;
+    return r->resets && s > 0 && s < len &&
+           r->resets[row_of(layout_of(p), p->reverse ? len - s : s, b)];
+}
+
 /* The rows of step s into buffer `buf`: the sequences still running, each at
  * its own time (reverse with lengths), laid out by the pass's fill_row.
- * Forward: the product reads h_{t-1} (the previous step's row of y, or h0)
- * and updates the step's y row (RNN) or gates row; the cell kernel finds
- * the state of the step before in the same buffers. Backward: the product
- * reads the gradients of the step that follows (nothing after a sequence's
- * last step: the zero row). */
+ * Forward: the product reads h_{t-1} (the previous step's row of y, or h0
+ * at a piece's first step) and updates the step's y row (RNN) or gates
+ * row; the cell kernel finds the state of the step before in the same
+ * buffers. Backward: the product reads the gradients of the step that
+ * follows in the piece (nothing after a piece's last step: the zero row). */
 static void fill_rows(const run *r, int64_t s, int buf)
 {
     const fusedrnn_problem *p = r->p;
@@ -358,10 +381,11 @@ static void fill_rows(const run *r, int64_t s, int buf)
         int64_t len = seq_len(r->lengths, b, T);
         if (s >= len)
             continue;
-        seq_at at = {s, b, row_of(L, time_at(p, len, s), b), -1, -1, NULL};
-        if (s > 0)
+        seq_at at = {s, b, row_of(L, time_at(p, len, s), b), -1, -1,
+                     cut_before(r, b, len, s), s + 1 == len, NULL};
+        if (s > 0 && !at.restart)
             at.before = row_of(L, time_at(p, len, s - 1), b);
-        if (r->backward && s + 1 < len)
+        if (r->backward && s + 1 < len && !cut_before(r, b, len, s + 1))
             at.after = row_of(L, time_at(p, len, s + 1), b);
         at.h_prev = at.before >= 0 ? r->y + at.before * H : initial_row(r, r->h0, b);
         r->fill_row(r, rows, m++, &at);
@@ -434,14 +458,15 @@ static void gated_backward_row(const run *r, step_rows *rows, int64_t m, const s
     if (c->phases > 1)
         rows->a[1][m] = w->dg + at->row * w->ldg + c->backward[1].gate0 * H;
     rows->c[m] = rows->h[m] = w->dh + m * H;
-    rows->aux[m] = at->after < 0 && r->dh_n ? w->last + at->b * H
-                 : r->dy                    ? r->dy + at->row * H
-                                            : w->zeros;
+    rows->aux[m] = at->end && r->dh_n ? w->last + at->b * H
+                 : r->dy              ? r->dy + at->row * H
+                                      : w->zeros;
     rows->gates[m] = w->gates + at->row * c->info.gates * H;
     rows->carry[m] = w->carry + at->b * H;
     rows->dgates[m] = w->dg + at->row * w->ldg;
     if (c->split)
         rows->dxn[m] = w->dxn + at->row * H;
+    rows->restart[m] = at->restart ? w->restarts + at->b * H : NULL;
 }
 
 /* The rows of every step of a gated forward, in the order fill_rows takes
@@ -538,7 +563,10 @@ static void gated_forward_tile(const run *r, const step_rows *rows, const REAL *
 
 /* Gated backward: the phase's product with its gates' rows of W_hh, dh =
  * dg_{t+1} W_hh + dy (a second phase: this step's gradients, alone), then
- * the kernel's derivatives. */
+ * the kernel's derivatives. After the step's last phase, the carry of a
+ * step that a reset cut from the one before is what reaches h0 (c0): it
+ * joins the restarts' sum, and the step before, the last of the previous
+ * piece, starts from no carry. */
 static void gated_backward_tile(const run *r, const step_rows *rows, const REAL *const *a,
                                 int64_t j0, int64_t j1, int phase)
 {
@@ -549,6 +577,16 @@ static void gated_backward_tile(const run *r, const step_rows *rows, const REAL 
          rows->c, 0, phase == 0 ? rows->aux : NULL, phase == 0 ? EPI_BIAS : EPI_SET);
     if (rows->m > 0)
         u->cell[ph->kernel](rows->m, j0, j1 - j0, &rows->cell);
+    if (phase < r->cell->phases - 1)
+        return;
+    for (int64_t i = 0; i < rows->m; i++) {
+        if (!rows->restart[i])
+            continue;
+        REAL *carry = rows->carry[i], *sum = rows->restart[i];
+        for (int64_t j = j0; j < j1; j++)
+            sum[j] += carry[j];
+        zero(carry + j0, j1 - j0);
+    }
 }
 
 /* The rows the step's product reads: the step's own, or when the forward
@@ -759,8 +797,8 @@ static void forward_pass(const run *r)
  * dg is zero on every other row, but x's padding, h0 of an empty sequence or
  * an infinite state can be paired with such a row, and 0 * inf is NaN: those
  * are packed as zeros instead (pack_b's keep). A pair of the shifted dW_hh
- * GEMM counts when its dg row is a step of a sequence after its first: then
- * its y row is that sequence's previous step. */
+ * GEMM counts when its dg row is a step of a sequence after its piece's
+ * first: then its y row is that sequence's previous step. */
 static void mark_rows(const run *r)
 {
     const fusedrnn_problem *p = r->p;
@@ -774,9 +812,12 @@ static void mark_rows(const run *r)
         for (int64_t t = 0; t < T; t++)
             w->keep_x[row_of(L, t, b)] = t < len;
     }
-    /* forward: pair k is dg row k + shift with y row k; reverse: dg row k with y row k + shift */
+    /* forward: pair k is dg row k + shift with y row k; reverse: dg row k with
+     * y row k + shift. Either way a reset at row k + shift, the later time,
+     * cuts the two apart: that step paired with h0 (through g). */
     for (int64_t k = 0; k < K; k++)
-        w->keep_pair[k] = w->keep_x[k] && w->keep_x[k + shift];
+        w->keep_pair[k] = w->keep_x[k] && w->keep_x[k + shift] &&
+                          !(r->resets && r->resets[k + shift]);
     if (!p->batch_first)
         return;
     /* Batch-first rows k and k + 1 can be the last step of one sequence and
@@ -841,6 +882,8 @@ static void seed_gradients(const run *r)
         }
         if (!c->fused) {
             copy(w->carry + b * H, initial_row(r, c->info.has_c ? r->dc_n : NULL, b), H);
+            if (r->resets)
+                zero(w->restarts + b * H, H);
             if (len > 0 && dh_n) {
                 const REAL *dy = r->dy ? r->dy + row_of(L, time_at(p, len, len - 1), b) * H
                                        : w->zeros;
@@ -892,30 +935,50 @@ static void backward_pass(const run *r)
                        (view){r->w_ih + GxH * D, D, 1}, NULL, r->dx, D, 1, NULL);
     }
 
-    /* The first step of each sequence saw h0: g = its dg row, dh0 = g W_hh
-     * (+ the GRU's z * dh of that step, left in the carry); dh_n and dc_n
-     * pass straight through an empty sequence. The LSTM's carry ends as dc0. */
+    /* The first step of each sequence saw h0, and so did every step a reset
+     * cut from the one before: g = the sum of their dg rows, dh0 = g W_hh
+     * (+ the GRU's z * dh of those steps: of the first, left in the carry,
+     * of the others, summed in `restarts`); dh_n and dc_n pass straight
+     * through an empty sequence. The LSTM's carry and restarts end as dc0. */
     for (int64_t b = 0; b < B; b++) {
         int64_t len = seq_len(r->lengths, b, T);
         if (len > 0)
             copy(g + b * GH, dg + row_of(L, time_at(p, len, 0), b) * ldg, GH);
         else
             zero(g + b * GH, GH);
+        for (int64_t s = 1; r->resets && s < len; s++)
+            if (cut_before(r, b, len, s)) {
+                const REAL *row = dg + row_of(L, time_at(p, len, s), b) * ldg;
+                for (int64_t j = 0; j < GH; j++)
+                    g[b * GH + j] += row[j];
+            }
     }
     gemm_team(r, GEMM_DH0, (view){g, GH, 1}, (view){r->w_hh, H, 1}, NULL,
                    r->dh0, H, 0, NULL);
     for (int64_t b = 0; b < B; b++) {
-        REAL *dh0 = r->dh0 + b * H;
-        if (seq_len(r->lengths, b, T) == 0)
+        REAL *dh0 = r->dh0 + b * H, *carry = w->carry + b * H;
+        int64_t len = seq_len(r->lengths, b, T);
+        if (len == 0) {
             copy(dh0, initial_row(r, r->dh_n, b), H);
-        else if (!c->fused && !c->info.has_c)   /* the carry is part of dh: GRU's z * dh */
+            continue;
+        }
+        if (c->fused)
+            continue;
+        /* a sequence without a cut adds nothing: its sums stay as they were */
+        int cut = 0;
+        for (int64_t s = 1; r->resets && s < len && !cut; s++)
+            cut = cut_before(r, b, len, s);
+        for (int64_t j = 0; cut && j < H; j++)
+            carry[j] += w->restarts[b * H + j];
+        if (!c->info.has_c)   /* the carry is part of dh: GRU's z * dh */
             for (int64_t j = 0; j < H; j++)
-                dh0[j] += w->carry[b * H + j];
+                dh0[j] += carry[j];
     }
     if (c->info.has_c)
         copy(r->dc0, w->carry, B * H);
 
-    /* dW_hh = sum over steps of dg_t^T h_{t-1}. The first steps pair with h0;
+    /* dW_hh = sum over steps of dg_t^T h_{t-1}. The first steps, and those a
+     * reset cut, pair with h0 (g holds their sum);
      * every other step pairs with y one time step back (forward) or ahead
      * (reverse), which in either layout is y shifted by one time step's rows;
      * keep_pair leaves out the pairs that are not a step and its predecessor. */
@@ -941,7 +1004,8 @@ static run bind(const fusedrnn_problem *p, const ukr *u, work *w, const fusedrnn
     const cell_desc *c = &cell_table[p->cell];
     run r = {.p = p, .cell = c, .u = u, .w = w, .backward = backward,
              .x = in->x, .h0 = in->h0, .c0 = in->c0, .w_ih = in->w_ih, .w_hh = in->w_hh,
-             .b_ih = in->b_ih, .b_hh = in->b_hh, .lengths = in->lengths, .panels = w->packed};
+             .b_ih = in->b_ih, .b_hh = in->b_hh, .lengths = in->lengths,
+             .resets = in->resets, .panels = w->packed};
     if (c->fused) {
         r.fill_row = backward ? rnn_backward_row : rnn_forward_row;
         r.tile = rnn_tile;

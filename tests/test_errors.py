@@ -528,11 +528,11 @@ def reserve_a_scalar():
 
 # A reserve of the right size and dtype from another call: its header names
 # that call, and the message shows both.
-THIS = "this one is LSTM T=3, B=2, D=4, H=5, reverse=False, batch_first=False, lengths=None"
+THIS = "this one is LSTM T=3, B=2, D=4, H=5, reverse=False, batch_first=False, lengths=None, resets=None"
 
 
 @case(ValueError, esc("reserve: it comes from a different call (LSTM T=2, B=3, D=4, H=5, "
-                      "reverse=False, batch_first=False, lengths=None); " + THIS))
+                      "reverse=False, batch_first=False, lengths=None, resets=None); " + THIS))
 def reserve_with_t_and_b_swapped():
     a, out = lstm_reserve()
     swapped = fwd("lstm", arrays("lstm", T=B, B=T), training=True)
@@ -541,15 +541,15 @@ def reserve_with_t_and_b_swapped():
 
 
 @case(ValueError, esc("reserve: it comes from a different call (LSTM T=3, B=2, D=4, H=5, "
-                      "reverse=True, batch_first=False, lengths=None); " + THIS))
+                      "reverse=True, batch_first=False, lengths=None, resets=None); " + THIS))
 def reserve_with_reverse_flipped():
     a, out = lstm_reserve(reverse=True)
     bwd("lstm", a, out.y, out.reserve)
 
 
 @case(ValueError, esc("reserve: it comes from a different call (GRU T=3, B=3, D=4, H=5, "
-                      "reverse=False, batch_first=True, lengths=None); this one is GRU T=3, B=3, D=4, "
-                      "H=5, reverse=False, batch_first=False, lengths=None"))
+                      "reverse=False, batch_first=True, lengths=None, resets=None); this one is GRU T=3, B=3, D=4, "
+                      "H=5, reverse=False, batch_first=False, lengths=None, resets=None"))
 def reserve_with_batch_first_flipped():
     a = arrays("gru", T=3, B=3)
     out = fwd("gru", a, training=True, batch_first=True)
@@ -557,7 +557,7 @@ def reserve_with_batch_first_flipped():
 
 
 @case(ValueError, esc("reserve: it comes from a different call (LSTM T=3, B=2, D=3, H=5, "
-                      "reverse=False, batch_first=False, lengths=None); " + THIS))
+                      "reverse=False, batch_first=False, lengths=None, resets=None); " + THIS))
 def reserve_of_another_input_size():
     a, out = lstm_reserve()
     other = fwd("lstm", arrays("lstm", D=3), training=True)
@@ -566,8 +566,8 @@ def reserve_of_another_input_size():
 
 
 @case(ValueError, esc("reserve: it comes from a different call (GRU T=5, B=8, D=4, H=5, "
-                      "reverse=False, batch_first=False, lengths=None); this one is LSTM T=4, B=8, "
-                      "D=4, H=5, reverse=False, batch_first=False, lengths=None"))
+                      "reverse=False, batch_first=False, lengths=None, resets=None); this one is LSTM T=4, B=8, "
+                      "D=4, H=5, reverse=False, batch_first=False, lengths=None, resets=None"))
 def reserve_of_the_other_cell_of_the_same_size():
     a = arrays("lstm", T=4, B=8)
     gru = fwd("gru", arrays("gru", T=5, B=8), training=True)
@@ -577,7 +577,7 @@ def reserve_of_the_other_cell_of_the_same_size():
 
 
 @case(ValueError, esc("reserve: it comes from a different call (RNN T=0, B=0, D=0, H=0, "
-                      "reverse=False, batch_first=False, lengths with checksum 0); " + THIS))
+                      "reverse=False, batch_first=False, lengths with checksum 0, resets with checksum 0); " + THIS))
 def reserve_of_zeros():
     a, out = lstm_reserve()
     bwd("lstm", a, out.y, np.zeros_like(out.reserve))
@@ -590,7 +590,7 @@ def reserve_of_nan():
 
 
 @case(ValueError, r"reserve: it comes from a different call \(LSTM T=3, B=2, D=4, H=5, "
-                  r"reverse=False, batch_first=False, lengths with checksum \d+\); " + esc(THIS))
+                  r"reverse=False, batch_first=False, lengths with checksum \d+, resets=None\); " + esc(THIS))
 def reserve_with_its_lengths_field_overwritten():
     a, out = lstm_reserve()
     reserve = out.reserve.copy()
@@ -599,7 +599,7 @@ def reserve_with_its_lengths_field_overwritten():
 
 
 @case(ValueError, r"reserve: it comes from a different call \(LSTM T=3, B=2, D=4, H=5, "
-                  r"reverse=False, batch_first=False, lengths with checksum \d+\); this one is "
+                  r"reverse=False, batch_first=False, lengths with checksum \d+, resets=None\); this one is "
                   r"LSTM T=3, B=2, D=4, H=5, reverse=False, batch_first=False, lengths with "
                   r"checksum \d+")
 def reserve_of_other_lengths():
@@ -608,6 +608,17 @@ def reserve_of_other_lengths():
     a = arrays("lstm")
     out = fwd("lstm", a, training=True, lengths=[3, 1])
     bwd("lstm", a, out.y, out.reserve, lengths=[1, 3])
+
+
+@case(ValueError, r"reserve: it comes from a different call \(GRU T=3, B=2, D=4, H=5, "
+                  r"reverse=False, batch_first=False, lengths=None, resets with checksum \d+\); "
+                  r"this one is GRU T=3, B=2, D=4, H=5, reverse=False, batch_first=False, "
+                  r"lengths=None, resets with checksum \d+")
+def reserve_of_other_resets():
+    """The forward ran other pieces: its gates are not those of this call."""
+    a = arrays("gru")
+    out = fwd("gru", a, training=True, resets=[[0, 0], [1, 0], [0, 0]])
+    bwd("gru", a, out.y, out.reserve, resets=[[0, 0], [0, 1], [0, 0]])
 
 
 # dtypes.

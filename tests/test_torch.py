@@ -498,10 +498,10 @@ def test_zero_copy(monkeypatch):
     dy = torch.randn(y.shape)
     y.backward(dy)
     ptr = [a.data_ptr() for a in args]
-    # Inputs: x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, packed
-    assert seen["forward"] == [[ptr[0], ptr[1], None, *ptr[2:], None, None],
+    # Inputs: x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, resets, packed
+    assert seen["forward"] == [[ptr[0], ptr[1], None, *ptr[2:], None, None, None],
                                [y.data_ptr(), h_n.data_ptr(), None, None]]
-    assert seen["backward"][:2] == [[ptr[0], ptr[1], None, *ptr[2:], None, None],
+    assert seen["backward"][:2] == [[ptr[0], ptr[1], None, *ptr[2:], None, None, None],
                                     [y.data_ptr(), None, dy.data_ptr(), None, None]]
     # The kernel writes both bias gradients, each into memory of its own.
     assert seen["backward"][2] == [x.grad.data_ptr(), h0.grad.data_ptr(), None,

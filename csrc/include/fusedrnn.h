@@ -86,6 +86,16 @@ typedef struct {
  *            lengths[b] give zeros in y and leave the state unchanged; x there,
  *            and h0, c0 of a sequence of length 0, are never read into a
  *            result (NaN there stays out).
+ *   resets   [T,B] (or [B,T] with batch_first), nonzero where an episode
+ *            starts; NULL means none. resets[t,b] cuts sequence b between
+ *            steps t-1 and t into pieces that each run from h0 (c0), as
+ *            separate sequences would: forwards the step at t starts from
+ *            h0; in reverse the step at t-1 does (the piece ending at t-1
+ *            runs on its own, backwards, from h0). A flag at t = 0 or at
+ *            t >= lengths[b] changes nothing. The backward sums the
+ *            gradients reaching h0 (c0) at every piece's start into dh0
+ *            (dc0), and dw_hh pairs h0 with each piece's first step; no
+ *            gradient crosses a cut.
  *   packed   a pack of w_ih, w_hh, b_ih, b_hh (fusedrnn_pack), or NULL. A
  *            forward given one, training or not, reads the weights and
  *            biases from it alone (w_ih, w_hh, b_ih, b_hh may be NULL) and
@@ -99,6 +109,7 @@ typedef struct {
 typedef struct {
     const void *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh;
     const int64_t *lengths;
+    const uint8_t *resets;
     const void *packed;
 } fusedrnn_inputs;
 

@@ -93,13 +93,31 @@ def _lengths(lengths, B, T):
     return a
 
 
+def _resets(resets, T, B, batch_first):
+    """resets as the kernel reads them: x's (T, B), or (B, T) with
+    batch_first, of bool or integers, nonzero meaning set; as uint8 0 or 1
+    (the same flags always the same bytes, which the reserve's header
+    checksums), a new array, not yet C-contiguous."""
+    if resets is None:
+        return None
+    a = as_array("resets", resets)
+    if a.dtype.kind not in "biu" and a.size:  # [] (T*B = 0) becomes a float array
+        raise TypeError(f"resets: expected a bool or integer array, got dtype {a.dtype}")
+    shape = (B, T) if batch_first else (T, B)
+    if a.shape != shape:
+        raise ValueError(f"resets: expected shape {shape} ({'B, T' if batch_first else 'T, B'}"
+                         f", x's layout), got {a.shape}")
+    return (a != 0).view(np.uint8)
+
+
 def _common(cell, names, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, batch_first,
-            act=0, training=False):
+            act=0, training=False, resets=None):
     """Check the inputs of a call, as the caller gave them (named `names`,
     an Inputs of strings), and its options; returns its Problem and the
     inputs checked, as Inputs of the arrays given (not yet copied to C
     order, nor lengths to int64: out= and grads_out= are checked against
-    these). The weights of a cell with G gates are (G*H, D) and (G*H, H)."""
+    these; resets as uint8 flags of their own). The
+    weights of a cell with G gates are (G*H, D) and (G*H, H)."""
     reverse, batch_first = flag("reverse", reverse), flag("batch_first", batch_first)
     training = flag("training", training)
     x = float_array("x", x, 3)
@@ -119,9 +137,10 @@ def _common(cell, names, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, ba
                               training=training)
     _check_sizes(problem)
     lengths = _lengths(lengths, B, T)
+    resets = _resets(resets, T, B, batch_first)
     b_ih = optional(names.b_ih, b_ih, (G * H,), dtype)
     b_hh = optional("b_hh", b_hh, (G * H,), dtype)
-    return problem, Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
+    return problem, Inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, resets)
 
 
 class _Required:
@@ -291,7 +310,7 @@ def _given(name, given, fields, shapes, dtype, read_names, read):
 # backward of another problem is refused rather than read. The header is
 # _FIELDS int64 values stored as their bits (exact for any size, in either
 # dtype):
-_FIELDS = ("cell", "T", "B", "D", "H", "reverse", "batch_first", "lengths")
+_FIELDS = ("cell", "T", "B", "D", "H", "reverse", "batch_first", "lengths", "resets")
 _HEADER_BYTES = 8 * len(_FIELDS)
 
 
@@ -299,12 +318,17 @@ def _header_len(dtype):
     return _HEADER_BYTES // dtype.itemsize
 
 
-def _reserve_header(p, lengths):
-    """The header's values for Problem p; `lengths` (int64, or None) enters
-    as a checksum (-1: none), so that a reserve of the same sizes but other
-    lengths, whose padded rows the forward never wrote, is refused too."""
-    checksum = -1 if lengths is None else zlib.crc32(lengths.tobytes())
-    return np.array([p.cell.id, p.T, p.B, p.D, p.H, p.reverse, p.batch_first, checksum], np.int64)
+def _checksum(a):
+    return -1 if a is None else zlib.crc32(a.tobytes())
+
+
+def _reserve_header(p, inputs):
+    """The header's values for Problem p; the inputs' lengths (int64) and
+    resets (uint8) enter as checksums (-1: None), so that a reserve of the
+    same sizes but other lengths, whose padded rows the forward never wrote,
+    or other resets, whose pieces it ran, is refused too."""
+    return np.array([p.cell.id, p.T, p.B, p.D, p.H, p.reverse, p.batch_first,
+                     _checksum(inputs.lengths), _checksum(inputs.resets)], np.int64)
 
 
 def _header_text(header):
@@ -317,16 +341,16 @@ def _header_text(header):
             return next((c.name for c in CELLS.values() if c.id == v), f"cell={v}")
         if name in ("reverse", "batch_first") and v in (0, 1):
             return f"{name}={bool(v)}"
-        if name == "lengths":
-            return "lengths=None" if v == -1 else f"lengths with checksum {v}"
+        if name in ("lengths", "resets"):
+            return f"{name}=None" if v == -1 else f"{name} with checksum {v}"
         return f"{name}={v}"
     parts = [value(n, v) for n, v in zip(_FIELDS, header)]
     return f"{parts[0]} {', '.join(parts[1:])}"
 
 
-def _check_reserve(reserve, problem, lengths):
-    """The reserve of the forward of this very problem (its lengths int64),
-    or a clear error; returns the kernel's part."""
+def _check_reserve(reserve, problem, inputs):
+    """The reserve of the forward of this very problem on `inputs` (as the
+    kernel reads them), or a clear error; returns the kernel's part."""
     dtype = problem.dtype
     if not isinstance(reserve, np.ndarray):
         raise TypeError(f"reserve: expected the reserve array a training forward returned "
@@ -335,7 +359,7 @@ def _check_reserve(reserve, problem, lengths):
         raise TypeError(f"reserve: expected dtype {dtype} (the dtype of x), got {reserve.dtype}")
     n = _header_len(dtype)
     size = n + problem.reserve_size()
-    header = _reserve_header(problem, lengths)
+    header = _reserve_header(problem, inputs)
     if reserve.shape != (size,):
         raise ValueError(f"reserve: expected shape ({size},), from the training forward of this "
                          f"{problem.cell.name} (T={problem.T}, B={problem.B}, D={problem.D}, "
@@ -366,7 +390,7 @@ def _forward(problem, given, names, out, fields, packed=None):
         "out", out, fields, shapes, dtype, names, given)
     kernel_outputs = outputs
     if outputs.reserve is not None:
-        outputs.reserve[:n].view(np.int64)[:] = _reserve_header(problem, inputs.lengths)
+        outputs.reserve[:n].view(np.int64)[:] = _reserve_header(problem, inputs)
         kernel_outputs = Outputs(outputs.y, outputs.h_n, outputs.c_n, outputs.reserve[n:])
     _engine.forward(problem, inputs, kernel_outputs)
     return outputs
@@ -385,7 +409,7 @@ def _backward(problem, given, names, d, grads_out, fields):
     dh_n = optional("dh_n", d.dh_n, (B, H), dtype)
     dc_n = optional("dc_n", d.dc_n, (B, H), dtype)
     inputs = _contiguous(given, names)
-    reserve = None if d.reserve is None else _check_reserve(d.reserve, problem, inputs.lengths)
+    reserve = None if d.reserve is None else _check_reserve(d.reserve, problem, inputs)
     shapes = problem.grad_shapes()
     grads = _engine.empty(shapes, dtype) if grads_out is None else _given(
         "grads_out", grads_out, fields, shapes, dtype, (*names, *GradInputs._fields),
@@ -399,7 +423,7 @@ def _backward(problem, given, names, d, grads_out, fields):
 
 
 def rnn_forward(x, h0, w_ih, w_hh=_REQUIRED, bias=None, *, nonlinearity="tanh",
-                lengths=None, reverse=False, batch_first=False, out=None):
+                lengths=None, reverse=False, batch_first=False, out=None, resets=None):
     """Run one RNN layer over a batch of sequences: h_t = act(W_ih x_t + W_hh h_{t-1} + b).
 
     x: (T, B, D), or (B, T, D) with batch_first. h0: (B, H) or None (zeros).
@@ -407,6 +431,11 @@ def rnn_forward(x, h0, w_ih, w_hh=_REQUIRED, bias=None, *, nonlinearity="tanh",
     lengths: integers (B,), 0 <= lengths[b] <= T, or None (all T): steps at or
     past a sequence's length give zeros in y and leave its state unchanged.
     reverse: run each sequence from its last valid step back to step 0.
+    resets: bools or integers (T, B), or (B, T) with batch_first, nonzero
+    where an episode starts, or None: resets[t, b] cuts sequence b between
+    t-1 and t into pieces that each run from h0, as separate sequences
+    would. In reverse the piece ending at t-1 runs backwards from h0. A flag
+    at t = 0 or at t >= lengths[b] changes nothing.
 
     Returns (y, h_n): y has x's layout with H last; h_n (B, H) is each
     sequence's state after its last valid step.
@@ -428,19 +457,20 @@ def rnn_forward(x, h0, w_ih, w_hh=_REQUIRED, bias=None, *, nonlinearity="tanh",
     elif w_hh is _REQUIRED:
         _missing("rnn_forward", ("w_hh",), (w_hh,))
     problem, given = _common(RNN, _RNN_INPUT_NAMES, x, h0, None, w_ih, w_hh, bias, None, lengths,
-                             reverse, batch_first, act)
+                             reverse, batch_first, act, resets=resets)
     o = _forward(problem, given, _RNN_INPUT_NAMES, out, _RNN_OUTPUT_FIELDS, packed)
     return o.y, o.h_n
 
 
 def rnn_backward(x, h0, w_ih, w_hh=_REQUIRED, y=_REQUIRED, dy=_REQUIRED, dh_n=None, *,
                  nonlinearity="tanh", lengths=None, reverse=False, batch_first=False,
-                 grads_out=None):
+                 grads_out=None, resets=None):
     """Backpropagation through time for the rnn_forward call with the same arguments.
 
     y: the y that rnn_forward returned. dy: y-shaped gradient of the loss with
     respect to y, or None (zero). dh_n: (B, H) gradient with respect to h_n, or
-    None (zero).
+    None (zero). lengths and resets must be the forward's: dh0 sums what
+    reaches h0 at the start of every piece.
 
     Returns RNNGrads(dx, dh0, dw_ih, dw_hh, dbias); dbias is the gradient for
     the bias whether or not one was used. grads_out: arrays to write them
@@ -455,7 +485,7 @@ def rnn_backward(x, h0, w_ih, w_hh=_REQUIRED, y=_REQUIRED, dy=_REQUIRED, dh_n=No
     if w_hh is _REQUIRED or y is _REQUIRED or dy is _REQUIRED:
         _missing("rnn_backward", ("w_hh", "y", "dy"), (w_hh, y, dy))
     problem, given = _common(RNN, _RNN_INPUT_NAMES, x, h0, None, w_ih, w_hh, None, None, lengths,
-                             reverse, batch_first, act, training=True)
+                             reverse, batch_first, act, training=True, resets=resets)
     # db_hh, the kernel's copy of db_ih, is dropped: the RNN here has one bias
     g = _backward(problem, given, _RNN_INPUT_NAMES, GradInputs(y, None, dy, dh_n),
                   grads_out, RNNGrads._fields)
@@ -463,13 +493,14 @@ def rnn_backward(x, h0, w_ih, w_hh=_REQUIRED, y=_REQUIRED, dy=_REQUIRED, dh_n=No
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh=_REQUIRED, b_ih=None, b_hh=None, *, lengths=None,
-                 reverse=False, batch_first=False, training=False, out=None):
+                 reverse=False, batch_first=False, training=False, out=None, resets=None):
     """Run one LSTM layer over a batch of sequences, with PyTorch's maths and layout.
 
     Gates i, f, g, o are the row blocks of w_ih (4H, D), w_hh (4H, H), b_ih
     and b_hh (4H,) (None: zero). h0, c0: (B, H) or None (zeros). lengths,
-    reverse, batch_first: as for rnn_forward. training: also return the
-    reserve, what lstm_backward needs from this call.
+    reverse, batch_first, resets: as for rnn_forward (each piece starts
+    from h0 and c0). training: also return the reserve, what lstm_backward
+    needs from this call.
 
     Returns LSTMOutput(y, h_n, c_n, reserve); reserve is None unless training.
     out: arrays to write them into, as rnn_forward's (a previous call's
@@ -486,19 +517,21 @@ def lstm_forward(x, h0, c0, w_ih, w_hh=_REQUIRED, b_ih=None, b_hh=None, *, lengt
     elif w_hh is _REQUIRED:
         _missing("lstm_forward", ("w_hh",), (w_hh,))
     problem, given = _common(LSTM, _INPUT_NAMES, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
-                             reverse, batch_first, training=training)
+                             reverse, batch_first, training=training, resets=resets)
     o = _forward(problem, given, _INPUT_NAMES, out, LSTMOutput._fields, packed)
     return LSTMOutput(o.y, o.h_n, o.c_n, o.reserve)
 
 
 def lstm_backward(x, h0, c0, w_ih, w_hh=_REQUIRED, b_ih=_REQUIRED, b_hh=_REQUIRED, y=_REQUIRED,
                   reserve=_REQUIRED, dy=_REQUIRED, dh_n=None, dc_n=None, *, lengths=None,
-                  reverse=False, batch_first=False, grads_out=None):
+                  reverse=False, batch_first=False, grads_out=None, resets=None):
     """Backpropagation through time for the lstm_forward call with the same arguments.
 
     y: its y. reserve: its reserve (training=True), or None to recompute it
     (one more forward). dy, dh_n, dc_n: the loss's gradients with respect to
-    y, h_n and c_n, None meaning zero.
+    y, h_n and c_n, None meaning zero. lengths and resets must be the
+    forward's (a reserve from other ones is refused): dh0 and dc0 sum what
+    reaches h0 and c0 at the start of every piece.
 
     Returns LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh).
     grads_out: arrays to write them into, as rnn_forward's out.
@@ -514,7 +547,7 @@ def lstm_backward(x, h0, c0, w_ih, w_hh=_REQUIRED, b_ih=_REQUIRED, b_hh=_REQUIRE
         _missing("lstm_backward", ("w_hh", "b_ih", "b_hh", "y", "reserve", "dy"),
                  (w_hh, b_ih, b_hh, y, reserve, dy))
     problem, given = _common(LSTM, _INPUT_NAMES, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
-                             reverse, batch_first, training=True)
+                             reverse, batch_first, training=True, resets=resets)
     g = _backward(problem, given, _INPUT_NAMES, GradInputs(y, reserve, dy, dh_n, dc_n),
                   grads_out, LSTMGrads._fields)
     return LSTMGrads(g.dx, g.dh0, g.dc0, g.dw_ih, g.dw_hh, g.db_ih, g.db_hh)
@@ -527,12 +560,12 @@ def _gru(linear_before_reset):
 
 def gru_forward(x, h0, w_ih, w_hh=_REQUIRED, b_ih=None, b_hh=None, *, lengths=None,
                 reverse=False, batch_first=False, training=False, out=None,
-                linear_before_reset=True):
+                linear_before_reset=True, resets=None):
     """Run one GRU layer over a batch of sequences, with PyTorch's maths and layout.
 
     Gates r, z, n are the row blocks of w_ih (3H, D), w_hh (3H, H), b_ih and
     b_hh (3H,) (None: zero); n = tanh(W_in x + b_in + r (W_hn h + b_hn)).
-    Otherwise as lstm_forward, without a cell state.
+    Otherwise as lstm_forward (lengths, resets, ...), without a cell state.
 
     linear_before_reset=False: the reset gate applied to h before the
     product, n = tanh(W_in x + b_in + W_hn (r h) + b_hn), ONNX's default
@@ -551,15 +584,18 @@ def gru_forward(x, h0, w_ih, w_hh=_REQUIRED, b_ih=None, b_hh=None, *, lengths=No
     elif w_hh is _REQUIRED:
         _missing("gru_forward", ("w_hh",), (w_hh,))
     problem, given = _common(cell, _INPUT_NAMES, x, h0, None, w_ih, w_hh,
-                             b_ih, b_hh, lengths, reverse, batch_first, training=training)
+                             b_ih, b_hh, lengths, reverse, batch_first, training=training,
+                             resets=resets)
     o = _forward(problem, given, _INPUT_NAMES, out, GRUOutput._fields, packed)
     return GRUOutput(o.y, o.h_n, o.reserve)
 
 
 def gru_backward(x, h0, w_ih, w_hh=_REQUIRED, b_ih=_REQUIRED, b_hh=_REQUIRED, y=_REQUIRED,
                  reserve=_REQUIRED, dy=_REQUIRED, dh_n=None, *, lengths=None, reverse=False,
-                 batch_first=False, grads_out=None, linear_before_reset=True):
-    """Backpropagation through time for the gru_forward call with the same arguments.
+                 batch_first=False, grads_out=None, linear_before_reset=True,
+                 resets=None):
+    """Backpropagation through time for the gru_forward call with the same arguments
+    (lengths and resets too, as for lstm_backward).
 
     Returns GRUGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh); db_ih and db_hh
     differ in the n gate (with linear_before_reset=False they are equal: b_hn
@@ -577,7 +613,8 @@ def gru_backward(x, h0, w_ih, w_hh=_REQUIRED, b_ih=_REQUIRED, b_hh=_REQUIRED, y=
         _missing("gru_backward", ("w_hh", "b_ih", "b_hh", "y", "reserve", "dy"),
                  (w_hh, b_ih, b_hh, y, reserve, dy))
     problem, given = _common(cell, _INPUT_NAMES, x, h0, None, w_ih, w_hh,
-                             b_ih, b_hh, lengths, reverse, batch_first, training=True)
+                             b_ih, b_hh, lengths, reverse, batch_first, training=True,
+                             resets=resets)
     g = _backward(problem, given, _INPUT_NAMES, GradInputs(y, reserve, dy, dh_n),
                   grads_out, GRUGrads._fields)
     return GRUGrads(g.dx, g.dh0, g.dw_ih, g.dw_hh, g.db_ih, g.db_hh)

@@ -1,6 +1,7 @@
 """The kernel calls, once every argument is known good: C-contiguous arrays
 aligned to their dtype (`kernel_buffer`), of one float dtype, with matching
-shapes (or None), lengths int64 within [0, T] (or None). The NumPy API gets
+shapes (or None), lengths int64 within [0, T] (or None), resets uint8 of
+x's (T, B) or (B, T) (or None). The NumPy API gets
 there by checking every argument; fusedrnn.torch by what torch has checked.
 The caller allocates the results (NumPy arrays, or the memory of torch
 tensors) with the shapes its Problem gives, and the kernel writes into them.
@@ -31,6 +32,7 @@ class Inputs(NamedTuple):
     b_ih: object = None
     b_hh: object = None
     lengths: object = None
+    resets: object = None
     packed: object = None   # a pack's bytes (PackedWeights), for a forward
 
 

@@ -1,5 +1,5 @@
 # Mirrors csrc/include/fusedrnn.h; see it for every buffer's shape and role.
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t
 
 
 cdef extern from "fusedrnn.h" nogil:
@@ -46,6 +46,7 @@ cdef extern from "fusedrnn.h" nogil:
         const void *b_ih
         const void *b_hh
         const int64_t *lengths
+        const uint8_t *resets
         const void *packed
 
     ctypedef struct fusedrnn_outputs:

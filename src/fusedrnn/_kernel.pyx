@@ -12,7 +12,7 @@ cimport numpy as cnp
 import threading
 
 import numpy as np
-from libc.stdint cimport int64_t, uintptr_t
+from libc.stdint cimport int64_t, uint8_t, uintptr_t
 
 cnp.import_array()
 
@@ -77,10 +77,11 @@ cdef fusedrnn_problem problem_of(object problem):
 cdef fusedrnn_inputs inputs_of(object a):
     """The fusedrnn_inputs of an Inputs."""
     cdef fusedrnn_inputs i
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, packed = <tuple>a
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, resets, packed = <tuple>a
     i.x, i.h0, i.c0 = data(x), data(h0), data(c0)
     i.w_ih, i.w_hh, i.b_ih, i.b_hh = data(w_ih), data(w_hh), data(b_ih), data(b_hh)
     i.lengths = <const int64_t *>data(lengths)
+    i.resets = <const uint8_t *>data(resets)
     i.packed = data(packed)
     return i
 

@@ -143,7 +143,7 @@ class _Layers(_Parameters):
     def _state_shape(self, B):
         return (self.num_layers * self.num_directions, B, self.hidden_size)
 
-    def _forward(self, x, states0, lengths):
+    def _forward(self, x, states0, lengths, resets):
         """Every layer over x from states0 (one per STATES, each [L * dirs, B, H]
         or None); returns (y, the final states as a tuple)."""
         x = as_array("x", x)
@@ -154,7 +154,7 @@ class _Layers(_Parameters):
             raise ValueError(f"x: expected a 3-D array {layout} with input_size = "
                              f"{self.input_size}, got shape {x.shape}")
         state_shape = self._state_shape(x.shape[0] if self.batch_first else x.shape[1])
-        # backward reads x, the initial states and lengths again: copies, so
+        # backward reads x, the initial states, lengths and resets again: copies, so
         # that a caller reusing those buffers before backward cannot silently
         # change the gradients.
         states0 = tuple(None if s is None else _array(f"{letter}0", s, state_shape,
@@ -162,7 +162,9 @@ class _Layers(_Parameters):
                         for letter, s in zip(self.STATES, states0))
         if lengths is not None:
             lengths = as_array("lengths", lengths).copy()
-        options = dict(lengths=lengths, batch_first=self.batch_first)
+        if resets is not None:
+            resets = as_array("resets", resets).copy()
+        options = dict(lengths=lengths, resets=resets, batch_first=self.batch_first)
 
         # Per (layer, direction): copies of its parameters as this forward
         # used them. backward needs the weights of the forward it
@@ -235,19 +237,22 @@ class _Layers(_Parameters):
         self.grads = {name: grads[name] for name in self.params}  # torch's key order
         return d_output, d_states0
 
-    def forward(self, x, h0=None, lengths=None):
+    def forward(self, x, h0=None, lengths=None, resets=None):
         """Run every layer over x.
 
         x: [T, B, input_size], or [B, T, input_size] with batch_first.
         h0: [num_layers * dirs, B, H] or None (zeros). lengths: integers [B]
         or None, as in rnn_forward (a PackedSequence's lengths in torch).
+        resets: flags [T, B] (or [B, T]) or None, as in rnn_forward: every
+        layer and direction restarts at them from its own initial state.
 
         Returns (y, h_n): y [T, B, dirs * H] (or batch-first), the last layer's
         states with the directions concatenated forward | reverse; h_n
         [num_layers * dirs, B, H], each sequence's state after its last valid step.
-        Keeps copies of what backward needs: x, h0, lengths and the parameters.
+        Keeps copies of what backward needs: x, h0, lengths, resets and the
+        parameters.
         """
-        y, (h_n,) = self._forward(x, (h0,), lengths)
+        y, (h_n,) = self._forward(x, (h0,), lengths, resets)
         return y, h_n
 
     def backward(self, dy, dh_n=None):
@@ -328,16 +333,16 @@ class LSTM(_Layers):
         g = lstm_backward(x, *states0, *weights, y, saved, dy, *d_finals, **options)
         return g.dx, (g.dh0, g.dc0), (g.dw_ih, g.dw_hh, g.db_ih, g.db_hh)
 
-    def forward(self, x, hx=None, lengths=None):
+    def forward(self, x, hx=None, lengths=None, resets=None):
         """Run every layer over x.
 
-        x and lengths as for `RNN.forward`. hx: the pair (h0, c0), each
+        x, lengths and resets as for `RNN.forward`. hx: the pair (h0, c0), each
         [num_layers * dirs, B, H] or None (zeros), or None (both zero).
 
         Returns (y, (h_n, c_n)): y as for `RNN.forward`; h_n and c_n
         [num_layers * dirs, B, H], each sequence's states after its last valid step.
         """
-        y, (h_n, c_n) = self._forward(x, _pair("hx", hx, ("h0", "c0")), lengths)
+        y, (h_n, c_n) = self._forward(x, _pair("hx", hx, ("h0", "c0")), lengths, resets)
         return y, (h_n, c_n)
 
     def backward(self, dy, dhx=None):

@@ -163,15 +163,15 @@ class ElmanRNN(_Parameters):
         self._cache = None
         self._dz = None
 
-    def forward(self, x, h0=None, lengths=None):
-        """x as for `RNN.forward`; h0 the initial state, as the layer takes it
+    def forward(self, x, h0=None, lengths=None, resets=None):
+        """x, lengths and resets as for `RNN.forward`; h0 the initial state, as the layer takes it
         (for lstm the pair (h0, c0)), or None (zeros). Returns (y, h_n): y
         [T, B, output_size] (or batch-first), O(W_hy h_t + b_y) at every
         step, and the layer's final state (for lstm the pair (h_n, c_n)).
 
         Past a sequence's length h_t is zero, so y_t there is O(b_y); the
         losses leave those positions out."""
-        h, h_n = self.rnn.forward(x, h0, lengths)
+        h, h_n = self.rnn.forward(x, h0, lengths, resets)
         # backward needs W_hy as it is now; params may change in place before
         # it (an optimiser step, load_state_dict): keep a copy, as the RNN
         # keeps its weights. b_y is not needed: z, kept below, holds it.

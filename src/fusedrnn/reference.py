@@ -12,6 +12,18 @@ chooses between two models: a stray truthy value must not pick one silently.
 
 Shapes use the vocabulary T (time), B (batch), D (input size), H (hidden size)
 and G (gates: 4 for the LSTM, 3 for the GRU).
+
+resets, (T, B) (x's layout: (B, T) with batch_first) or None, marks where an
+episode starts: a nonzero resets[t, b] cuts sequence b between times t-1 and
+t into pieces, and each piece runs from the initial state (h0, c0), as if it
+were a sequence of its own. Forwards, the step at t starts from the initial
+state; in reverse, each sequence runs from its last valid step down to 0,
+and the step at t-1 starts from it (the piece ending at t-1 runs backwards
+on its own). A flag at t = 0 or at t >= lengths[b] changes nothing; h_n
+(c_n) is the state after the sequence's last valid step. Backwards, no
+gradient crosses a cut: what reaches the initial state at the start of each
+piece is summed into dh0 (dc0), and dw_hh pairs h0 with each piece's first
+step.
 """
 
 from typing import Callable, NamedTuple
@@ -51,6 +63,14 @@ def _prepare(x, h0, w_hh, bias, lengths, batch_first):
     return x, T, B, H, h0, bias, lengths
 
 
+def _flags(resets, batch_first):
+    """resets as time-major bools [T,B], or None."""
+    if resets is None:
+        return None
+    flags = np.asarray(resets) != 0
+    return flags.T if batch_first else flags
+
+
 def _step_rows(s, lengths, reverse):
     """Batch rows still running at step s, and the time index each is at.
 
@@ -62,11 +82,22 @@ def _step_rows(s, lengths, reverse):
     return b, t
 
 
+def _restarts(resets, s, b, t, reverse):
+    """Of the rows b at step s (times t), a mask of those that start a piece
+    after their sequence's first (their state before the step is the
+    initial one): forwards a flag at t, in reverse at t + 1, the time of the
+    step before."""
+    if resets is None or s == 0:
+        return np.zeros(b.shape, dtype=bool)
+    return resets[t + 1, b] if reverse else resets[t, b]
+
+
 def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
-                lengths=None, reverse=False, batch_first=False):
+                lengths=None, reverse=False, batch_first=False, resets=None):
     """h_t = act(W_ih x_t + W_hh h_{t-1} + b). Returns (y, h_n)."""
     act, _ = ACTIVATIONS[nonlinearity]
     x, T, B, H, h0, bias, lengths = _prepare(x, h0, w_hh, bias, lengths, batch_first)
+    resets = _flags(resets, batch_first)
     w_ih = np.asarray(w_ih, dtype=np.float64)
     w_hh = np.asarray(w_hh, dtype=np.float64)
 
@@ -74,6 +105,8 @@ def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
     h = h0.copy()
     for s in range(T):
         b, t = _step_rows(s, lengths, reverse)
+        cut = b[_restarts(resets, s, b, t, reverse)]
+        h[cut] = h0[cut]
         h[b] = act(x[t, b] @ w_ih.T + h[b] @ w_hh.T + bias)
         y[t, b] = h[b]
     y = y.transpose(1, 0, 2) if batch_first else y
@@ -81,20 +114,22 @@ def rnn_forward(x, h0, w_ih, w_hh, bias=None, *, nonlinearity="tanh",
 
 
 def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
-                 lengths=None, reverse=False, batch_first=False):
+                 lengths=None, reverse=False, batch_first=False, resets=None):
     """Backpropagation through time. Returns RNNGrads(dx, dh0, dw_ih, dw_hh, dbias).
 
     `y` is the output of rnn_forward for the same arguments; `dy` (y-shaped)
     and `dh_n` ([B,H]) are the loss gradients with respect to y and h_n, None
-    meaning zero.
+    meaning zero. lengths and resets must be the forward's.
     """
     _, dact = ACTIVATIONS[nonlinearity]
     x, T, B, H, h0, _, lengths = _prepare(x, h0, w_hh, None, lengths, batch_first)
+    resets = _flags(resets, batch_first)
     w_ih = np.asarray(w_ih, dtype=np.float64)
     w_hh = np.asarray(w_hh, dtype=np.float64)
     y = _time_major(y, batch_first)
     dy = np.zeros_like(y) if dy is None else _time_major(dy, batch_first)
     dh = np.zeros((B, H)) if dh_n is None else np.array(dh_n, dtype=np.float64)
+    dh0 = np.zeros((B, H))  # what reached h0 at the pieces after the first
 
     dx = np.zeros_like(x)
     dw_ih = np.zeros_like(w_ih)
@@ -103,17 +138,22 @@ def rnn_backward(x, h0, w_ih, w_hh, y, dy, dh_n=None, *, nonlinearity="tanh",
     for s in reversed(range(T)):
         b, t = _step_rows(s, lengths, reverse)
         dz = (dy[t, b] + dh[b]) * dact(y[t, b])  # [b,H]
+        restart = _restarts(resets, s, b, t, reverse)
         if s == 0:
             h_prev = h0[b]
         else:
             h_prev = y[t + 1, b] if reverse else y[t - 1, b]
+            h_prev[restart] = h0[b[restart]]
         dx[t, b] = dz @ w_ih
         dw_ih += dz.T @ x[t, b]
         dw_hh += dz.T @ h_prev
         dbias += dz.sum(axis=0)
         dh[b] = dz @ w_hh
+        cut = b[restart]  # their gradient goes to h0, none to the previous piece
+        dh0[cut] += dh[cut]
+        dh[cut] = 0.0
     dx = dx.transpose(1, 0, 2) if batch_first else dx
-    return RNNGrads(dx, dh, dw_ih, dw_hh, dbias)
+    return RNNGrads(dx, dh + dh0, dw_ih, dw_hh, dbias)
 
 
 # Gated cells: the LSTM and the GRU, with PyTorch's maths and layout (and the
@@ -257,7 +297,7 @@ def _prepare_gated(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first
     return x, state0, w_ih, w_hh, b_ih, b_hh, lengths
 
 
-def _scan(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
+def _scan(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, resets):
     """The forward time loop, time-major. Returns y [T,B,H], the final state
     (a tuple of [B,H]) and the record [T,B,(states+saved)*H]."""
     T, B, _ = x.shape
@@ -271,6 +311,9 @@ def _scan(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
     record = np.zeros((T, B, (cell.states + cell.saved) * H))
     for s in range(T):
         b, t = _step_rows(s, lengths, reverse)
+        cut = b[_restarts(resets, s, b, t, reverse)]
+        for part, part0 in zip(state, state0):
+            part[cut] = part0[cut]
         prev = tuple(part[b] for part in state)
         gi = x[t, b] @ w_ih.T + b_ih
         new, saved = cell.step(gi, recurrent, prev)
@@ -281,11 +324,12 @@ def _scan(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
     return y, tuple(state), record
 
 
-def _scan_backward(cell, x, w_ih, w_hh, record, dy, d_state_n, lengths, reverse):
+def _scan_backward(cell, x, w_ih, w_hh, record, dy, d_state_n, lengths, reverse, resets):
     """Backpropagation through _scan's steps, time-major. Returns dx, the
     gradient of the initial state (a tuple), dw_ih, dw_hh, db_ih, db_hh."""
     H = w_hh.shape[1]
     d_state = [d.copy() for d in d_state_n]  # of the state after the step at hand
+    d_restarts = [np.zeros_like(d) for d in d_state]  # what reached it at later pieces' starts
     dx = np.zeros_like(x)
     dw_ih = np.zeros_like(w_ih)
     dw_hh = np.zeros_like(w_hh)
@@ -307,28 +351,34 @@ def _scan_backward(cell, x, w_ih, w_hh, record, dy, d_state_n, lengths, reverse)
         dx[t, b] = d_gi @ w_ih
         dw_ih += d_gi.T @ x[t, b]
         db_ih += d_gi.sum(axis=0)
-        for part, value in zip(d_state, d_prev):
+        cut = b[_restarts(resets, s, b, t, reverse)]
+        for part, value, restarts in zip(d_state, d_prev, d_restarts):
             part[b] = value
-    return dx, tuple(d_state), dw_ih, dw_hh, db_ih, db_hh
+            restarts[cut] += part[cut]  # to the initial state, none to the previous piece
+            part[cut] = 0.0
+    d_state0 = tuple(d + restarts for d, restarts in zip(d_state, d_restarts))
+    return dx, d_state0, dw_ih, dw_hh, db_ih, db_hh
 
 
 def _gated_forward(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, batch_first,
-                   training):
+                   training, resets):
     x, state0, w_ih, w_hh, b_ih, b_hh, lengths = _prepare_gated(
         cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first)
-    y, state_n, record = _scan(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
+    y, state_n, record = _scan(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, reverse,
+                               _flags(resets, batch_first))
     y = y.transpose(1, 0, 2) if batch_first else y
     return y, state_n, record.reshape(-1) if training else None
 
 
 def _gated_backward(cell, x, state0, w_ih, w_hh, b_ih, b_hh, reserve, dy, d_state_n, lengths,
-                    reverse, batch_first):
+                    reverse, batch_first, resets):
     x, state0, w_ih, w_hh, b_ih, b_hh, lengths = _prepare_gated(
         cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first)
     T, B, _ = x.shape
     H = w_hh.shape[1]
+    resets = _flags(resets, batch_first)
     if reserve is None:
-        record = _scan(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)[2]
+        record = _scan(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, resets)[2]
     else:
         record = np.asarray(reserve, dtype=np.float64).reshape(
             T, B, (cell.states + cell.saved) * H)
@@ -336,13 +386,13 @@ def _gated_backward(cell, x, state0, w_ih, w_hh, b_ih, b_hh, reserve, dy, d_stat
     d_state_n = tuple(np.zeros((B, H)) if d is None else np.asarray(d, dtype=np.float64)
                       for d in d_state_n)
     dx, d_state0, *d_params = _scan_backward(cell, x, w_ih, w_hh, record, dy, d_state_n,
-                                             lengths, reverse)
+                                             lengths, reverse, resets)
     dx = dx.transpose(1, 0, 2) if batch_first else dx
     return dx, d_state0, d_params
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=False,
-                 batch_first=False, training=False):
+                 batch_first=False, training=False, resets=None):
     """PyTorch's LSTM, one layer and direction. Returns LSTMOutput(y, h_n, c_n, reserve).
 
     With a = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh split into the row blocks
@@ -352,17 +402,18 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, r
         c_t = f*c_{t-1} + i*g,  h_t = o*tanh(c_t),  y_t = h_t.
     None for h0 or c0 ([B,H]) or for a bias means zeros. Steps at or past
     lengths[b] give zeros in y and leave sequence b's h and c unchanged; with
-    reverse each sequence runs from its own last valid step back to time 0.
-    training=True returns the reserve lstm_backward can use (the reference's
+    reverse each sequence runs from its own last valid step back to time 0;
+    resets restart pieces of a sequence from h0 and c0 (the module's
+    docstring). training=True returns the reserve lstm_backward can use (the reference's
     own layout, not the kernel's); otherwise reserve is None.
     """
     y, (h_n, c_n), reserve = _gated_forward(_LSTM, x, (h0, c0), w_ih, w_hh, b_ih, b_hh, lengths,
-                                            reverse, batch_first, training)
+                                            reverse, batch_first, training, resets)
     return LSTMOutput(y, h_n, c_n, reserve)
 
 
 def lstm_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, dc_n=None, *,
-                  lengths=None, reverse=False, batch_first=False):
+                  lengths=None, reverse=False, batch_first=False, resets=None):
     """Backpropagation through time for lstm_forward with the same arguments.
     Returns LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh).
 
@@ -370,16 +421,17 @@ def lstm_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, 
     respect to y, h_n and c_n, None meaning zero. `reserve` is lstm_forward's
     with training=True, or None, which recomputes it by running the forward.
     `y` is taken for the fast API's signature; the reference does not read
-    it, everything it needs is in the reserve.
+    it, everything it needs is in the reserve. lengths and resets must be
+    the forward's.
     """
     dx, (dh0, dc0), d_params = _gated_backward(_LSTM, x, (h0, c0), w_ih, w_hh, b_ih, b_hh,
                                                reserve, dy, (dh_n, dc_n), lengths, reverse,
-                                               batch_first)
+                                               batch_first, resets)
     return LSTMGrads(dx, dh0, dc0, *d_params)
 
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=False,
-                batch_first=False, training=False, linear_before_reset=True):
+                batch_first=False, training=False, linear_before_reset=True, resets=None):
     """PyTorch's GRU, one layer and direction, or with linear_before_reset=False
     ONNX's default GRU. Returns GRUOutput(y, h_n, reserve).
 
@@ -393,19 +445,20 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, revers
     and with linear_before_reset=False (ONNX's default, Keras'
     reset_after=False), before it, to h only:
         n = tanh(gi_n + W_hn (r*h) + b_hn).
-    None, lengths, reverse and training as for lstm_forward. The reserve
+    None, lengths, reverse, resets and training as for lstm_forward. The reserve
     holds, per step, h_{t-1}, r, z, n and then W_hn h + b_hn
     (linear_before_reset=True) or r*h (False): a backward must be given the
     same linear_before_reset. A linear_before_reset other than a bool (or
     0/1) is a TypeError.
     """
     y, (h_n,), reserve = _gated_forward(_gru_cell(linear_before_reset), x, (h0,), w_ih, w_hh,
-                                        b_ih, b_hh, lengths, reverse, batch_first, training)
+                                        b_ih, b_hh, lengths, reverse, batch_first, training,
+                                        resets)
     return GRUOutput(y, h_n, reserve)
 
 
 def gru_backward(x, h0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, *, lengths=None,
-                 reverse=False, batch_first=False, linear_before_reset=True):
+                 reverse=False, batch_first=False, linear_before_reset=True, resets=None):
     """Backpropagation through time for gru_forward with the same arguments.
     Returns GRUGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh).
 
@@ -413,9 +466,9 @@ def gru_backward(x, h0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n=None, *, le
     db_ih and db_hh differ in the n rows (b_hn is scaled by r, b_in is not).
     With linear_before_reset=False, n = tanh(gi_n + W_hn (r*h) + b_hn):
     dw_hh's n rows pair n's gradient with r*h, and db_ih equals db_hh.
-    dy, dh_n, reserve and y as for lstm_backward.
+    dy, dh_n, reserve, y, lengths and resets as for lstm_backward.
     """
     dx, (dh0,), d_params = _gated_backward(_gru_cell(linear_before_reset), x, (h0,), w_ih, w_hh,
                                            b_ih, b_hh, reserve, dy, (dh_n,), lengths, reverse,
-                                           batch_first)
+                                           batch_first, resets)
     return GRUGrads(dx, dh0, *d_params)

@@ -90,6 +90,20 @@ static int64_t time_at(const fusedrnn_problem *p, int64_t len, int64_t s)
     return p->reverse ? len - 1 - s : s;
 }
 
+/* Whether sequence b (of length len) restarts from h0 (c0) before its step
+ * at time t, by the header's words: forwards the flag at t, in reverse the
+ * flag at t + 1 (the piece ending at t starts afresh); never at a
+ * sequence's first step. */
+static int restarts_at(const fusedrnn_problem *p, const fusedrnn_inputs *in, int64_t len,
+                       int64_t t, int64_t b)
+{
+    if (!in->resets)
+        return 0;
+    if (p->reverse)
+        return t + 1 < len && in->resets[row(p, t + 1, b)];
+    return t > 0 && in->resets[row(p, t, b)];
+}
+
 /* n zeroed doubles, never NULL (the naive side's buffers may be empty). */
 static double *zeros(int64_t n)
 {
@@ -121,6 +135,11 @@ static void naive_forward(const fusedrnn_problem *p, const fusedrnn_inputs *in, 
         }
         for (int64_t s = 0; s < len; s++) {
             int64_t r = row(p, time_at(p, len, s), b);
+            if (restarts_at(p, in, len, time_at(p, len, s), b))
+                for (int64_t j = 0; j < H; j++) {
+                    h[j] = in->h0 ? get(p, in->h0, b * H + j) : 0;
+                    c[j] = in->c0 ? get(p, in->c0, b * H + j) : 0;
+                }
             /* The input and recurrent sides apart: GRU's n gate scales the latter. */
             for (int64_t q = 0; q < GH; q++) {
                 gi[q] = in->b_ih ? get(p, in->b_ih, q) : 0;
@@ -197,6 +216,8 @@ static void naive_backward(const fusedrnn_problem *p, const fusedrnn_inputs *in,
     const int64_t T = p->T, B = p->B, D = p->D, H = p->H, GH = fusedrnn_gates(p->cell) * H;
     double *dh = zeros(H), *dc = zeros(H), *dgi = zeros(GH), *dgh = zeros(GH);
     for (int64_t b = 0; b < B; b++) {
+        /* what reached h0 and c0 at the restarts: they add to dh0 and dc0 */
+        double *dh0 = e[DH0] + b * H, *dc0 = e[DC0] + b * H;
         int64_t len = in->lengths ? in->lengths[b] : T;
         for (int64_t j = 0; j < H; j++) {
             dh[j] = dh_n ? get(p, dh_n, b * H + j) : 0;
@@ -270,9 +291,15 @@ static void naive_backward(const fusedrnn_problem *p, const fusedrnn_inputs *in,
                 e[DB_IH][q] += dgi[q];
                 e[DB_HH][q] += dgh[q];
             }
+            /* a restart: no gradient crosses to the previous piece's last step */
+            if (restarts_at(p, in, len, time_at(p, len, s), b))
+                for (int64_t j = 0; j < H; j++) {
+                    dh0[j] += dh[j], dc0[j] += dc[j];
+                    dh[j] = dc[j] = 0;
+                }
         }
-        memcpy(e[DH0] + b * H, dh, sizeof(double) * (size_t)H);
-        memcpy(e[DC0] + b * H, dc, sizeof(double) * (size_t)H);
+        for (int64_t j = 0; j < H; j++)
+            dh0[j] += dh[j], dc0[j] += dc[j];
     }
     free(dh);
     free(dc);
@@ -430,7 +457,7 @@ static void pack_case(fusedrnn_problem p, const char *case_name, const fusedrnn_
 /* One problem: the inference and the training forward, and the backward
  * from the training one, against the naive versions; the forward given a
  * pack of the weights against the one without. */
-static void run_case(fusedrnn_problem p, int with_lengths, int with_optional,
+static void run_case(fusedrnn_problem p, int with_lengths, int with_optional, int with_resets,
                      unsigned long long seed)
 {
     static const char *const cells[] = {"rnn", "lstm", "gru", "gru-reset-first"};
@@ -439,10 +466,10 @@ static void run_case(fusedrnn_problem p, int with_lengths, int with_optional,
     const int lstm = p.cell == FUSEDRNN_LSTM;
     char what[200];
     snprintf(what, sizeof what,
-             "%s %s %s T%lld B%lld D%lld H%lld act%d rev%d bf%d thr%d len%d opt%d",
+             "%s %s %s T%lld B%lld D%lld H%lld act%d rev%d bf%d thr%d len%d opt%d res%d",
              fusedrnn_get_isa(), cells[p.cell], p.dtype == FUSEDRNN_F32 ? "f32" : "f64",
              (long long)T, (long long)B, (long long)D, (long long)H, (int)p.act, p.reverse,
-             p.batch_first, p.threads, with_lengths, with_optional);
+             p.batch_first, p.threads, with_lengths, with_optional, with_resets);
     unsigned long long state = seed;
     void *x = random_buffer(&p, rows * D, 1, &state);
     void *w_ih = random_buffer(&p, GH * D, 1 / sqrt((double)(D ? D : 1)), &state);
@@ -457,8 +484,16 @@ static void run_case(fusedrnn_problem p, int with_lengths, int with_optional,
         for (int64_t b = 0; b < B; b++)   /* empty, full and partial sequences */
             lengths[b] = (b % 3 == 0) ? 0 : (b % 3 == 1) ? T : T / 2;
     }
+    uint8_t *resets = NULL;
+    if (with_resets) {
+        /* about a third of the flags set, to any nonzero value, at t = 0 and
+         * past a sequence's length too (which change nothing) */
+        resets = malloc((size_t)rows);   /* NULL for no rows: no flags either */
+        for (int64_t i = 0; i < rows; i++)
+            resets[i] = next_value(&state) > 0.35 ? (uint8_t)(1 + i % 3 * 100) : 0;
+    }
     fusedrnn_inputs in = {.x = x, .h0 = h0, .c0 = c0, .w_ih = w_ih, .w_hh = w_hh,
-                          .b_ih = b_ih, .b_hh = b_hh, .lengths = lengths};
+                          .b_ih = b_ih, .b_hh = b_hh, .lengths = lengths, .resets = resets};
 
     double *ey = zeros(rows * H), *eh = zeros(B * H), *ec = zeros(B * H);
     naive_record rec = {zeros(rows * H), zeros(rows * H), zeros(rows * GH), zeros(rows * H)};
@@ -492,7 +527,7 @@ static void run_case(fusedrnn_problem p, int with_lengths, int with_optional,
 
     for (int i = 0; i < GRADS; i++)
         free(e[i]);
-    void *owned[] = {x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, ey, eh, ec, rec.h_prev,
+    void *owned[] = {x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, resets, ey, eh, ec, rec.h_prev,
                      rec.c_prev, rec.gates, rec.extra, reserve, y, dy, dh_n, dc_n};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
         free(owned[i]);
@@ -718,7 +753,7 @@ static void fallback_cases(void)
         for (int dtype = 0; dtype < 2; dtype++)
             run_case((fusedrnn_problem){.cell = (fusedrnn_cell)cell, .dtype = (fusedrnn_dtype)dtype,
                                        .T = 5, .B = 7, .D = 9, .H = 19, .threads = 2},
-                     1, 1, 7);
+                     1, 1, 1, 7);
     CHECK(strcmp(fusedrnn_get_isa(), partial.name) == 0, "the partial table not in force");
 }
 
@@ -754,9 +789,9 @@ int main(void)
         for (int cell = 0; cell < FUSEDRNN_CELL_COUNT; cell++)
             for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
                 for (int dtype = 0; dtype < 2; dtype++)
-                    for (int opt = 0; opt < 8; opt++) {
-                        /* opt's bits: reverse, batch_first, lengths; the rest by
-                         * turns (act, which the gated cells ignore, too) */
+                    for (int opt = 0; opt < 16; opt++) {
+                        /* opt's bits: reverse, batch_first, lengths, resets; the
+                         * rest by turns (act, which the gated cells ignore, too) */
                         fusedrnn_problem p = {.cell = (fusedrnn_cell)cell,
                                               .dtype = (fusedrnn_dtype)dtype,
                                               .T = shapes[s][0], .B = shapes[s][1],
@@ -764,7 +799,8 @@ int main(void)
                                               .act = (fusedrnn_act)((s + opt) % 3),
                                               .reverse = opt & 1, .batch_first = (opt >> 1) & 1,
                                               .threads = 1 + (int)((s + opt) % 2)};
-                        run_case(p, (opt >> 2) & 1, (int)((s + opt + dtype) % 2), seed++);
+                        run_case(p, (opt >> 2) & 1, (int)((s + opt + dtype) % 2), opt >> 3,
+                                 seed++);
                         cases++;
                     }
     }
