@@ -304,11 +304,11 @@ def test_bench_steps_quick_tables():
         assert float(words[9][:-1]) == pytest.approx(torch_nn / fused, abs=0.01, rel=0.01)
         assert float(words[10]) > 0 and float(words[11][:-1]) > 0
 
-    assert stream_header == ("cell", "D=H", "threads", "fusedrnn.torch", "GB/s", "torch-cell",
-                             "GB/s", "torch-layer", "GB/s")
+    assert stream_header == ("cell", "D=H", "threads", "fusedrnn.torch", "GB/s", "numpy", "GB/s",
+                             "numpy-packed", "GB/s", "torch-cell", "GB/s", "torch-layer", "GB/s")
     assert [words[:3] for words in stream] == [["gru", "128", "1"]]
     for words in stream:
-        for impl in range(3):
+        for impl in range(5):
             seconds = timed(words[3 + 3 * impl:5 + 3 * impl], "us")[0] * 1e-6
             # The weights' bytes (G = 3) over the step's time.
             assert float(words[5 + 3 * impl]) == pytest.approx(

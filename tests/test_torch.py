@@ -517,33 +517,40 @@ BACKWARD_OPS = {"RNN": torch.ops.fusedrnn.rnn_layer_backward,
                 "GRU": torch.ops.fusedrnn.gru_layer_backward}
 
 
-def op_args(module, training, lengths):
+def op_args(module, training, lengths, resets=False):
     """The operator's arguments: (x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
-    nonlinearity, reverse, batch_first, training)."""
+    resets, nonlinearity, reverse, batch_first, training); with `resets`,
+    episodes starting at steps 2 and 3 of two sequences."""
     x, h0, *rest = layer_args(module, grad=training)
     c0 = rest.pop(0) if len(spec(module).states) > 1 else None
-    return (x, h0, c0, *rest, None if lengths is None else torch.tensor(lengths), "tanh",
+    flags = None
+    if resets:
+        flags = torch.zeros(T, B, dtype=torch.bool)
+        flags[2, 0] = flags[3, 2] = True
+    return (x, h0, c0, *rest, None if lengths is None else torch.tensor(lengths), flags, "tanh",
             False, False, training)
 
 
+@pytest.mark.parametrize("resets", [False, True])
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("lengths", [None, [5, 0, 2]])
 @pytest.mark.parametrize("module", MODULES)
-def test_opcheck_forward(module, training, lengths):
-    torch.library.opcheck(OPS[module], op_args(module, training, lengths))
+def test_opcheck_forward(module, training, lengths, resets):
+    torch.library.opcheck(OPS[module], op_args(module, training, lengths, resets))
 
 
+@pytest.mark.parametrize("resets", [False, True])
 @pytest.mark.parametrize("lengths", [None, [5, 0, 2]])
 @pytest.mark.parametrize("module", MODULES)
-def test_opcheck_backward(module, lengths):
-    args = op_args(module, True, lengths)
+def test_opcheck_backward(module, lengths, resets):
+    args = op_args(module, True, lengths, resets)
     with torch.no_grad():
         y, h_n, c_n, reserve = OPS[module](*args)
     dy, dh_n = torch.randn_like(y), torch.randn_like(h_n)
     dc_n = torch.randn_like(c_n) if len(spec(module).states) > 1 else None
     torch.library.opcheck(BACKWARD_OPS[module],
                           (*[a.detach() if isinstance(a, torch.Tensor) else a
-                             for a in args[:8]], y, reserve, dy, dh_n, dc_n, "tanh", False,
+                             for a in args[:9]], y, reserve, dy, dh_n, dc_n, "tanh", False,
                            False))
 
 

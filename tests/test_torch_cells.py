@@ -351,3 +351,78 @@ def test_packs_are_not_pickled():
     with torch.no_grad():
         torch.testing.assert_close(loaded(data(B, D, dtype=torch.float32)),
                                    cell(data(B, D, dtype=torch.float32)), rtol=0, atol=0)
+
+
+# --- resets in the drop-in layers ------------------------------------------------
+
+def pieces_of(flags):
+    """The [start, end) pieces a row of reset flags cuts a sequence into."""
+    starts = [0] + [t for t in range(1, len(flags)) if flags[t]]
+    return list(zip(starts, starts[1:] + [len(flags)]))
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("options", [{}, {"num_layers": 2, "bidirectional": True}],
+                         ids=["one", "stacked-bidirectional"])
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_resets_equal_the_pieces_run_apart(name, options, batch_first):
+    """A drop-in given resets gives, for every sequence, torch.nn's module run
+    on each piece separately from hx: outputs and the gradients of x, hx
+    and the weights (which sum over the pieces)."""
+    T, layers = 7, options.get("num_layers", 1) * (2 if options.get("bidirectional") else 1)
+    reference = getattr(torch.nn, name)(D, H, dtype=torch.float64, batch_first=batch_first,
+                                        **options)
+    fused = getattr(ftorch, name)(D, H, dtype=torch.float64, batch_first=batch_first, **options)
+    fused.load_state_dict(reference.state_dict())
+    x = data(*((B, T, D) if batch_first else (T, B, D)), grad=True)
+    h = data(layers, B, H, seed=3, grad=True)
+    hx = (h, data(layers, B, H, seed=4, grad=True)) if name == "LSTM" else h
+    flags = torch.zeros(T, B, dtype=torch.bool)
+    flags[3, 0] = flags[5, 0] = flags[1, 2] = flags[0, 1] = True
+    resets = flags.T.contiguous() if batch_first else flags
+    y, _ = fused(x, hx, resets=resets)
+    time_dim = 1 if batch_first else 0
+    rows = []
+    for b in range(B):
+        xb = x.narrow(1 - time_dim, b, 1)
+        hb = tuple(s[:, b:b + 1] for s in flat(hx))
+        parts = [reference(xb.narrow(time_dim, t0, t1 - t0), hb if name == "LSTM" else hb[0])[0]
+                 for t0, t1 in pieces_of(flags[:, b].tolist())]
+        rows.append(torch.cat(parts, time_dim))
+    want = torch.cat(rows, 1 - time_dim)
+    torch.testing.assert_close(y, want, **CLOSE[torch.float64])
+    weights = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)
+    wrt = [x, *flat(hx), *fused.parameters()]
+    got = torch.autograd.grad((y * weights).sum(), wrt)
+    want_grads = torch.autograd.grad((want * weights).sum(), [x, *flat(hx),
+                                                              *reference.parameters()])
+    for g, w in zip(got, want_grads):
+        torch.testing.assert_close(g, w, **CLOSE[torch.float64])
+
+
+def test_resets_under_compile_and_unbatched():
+    torch._dynamo.reset()
+    torch._dynamo.config.allow_rnn = True
+    try:
+        lstm = ftorch.LSTM(D, H)
+        x = data(6, D, dtype=torch.float32)
+        resets = torch.tensor([0, 0, 1, 0, 1, 0], dtype=torch.bool)
+        want, _ = lstm(x, resets=resets)
+        compiled = torch.compile(lambda x, r: lstm(x, resets=r)[0], fullgraph=True,
+                                 backend="aot_eager")
+        torch.testing.assert_close(compiled(x, resets), want, rtol=0, atol=0)
+        # the piece from step 4 on is the module run there from zeros
+        torch.testing.assert_close(want[4:], lstm(x[4:])[0], rtol=0, atol=0)
+    finally:
+        torch._dynamo.config.allow_rnn = False
+
+
+def test_resets_refused_where_they_cannot_apply():
+    lstm = ftorch.LSTM(D, H)
+    with pytest.raises(RuntimeError, match="resets has shape"):
+        lstm(data(5, B, D, dtype=torch.float32), resets=torch.zeros(5, B + 1, dtype=torch.bool))
+    with pytest.raises(RuntimeError, match="resets must hold bools or integers"):
+        lstm(data(5, B, D, dtype=torch.float32), resets=torch.zeros(5, B))
+    packed = torch.nn.utils.rnn.pack_sequence([data(3, D, dtype=torch.float32)])
+    with pytest.raises(ValueError, match="PackedSequence"):
+        lstm(packed, resets=torch.zeros(3, 1, dtype=torch.bool))

@@ -223,8 +223,8 @@ def _noop_operator():
     library = torch.library.Library("fusedrnn_bench", "DEF")
     library.define("noop_layer" + ftorch._LAYER)
 
-    def noop(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, reverse, batch_first,
-             training):
+    def noop(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, resets, nonlinearity, reverse,
+             batch_first, training):
         B, H = x.shape[0 if batch_first else 1], w_hh.shape[1]
         return (x.new_empty((*x.shape[:-1], H)), x.new_empty((B, H)),
                 x.new_empty((B, H) if c0 is not None else (0,)), x.new_empty((0,)))
@@ -300,7 +300,7 @@ def per_call(cell, p):
 
     def noop_forward():
         with torch.no_grad():
-            operator(x, h0, c0, *weights, None, "tanh", False, False, False)
+            operator(x, h0, c0, *weights, None, None, "tanh", False, False, False)
         return {}
 
     def noop_forward_backward():

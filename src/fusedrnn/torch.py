@@ -144,11 +144,16 @@ def _check_layer(cell, inputs, nonlinearity, reverse, batch_first, training, thr
     _check_shape("b_ih", inputs.b_ih, (GH,))
     _check_shape("b_hh", inputs.b_hh, (GH,))
     _check_shape("lengths", lengths, (B,))
+    _check_shape("resets", inputs.resets, (B, T) if batch_first else (T, B))
     if c0 is not None and not cell.has_c:
         raise RuntimeError(f"fusedrnn.torch: c0 must be None: {cell.a_name} has no cell state")
     if lengths is not None and (lengths.dtype != torch.int64 or not lengths.is_cpu):
         raise RuntimeError(f"fusedrnn.torch: lengths must be an int64 CPU tensor, got "
                            f"{lengths.dtype} on {lengths.device}")
+    resets = inputs.resets
+    if resets is not None and (resets.dtype not in (torch.bool, torch.uint8) or not resets.is_cpu):
+        raise RuntimeError(f"fusedrnn.torch: resets must be a bool or uint8 CPU tensor, got "
+                           f"{resets.dtype} on {resets.device}")
     if nonlinearity not in ACTIVATIONS or (not cell.has_act and nonlinearity != "tanh"):
         takes = f"one of {', '.join(map(repr, ACTIVATIONS))}" if cell.has_act else "'tanh'"
         raise RuntimeError(f"fusedrnn.torch: nonlinearity {nonlinearity!r}: the {cell.name} "
@@ -320,14 +325,15 @@ class _Direct:
     the checks again, about 30 us a call: more than a step's kernel at
     small sizes."""
 
-    __slots__ = ("cell", "problem", "lengths", "packed")
+    __slots__ = ("cell", "problem", "lengths", "resets", "packed")
 
-    def __init__(self, problem, lengths, packed):
-        self.cell, self.problem, self.lengths, self.packed = problem.cell, problem, lengths, packed
+    def __init__(self, problem, lengths, resets, packed):
+        self.cell, self.problem, self.packed = problem.cell, problem, packed
+        self.lengths, self.resets = lengths, resets
 
     def inputs(self, *tensors):
         """The Inputs of the call's tensors (x, h0, c0, the weights)."""
-        return Inputs(*tensors, lengths=self.lengths, packed=self.packed)
+        return Inputs(*tensors, lengths=self.lengths, resets=self.resets, packed=self.packed)
 
     def forward(self, inputs):
         return _forward(self.problem, inputs, False)
@@ -357,13 +363,12 @@ def _eager(x):
 # the backward reads) empty but for a gated cell's training call.
 
 _WEIGHTS = "Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh"
-_LAYER = ("(Tensor x, Tensor? h0, Tensor? c0, " + _WEIGHTS + ", Tensor? lengths, "
-          "str nonlinearity, bool reverse, bool batch_first, bool training) "
+_SEQUENCE = "Tensor x, Tensor? h0, Tensor? c0, " + _WEIGHTS + ", Tensor? lengths, Tensor? resets"
+_LAYER = ("(" + _SEQUENCE + ", str nonlinearity, bool reverse, bool batch_first, bool training) "
           "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor reserve)")
 _LAYER_BACKWARD = (
-    "(Tensor x, Tensor? h0, Tensor? c0, " + _WEIGHTS + ", Tensor? lengths, Tensor y, "
-    "Tensor reserve, Tensor? dy, Tensor? dh_n, Tensor? dc_n, str nonlinearity, bool reverse, "
-    "bool batch_first) -> (Tensor dx, Tensor dh0, Tensor dc0, Tensor dw_ih, Tensor dw_hh, "
+    "(" + _SEQUENCE + ", Tensor y, Tensor reserve, Tensor? dy, Tensor? dh_n, Tensor? dc_n, "
+    "str nonlinearity, bool reverse, bool batch_first) -> (Tensor dx, Tensor dh0, Tensor dc0, Tensor dw_ih, Tensor dw_hh, "
     "Tensor db_ih, Tensor db_hh)")
 _CELL = ("(Tensor input, Tensor? hx, Tensor? cx, " + _WEIGHTS + ", str nonlinearity, "
          "bool training) -> (Tensor h, Tensor c, Tensor reserve)")
@@ -418,7 +423,7 @@ class _Signature:
         return (y, c_n, reserve) if self.step else (y, h_n, c_n, reserve)
 
 
-_LAYER_SIGNATURE = _Signature("layer", 8, ("nonlinearity", "reverse", "batch_first", "training"),
+_LAYER_SIGNATURE = _Signature("layer", 9, ("nonlinearity", "reverse", "batch_first", "training"),
                               False)
 _CELL_SIGNATURE = _Signature("cell", 7, ("nonlinearity", "training"), True)
 
@@ -427,15 +432,16 @@ class _Operator:
     """The registered operators' path: the forward and backward operators
     called below autograd, so that tracing records them."""
 
-    __slots__ = ("cell", "lengths", "ops", "signature", "options")
+    __slots__ = ("cell", "lengths", "resets", "ops", "signature", "options")
 
     def __init__(self, cell, ops, signature, args):
         self.cell, self.ops, self.signature = cell, ops, signature
-        self.lengths = args[7] if signature.tensors == 8 else None
+        # A layer's lengths and resets follow the tensors of Inputs; a cell has neither.
+        self.lengths, self.resets = args[7:9] if signature.tensors == 9 else (None, None)
         self.options = args[signature.tensors:]   # the forward's, training last
 
     def inputs(self, *tensors):
-        return Inputs(*tensors, lengths=self.lengths)
+        return Inputs(*tensors, lengths=self.lengths, resets=self.resets)
 
     def forward(self, inputs):
         with torch._C._AutoDispatchBelowAutograd():
@@ -516,20 +522,21 @@ _CELL_OPS = {cell.key: _define(cell, _CELL_SIGNATURE, _CELL, _CELL_BACKWARD)
              for cell in _TORCH_CELLS}
 
 
-def _call(cell, signature, tensors, lengths, options, packs=None):
+def _call(cell, signature, tensors, sequence, options, packs=None):
     """(y, h_n, c_n) of one call: in eager mode the kernel from a _Fused node
     (or none when nothing wants a gradient), else the operator. `tensors`:
-    x, h0, c0 and the weights; options: the schema's, but training; packs:
+    x, h0, c0 and the weights; sequence: a layer's (lengths, resets), a
+    cell's (); options: the schema's, but training; packs:
     (module, index) of a module that keeps its weights packed (_Packs)."""
     x = tensors[0]
     training = _wants_grad(tensors)
-    args = (*tensors, lengths) if signature.tensors == 8 else tensors
+    args = (*tensors, *sequence)
     if not _eager(x):
         ops = _OPS if signature is _LAYER_SIGNATURE else _CELL_OPS
         results = ops[cell.key](*args, *options, training)
         return (results[0], None, results[1]) if signature.step else results[:3]
     problem, _ = signature.problem(cell, (*args, *options, training), _threads())
-    call = _Direct(problem, lengths, None if packs is None else packs[0]._pack(
+    call = _Direct(problem, *(sequence or (None, None)), None if packs is None else packs[0]._pack(
         packs[1], problem, tensors[3:]))
     if training:
         y, h_n, c_n, _ = _Fused.apply(call, *tensors)
@@ -539,7 +546,7 @@ def _call(cell, signature, tensors, lengths, options, packs=None):
 
 
 def _layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, reverse,
-           batch_first, packs=None):
+           batch_first, packs=None, resets=None):
     """(y, h_n, c_n) of one layer's call; a gated cell keeps a reserve only
     when autograd will want the backward."""
     if lengths is not None:
@@ -547,49 +554,58 @@ def _layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, rever
         if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
             raise RuntimeError(f"fusedrnn.torch: lengths must hold integers, got {lengths.dtype}")
         lengths = lengths.to(torch.int64)
-    return _call(cell, _LAYER_SIGNATURE, (x, h0, c0, w_ih, w_hh, b_ih, b_hh), lengths,
+    if resets is not None:
+        resets = torch.as_tensor(resets)
+        if resets.is_floating_point() or resets.is_complex():
+            raise RuntimeError(f"fusedrnn.torch: resets must hold bools or integers, got "
+                               f"{resets.dtype}")
+        if resets.dtype not in (torch.bool, torch.uint8):
+            resets = resets != 0   # the kernel reads bytes: bool's 0 and 1 are two of them
+    return _call(cell, _LAYER_SIGNATURE, (x, h0, c0, w_ih, w_hh, b_ih, b_hh), (lengths, resets),
                  (nonlinearity, reverse, batch_first), packs)
 
 
 def rnn_layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh", lengths=None,
-              reverse=False, batch_first=False):
+              reverse=False, batch_first=False, resets=None):
     """One RNN layer in one direction, h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),
     differentiable with respect to every tensor argument.
 
     The arguments are those of `fusedrnn.rnn_forward` as tensors, with
     torch's two biases (either may be None): x [T,B,D] (or [B,T,D] with
     batch_first), h0 [B,H] or None, w_ih [H,D], w_hh [H,H], b_ih and b_hh
-    [H], lengths [B] int64 or None. Returns (y, h_n). CPU float32 or float64
+    [H], lengths [B] int64 or None, resets [T,B] ([B,T] with batch_first)
+    bool or None (where set, the sequence restarts from h0 before the step,
+    as fusedrnn.rnn_forward's). Returns (y, h_n). CPU float32 or float64
     tensors, all of one dtype.
     """
     y, h_n, _ = _layer(_cells.RNN, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
-                       reverse, batch_first)
+                       reverse, batch_first, resets=resets)
     return y, h_n
 
 
 def lstm_layer(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=False,
-               batch_first=False):
+               batch_first=False, resets=None):
     """One LSTM layer in one direction, torch.nn.LSTM's maths (gates i, f, g, o):
     as `fusedrnn.lstm_forward` with tensors, w_ih [4H,D], w_hh [4H,H], b_ih
     and b_hh [4H]. Returns (y, h_n, c_n)."""
     return _layer(_cells.LSTM, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, "tanh", reverse,
-                  batch_first)
+                  batch_first, resets=resets)
 
 
 def gru_layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, lengths=None, reverse=False,
-              batch_first=False):
+              batch_first=False, resets=None):
     """One GRU layer in one direction, torch.nn.GRU's maths (gates r, z, n; b_hn
     inside the reset product): as `fusedrnn.gru_forward` with tensors,
     w_ih [3H,D], w_hh [3H,H], b_ih and b_hh [3H]. Returns (y, h_n)."""
     y, h_n, _ = _layer(_cells.GRU, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, "tanh",
-                       reverse, batch_first)
+                       reverse, batch_first, resets=resets)
     return y, h_n
 
 
 def _step(cell, input, hx, cx, w_ih, w_hh, b_ih, b_hh, nonlinearity, packs=None):
     """(h, c) of one step of a cell: one kernel call, both products and the
     cell's maths."""
-    h, _, c = _call(cell, _CELL_SIGNATURE, (input, hx, cx, w_ih, w_hh, b_ih, b_hh), None,
+    h, _, c = _call(cell, _CELL_SIGNATURE, (input, hx, cx, w_ih, w_hh, b_ih, b_hh), (),
                     (nonlinearity,), packs)
     return h, c
 
@@ -674,7 +690,13 @@ class _DropIn(_Packs):
 
     _cell = None   # the subclass's cell
 
-    def forward(self, input, hx=None):
+    def forward(self, input, hx=None, *, resets=None):
+        if resets is not None and (getattr(self, "proj_size", 0) > 0
+                                   or isinstance(input, PackedSequence)):
+            raise ValueError("fusedrnn.torch: resets is not supported with "
+                             + ("proj_size > 0" if getattr(self, "proj_size", 0) > 0
+                                else "a PackedSequence: give padded input, resets and lengths "
+                                     "to the layer functions"))
         if getattr(self, "proj_size", 0) > 0:
             return self._torch_forward(input, hx)
         has_c = self._cell.has_c   # hx is the pair (h0, c0)
@@ -694,8 +716,10 @@ class _DropIn(_Packs):
         if not batched:
             input = input.unsqueeze(batch_dim)
             states = None if states is None else tuple(h.unsqueeze(1) for h in states)
+            # resets [T] gets the batch where x has it ([T,1], or [1,T] batch_first)
+            resets = None if resets is None else torch.as_tensor(resets).unsqueeze(batch_dim)
         self._check_args(input, states, None)
-        output, states = self._run(input, states, None, self.batch_first)
+        output, states = self._run(input, states, None, self.batch_first, resets)
         if not batched:
             output, states = output.squeeze(batch_dim), tuple(h.squeeze(1) for h in states)
         return output, self._result_states(states)
@@ -737,9 +761,10 @@ class _DropIn(_Packs):
         else:
             self.check_forward_args(input, self._result_states(states), batch_sizes)
 
-    def _run(self, x, states, lengths, batch_first):
-        """All layers and directions over x [T,B,D] ([B,T,D] with batch_first);
-        returns (output, the final states, each [layers*directions,B,H])."""
+    def _run(self, x, states, lengths, batch_first, resets=None):
+        """All layers and directions over x [T,B,D] ([B,T,D] with batch_first),
+        each restarting where `resets` says; returns (output, the final
+        states, each [layers*directions,B,H])."""
         _check_tensors(input=x, **({} if states is None else dict(zip(("hx", "cx"), states))))
         directions = 2 if self.bidirectional else 1
         nonlinearity = getattr(self, "nonlinearity", "tanh")
@@ -753,7 +778,8 @@ class _DropIn(_Packs):
                 h0, c0 = (None, None) if states is None else \
                     (states[0][i], states[1][i] if len(states) == 2 else None)
                 y, h_n, c_n = _layer(self._cell, x, h0, c0, *self._weights(i), lengths,
-                                     nonlinearity, direction == 1, batch_first, (self, i))
+                                     nonlinearity, direction == 1, batch_first, (self, i),
+                                     resets)
                 outputs.append(y)
                 finals.append((h_n, c_n) if self._cell.has_c else (h_n,))
             x = torch.cat(outputs, -1) if directions == 2 else outputs[0]
@@ -788,6 +814,13 @@ class RNN(_DropIn, torch.nn.RNN):
     training mode. CPU float32 and float64 only. A PackedSequence runs
     through the kernel's `lengths`: steps past a sequence's end are skipped,
     not computed on padding.
+
+    An extension of torch's signature: forward(input, hx=None, *,
+    resets=None), resets a bool tensor shaped as input without its last
+    dimension ([T,B], [B,T] with batch_first, [T] unbatched): where set, each
+    layer and direction of that sequence restarts from hx before the step,
+    as separate sequences would (episode starts in reinforcement learning),
+    in the kernel, forward and backward.
     """
 
     _cell = _cells.RNN
