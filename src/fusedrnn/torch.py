@@ -325,15 +325,15 @@ class _Direct:
     the checks again, about 30 us a call: more than a step's kernel at
     small sizes."""
 
-    __slots__ = ("cell", "problem", "lengths", "resets", "packed")
+    __slots__ = ("cell", "problem", "given")
 
-    def __init__(self, problem, lengths, resets, packed):
-        self.cell, self.problem, self.packed = problem.cell, problem, packed
-        self.lengths, self.resets = lengths, resets
+    def __init__(self, problem, inputs):
+        self.cell, self.problem, self.given = problem.cell, problem, inputs
 
     def inputs(self, *tensors):
-        """The Inputs of the call's tensors (x, h0, c0, the weights)."""
-        return Inputs(*tensors, lengths=self.lengths, resets=self.resets, packed=self.packed)
+        """The Inputs of the call's tensors (x, h0, c0, the weights): the
+        given ones' lengths, resets and pack with them."""
+        return Inputs(*tensors, *self.given[len(tensors):])
 
     def forward(self, inputs):
         return _forward(self.problem, inputs, False)
@@ -381,20 +381,23 @@ _CELL_BACKWARD = (
 class _Signature:
     """How the arguments of a kind of operator (a layer's, a cell's) map onto
     a kernel call, for its implementations, fakes and autograd kernel:
-    `tensors` inputs (Inputs' first fields), then the options the schema
-    lists, which `options` names in the order of
-    (nonlinearity, reverse, batch_first, training)."""
+    `tensors` inputs (Inputs' first fields), then the schema's options: a
+    layer's (nonlinearity, reverse, batch_first), a cell's (nonlinearity),
+    and for a forward, training."""
 
-    def __init__(self, name, tensors, options, step):
-        self.name, self.tensors, self.options, self.step = name, tensors, options, step
+    def __init__(self, name, tensors, step):
+        self.name, self.tensors, self.step = name, tensors, step
+
+    def sequence(self, options):
+        """(nonlinearity, reverse, batch_first) of the schema's options."""
+        return (options[0], False, False) if self.step else options
 
     def problem(self, cell, args, threads=None):
         """The checked Problem of a forward's arguments, and its Inputs."""
-        inputs = Inputs(*args[:self.tensors])
-        given = dict(zip(self.options, args[self.tensors:]))
-        return _check_layer(cell, inputs, given.get("nonlinearity", "tanh"),
-                            given.get("reverse", False), given.get("batch_first", False),
-                            given["training"], threads, self.step), inputs
+        n = self.tensors
+        inputs = Inputs(*args[:n])
+        return _check_layer(cell, inputs, *self.sequence(args[n:-1]), args[-1], threads,
+                            self.step), inputs
 
     def backward_problem(self, cell, args, threads=None):
         """The same for a backward's arguments, and its GradInputs: a layer's
@@ -405,10 +408,8 @@ class _Signature:
         grad_inputs = args[self.tensors:self.tensors + n]
         grad_inputs = GradInputs(*grad_inputs[:3], None, grad_inputs[3]) if self.step \
             else GradInputs(*grad_inputs)
-        given = dict(zip(self.options, args[self.tensors + n:]))
-        problem = _check_backward(cell, inputs, grad_inputs, given.get("nonlinearity", "tanh"),
-                                  given.get("reverse", False), given.get("batch_first", False),
-                                  threads, self.step)
+        problem = _check_backward(cell, inputs, grad_inputs,
+                                  *self.sequence(args[self.tensors + n:]), threads, self.step)
         return problem, inputs, grad_inputs
 
     def grad_args(self, grad_inputs):
@@ -423,9 +424,8 @@ class _Signature:
         return (y, c_n, reserve) if self.step else (y, h_n, c_n, reserve)
 
 
-_LAYER_SIGNATURE = _Signature("layer", 9, ("nonlinearity", "reverse", "batch_first", "training"),
-                              False)
-_CELL_SIGNATURE = _Signature("cell", 7, ("nonlinearity", "training"), True)
+_LAYER_SIGNATURE = _Signature("layer", 9, False)
+_CELL_SIGNATURE = _Signature("cell", 7, True)
 
 
 class _Operator:
@@ -499,7 +499,11 @@ def _define(cell, signature, forward_schema, backward_schema):
 
 
 def _wants_grad(tensors):
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    if torch.is_grad_enabled():
+        for t in tensors:
+            if t is not None and t.requires_grad:
+                return True
+    return False
 
 
 # The operators are defined for every device (CompositeExplicitAutograd),
@@ -530,18 +534,19 @@ def _call(cell, signature, tensors, sequence, options, packs=None):
     (module, index) of a module that keeps its weights packed (_Packs)."""
     x = tensors[0]
     training = _wants_grad(tensors)
-    args = (*tensors, *sequence)
     if not _eager(x):
         ops = _OPS if signature is _LAYER_SIGNATURE else _CELL_OPS
-        results = ops[cell.key](*args, *options, training)
+        results = ops[cell.key](*tensors, *sequence, *options, training)
         return (results[0], None, results[1]) if signature.step else results[:3]
-    problem, _ = signature.problem(cell, (*args, *options, training), _threads())
-    call = _Direct(problem, *(sequence or (None, None)), None if packs is None else packs[0]._pack(
-        packs[1], problem, tensors[3:]))
+    inputs = Inputs(*tensors, *sequence)
+    problem = _check_layer(cell, inputs, *signature.sequence(options), training, _threads(),
+                           signature.step)
+    if packs is not None:
+        inputs = inputs._replace(packed=packs[0]._pack(packs[1], problem, tensors[3:]))
     if training:
-        y, h_n, c_n, _ = _Fused.apply(call, *tensors)
+        y, h_n, c_n, _ = _Fused.apply(_Direct(problem, inputs), *tensors)
         return y, h_n, c_n
-    y, h_n, c_n, _ = _forward(problem, call.inputs(*tensors), False)
+    y, h_n, c_n, _ = _forward(problem, inputs, False)
     return y, h_n, c_n
 
 
@@ -661,8 +666,7 @@ class _Packs:
                 a is b for a, b in zip(kept[2], weights)):
             return kept[1]
         params = self._parameters
-        names = self._all_weights[i] if hasattr(self, "_all_weights") else \
-            ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        names = self._weight_names(i)
         if any(w is not None and (params.get(name) is not w or not w.is_contiguous())
                for name, w in zip(names, weights)):
             return None
@@ -673,6 +677,17 @@ class _Packs:
         # compared with living tensors.
         packs[i] = ((isa, versions), pack, weights)
         return pack
+
+    def _weight_names(self, i):
+        """The names of layer and direction i's (w_ih, w_hh, b_ih, b_hh)."""
+        return self._all_weights[i] if "_all_weights" in self.__dict__ else \
+            ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+    def _nonlinearity(self):
+        # Read from the instance's own attributes: a module without one
+        # (LSTM, GRU) would otherwise raise and catch an AttributeError,
+        # whose message costs microseconds at every call.
+        return self.__dict__.get("nonlinearity", "tanh")
 
     def __getstate__(self):
         # A copy or a pickle packs anew: its weights are other tensors.
@@ -691,13 +706,12 @@ class _DropIn(_Packs):
     _cell = None   # the subclass's cell
 
     def forward(self, input, hx=None, *, resets=None):
-        if resets is not None and (getattr(self, "proj_size", 0) > 0
-                                   or isinstance(input, PackedSequence)):
+        if resets is not None and (self.proj_size > 0 or isinstance(input, PackedSequence)):
             raise ValueError("fusedrnn.torch: resets is not supported with "
-                             + ("proj_size > 0" if getattr(self, "proj_size", 0) > 0
+                             + ("proj_size > 0" if self.proj_size > 0
                                 else "a PackedSequence: give padded input, resets and lengths "
                                      "to the layer functions"))
-        if getattr(self, "proj_size", 0) > 0:
+        if self.proj_size > 0:
             return self._torch_forward(input, hx)
         has_c = self._cell.has_c   # hx is the pair (h0, c0)
         if has_c and hx is not None and not (isinstance(hx, tuple) and len(hx) == 2):
@@ -767,7 +781,7 @@ class _DropIn(_Packs):
         states, each [layers*directions,B,H])."""
         _check_tensors(input=x, **({} if states is None else dict(zip(("hx", "cx"), states))))
         directions = 2 if self.bidirectional else 1
-        nonlinearity = getattr(self, "nonlinearity", "tanh")
+        nonlinearity = self._nonlinearity()
         finals = []
         for layer in range(self.num_layers):
             if layer and self.training and self.dropout:
@@ -865,7 +879,7 @@ class _CellDropIn(_Packs):
         params = self._parameters
         weights = [params[name] if name in params else getattr(self, name)
                    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-        h, c = _step(self._cell, input, *states, *weights, getattr(self, "nonlinearity", "tanh"),
+        h, c = _step(self._cell, input, *states, *weights, self._nonlinearity(),
                      (self, 0))
         if not batched:
             h, c = h.squeeze(0), None if c is None else c.squeeze(0)
