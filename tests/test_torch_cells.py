@@ -426,3 +426,22 @@ def test_resets_refused_where_they_cannot_apply():
     packed = torch.nn.utils.rnn.pack_sequence([data(3, D, dtype=torch.float32)])
     with pytest.raises(ValueError, match="PackedSequence"):
         lstm(packed, resets=torch.zeros(3, 1, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRUCell"])
+def test_gradients_of_the_parameters_alone(name):
+    """Where autograd wants no dx (x needs no gradient) and no dh0 (hx is
+    None), the kernel writes those into scratch memory: the parameters'
+    gradients are still torch.nn's, call after call."""
+    reference = getattr(torch.nn, name)(D, H, dtype=torch.float64)
+    fused = getattr(ftorch, name)(D, H, dtype=torch.float64)
+    fused.load_state_dict(reference.state_dict())
+    for seed in range(3):
+        x = data(*((5, B, D) if name == "LSTM" else (B, D)), seed=seed)
+        for module in (reference, fused):
+            module.zero_grad()
+            out = flat(module(x))[0]
+            (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum() \
+                .backward()
+        for a, b in zip(fused.parameters(), reference.parameters()):
+            torch.testing.assert_close(a.grad, b.grad, **CLOSE[torch.float64])

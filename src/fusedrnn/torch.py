@@ -27,7 +27,9 @@ Importing this module imports torch and registers the operators; it changes
 no torch setting. `import fusedrnn` alone does not import torch.
 """
 
+import math
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -244,19 +246,55 @@ def _forward(problem, inputs, placeholders):
     return outputs
 
 
-def _backward(problem, inputs, grad_inputs):
+def _backward(problem, inputs, grad_inputs, wanted=None):
     """The kernel's backward of a checked call: Grads of tensors, a 0-element
-    one for the dc0 of a cell without c (each is an operator's result)."""
+    one for the dc0 of a cell without c (each is an operator's result).
+    With `wanted` (a bool per gradient), the unwanted ones are None, written
+    into scratch memory instead of new tensors when they are small: autograd
+    asks for no dx when x needs none, nor for dh0 when h0 is None."""
     if not problem.cell.reserve_rows:
         # A 0-element placeholder for the reserve a cell keeps none of: the
         # kernel is not handed it.
         grad_inputs = grad_inputs._replace(reserve=None)
     shapes = problem.grad_shapes()
-    grads = _empty(inputs.x, shapes)
+    if wanted is None:
+        grads = _empty(inputs.x, shapes)
+        addresses = _result_addresses(grads, shapes)
+    else:
+        grads, addresses = _wanted(inputs.x, shapes, wanted, problem.dtype.itemsize)
     keep = []
-    _engine.backward(problem, _addresses(inputs, keep), _addresses(grad_inputs, keep),
-                     _result_addresses(grads, shapes))
+    _engine.backward(problem, _addresses(inputs, keep), _addresses(grad_inputs, keep), addresses)
     return grads
+
+
+_SCRATCH = threading.local()
+_SCRATCH_MOST = 1 << 20   # bytes: larger results are rare, and an allocation a small share
+
+
+def _wanted(like, shapes, wanted, itemsize):
+    """(Grads, where the kernel writes each) for the wanted gradients:
+    tensors for those, None for the others, which go to this thread's
+    scratch memory, each at its own offset (the kernel's results must not
+    overlap), when together they fit in _SCRATCH_MOST bytes."""
+    sizes = [0 if s is None or want else math.prod(s) * itemsize
+             for s, want in zip(shapes, wanted)]
+    small = sum(sizes) + 64 * len(sizes) <= _SCRATCH_MOST
+    scratch = getattr(_SCRATCH, "buffer", None)
+    if small and any(sizes) and scratch is None:
+        scratch = _SCRATCH.buffer = torch.empty(_SCRATCH_MOST, dtype=torch.uint8)
+    at = scratch.data_ptr() if small and any(sizes) else 0
+    grads, addresses = [], []
+    for s, size in zip(shapes, sizes):
+        if s is None or not size or not small:
+            t = None if s is None else like.new_empty(s)
+            grads.append(t if not size else None)
+            addresses.append(None if t is None else t.data_ptr())
+        else:
+            at = (at + 63) // 64 * 64
+            grads.append(None)
+            addresses.append(at)
+            at += size
+    return shapes._make(grads), shapes._make(addresses)
 
 
 # --- autograd ---------------------------------------------------------------
@@ -290,10 +328,11 @@ class _Fused(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dh_n, dc_n, _):
         dc_n = dc_n if ctx.call.cell.has_c else None
+        wanted = ctx.needs_input_grad[1:]
         if torch.is_grad_enabled():   # create_graph=True: a second derivative may follow
-            grads = _Backward.apply(ctx.call, *ctx.saved_tensors, dy, dh_n, dc_n)
+            grads = _Backward.apply(ctx.call, wanted, *ctx.saved_tensors, dy, dh_n, dc_n)
         else:
-            grads = _Backward.run(ctx.call, *ctx.saved_tensors, dy, dh_n, dc_n)
+            grads = _Backward.run(ctx.call, wanted, *ctx.saved_tensors, dy, dh_n, dc_n)
         # One per input of the forward: `call`'s, then the tensors'.
         return (None, *(g if needed else None
                         for g, needed in zip(grads, ctx.needs_input_grad[1:])))
@@ -305,9 +344,11 @@ class _Backward(torch.autograd.Function):
     that differentiating them reaches its backward, which raises."""
 
     @staticmethod
-    def run(call, x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n, dc_n):
+    def run(call, wanted, x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, reserve, dy, dh_n, dc_n):
+        """The gradients of the forward's inputs; `wanted` (one bool each)
+        says which autograd will use."""
         return call.backward(call.inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh),
-                             GradInputs(y, reserve, dy, dh_n, dc_n))
+                             GradInputs(y, reserve, dy, dh_n, dc_n), wanted)
 
     @staticmethod
     def forward(ctx, *args):
@@ -338,8 +379,8 @@ class _Direct:
     def forward(self, inputs):
         return _forward(self.problem, inputs, False)
 
-    def backward(self, inputs, grad_inputs):
-        return _backward(self.problem, inputs, grad_inputs)
+    def backward(self, inputs, grad_inputs, wanted):
+        return _backward(self.problem, inputs, grad_inputs, wanted)
 
 
 def _eager(x):
@@ -451,7 +492,8 @@ class _Operator:
             return y, None, c, reserve
         return results
 
-    def backward(self, inputs, grad_inputs):
+    def backward(self, inputs, grad_inputs, wanted):
+        # An operator returns every result (`wanted` does not apply).
         return self.ops[1](*inputs[:self.signature.tensors],
                            *self.signature.grad_args(grad_inputs), *self.options[:-1])
 
