@@ -140,8 +140,8 @@ fusedrnn_status fusedrnn_pack(const fusedrnn_problem *p, const void *w_ih, const
     return FUSEDRNN_OK;
 }
 
-/* A pack given to a forward or backward must have been made for its ISA (the table
- * `k` the call runs) and the problem's cell, dtype, D and H. */
+/* A pack given to a forward or backward must have been made for its ISA
+ * (the table `k` the call runs) and the problem's cell, dtype, D and H. */
 static fusedrnn_status check_pack(const fusedrnn_problem *p, const isa_kernels *k,
                                   const void *packed)
 {

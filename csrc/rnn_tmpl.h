@@ -1182,10 +1182,10 @@ static void pack_call(const fusedrnn_problem *p, const isa_kernels *k,
     if (GH > 0) {   /* the weights may be NULL when empty */
         pack_w_hh(&r, 0, H);
         pack_w_hh(&rb, 0, H);
-    }
-    if (GH > 0)   /* B of GEMM_DH0 as gemm_team gives it */
+        /* B of GEMM_DH0 as gemm_team gives it */
         prepack(u, dims_of(p, GEMM_DH0).K, H, (view){r.w_hh, H, 1}, pk.dh0, pk.dh0_cap,
                 pk.ld_ih);
+    }
     if (GH * D > 0) {   /* W_ih^T of each gate, then B of GEMM_DX and GEMM_DX_N */
         for (int64_t q = 0; q < G; q++)
             prepack(u, D, H, (view){r.w_ih + q * H * D, 1, D}, pk.w_ih + q * D * pk.ld_ih,

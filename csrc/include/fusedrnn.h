@@ -208,9 +208,9 @@ fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p, const fusedrnn_inpu
  * bias and b_hh, then the backward's W_hh panels (its recurrent step), W_ih
  * panels (dx) and W_hh's first Gh*H rows' panels (dh0; Gh = G, but 2 for
  * FUSEDRNN_GRU_RESET_FIRST), about 2*G*H*(H+D) + Gh*H*H + 2*G*H elements in
- * all, each part padded to whole register panels (docs/design.md). It depends on the problem's cell, dtype, D and H
- * only: T, B, act, threads, reverse, batch_first and training do not
- * matter. It is position-independent (a byte copy elsewhere is as good),
+ * all, each part padded to whole register panels (docs/design.md). It
+ * depends on the problem's cell, dtype, D and H only: T, B, act, threads,
+ * reverse, batch_first and training do not matter. It is position-independent (a byte copy elsewhere is as good),
  * and must be aligned to its dtype; 64 bytes is fastest.
  *
  * fusedrnn_packed_size: its bytes on the active ISA, 0 for an invalid
