@@ -112,7 +112,8 @@ typedef struct {
     int64_t c_col;
 } row_lists;
 
-/* B packed beforehand (a pack's W_ih^T, fusedrnn_pack): for the k block
+/* B packed beforehand (a pack's W_ih^T, or W_ih or W_hh for a backward's
+ * product, fusedrnn_pack): for the k block
  * from pc, the panels of all its columns at p + pc*ld, the one of column j
  * (a multiple of nr) at + j*kc, kc that block's rows; col0 is the first
  * column of the product there. Only the k blocking matters, which is the

@@ -140,8 +140,8 @@ fusedrnn_status fusedrnn_pack(const fusedrnn_problem *p, const void *w_ih, const
     return FUSEDRNN_OK;
 }
 
-/* A pack given to a forward must have been made for its ISA (the table
- * `k` the call runs) and the problem's cell, dtype, D and H. */
+/* A pack given to a forward or backward must have been made for its ISA
+ * (the table `k` the call runs) and the problem's cell, dtype, D and H. */
 static fusedrnn_status check_pack(const fusedrnn_problem *p, const isa_kernels *k,
                                   const void *packed)
 {
@@ -174,6 +174,9 @@ fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p, const fusedrnn_inpu
     if (!in || !gin || !grads)
         return FUSEDRNN_EINVAL;
     fusedrnn_status st = check_call(p, in->lengths, 1, workspace, workspace_bytes);
+    const isa_kernels *k = fusedrnn_active_kernels();   /* once: the pack is checked against it */
+    if (st == FUSEDRNN_OK)
+        st = check_pack(p, k, in->packed);
     if (st != FUSEDRNN_OK)
         return st;
     if (nothing_recurs(p)) {   /* every gradient is a sum over no terms */
@@ -190,8 +193,7 @@ fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p, const fusedrnn_inpu
         return FUSEDRNN_OK;
     }
     fp_mode mode = fp_enter();
-    st = driver_of(p)->backward(p, fusedrnn_active_kernels(), in, gin, grads, workspace,
-                                workspace_bytes);
+    st = driver_of(p)->backward(p, k, in, gin, grads, workspace, workspace_bytes);
     fp_leave(mode);
     return st;
 }

@@ -249,7 +249,7 @@ struct run {
     const uint8_t *resets;
     REAL *y, *h_n, *c_n, *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh;
     const REAL *panels;          /* W_hh packed for the step kernel: the workspace's, or a pack's */
-    const struct pack_parts *pack;   /* a forward's pack, NULL when it packs per call */
+    const struct pack_parts *pack;   /* the call's pack, NULL when it packs per call */
 };
 
 /* A pack (fusedrnn_pack), laid out from its own start, as the reserve is:
@@ -258,13 +258,20 @@ struct run {
  * whole panels of nr), in it for each k block of the input product from
  * pc (kc rows) the panels of the gate's H columns at pc*Hp (prepacked);
  * the bias the input products add (input_bias's, when has_bias); b_hh as
- * given, zeros for none (the split gate's kept-apart product adds b_hn). */
+ * given, zeros for none (the split gate's kept-apart product adds b_hn).
+ * Then the backward's: W_hh's panels as pack_w_hh lays out every column of
+ * a backward's (each phase's rows, the same size as the forward's); W_ih's
+ * rows for dx (prepacked, Dp: D rounded up to whole panels): the Gx*H rows
+ * of GEMM_DX, [Gx*H, Dp], then a split cell's last H rows of GEMM_DX_N,
+ * each k-blocked from its own first row; W_hh's first Gh*H rows for
+ * GEMM_DH0, [Gh*H, Hp]. */
 typedef struct pack_parts {
     void *header;              /* a pack_header, copied in and out with memcpy: a pack
                                   need only be aligned to its dtype */
     REAL *w_hh, *w_ih, *bias, *b_hh;
-    size_t w_hh_cap, w_ih_cap;
-    int64_t ld_ih;
+    REAL *back_w_hh, *dx, *dh0;
+    size_t w_hh_cap, w_ih_cap, dx_cap, dh0_cap;
+    int64_t ld_ih, ld_dx;
     int has_bias;              /* read from the header */
 } pack_parts;
 
@@ -314,6 +321,12 @@ static pack_parts carve_pack(arena *a, const fusedrnn_problem *p, const ukr *u)
     pk.w_ih = arena_take(a, pk.w_ih_cap, sizeof(REAL));
     pk.bias = arena_take(a, GH, sizeof(REAL));
     pk.b_hh = arena_take(a, GH, sizeof(REAL));
+    pk.ld_dx = (int64_t)round_up(a, D, (size_t)u->nr);
+    pk.dx_cap = arena_checked_mul(a, GH, (size_t)pk.ld_dx);
+    pk.dh0_cap = arena_checked_mul(a, (size_t)dims_of(p, GEMM_DH0).K, (size_t)pk.ld_ih);
+    pk.back_w_hh = arena_take(a, pk.w_hh_cap, sizeof(REAL));
+    pk.dx = arena_take(a, pk.dx_cap, sizeof(REAL));
+    pk.dh0 = arena_take(a, pk.dh0_cap, sizeof(REAL));
     return pk;
 }
 
@@ -329,6 +342,24 @@ static void column_sums(const run *r, REAL *dst, const REAL *src, int64_t rows,
     team_run(threads, sums_slice, &s);
 }
 
+/* The panels of product `id`'s B in the call's pack, or {NULL} when it packs
+ * them itself: the RNN's input product reads W_ih^T, the backward's dx and
+ * dh0 products W_ih and W_hh. */
+static prepacked prepacked_of(const run *r, gemm_id id)
+{
+    const pack_parts *pk = r->pack;
+    const int64_t GxH = (r->cell->info.gates - r->cell->split) * r->p->H;
+    if (!pk)
+        return (prepacked){0};
+    switch (id) {
+    case GEMM_INPUT: return (prepacked){pk->w_ih, pk->ld_ih, 0};
+    case GEMM_DX:    return (prepacked){pk->dx, pk->ld_dx, 0};
+    case GEMM_DX_N:  return (prepacked){pk->dx + GxH * pk->ld_dx, pk->ld_dx, 0};
+    case GEMM_DH0:   return (prepacked){pk->dh0, pk->ld_ih, 0};
+    default:         return (prepacked){0};
+    }
+}
+
 /* Product `id` of the call, C = A B (+ bias) or C += A B, over the team when
  * it is worth splitting; its sizes come from the table the slabs were sized by. */
 static void gemm_team(const run *r, gemm_id id, view A, view B,
@@ -339,11 +370,9 @@ static void gemm_team(const run *r, gemm_id id, view A, view B,
     /* a share of 2^20 multiply-adds (about 20 us) outweighs waking a worker that sleeps */
     int threads = threads_for(r->p, (double)d.M * d.N * d.K, 1 << 20);
     int64_t units = d.N >= d.M ? (d.N + r->u->nr - 1) / r->u->nr : (d.M + r->u->mr - 1) / r->u->mr;
-    /* the RNN's input product, given a pack, reads its W_ih^T */
-    const int pre = id == GEMM_INPUT && r->pack;
-    prepacked ih = {pre ? r->pack->w_ih : NULL, pre ? r->pack->ld_ih : 0, 0};
+    prepacked pre = prepacked_of(r, id);
     gemm_job g = {r->u, d.M, d.N, d.K, A, B, keep, C, ldc, accumulate, bias, r->w->slabs,
-                       pieces_for(units, threads), 0, pre ? &ih : NULL};
+                       pieces_for(units, threads), 0, pre.p ? &pre : NULL};
     team_run(threads, gemm_slice, &g);
 }
 
@@ -647,7 +676,7 @@ typedef struct {
 } steps_job;
 
 /* One tile of a phase of step i: at the first step it packs the tile's
- * panels of W_hh, unless the forward has a pack (mostly on the member that
+ * panels of W_hh, unless the call has a pack (mostly on the member that
  * keeps it: each starts with its own tiles), at a chunk's first step the
  * input side of the chunk for its columns; then the phase. Tile 0 of the
  * step's last phase also lays out the next step's rows: no other tile of
@@ -931,8 +960,10 @@ static void backward_pass(const run *r)
         column_sums(r, r->db_ih + GxH, w->dxn, TB, H, H);
         gemm_team(r, GEMM_DW_IH_N, (view){w->dxn, 1, H}, (view){r->x, D, 1},
                        w->keep_x, r->dw_ih + GxH * D, D, 0, NULL);
+        /* given a pack, B is its panels: w_ih may be NULL */
         gemm_team(r, GEMM_DX_N, (view){w->dxn, H, 1},
-                       (view){r->w_ih + GxH * D, D, 1}, NULL, r->dx, D, 1, NULL);
+                       r->pack ? (view){0} : (view){r->w_ih + GxH * D, D, 1}, NULL, r->dx, D,
+                       1, NULL);
     }
 
     /* The first step of each sequence saw h0, and so did every step a reset
@@ -1094,12 +1125,30 @@ static fusedrnn_status backward_call(const fusedrnn_problem *p, const isa_kernel
     if (st != FUSEDRNN_OK)
         return st;
     run r = bind(p, &k->KERNELS, &w, in, 1);
+    pack_parts pk;
+    if (in->packed) {   /* the entry point has checked its key: its panels, no bias */
+        arena a = {(char *)in->packed, 0, 0};
+        pk = carve_pack(&a, p, r.u);
+        r.pack = &pk, r.panels = pk.back_w_hh;
+    }
     r.y = (REAL *)gin->y;   /* an input here: the run's y is read only */
     r.dy = gin->dy, r.dh_n = gin->dh_n, r.dc_n = gin->dc_n;
     r.dx = g->dx, r.dh0 = g->dh0, r.dc0 = g->dc0, r.dw_ih = g->dw_ih, r.dw_hh = g->dw_hh;
     r.db_ih = g->db_ih, r.db_hh = g->db_hh;
     backward_pass(&r);
     return FUSEDRNN_OK;
+}
+
+/* B [K,N] (a strided view) as a product with a prepacked B reads it: for
+ * each k block from pc, pack_b's panels of every column at dst + pc*ld. */
+static void prepack(const ukr *u, int64_t K, int64_t N, view B, REAL *dst, size_t cap,
+                    int64_t ld)
+{
+    for (int64_t pc = 0; pc < K; pc += u->kc) {
+        size_t at = (size_t)(pc * ld);
+        pack_b(u, min64(u->kc, K - pc), N, B.p + pc * B.rs, B.rs, B.cs, NULL, dst + at,
+               cap - at);
+    }
 }
 
 /* A pack's bytes on the table `k`, measured: 0 when the size overflows. */
@@ -1119,22 +1168,32 @@ static void pack_call(const fusedrnn_problem *p, const isa_kernels *k,
                       const fusedrnn_inputs *weights, void *packed)
 {
     const ukr *u = &k->KERNELS;
-    const int64_t G = cell_table[p->cell].info.gates, D = p->D, H = p->H, GH = G * H;
+    const cell_desc *c = &cell_table[p->cell];
+    const int64_t G = c->info.gates, D = p->D, H = p->H, GH = G * H;
+    const int64_t GxH = (G - c->split) * H;
     /* every byte defined, the gaps between the parts too: packs of the same
      * weights are equal byte for byte */
     memset(packed, 0, packed_bytes(p, k));
     arena a = {packed, 0, 0};
     pack_parts pk = carve_pack(&a, p, u);
     work w = {.packed = pk.w_hh, .packed_cap = pk.w_hh_cap, .bias = pk.bias};
-    run r = bind(p, u, &w, weights, 0);
-    if (GH > 0)   /* the weights may be NULL when empty */
+    work back = {.packed = pk.back_w_hh, .packed_cap = pk.w_hh_cap};
+    run r = bind(p, u, &w, weights, 0), rb = bind(p, u, &back, weights, 1);
+    if (GH > 0) {   /* the weights may be NULL when empty */
         pack_w_hh(&r, 0, H);
-    for (int64_t q = 0; GH > 0 && q < G; q++)
-        for (int64_t pc = 0; pc < D; pc += u->kc) {
-            size_t at = (size_t)((q * D + pc) * pk.ld_ih);
-            pack_b(u, min64(u->kc, D - pc), H, r.w_ih + q * H * D + pc, 1, D, NULL,
-                   pk.w_ih + at, pk.w_ih_cap - at);
-        }
+        pack_w_hh(&rb, 0, H);
+        /* B of GEMM_DH0 as gemm_team gives it */
+        prepack(u, dims_of(p, GEMM_DH0).K, H, (view){r.w_hh, H, 1}, pk.dh0, pk.dh0_cap,
+                pk.ld_ih);
+    }
+    if (GH * D > 0) {   /* W_ih^T of each gate, then B of GEMM_DX and GEMM_DX_N */
+        for (int64_t q = 0; q < G; q++)
+            prepack(u, D, H, (view){r.w_ih + q * H * D, 1, D}, pk.w_ih + q * D * pk.ld_ih,
+                    pk.w_ih_cap - (size_t)(q * D * pk.ld_ih), pk.ld_ih);
+        prepack(u, GxH, D, (view){r.w_ih, D, 1}, pk.dx, pk.dx_cap, pk.ld_dx);
+        prepack(u, GH - GxH, D, (view){r.w_ih + GxH * D, D, 1}, pk.dx + GxH * pk.ld_dx,
+                pk.dx_cap - (size_t)(GxH * pk.ld_dx), pk.ld_dx);
+    }
     const REAL *bias = input_bias(&r);
     if (bias && bias != pk.bias)   /* b_ih as given: the pack keeps its own */
         copy(pk.bias, bias, GH);

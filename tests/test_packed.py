@@ -1,8 +1,8 @@
 """Weights packed once (fusedrnn.pack_weights, PackedWeights): a forward
-given a pack gives bitwise what it gives with the weights themselves, on
-every ISA and thread count; a backward given one uses its copy of the raw
-weights; a pack that does not fit the call is refused, writing nothing;
-the pack is a snapshot of the arrays it was made from."""
+or backward given a pack gives bitwise what it gives with the weights
+themselves, on every ISA and thread count; a pack that does not fit the
+call is refused, writing nothing; the pack is a snapshot of the arrays it
+was made from."""
 
 import re
 from pathlib import Path
@@ -14,6 +14,7 @@ import fusedrnn
 from fusedrnn import _cells, _engine, _kernel, reference
 from helpers import (CELLS, DTYPES, assert_close, backward, forward, mixed_lengths,
                      outputs_of, random_problem, reserve_of)
+from test_resets import random_resets
 
 # Each cell the functions run, as (the helpers' cell, the options that select it).
 VARIANTS = [pytest.param("rnn", {}, id="rnn"),
@@ -112,37 +113,58 @@ def test_several_blocks_of_the_input_product(cell, options, dtype, isa):
     ISA) and H = 600 two column blocks in float64 on AVX2 and AVX-512
     (nc = 512) on one thread; on 3, the RNN's input product is split by
     columns (T*B*H*D >= 3 * 2^20): each thread's columns start inside the
-    pack's panels."""
+    pack's panels. The backward's dx and dh0 products take several k
+    blocks (K = G*H), split by columns on 3 threads too."""
     T, B = (7, 3) if cell == "rnn" else (2, 1)
-    a, _ = random_problem(cell, (T, B, 300, 600), dtype, seed=5)
+    a, d = random_problem(cell, (T, B, 300, 600), dtype, seed=5)
     packed = pack_of(cell, a, options)
     expected = outputs_of(cell, forward(reference, cell, a, **options))
     for n in (1, 3):   # one thread: every column block in one product
         fusedrnn.set_num_threads(n)
-        raw = forward(fusedrnn, cell, a, **options)
-        got = packed_forward(cell, a, packed, **options)
+        raw = forward(fusedrnn, cell, a, training=True, **options)
+        got = packed_forward(cell, a, packed, training=True, **options)
         assert_same(outputs_of(cell, got), outputs_of(cell, raw), f"threads={n}")
         for name, value in outputs_of(cell, got).items():
             assert_close(value, expected[name], dtype, f"threads={n} {name}")
+        raw_grads = backward(fusedrnn, cell, a, raw[0], reserve_of(cell, raw), d, **options)
+        grads = packed_backward(cell, a, packed, raw[0], reserve_of(cell, raw), d, **options)
+        assert_same(grads._asdict(), raw_grads._asdict(), f"threads={n} backward")
 
 
+@pytest.mark.usefixtures("restore_num_threads")
+@pytest.mark.parametrize("T, B", [(1, 1), (1, 3), (7, 1), (7, 3)])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cell, options", VARIANTS)
-def test_backward_with_a_pack_uses_its_raw_weights(cell, options, dtype, isa):
-    """The backward given a pack gives the bits of the backward given the
-    weights, from the training forward's reserve and without it (the
-    forward recomputed), and agrees with the reference."""
-    T, B = 5, 3
-    a, d = random_problem(cell, (T, B, 6, 9), dtype, seed=2)
+def test_backward_with_a_pack_is_bitwise_the_same(cell, options, dtype, T, B, isa):
+    """The backward given a pack reads its panels, not the weights, and
+    gives the bits of the backward given the weights, for every thread
+    count, with lengths, reverse, batch_first and resets, from the training
+    forward's reserve and without it (the forward recomputed, from the pack
+    too); it agrees with the reference."""
+    a, d = random_problem(cell, (T, B, D, H), dtype, seed=T * 10 + B + 1)
     packed = pack_of(cell, a, options)
-    out = forward(fusedrnn, cell, a, training=True, **options)
-    expected = backward(reference, cell, a, out[0], None, d, **options)
-    for reserve in ([reserve_of(cell, out), None] if CELLS[cell].gated else [None]):
-        raw = backward(fusedrnn, cell, a, out[0], reserve, d, **options)
-        got = packed_backward(cell, a, packed, out[0], reserve, d, **options)
-        assert_same(got._asdict(), raw._asdict(), f"reserve given: {reserve is not None}")
-        for name in got._fields:
-            assert_close(getattr(got, name), getattr(expected, name), dtype, name)
+    calls = [{}, {"lengths": mixed_lengths(T, B), "reverse": True}, {"batch_first": True},
+             {"lengths": mixed_lengths(T, B), "resets": random_resets(T, B, False, seed=T + B)},
+             {"reverse": True, "batch_first": True, "resets": random_resets(T, B, True)}]
+    for n in (1, 2, 3):
+        fusedrnn.set_num_threads(n)
+        for call in calls:
+            bf = call.get("batch_first")
+            given = {**a, "x": a["x"].swapaxes(0, 1).copy() if bf else a["x"]}
+            dy = {**d, "dy": d["dy"].swapaxes(0, 1).copy() if bf else d["dy"]}
+            out = forward(fusedrnn, cell, given, training=True, **options, **call)
+            for reserve in ([reserve_of(cell, out), None] if CELLS[cell].gated else [None]):
+                label = f"threads={n} {call} reserve given: {reserve is not None}"
+                raw = backward(fusedrnn, cell, given, out[0], reserve, dy, **options, **call)
+                got = packed_backward(cell, given, packed, out[0], reserve, dy, **options,
+                                      **call)
+                assert_same(got._asdict(), raw._asdict(), label)
+                if n == 1 and reserve is not None and call.keys() <= {"lengths", "resets"}:
+                    expected = backward(reference, cell, given, out[0], None, dy, **options,
+                                        **call)
+                    for name in got._fields:
+                        assert_close(getattr(got, name), getattr(expected, name), dtype,
+                                     f"{label} {name}")
 
 
 @pytest.mark.parametrize("cell, options", VARIANTS)
@@ -180,9 +202,12 @@ def test_without_biases_and_with_out(cell, isa):
 @pytest.mark.parametrize("cell, options", VARIANTS)
 def test_what_a_pack_holds(cell, options, dtype, isa):
     """Its attributes, its size from the kernel's query, at least the
-    weights' panels G*H*(H+D) and the two biases, and its 64-byte
-    aligned, read-only buffer; the weights' copies read-only too."""
+    forward's and the backward's panels 2*G*H*(H+D), the dh0 product's
+    Gh*H*H (Gh: the gates of the backward's first phase) and the two
+    biases, and its 64-byte aligned, read-only buffer; the weights' copies
+    read-only too."""
     G, Dp, Hp = CELLS[cell].gates, 6, 9
+    Gh = 2 if options.get("linear_before_reset") is False else G
     a, _ = random_problem(cell, (1, 1, Dp, Hp), dtype)
     packed = pack_of(cell, a, options)
     kernel_cell = _cells.GRU_RESET_FIRST if options.get("linear_before_reset") is False \
@@ -191,7 +216,8 @@ def test_what_a_pack_holds(cell, options, dtype, isa):
         (kernel_cell, np.dtype(dtype), Dp, Hp, isa)
     problem = _engine.Problem(kernel_cell, np.dtype(dtype), 0, 0, Dp, Hp)
     assert packed.nbytes == _kernel.packed_size(problem)
-    assert packed.nbytes >= (G * Hp * (Hp + Dp) + 2 * G * Hp) * np.dtype(dtype).itemsize
+    assert packed.nbytes >= (2 * G * Hp * (Hp + Dp) + Gh * Hp * Hp + 2 * G * Hp) * \
+        np.dtype(dtype).itemsize
     assert packed._buffer.ctypes.data % 64 == 0 and packed._buffer.nbytes == packed.nbytes
     assert not packed._buffer.flags.writeable
     assert all(w is None or not w.flags.writeable for w in packed._weights)
@@ -223,6 +249,19 @@ def test_the_kernel_refuses_a_pack_of_another_problem():
     outputs = _engine.empty(problem.output_shapes(), problem.dtype)
     with pytest.raises(ValueError, match="packed weights were made for another ISA, cell"):
         _engine.forward(problem, inputs, outputs)
+    # the backward too, writing no gradient, also for a problem with no batch
+    # rows (whose gradients would otherwise be zeroed without a product)
+    for B in (1, 0):
+        problem = _engine.Problem(_cells.LSTM, np.dtype(np.float64), 2, B, 3, 5, training=True)
+        x = np.zeros((2, B, 3))
+        grads = _engine.empty(problem.grad_shapes(), problem.dtype)
+        for g in grads:
+            g[...] = np.nan
+        y = np.zeros((2, B, 5))
+        reserve = np.zeros(problem.reserve_size())
+        refused(lambda: _engine.backward(problem, _engine.Inputs(x=x, packed=packed._buffer),
+                                         _engine.GradInputs(y, reserve), grads),
+                ValueError, "packed weights were made for another ISA, cell", grads)
 
 
 def refused(call, error, match, written=()):
@@ -277,6 +316,17 @@ def test_a_pack_of_another_isa_is_refused():
                                                                     packed=packed._buffer),
                                             _engine.Outputs(*out)),
                     ValueError, "made for another ISA", out)
+            grads = tuple(np.full(shape, np.nan) for shape in
+                          [(3, 2, 4), (2, 5), (5, 4), (5, 5), (5,)])
+            refused(lambda: fusedrnn.rnn_backward(a["x"], a["h0"], packed, y=out[0], dy=None,
+                                                  grads_out=grads), ValueError,
+                    f"packed for the ISA '{made}'", grads)
+            kernel_grads = _engine.Grads(*grads[:2], None, *grads[2:], np.full(5, np.nan))
+            problem.training = True
+            refused(lambda: _engine.backward(problem, _engine.Inputs(x=a["x"],
+                                                                     packed=packed._buffer),
+                                             _engine.GradInputs(out[0]), kernel_grads),
+                    ValueError, "made for another ISA", grads)
     finally:
         fusedrnn.set_isa(previous)
 

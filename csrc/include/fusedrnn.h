@@ -97,15 +97,14 @@ typedef struct {
  *            (dc0), and dw_hh pairs h0 with each piece's first step; no
  *            gradient crosses a cut.
  *   packed   a pack of w_ih, w_hh, b_ih, b_hh (fusedrnn_pack), or NULL. A
- *            forward given one, training or not, reads the weights and
- *            biases from it alone (w_ih, w_hh, b_ih, b_hh may be NULL) and
- *            packs nothing, with results bitwise those of the same call
- *            without it, for any thread count; one made for another ISA,
- *            cell, dtype, D or H is refused (FUSEDRNN_EPACKED) before
- *            anything is written. The backward ignores it and reads w_ih and
- *            w_hh, which it needs then (it multiplies by them untransposed:
- *            other panels); a training forward without a pack packs per
- *            call as before. */
+ *            forward given one, training or not, and a backward given one
+ *            read the weights and biases from it alone: w_ih, w_hh, b_ih
+ *            and b_hh may then be NULL, forward and backward (the backward
+ *            reads no bias in any case). They pack nothing, with results
+ *            bitwise those of the same call without it, for any thread
+ *            count; one made for another ISA, cell, dtype, D or H is
+ *            refused (FUSEDRNN_EPACKED) before anything is written. A call
+ *            without a pack packs per call as before. */
 typedef struct {
     const void *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh;
     const int64_t *lengths;
@@ -201,13 +200,17 @@ fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p, const fusedrnn_inpu
 
 /* Weights packed once. Each forward call otherwise copies W_hh and W_ih^T
  * into the panels its product kernel reads (G*H*(H+D) elements) and adds
- * b_ih + b_hh: at batch 1 that costs more than the product. A pack holds
- * them as the forward reads them, for the active ISA's blocking: a header
- * naming what it was made for (ISA and blocking, cell, dtype, D, H), W_hh's
- * panels, W_ih^T's, the combined bias and b_hh, about G*H*(H+D) + 2*G*H elements
- * in all (docs/design.md). It depends on the problem's cell, dtype, D and H
- * only: T, B, act, threads, reverse, batch_first and training do not
- * matter. It is position-independent (a byte copy elsewhere is as good),
+ * b_ih + b_hh, and each backward copies W_hh and W_ih into other panels
+ * (as many again): at batch 1 that costs more than the products. A pack
+ * holds them as the forward and the backward read them, for the active
+ * ISA's blocking: a header naming what it was made for (ISA and blocking,
+ * cell, dtype, D, H), the forward's W_hh and W_ih^T panels, the combined
+ * bias and b_hh, then the backward's W_hh panels (its recurrent step), W_ih
+ * panels (dx) and W_hh's first Gh*H rows' panels (dh0; Gh = G, but 2 for
+ * FUSEDRNN_GRU_RESET_FIRST), about 2*G*H*(H+D) + Gh*H*H + 2*G*H elements in
+ * all, each part padded to whole register panels (docs/design.md). It
+ * depends on the problem's cell, dtype, D and H only: T, B, act, threads,
+ * reverse, batch_first and training do not matter. It is position-independent (a byte copy elsewhere is as good),
  * and must be aligned to its dtype; 64 bytes is fastest.
  *
  * fusedrnn_packed_size: its bytes on the active ISA, 0 for an invalid
@@ -218,8 +221,9 @@ fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p, const fusedrnn_inpu
  * size, FUSEDRNN_EINVAL for an invalid problem or a NULL weight (of a
  * nonzero size), FUSEDRNN_EOVERFLOW when the size overflows, writing
  * nothing then. A pack's bytes are a function of the weights. A later
- * fusedrnn_set_isa to another ISA makes the pack unusable: forwards refuse
- * it, and it must be made again. */
+ * fusedrnn_set_isa to another ISA makes the pack unusable: forwards and
+ * backwards refuse it, and it must be made again. In training one pack
+ * serves the forwards and backwards between two updates of the weights. */
 size_t fusedrnn_packed_size(const fusedrnn_problem *p);
 fusedrnn_status fusedrnn_pack(const fusedrnn_problem *p, const void *w_ih, const void *w_hh,
                               const void *b_ih, const void *b_hh, void *packed, size_t bytes);

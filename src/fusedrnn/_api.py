@@ -163,15 +163,16 @@ def _missing(function, names, values):
 
 
 class PackedWeights:
-    """A layer's weights and biases packed once for the forward's kernels
-    (fusedrnn.pack_weights), which every forward and backward function takes
-    in place of w_ih, w_hh and the biases.
+    """A layer's weights and biases packed once for the forward's and the
+    backward's kernels (fusedrnn.pack_weights), which every forward and
+    backward function takes in place of w_ih, w_hh and the biases.
 
     It holds a copy of the weights and biases as given (a snapshot: later
-    changes to the caller's arrays do not reach it; the backward reads it)
-    and the pack: W_hh and W_ih^T laid out as the kernel's product reads
-    them and the bias the input side adds, `nbytes` bytes (about
-    G*H*(H+D) elements, docs/api.md). A forward given it copies no weights.
+    changes to the caller's arrays do not reach it) and the pack: W_hh and
+    W_ih^T laid out as the forward's products read them, the bias the input
+    side adds, and W_hh and W_ih as the backward's read them, `nbytes` bytes
+    (about 2*G*H*(H+D) elements, docs/api.md). A forward or backward given
+    it copies no weights.
     The pack is tied to the ISA active when it was made (`isa`): after
     set_isa to another, calls refuse it.
 
@@ -371,6 +372,14 @@ def _check_reserve(reserve, problem, inputs):
     return reserve[n:]
 
 
+def _with_pack(inputs, packed):
+    """Inputs for the kernel: given a PackedWeights (whose raw weights
+    `inputs` holds), its pack in place of the weights and biases."""
+    if packed is None:
+        return inputs
+    return inputs._replace(w_ih=None, w_hh=None, b_ih=None, b_hh=None, packed=packed._buffer)
+
+
 def _forward(problem, given, names, out, fields, packed=None):
     """The forward of `problem` on the checked inputs `given` (named
     `names`): its Outputs, written into `out` (a tuple of the public
@@ -379,10 +388,7 @@ def _forward(problem, given, names, out, fields, packed=None):
     the PackedWeights whose raw weights `given` holds, which the kernel
     reads instead."""
     dtype, n = problem.dtype, _header_len(problem.dtype)
-    inputs = _contiguous(given, names)
-    if packed is not None:
-        inputs = inputs._replace(w_ih=None, w_hh=None, b_ih=None, b_hh=None,
-                                 packed=packed._buffer)
+    inputs = _with_pack(_contiguous(given, names), packed)
     shapes = problem.output_shapes()
     if shapes.reserve is not None:
         shapes = Outputs(shapes.y, shapes.h_n, shapes.c_n, (n + problem.reserve_size(),))
@@ -396,12 +402,12 @@ def _forward(problem, given, names, out, fields, packed=None):
     return outputs
 
 
-def _backward(problem, given, names, d, grads_out, fields):
+def _backward(problem, given, names, d, grads_out, fields, packed=None):
     """The backward of `problem` on the checked inputs `given` (named
     `names`) and `d`, GradInputs as the caller gave them: its Grads, written
     into `grads_out` (a tuple of the public result's `fields`) when given.
     Without a reserve, a cell that keeps one recomputes it: one more
-    forward."""
+    forward. `packed`: as for _forward, for both."""
     dtype, B, H = problem.dtype, problem.B, problem.H
     seq = problem.seq_shape(H)
     y = float_array("y", d.y, seq, dtype)
@@ -414,6 +420,7 @@ def _backward(problem, given, names, d, grads_out, fields):
     grads = _engine.empty(shapes, dtype) if grads_out is None else _given(
         "grads_out", grads_out, fields, shapes, dtype, (*names, *GradInputs._fields),
         (*given, y, d.reserve, dy, dh_n, dc_n))   # the GradInputs as given
+    inputs = _with_pack(inputs, packed)
     if reserve is None and problem.cell.reserve_rows:   # recompute it
         outputs = _engine.empty(problem.output_shapes(), dtype)
         _engine.forward(problem, inputs, outputs)
@@ -477,18 +484,20 @@ def rnn_backward(x, h0, w_ih, w_hh=_REQUIRED, y=_REQUIRED, dy=_REQUIRED, dh_n=No
     into, as rnn_forward's out.
 
     w_ih may be a PackedWeights: w_hh left out, y and dy by name; the
-    pack's copy of the weights is used.
+    kernel reads the pack's panels.
     """
     act = activation(nonlinearity)
-    if type(w_ih) is PackedWeights:   # its raw weights: the backward packs its own
-        w_ih, w_hh, _, _ = w_ih._for_call(RNN, x, {"w_hh": w_hh})
+    packed = None
+    if type(w_ih) is PackedWeights:
+        packed = w_ih
+        w_ih, w_hh, _, _ = packed._for_call(RNN, x, {"w_hh": w_hh})
     if w_hh is _REQUIRED or y is _REQUIRED or dy is _REQUIRED:
         _missing("rnn_backward", ("w_hh", "y", "dy"), (w_hh, y, dy))
     problem, given = _common(RNN, _RNN_INPUT_NAMES, x, h0, None, w_ih, w_hh, None, None, lengths,
                              reverse, batch_first, act, training=True, resets=resets)
     # db_hh, the kernel's copy of db_ih, is dropped: the RNN here has one bias
     g = _backward(problem, given, _RNN_INPUT_NAMES, GradInputs(y, None, dy, dh_n),
-                  grads_out, RNNGrads._fields)
+                  grads_out, RNNGrads._fields, packed)
     return RNNGrads(g.dx, g.dh0, g.dw_ih, g.dw_hh, g.db_ih)
 
 
@@ -537,11 +546,13 @@ def lstm_backward(x, h0, c0, w_ih, w_hh=_REQUIRED, b_ih=_REQUIRED, b_hh=_REQUIRE
     grads_out: arrays to write them into, as rnn_forward's out.
 
     w_ih may be a PackedWeights: w_hh, b_ih, b_hh left out, y, reserve and
-    dy by name; the pack's copy of the weights is used.
+    dy by name; the kernel reads the pack's panels.
     """
+    packed = None
     if type(w_ih) is PackedWeights:
-        w_ih, w_hh, b_ih, b_hh = w_ih._for_call(LSTM, x,
-                                                {"w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
+        packed = w_ih
+        w_ih, w_hh, b_ih, b_hh = packed._for_call(LSTM, x,
+                                                  {"w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
     if (w_hh is _REQUIRED or b_ih is _REQUIRED or b_hh is _REQUIRED or y is _REQUIRED
             or reserve is _REQUIRED or dy is _REQUIRED):
         _missing("lstm_backward", ("w_hh", "b_ih", "b_hh", "y", "reserve", "dy"),
@@ -549,7 +560,7 @@ def lstm_backward(x, h0, c0, w_ih, w_hh=_REQUIRED, b_ih=_REQUIRED, b_hh=_REQUIRE
     problem, given = _common(LSTM, _INPUT_NAMES, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
                              reverse, batch_first, training=True, resets=resets)
     g = _backward(problem, given, _INPUT_NAMES, GradInputs(y, reserve, dy, dh_n, dc_n),
-                  grads_out, LSTMGrads._fields)
+                  grads_out, LSTMGrads._fields, packed)
     return LSTMGrads(g.dx, g.dh0, g.dc0, g.dw_ih, g.dw_hh, g.db_ih, g.db_hh)
 
 
@@ -604,10 +615,11 @@ def gru_backward(x, h0, w_ih, w_hh=_REQUIRED, b_ih=_REQUIRED, b_hh=_REQUIRED, y=
 
     w_ih may be a PackedWeights, as for lstm_backward.
     """
-    cell = _gru(linear_before_reset)
+    cell, packed = _gru(linear_before_reset), None
     if type(w_ih) is PackedWeights:
-        w_ih, w_hh, b_ih, b_hh = w_ih._for_call(cell, x,
-                                                {"w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
+        packed = w_ih
+        w_ih, w_hh, b_ih, b_hh = packed._for_call(cell, x,
+                                                  {"w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
     if (w_hh is _REQUIRED or b_ih is _REQUIRED or b_hh is _REQUIRED or y is _REQUIRED
             or reserve is _REQUIRED or dy is _REQUIRED):
         _missing("gru_backward", ("w_hh", "b_ih", "b_hh", "y", "reserve", "dy"),
@@ -616,7 +628,7 @@ def gru_backward(x, h0, w_ih, w_hh=_REQUIRED, b_ih=_REQUIRED, b_hh=_REQUIRED, y=
                              b_ih, b_hh, lengths, reverse, batch_first, training=True,
                              resets=resets)
     g = _backward(problem, given, _INPUT_NAMES, GradInputs(y, reserve, dy, dh_n),
-                  grads_out, GRUGrads._fields)
+                  grads_out, GRUGrads._fields, packed)
     return GRUGrads(g.dx, g.dh0, g.dw_ih, g.dw_hh, g.db_ih, g.db_hh)
 
 

@@ -33,7 +33,7 @@ class Inputs(NamedTuple):
     b_hh: object = None
     lengths: object = None
     resets: object = None
-    packed: object = None   # a pack's bytes (PackedWeights), for a forward
+    packed: object = None   # a pack's bytes (PackedWeights), for a forward or backward
 
 
 class Outputs(NamedTuple):

@@ -454,9 +454,66 @@ static void pack_case(fusedrnn_problem p, const char *case_name, const fusedrnn_
     }
 }
 
+/* One backward's gradients, every one zeroed first (db_hh too). */
+static void **backward_zeroed(const fusedrnn_problem *p, const char *what,
+                              const fusedrnn_inputs *in, const fusedrnn_grad_inputs *gin,
+                              const int64_t sizes[GRADS])
+{
+    const size_t e = p->dtype == FUSEDRNN_F32 ? sizeof(float) : sizeof(double);
+    void **got = malloc(GRADS * sizeof *got);
+    for (int i = 0; i < GRADS; i++)
+        got[i] = calloc((size_t)sizes[i] + 1, e);
+    size_t n = fusedrnn_backward_workspace(p);
+    void *ws = malloc(n);
+    fusedrnn_status st = fusedrnn_backward(
+        p, in, gin,
+        &(fusedrnn_grads){.dx = got[DX], .dh0 = got[DH0], .dc0 = got[DC0], .dw_ih = got[DW_IH],
+                          .dw_hh = got[DW_HH], .db_ih = got[DB_IH], .db_hh = got[DB_HH]},
+        ws, n);
+    CHECK(st == FUSEDRNN_OK, "%s: status %d", what, (int)st);
+    free(ws);
+    return got;
+}
+
+/* The backward given a pack of the weights, and no weights, bitwise the
+ * same as without it, reading a byte copy of the pack at another address
+ * (which must serve as well). */
+static void pack_backward_case(const fusedrnn_problem *p, const char *case_name,
+                               const fusedrnn_inputs *in, const fusedrnn_grad_inputs *gin,
+                               const int64_t sizes[GRADS])
+{
+    const size_t e = p->dtype == FUSEDRNN_F32 ? sizeof(float) : sizeof(double);
+    char what[240];
+    snprintf(what, sizeof what, "%s packed backward", case_name);
+    size_t bytes = fusedrnn_packed_size(p);
+    void *packed = malloc(bytes);   /* exactly its size, uninitialised */
+    CHECK(fusedrnn_pack(p, in->w_ih, in->w_hh, in->b_ih, in->b_hh, packed, bytes) ==
+              FUSEDRNN_OK, "%s: pack failed", what);
+    char *moved = malloc(bytes + e);
+    memcpy(moved + e, packed, bytes);
+    fusedrnn_inputs with_pack = *in;
+    with_pack.w_ih = with_pack.w_hh = with_pack.b_ih = with_pack.b_hh = NULL;
+    void **a = backward_zeroed(p, what, in, gin, sizes);
+    for (int copy = 0; copy < 2; copy++) {
+        with_pack.packed = copy ? moved + e : packed;
+        void **b = backward_zeroed(p, what, &with_pack, gin, sizes);
+        for (int i = 0; i < GRADS; i++) {
+            CHECK(memcmp(a[i], b[i], (size_t)sizes[i] * e) == 0, "%s (copy %d): %s differs",
+                  what, copy, grad_names[i]);
+            free(b[i]);
+        }
+        free(b);
+    }
+    for (int i = 0; i < GRADS; i++)
+        free(a[i]);
+    free(a);
+    free(packed);
+    free(moved);
+}
+
 /* One problem: the inference and the training forward, and the backward
- * from the training one, against the naive versions; the forward given a
- * pack of the weights against the one without. */
+ * from the training one, against the naive versions; the forward and the
+ * backward given a pack of the weights against the ones without. */
 static void run_case(fusedrnn_problem p, int with_lengths, int with_optional, int with_resets,
                      unsigned long long seed)
 {
@@ -524,6 +581,7 @@ static void run_case(fusedrnn_problem p, int with_lengths, int with_optional, in
                                 .dc_n = dc_n};
     backward_case(&p, what, &in, &gin, 1, e, sizes);
     backward_case(&p, what, &in, &gin, 0, e, sizes);
+    pack_backward_case(&p, what, &in, &gin, sizes);
 
     for (int i = 0; i < GRADS; i++)
         free(e[i]);
@@ -533,9 +591,10 @@ static void run_case(fusedrnn_problem p, int with_lengths, int with_optional, in
         free(owned[i]);
 }
 
-/* A pack is refused by a forward of another cell, dtype, D or H, or after
- * the ISA has changed, with FUSEDRNN_EPACKED and nothing written; its size
- * does not depend on T, B or the options; bad arguments to fusedrnn_pack. */
+/* A pack is refused by a forward or backward of another cell, dtype, D or
+ * H (an empty one too), or after the ISA has changed, with FUSEDRNN_EPACKED
+ * and nothing written; its size does not depend on T, B or the options;
+ * bad arguments to fusedrnn_pack. */
 static void pack_errors(void)
 {
     const fusedrnn_problem lstm = {.cell = FUSEDRNN_LSTM, .dtype = FUSEDRNN_F32, .T = 3, .B = 2,
@@ -567,6 +626,33 @@ static void pack_errors(void)
         memset(ones, 0xff, sizeof ones);
         CHECK(memcmp(y, ones, sizeof y) == 0, "a refused pack's forward wrote y (%d)", i);
         free(work);
+        /* the backward, of this problem and of one with no batch rows, which
+         * would otherwise zero its gradients without reading anything */
+        for (int empty = 0; empty < 2; empty++) {
+            fusedrnn_problem q = other[i];
+            q.training = 1, q.B = empty ? 0 : q.B;
+            double dx[24], dh0[10], dw_ih[80], dw_hh[100], db[20];
+            memset(dx, 0xff, sizeof dx), memset(dh0, 0xff, sizeof dh0);
+            memset(dw_ih, 0xff, sizeof dw_ih), memset(dw_hh, 0xff, sizeof dw_hh);
+            memset(db, 0xff, sizeof db);
+            size_t rn = fusedrnn_reserve_size(&q), bn = fusedrnn_backward_workspace(&q);
+            void *reserve = calloc(rn + 1, 1), *bwork = malloc(bn);
+            st = fusedrnn_backward(
+                &q, &in, &(fusedrnn_grad_inputs){.y = y, .reserve = reserve},
+                &(fusedrnn_grads){.dx = dx, .dh0 = dh0, .dc0 = dh0, .dw_ih = dw_ih,
+                                  .dw_hh = dw_hh, .db_ih = db, .db_hh = db},
+                bwork, bn);
+            CHECK(st == FUSEDRNN_EPACKED, "pack of another problem (%d, B %lld): backward "
+                  "status %d", i, (long long)q.B, (int)st);
+            unsigned char all[sizeof dw_hh];
+            memset(all, 0xff, sizeof all);
+            CHECK(memcmp(dx, all, sizeof dx) == 0 && memcmp(dh0, all, sizeof dh0) == 0 &&
+                      memcmp(dw_ih, all, sizeof dw_ih) == 0 &&
+                      memcmp(dw_hh, all, sizeof dw_hh) == 0 && memcmp(db, all, sizeof db) == 0,
+                  "a refused pack's backward wrote a gradient (%d, B %lld)", i, (long long)q.B);
+            free(reserve);
+            free(bwork);
+        }
     }
 
     /* made on one ISA, refused on another */
@@ -581,6 +667,19 @@ static void pack_errors(void)
         CHECK(fusedrnn_forward(&lstm, &in, &(fusedrnn_outputs){.y = y, .h_n = h_n, .c_n = c_n},
                                work, n) == FUSEDRNN_EPACKED,
               "a pack made on %s accepted on %s", was, isas[i]);
+        free(work);
+        fusedrnn_problem q = lstm;
+        q.training = 1;
+        n = fusedrnn_backward_workspace(&q);
+        work = malloc(n);
+        void *reserve = calloc(fusedrnn_reserve_size(&q), 1);
+        double dx[24], dh0[10], dw_ih[80], dw_hh[100], db[20];
+        CHECK(fusedrnn_backward(&q, &in, &(fusedrnn_grad_inputs){.y = y, .reserve = reserve},
+                                &(fusedrnn_grads){.dx = dx, .dh0 = dh0, .dc0 = dh0,
+                                                  .dw_ih = dw_ih, .dw_hh = dw_hh, .db_ih = db},
+                                work, n) == FUSEDRNN_EPACKED,
+              "a pack made on %s accepted by a backward on %s", was, isas[i]);
+        free(reserve);
         free(work);
     }
     CHECK(fusedrnn_set_isa(was) == FUSEDRNN_OK, "set_isa(%s)", was);
