@@ -190,18 +190,24 @@ static inline int nothing_recurs(const fusedrnn_problem *p)
  * (no padding: every field is 8 bytes or a char array of a multiple). */
 typedef struct {
     char magic[8];             /* PACK_MAGIC */
+    int64_t layout;            /* PACK_LAYOUT */
     char isa[16];              /* the table's name */
     int64_t cell, dtype, D, H;
     int64_t mr, nr, mc, kc, nc;   /* the blocking of the dtype's product kernel */
 } pack_key;
 
 #define PACK_MAGIC "fusedrnn"
+/* The version of the pack's layout, counted up whenever it changes, so that
+ * the bytes of a pack kept from another build are refused, not misread
+ * (2: the backward's panels after the forward's). */
+#define PACK_LAYOUT 2
 
 static inline pack_key pack_key_of(const fusedrnn_problem *p, const isa_kernels *k)
 {
     pack_key key;
     memset(&key, 0, sizeof key);
     memcpy(key.magic, PACK_MAGIC, sizeof key.magic);
+    key.layout = PACK_LAYOUT;
     strncpy(key.isa, k->name, sizeof key.isa - 1);
     key.cell = p->cell, key.dtype = p->dtype, key.D = p->D, key.H = p->H;
     if (p->dtype == FUSEDRNN_F32)
