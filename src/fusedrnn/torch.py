@@ -409,8 +409,8 @@ _LAYER = ("(" + _SEQUENCE + ", str nonlinearity, bool reverse, bool batch_first,
           "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor reserve)")
 _LAYER_BACKWARD = (
     "(" + _SEQUENCE + ", Tensor y, Tensor reserve, Tensor? dy, Tensor? dh_n, Tensor? dc_n, "
-    "str nonlinearity, bool reverse, bool batch_first) "
-    "-> (Tensor dx, Tensor dh0, Tensor dc0, Tensor dw_ih, Tensor dw_hh, Tensor db_ih, Tensor db_hh)")
+    "str nonlinearity, bool reverse, bool batch_first) -> (Tensor dx, Tensor dh0, Tensor dc0, "
+    "Tensor dw_ih, Tensor dw_hh, Tensor db_ih, Tensor db_hh)")
 _CELL = ("(Tensor input, Tensor? hx, Tensor? cx, " + _WEIGHTS + ", str nonlinearity, "
          "bool training) -> (Tensor h, Tensor c, Tensor reserve)")
 _CELL_BACKWARD = (
