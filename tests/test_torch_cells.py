@@ -445,3 +445,19 @@ def test_gradients_of_the_parameters_alone(name):
                 .backward()
         for a, b in zip(fused.parameters(), reference.parameters()):
             torch.testing.assert_close(a.grad, b.grad, **CLOSE[torch.float64])
+
+
+def test_unwanted_gradients_too_large_for_the_scratch():
+    """A dx nobody wants that does not fit in the scratch memory (T*B*D
+    floats over 1 MiB) is written into a tensor of its own that lives until
+    the kernel has run (it was freed before, and the kernel wrote into freed
+    memory): the parameters' gradients are torch.nn's."""
+    T_, B_, D_ = 100, 32, 128
+    reference = torch.nn.LSTM(D_, H)
+    fused = ftorch.LSTM(D_, H)
+    fused.load_state_dict(reference.state_dict())
+    x = torch.randn(T_, B_, D_)
+    for module in (reference, fused):
+        module(x)[0].sum().backward()
+    for a, b in zip(fused.parameters(), reference.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4)

@@ -257,12 +257,13 @@ def _backward(problem, inputs, grad_inputs, wanted=None):
         # kernel is not handed it.
         grad_inputs = grad_inputs._replace(reserve=None)
     shapes = problem.grad_shapes()
+    keep = []   # what must live until the kernel has run: copies, unwanted results' tensors
     if wanted is None:
         grads = _empty(inputs.x, shapes)
         addresses = _result_addresses(grads, shapes)
     else:
-        grads, addresses = _wanted(inputs.x, shapes, wanted, problem.dtype.itemsize)
-    keep = []
+        grads, addresses, unwanted = _wanted(inputs.x, shapes, wanted, problem.dtype.itemsize)
+        keep.append(unwanted)
     _engine.backward(problem, _addresses(inputs, keep), _addresses(grad_inputs, keep), addresses)
     return grads
 
@@ -272,29 +273,38 @@ _SCRATCH_MOST = 1 << 20   # bytes: larger results are rare, and an allocation a 
 
 
 def _wanted(like, shapes, wanted, itemsize):
-    """(Grads, where the kernel writes each) for the wanted gradients:
-    tensors for those, None for the others, which go to this thread's
-    scratch memory, each at its own offset (the kernel's results must not
-    overlap), when together they fit in _SCRATCH_MOST bytes."""
+    """(Grads, where the kernel writes each, what must live until it has)
+    for the wanted gradients: tensors for those, None for the others. These
+    go to this thread's scratch memory, each at its own offset (the kernel's
+    results must not overlap), when together they fit in _SCRATCH_MOST
+    bytes; else to tensors of their own, dropped after the call."""
     sizes = [0 if s is None or want else math.prod(s) * itemsize
              for s, want in zip(shapes, wanted)]
-    small = sum(sizes) + 64 * len(sizes) <= _SCRATCH_MOST
-    scratch = getattr(_SCRATCH, "buffer", None)
-    if small and any(sizes) and scratch is None:
-        scratch = _SCRATCH.buffer = torch.empty(_SCRATCH_MOST, dtype=torch.uint8)
-    at = scratch.data_ptr() if small and any(sizes) else 0
-    grads, addresses = [], []
+    scratch = None
+    if any(sizes) and sum(sizes) + 64 * len(sizes) <= _SCRATCH_MOST:
+        scratch = getattr(_SCRATCH, "buffer", None)
+        if scratch is None:
+            scratch = _SCRATCH.buffer = torch.empty(_SCRATCH_MOST, dtype=torch.uint8)
+    at = 0 if scratch is None else scratch.data_ptr()
+    grads, addresses, keep = [], [], []
     for s, size in zip(shapes, sizes):
-        if s is None or not size or not small:
-            t = None if s is None else like.new_empty(s)
-            grads.append(t if not size else None)
-            addresses.append(None if t is None else t.data_ptr())
-        else:
+        if s is None:
+            grads.append(None)
+            addresses.append(None)
+        elif size and scratch is not None:
             at = (at + 63) // 64 * 64
             grads.append(None)
             addresses.append(at)
             at += size
-    return shapes._make(grads), shapes._make(addresses)
+        else:
+            t = like.new_empty(s)
+            addresses.append(t.data_ptr())
+            if size:   # unwanted: written by the kernel, then dropped
+                keep.append(t)
+                grads.append(None)
+            else:
+                grads.append(t)
+    return shapes._make(grads), shapes._make(addresses), keep
 
 
 # --- autograd ---------------------------------------------------------------
