@@ -488,7 +488,7 @@ class _Operator:
     def __init__(self, cell, ops, signature, args):
         self.cell, self.ops, self.signature = cell, ops, signature
         # A layer's lengths and resets follow the tensors of Inputs; a cell has neither.
-        self.lengths, self.resets = args[7:9] if signature.tensors == 9 else (None, None)
+        self.lengths, self.resets = (None, None) if signature.step else args[7:9]
         self.options = args[signature.tensors:]   # the forward's, training last
 
     def inputs(self, *tensors):
@@ -529,8 +529,8 @@ def _define(cell, signature, forward_schema, backward_schema):
         problem, inputs, _ = signature.backward_problem(cell, args)
         return tuple(_empty(inputs.x, problem.grad_shapes()))
 
-    ops = (None, _register(name + "_backward", backward_schema, backward, backward_fake))
-    ops = (_register(name, forward_schema, forward, forward_fake), ops[1])
+    backward_op = _register(name + "_backward", backward_schema, backward, backward_fake)
+    ops = (_register(name, forward_schema, forward, forward_fake), backward_op)
 
     def autograd(*args):
         """The Autograd kernel: a _Fused node over the operators, or with
@@ -551,6 +551,7 @@ def _define(cell, signature, forward_schema, backward_schema):
 
 
 def _wants_grad(tensors):
+    """Whether autograd will want a backward of a call on `tensors`."""
     if torch.is_grad_enabled():
         for t in tensors:
             if t is not None and t.requires_grad:
