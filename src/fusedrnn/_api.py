@@ -501,18 +501,18 @@ def rnn_backward(x, h0, w_ih, w_hh=_REQUIRED, y=_REQUIRED, dy=_REQUIRED, dh_n=No
     return RNNGrads(g.dx, g.dh0, g.dw_ih, g.dw_hh, g.db_ih)
 
 
-def _gated_backward_weights(name, cell, x, w_ih, w_hh, b_ih, b_hh, y, reserve, dy):
-    """(pack or None, w_ih, w_hh, b_ih, b_hh) of a gated cell's backward
-    `name`: a PackedWeights given as w_ih stands for the four weights; an
-    argument left out is the TypeError Python gives for a missing one."""
+def _gated_weights(name, cell, x, w_ih, w_hh, b_ih, b_hh, **needed):
+    """(pack or None, w_ih, w_hh, b_ih, b_hh) of a gated cell's call `name`:
+    a PackedWeights given as w_ih stands for the four weights. An argument
+    left out (the weights, and `needed`, a backward's y, reserve and dy) is
+    the TypeError Python gives for a missing one."""
     packed = None
     if type(w_ih) is PackedWeights:
         packed = w_ih
         w_ih, w_hh, b_ih, b_hh = packed._for_call(cell, x,
                                                   {"w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
-    needed = (w_hh, b_ih, b_hh, y, reserve, dy)
-    if any(a is _REQUIRED for a in needed):
-        _missing(name, ("w_hh", "b_ih", "b_hh", "y", "reserve", "dy"), needed)
+    needed = {"w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh, **needed}
+    _missing(name, tuple(needed), tuple(needed.values()))
     return packed, w_ih, w_hh, b_ih, b_hh
 
 
@@ -533,13 +533,8 @@ def lstm_forward(x, h0, c0, w_ih, w_hh=_REQUIRED, b_ih=None, b_hh=None, *, lengt
 
     w_ih may be a PackedWeights (pack_weights): w_hh, b_ih, b_hh left out.
     """
-    packed = None
-    if type(w_ih) is PackedWeights:
-        packed = w_ih
-        w_ih, w_hh, b_ih, b_hh = packed._for_call(LSTM, x,
-                                                  {"w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
-    elif w_hh is _REQUIRED:
-        _missing("lstm_forward", ("w_hh",), (w_hh,))
+    packed, w_ih, w_hh, b_ih, b_hh = _gated_weights("lstm_forward", LSTM, x, w_ih, w_hh, b_ih,
+                                                    b_hh)
     problem, given = _common(LSTM, _INPUT_NAMES, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
                              reverse, batch_first, training=training, resets=resets)
     o = _forward(problem, given, _INPUT_NAMES, out, LSTMOutput._fields, packed)
@@ -563,8 +558,8 @@ def lstm_backward(x, h0, c0, w_ih, w_hh=_REQUIRED, b_ih=_REQUIRED, b_hh=_REQUIRE
     w_ih may be a PackedWeights: w_hh, b_ih, b_hh left out, y, reserve and
     dy by name; the kernel reads the pack's panels.
     """
-    packed, w_ih, w_hh, b_ih, b_hh = _gated_backward_weights(
-        "lstm_backward", LSTM, x, w_ih, w_hh, b_ih, b_hh, y, reserve, dy)
+    packed, w_ih, w_hh, b_ih, b_hh = _gated_weights(
+        "lstm_backward", LSTM, x, w_ih, w_hh, b_ih, b_hh, y=y, reserve=reserve, dy=dy)
     problem, given = _common(LSTM, _INPUT_NAMES, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
                              reverse, batch_first, training=True, resets=resets)
     g = _backward(problem, given, _INPUT_NAMES, GradInputs(y, reserve, dy, dh_n, dc_n),
@@ -595,13 +590,9 @@ def gru_forward(x, h0, w_ih, w_hh=_REQUIRED, b_ih=None, b_hh=None, *, lengths=No
     w_ih may be a PackedWeights of this form of the GRU: w_hh, b_ih, b_hh
     left out.
     """
-    cell, packed = _gru(linear_before_reset), None
-    if type(w_ih) is PackedWeights:
-        packed = w_ih
-        w_ih, w_hh, b_ih, b_hh = packed._for_call(cell, x,
-                                                  {"w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
-    elif w_hh is _REQUIRED:
-        _missing("gru_forward", ("w_hh",), (w_hh,))
+    cell = _gru(linear_before_reset)
+    packed, w_ih, w_hh, b_ih, b_hh = _gated_weights("gru_forward", cell, x, w_ih, w_hh, b_ih,
+                                                    b_hh)
     problem, given = _common(cell, _INPUT_NAMES, x, h0, None, w_ih, w_hh,
                              b_ih, b_hh, lengths, reverse, batch_first, training=training,
                              resets=resets)
@@ -624,8 +615,8 @@ def gru_backward(x, h0, w_ih, w_hh=_REQUIRED, b_ih=_REQUIRED, b_hh=_REQUIRED, y=
     w_ih may be a PackedWeights, as for lstm_backward.
     """
     cell = _gru(linear_before_reset)
-    packed, w_ih, w_hh, b_ih, b_hh = _gated_backward_weights(
-        "gru_backward", cell, x, w_ih, w_hh, b_ih, b_hh, y, reserve, dy)
+    packed, w_ih, w_hh, b_ih, b_hh = _gated_weights(
+        "gru_backward", cell, x, w_ih, w_hh, b_ih, b_hh, y=y, reserve=reserve, dy=dy)
     problem, given = _common(cell, _INPUT_NAMES, x, h0, None, w_ih, w_hh,
                              b_ih, b_hh, lengths, reverse, batch_first, training=True,
                              resets=resets)
