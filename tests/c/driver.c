@@ -354,6 +354,23 @@ static void *forward_case(const fusedrnn_problem *p, const char *case_name,
     return y;
 }
 
+/* A backward into got[DX] ... got[DB_HH] (NULL: not written), with a
+ * workspace of the size its query gives, which must succeed. */
+static void run_backward(const fusedrnn_problem *p, const char *what, const fusedrnn_inputs *in,
+                         const fusedrnn_grad_inputs *gin, void *const got[GRADS])
+{
+    size_t n = fusedrnn_backward_workspace(p);
+    void *ws = malloc(n);
+    CHECK(n > 0, "%s: workspace query returned 0", what);
+    fusedrnn_status st = fusedrnn_backward(
+        p, in, gin,
+        &(fusedrnn_grads){.dx = got[DX], .dh0 = got[DH0], .dc0 = got[DC0], .dw_ih = got[DW_IH],
+                          .dw_hh = got[DW_HH], .db_ih = got[DB_IH], .db_hh = got[DB_HH]},
+        ws, n);
+    CHECK(st == FUSEDRNN_OK, "%s: status %d", what, (int)st);
+    free(ws);
+}
+
 /* One backward on fresh, uninitialised gradients, against the naive ones
  * e[DX] ... e[DB_HH] of sizes[]; db_hh is left NULL unless with_db_hh. */
 static void backward_case(const fusedrnn_problem *p, const char *case_name,
@@ -368,16 +385,7 @@ static void backward_case(const fusedrnn_problem *p, const char *case_name,
         wanted[i] = (i != DC0 || p->cell == FUSEDRNN_LSTM) && (i != DB_HH || with_db_hh);
         got[i] = wanted[i] ? alloc(p, sizes[i]) : NULL;
     }
-    size_t n = fusedrnn_backward_workspace(p);
-    void *ws = malloc(n);
-    CHECK(n > 0, "%s: workspace query returned 0", what);
-    fusedrnn_status st = fusedrnn_backward(
-        p, in, gin,
-        &(fusedrnn_grads){.dx = got[DX], .dh0 = got[DH0], .dc0 = got[DC0], .dw_ih = got[DW_IH],
-                          .dw_hh = got[DW_HH], .db_ih = got[DB_IH], .db_hh = got[DB_HH]},
-        ws, n);
-    CHECK(st == FUSEDRNN_OK, "%s: status %d", what, (int)st);
-    free(ws);
+    run_backward(p, what, in, gin, got);
     for (int i = 0; i < GRADS; i++) {
         if (wanted[i])
             compare(p, what, grad_names[i], got[i], e[i], sizes[i]);
@@ -463,15 +471,7 @@ static void **backward_zeroed(const fusedrnn_problem *p, const char *what,
     void **got = malloc(GRADS * sizeof *got);
     for (int i = 0; i < GRADS; i++)
         got[i] = calloc((size_t)sizes[i] + 1, e);
-    size_t n = fusedrnn_backward_workspace(p);
-    void *ws = malloc(n);
-    fusedrnn_status st = fusedrnn_backward(
-        p, in, gin,
-        &(fusedrnn_grads){.dx = got[DX], .dh0 = got[DH0], .dc0 = got[DC0], .dw_ih = got[DW_IH],
-                          .dw_hh = got[DW_HH], .db_ih = got[DB_IH], .db_hh = got[DB_HH]},
-        ws, n);
-    CHECK(st == FUSEDRNN_OK, "%s: status %d", what, (int)st);
-    free(ws);
+    run_backward(p, what, in, gin, got);
     return got;
 }
 
