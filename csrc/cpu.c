@@ -40,3 +40,10 @@ int cpu_has_avx512(void)
 {
     return cpu_has_avx2() && (leaf7_ebx() & bit_AVX512F) && os_saves(XCR0_SSE_AVX | XCR0_AVX512);
 }
+
+/* CPUID leaf 7, subleaf 1, EAX bit 5: vdpbf16ps and the bf16 conversions. */
+int cpu_has_avx512_bf16(void)
+{
+    unsigned int a, b, c, d;
+    return cpu_has_avx512() && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5));
+}

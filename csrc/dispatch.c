@@ -15,7 +15,8 @@ static const isa_kernels *const compiled[] = {&isa_avx512, &isa_avx2, &isa_scala
 
 /* The entries `over` has, put over the table `t`. The blocking comes with
  * the product kernel it was tuned for. */
-#define OVERRIDE(field) if (over->field) t->field = over->field
+#define OVERRIDE_FROM(over, field) if ((over)->field) t->field = (over)->field
+#define OVERRIDE(field) OVERRIDE_FROM(over, field)
 #define OVERRIDE_UKR(T)                                                      \
     static void override_##T(ukr_##T *t, const ukr_##T *over)                \
     {                                                                        \
@@ -42,6 +43,7 @@ void fusedrnn_complete_kernels(isa_kernels *t, const isa_kernels *isa)
     t->name = isa->name, t->supported = isa->supported, t->base = isa->base;
     override_f32(&t->f32, &isa->f32);
     override_f64(&t->f64, &isa->f64);
+    OVERRIDE_FROM(isa, bf16_dot_probe);
 }
 
 static isa_kernels complete[N_COMPILED];

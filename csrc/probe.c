@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "kernels/kernels.h"
 
 fusedrnn_status fusedrnn_activation(fusedrnn_dtype dtype, fusedrnn_act act, int derivative,
                                     int64_t n, const void *z, const void *y, void *out)
@@ -38,10 +39,12 @@ double fusedrnn_peak_gflops(fusedrnn_dtype dtype, double seconds)
     else if (seconds > FUSEDRNN_PEAK_MAX_SECONDS)
         seconds = FUSEDRNN_PEAK_MAX_SECONDS;
     double best = 0, sink[8], end = now() + seconds;
+    const int bf16_dot = k->bf16_dot_probe && cpu_has_avx512_bf16();
     do {
         double t0 = now();
-        double flops = dtype == FUSEDRNN_F32 ? k->f32.fma_probe(iters, (float *)sink)
-                                             : k->f64.fma_probe(iters, sink);
+        double flops = dtype == FUSEDRNN_F64 ? k->f64.fma_probe(iters, sink)
+                       : dtype == FUSEDRNN_BF16 && bf16_dot ? k->bf16_dot_probe(iters, (float *)sink)
+                                                            : k->f32.fma_probe(iters, (float *)sink);
         double rate = flops / (now() - t0) * 1e-9;
         best = rate > best ? rate : best;
     } while (now() < end);

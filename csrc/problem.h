@@ -210,7 +210,7 @@ static inline pack_key pack_key_of(const fusedrnn_problem *p, const isa_kernels 
     key.layout = PACK_LAYOUT;
     strncpy(key.isa, k->name, sizeof key.isa - 1);
     key.cell = p->cell, key.dtype = p->dtype, key.D = p->D, key.H = p->H;
-    if (p->dtype == FUSEDRNN_F32)
+    if (p->dtype != FUSEDRNN_F64)   /* bf16 runs the float32 kernels */
         key.mr = k->f32.mr, key.nr = k->f32.nr, key.mc = k->f32.mc, key.kc = k->f32.kc,
         key.nc = k->f32.nc;
     else
@@ -225,7 +225,7 @@ typedef struct {
     int64_t has_bias;          /* the input side adds a bias (input_bias not NULL) */
 } pack_header;
 
-/* One storage type's drivers (rnn_f32.c, rnn_f64.c), for a problem the
+/* One storage type's drivers (rnn_f32.c, rnn_f64.c, rnn_bf16.c), for a problem the
  * entry points have validated: its workspace and reserve measured, and its
  * passes, which lay the workspace and reserve out over the caller's
  * buffers once, check that they are large enough, and run. */
@@ -245,6 +245,6 @@ typedef struct {
                  void *packed);
 } storage_driver;
 
-extern const storage_driver driver_f32, driver_f64;
+extern const storage_driver driver_f32, driver_f64, driver_bf16;
 
 #endif

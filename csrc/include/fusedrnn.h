@@ -52,7 +52,10 @@ typedef enum {
     FUSEDRNN_EPACKED = 6        /* a pack made for another ISA, cell, dtype, D or H */
 } fusedrnn_status;
 
-typedef enum { FUSEDRNN_F32 = 0, FUSEDRNN_F64 = 1 } fusedrnn_dtype;
+/* bfloat16 (FUSEDRNN_BF16): buffers of uint16_t bit patterns, the top half
+ * of a float32's; the arithmetic is float32 (docs/design.md, "bfloat16"),
+ * and a bf16 call's reserve holds float32 elements. */
+typedef enum { FUSEDRNN_F32 = 0, FUSEDRNN_F64 = 1, FUSEDRNN_BF16 = 2 } fusedrnn_dtype;
 
 typedef enum {
     FUSEDRNN_RNN = 0, FUSEDRNN_LSTM = 1, FUSEDRNN_GRU = 2, FUSEDRNN_GRU_RESET_FIRST = 3
@@ -63,7 +66,8 @@ typedef enum { FUSEDRNN_TANH = 0, FUSEDRNN_RELU = 1, FUSEDRNN_SIGMOID = 2 } fuse
 /* One layer, one direction. */
 typedef struct {
     fusedrnn_cell cell;
-    fusedrnn_dtype dtype;   /* every float buffer of the call has this type */
+    fusedrnn_dtype dtype;   /* every float buffer of the call has this type (a
+                               bf16 call's reserve excepted: float32) */
     int64_t T, B, D, H;     /* each >= 0 */
     fusedrnn_act act;       /* RNN only; ignored by the gated cells */
     int reverse;            /* nonzero: each sequence runs from its last valid step to 0 */
@@ -181,8 +185,8 @@ const fusedrnn_cell_info *fusedrnn_cell_describe(fusedrnn_cell cell);
 /* Sizes in bytes, 0 on an invalid problem or when the size overflows; the
  * RNN's reserve is 0 (it has none), and so is an empty problem's (T, B or H
  * 0). A gated cell's reserve is exactly T*B*(G+1)*H elements of its dtype
- * (the gates, then c or W_hn h + b_hn) and needs no alignment beyond the
- * dtype's. A gated cell's inference forward keeps one chunk of steps'
+ * (the gates, then c or W_hn h + b_hn; float32 elements for bf16) and needs
+ * no alignment beyond the element's. A gated cell's inference forward keeps one chunk of steps'
  * gates in its workspace, (1024 + B) x G*H elements at most, where training
  * writes all of them to the reserve. */
 size_t fusedrnn_forward_workspace(const fusedrnn_problem *p);
@@ -269,7 +273,9 @@ fusedrnn_status fusedrnn_activation(fusedrnn_dtype dtype, fusedrnn_act act, int 
 /* The longest fusedrnn_peak_gflops measures for, in seconds. */
 #define FUSEDRNN_PEAK_MAX_SECONDS 60.0
 
-/* GFLOP/s of a tight FMA loop on one thread: the best of timed runs of about
+/* GFLOP/s of a tight FMA loop on one thread (for FUSEDRNN_BF16, of the
+ * bf16 dot product, vdpbf16ps, on a CPU with AVX512_BF16 running the
+ * avx512 kernels; elsewhere the float32 FMA's, which bf16 calls run on): the best of timed runs of about
  * 0.1 ms each, repeated for about `seconds` in all. Efficiency figures divide
  * by this. It always returns: `seconds` above FUSEDRNN_PEAK_MAX_SECONDS is
  * taken as FUSEDRNN_PEAK_MAX_SECONDS, and a `seconds` that is not a finite

@@ -62,6 +62,11 @@ typedef struct isa_kernels {
                                         NULL; NULL for the reference, which has all */
     ukr_f32 f32;
     ukr_f64 f64;
+    /* The bf16 dot product's peak probe, as fma_probe (flops done; a result
+     * to *sink), on a CPU with AVX512_BF16 only; NULL on an ISA without one.
+     * bf16 calls compute in float32 on every ISA today (rnn_bf16.c): this
+     * measures the peak a bf16 product kernel would run against. */
+    double (*bf16_dot_probe)(int64_t iters, float *sink);
 } isa_kernels;
 
 /* As each file defines them; dispatch.c completes them. */
@@ -70,5 +75,8 @@ extern const isa_kernels isa_scalar, isa_avx2, isa_avx512;
 /* CPU and OS support (cpuid + xgetbv), in baseline code: safe to call anywhere. */
 int cpu_has_avx2(void);
 int cpu_has_avx512(void);
+int cpu_has_avx512_bf16(void);
+
+double bf16_dot_probe_avx512(int64_t iters, float *sink);
 
 #endif

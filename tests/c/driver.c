@@ -37,15 +37,29 @@ static double next_value(unsigned long long *state)
     return (double)(*state >> 11) / (double)(1ULL << 52) - 1.0;
 }
 
+static size_t elem_size(const fusedrnn_problem *p)
+{
+    return p->dtype == FUSEDRNN_F32 ? sizeof(float)
+         : p->dtype == FUSEDRNN_F64 ? sizeof(double) : sizeof(uint16_t);
+}
+
 /* A buffer of n elements of the problem's dtype; malloc(0) may return NULL,
  * which the kernel must accept for an empty buffer. */
 static void *alloc(const fusedrnn_problem *p, int64_t n)
 {
-    return malloc((size_t)n * (p->dtype == FUSEDRNN_F32 ? sizeof(float) : sizeof(double)));
+    return malloc((size_t)n * elem_size(p));
 }
 
+/* bfloat16 is the top half of a float32's bits. Inputs are truncated to it
+ * (any bf16 value is a valid input); the kernel's rounding is what is tested. */
 static double get(const fusedrnn_problem *p, const void *a, int64_t i)
 {
+    if (p->dtype == FUSEDRNN_BF16) {
+        uint32_t u = (uint32_t)((const uint16_t *)a)[i] << 16;
+        float f;
+        memcpy(&f, &u, sizeof f);
+        return f;
+    }
     return p->dtype == FUSEDRNN_F32 ? ((const float *)a)[i] : ((const double *)a)[i];
 }
 
@@ -55,10 +69,15 @@ static void *random_buffer(const fusedrnn_problem *p, int64_t n, double scale,
     void *a = alloc(p, n);
     for (int64_t i = 0; i < n; i++) {
         double v = scale * next_value(state);
+        float f = (float)v;
+        uint32_t u;
+        memcpy(&u, &f, sizeof u);
         if (p->dtype == FUSEDRNN_F32)
-            ((float *)a)[i] = (float)v;
-        else
+            ((float *)a)[i] = f;
+        else if (p->dtype == FUSEDRNN_F64)
             ((double *)a)[i] = v;
+        else
+            ((uint16_t *)a)[i] = (uint16_t)(u >> 16);
     }
     return a;
 }
@@ -312,7 +331,10 @@ static void naive_backward(const fusedrnn_problem *p, const fusedrnn_inputs *in,
 static void compare(const fusedrnn_problem *p, const char *what, const char *name,
                     const void *actual, const double *expected, int64_t n)
 {
-    double tol = p->dtype == FUSEDRNN_F32 ? 2e-4 : 1e-10, sq = 0;
+    /* bf16: one rounding of the float32 result (2^-9 relative), and of y, which
+     * the RNN's backward takes its derivative from */
+    double tol = p->dtype == FUSEDRNN_F32 ? 2e-4 : p->dtype == FUSEDRNN_F64 ? 1e-10 : 1e-2;
+    double sq = 0;
     for (int64_t i = 0; i < n; i++)
         sq += expected[i] * expected[i];
     double rms = n ? sqrt(sq / (double)n) : 0;
@@ -403,7 +425,7 @@ typedef struct {
 static forward_results forward_zeroed(const fusedrnn_problem *p, const char *what,
                                       const fusedrnn_inputs *in)
 {
-    const size_t e = p->dtype == FUSEDRNN_F32 ? sizeof(float) : sizeof(double);
+    const size_t e = elem_size(p);
     const size_t BH = (size_t)(p->B * p->H);
     forward_results r = {calloc((size_t)p->T * BH + 1, e), calloc(BH + 1, e), calloc(BH + 1, e),
                          NULL, p->training ? fusedrnn_reserve_size(p) : 0};
@@ -425,7 +447,7 @@ static forward_results forward_zeroed(const fusedrnn_problem *p, const char *wha
  * which must serve as well. */
 static void pack_case(fusedrnn_problem p, const char *case_name, const fusedrnn_inputs *in)
 {
-    const size_t e = p.dtype == FUSEDRNN_F32 ? sizeof(float) : sizeof(double);
+    const size_t e = elem_size(&p);
     const size_t BH = (size_t)(p.B * p.H);
     char what[240];
     size_t bytes = fusedrnn_packed_size(&p);
@@ -467,7 +489,7 @@ static void **backward_zeroed(const fusedrnn_problem *p, const char *what,
                               const fusedrnn_inputs *in, const fusedrnn_grad_inputs *gin,
                               const int64_t sizes[GRADS])
 {
-    const size_t e = p->dtype == FUSEDRNN_F32 ? sizeof(float) : sizeof(double);
+    const size_t e = elem_size(p);
     void **got = malloc(GRADS * sizeof *got);
     for (int i = 0; i < GRADS; i++)
         got[i] = calloc((size_t)sizes[i] + 1, e);
@@ -482,7 +504,7 @@ static void pack_backward_case(const fusedrnn_problem *p, const char *case_name,
                                const fusedrnn_inputs *in, const fusedrnn_grad_inputs *gin,
                                const int64_t sizes[GRADS])
 {
-    const size_t e = p->dtype == FUSEDRNN_F32 ? sizeof(float) : sizeof(double);
+    const size_t e = elem_size(p);
     char what[240];
     snprintf(what, sizeof what, "%s packed backward", case_name);
     size_t bytes = fusedrnn_packed_size(p);
@@ -518,13 +540,14 @@ static void run_case(fusedrnn_problem p, int with_lengths, int with_optional, in
                      unsigned long long seed)
 {
     static const char *const cells[] = {"rnn", "lstm", "gru", "gru-reset-first"};
+    static const char *const dtypes[] = {"f32", "f64", "bf16"};
     const int64_t T = p.T, B = p.B, D = p.D, H = p.H, rows = T * B;
     const int64_t GH = fusedrnn_gates(p.cell) * H;
     const int lstm = p.cell == FUSEDRNN_LSTM;
     char what[200];
     snprintf(what, sizeof what,
              "%s %s %s T%lld B%lld D%lld H%lld act%d rev%d bf%d thr%d len%d opt%d res%d",
-             fusedrnn_get_isa(), cells[p.cell], p.dtype == FUSEDRNN_F32 ? "f32" : "f64",
+             fusedrnn_get_isa(), cells[p.cell], dtypes[p.dtype],
              (long long)T, (long long)B, (long long)D, (long long)H, (int)p.act, p.reverse,
              p.batch_first, p.threads, with_lengths, with_optional, with_resets);
     unsigned long long state = seed;
@@ -563,7 +586,7 @@ static void run_case(fusedrnn_problem p, int with_lengths, int with_optional, in
     size_t reserve_bytes = fusedrnn_reserve_size(&p);
     /* the gates and one state per step; nothing at all for an empty problem */
     size_t least = (size_t)(rows * H * (fusedrnn_gates(p.cell) + 1)) *
-                   (p.dtype == FUSEDRNN_F32 ? sizeof(float) : sizeof(double));
+                   (p.dtype == FUSEDRNN_F64 ? sizeof(double) : sizeof(float));   /* bf16: float32 */
     CHECK(p.cell == FUSEDRNN_RNN ? reserve_bytes == 0 : reserve_bytes >= least,
           "%s: reserve size %zu", what, reserve_bytes);
     void *reserve = malloc(reserve_bytes);   /* exactly its size, left uninitialised */
@@ -609,13 +632,14 @@ static void pack_errors(void)
     p.T = 7, p.B = 1, p.reverse = 1, p.batch_first = 1, p.threads = 3, p.training = 1;
     CHECK(fusedrnn_packed_size(&p) == bytes, "the packed size depends on T, B or options");
 
-    fusedrnn_problem other[5];
-    for (int i = 0; i < 5; i++)
+    fusedrnn_problem other[6];
+    for (int i = 0; i < 6; i++)
         other[i] = lstm;
     other[0].cell = FUSEDRNN_GRU, other[1].dtype = FUSEDRNN_F64, other[2].D = 3, other[3].H = 4;
     other[4].cell = FUSEDRNN_GRU_RESET_FIRST;
+    other[5].dtype = FUSEDRNN_BF16;   /* the float32 kernels, but not a float32 pack */
     fusedrnn_inputs in = {.x = x, .w_ih = w_ih, .w_hh = w_hh, .packed = packed};
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         memset(y, 0xff, sizeof y);   /* NaN bits: a write shows */
         size_t n = fusedrnn_forward_workspace(&other[i]);
         void *work = malloc(n);
@@ -849,7 +873,7 @@ static void fallback_cases(void)
           "AVX-512's table does not run AVX2's transposes");
     fusedrnn_use_kernels(&complete);
     for (int cell = FUSEDRNN_LSTM; cell < FUSEDRNN_CELL_COUNT; cell++)
-        for (int dtype = 0; dtype < 2; dtype++)
+        for (int dtype = 0; dtype < 3; dtype++)
             run_case((fusedrnn_problem){.cell = (fusedrnn_cell)cell, .dtype = (fusedrnn_dtype)dtype,
                                        .T = 5, .B = 7, .D = 9, .H = 19, .threads = 2},
                      1, 1, 1, 7);
@@ -887,8 +911,12 @@ int main(void)
         CHECK(fusedrnn_set_isa(isas[i]) == FUSEDRNN_OK, "set_isa(%s)", isas[i]);
         for (int cell = 0; cell < FUSEDRNN_CELL_COUNT; cell++)
             for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-                for (int dtype = 0; dtype < 2; dtype++)
+                for (int dtype = 0; dtype < 3; dtype++)
                     for (int opt = 0; opt < 16; opt++) {
+                        /* bf16 runs the float32 kernels (rnn_bf16.c): half
+                         * its option sets, by turns, cover its own code */
+                        if (dtype == FUSEDRNN_BF16 && (s + opt) % 2)
+                            continue;
                         /* opt's bits: reverse, batch_first, lengths, resets; the
                          * rest by turns (act, which the gated cells ignore, too) */
                         fusedrnn_problem p = {.cell = (fusedrnn_cell)cell,

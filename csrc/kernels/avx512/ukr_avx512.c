@@ -42,4 +42,5 @@ const isa_kernels isa_avx512 = {
                      [GRU_RF_BACKWARD_ZN] = gru_rf_backward_zn_f64_avx512,
                      [GRU_RF_BACKWARD_R] = gru_rf_backward_r_f64_avx512},
             .apply = apply_f64_avx512, .fma_probe = fma_probe_f64_avx512},
+    .bf16_dot_probe = bf16_dot_probe_avx512,
 };
