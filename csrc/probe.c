@@ -27,6 +27,11 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+int fusedrnn_bf16_dot_supported(void)
+{
+    return fusedrnn_active_kernels()->bf16_dot_probe && cpu_has_avx512_bf16();
+}
+
 double fusedrnn_peak_gflops(fusedrnn_dtype dtype, double seconds)
 {
     const isa_kernels *k = fusedrnn_active_kernels();
@@ -39,7 +44,7 @@ double fusedrnn_peak_gflops(fusedrnn_dtype dtype, double seconds)
     else if (seconds > FUSEDRNN_PEAK_MAX_SECONDS)
         seconds = FUSEDRNN_PEAK_MAX_SECONDS;
     double best = 0, sink[8], end = now() + seconds;
-    const int bf16_dot = k->bf16_dot_probe && cpu_has_avx512_bf16();
+    const int bf16_dot = fusedrnn_bf16_dot_supported();
     do {
         double t0 = now();
         double flops = dtype == FUSEDRNN_F64 ? k->f64.fma_probe(iters, sink)

@@ -671,19 +671,19 @@ def dy_float64_in_a_float32_call():
     bwd("gru", a, out.y, out.reserve, dy=out.y.astype(np.float64))
 
 
-@case(TypeError, esc("x: expected a float32 or float64 array, got dtype int64"))
+@case(TypeError, esc("x: expected a float32, float64 or bfloat16 array, got dtype int64"))
 def x_integer():
     a = arrays("lstm")
     fwd("lstm", with_(a, x=a["x"].astype(np.int64)))
 
 
-@case(TypeError, esc("x: expected a float32 or float64 array, got dtype float16"))
+@case(TypeError, esc("x: expected a float32, float64 or bfloat16 array, got dtype float16"))
 def x_float16():
     a = arrays("gru")
     fwd("gru", with_(a, x=a["x"].astype(np.float16)))
 
 
-@case(TypeError, esc("w_hh: expected a float32 or float64 array, got dtype complex128"))
+@case(TypeError, esc("w_hh: expected a float32, float64 or bfloat16 array, got dtype complex128"))
 def w_hh_complex():
     a = arrays("gru")
     fwd("gru", with_(a, w_hh=a["w_hh"].astype(np.complex128)))

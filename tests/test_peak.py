@@ -97,14 +97,15 @@ def test_bound_is_sixty_seconds():
                                      "0.0"])
 def test_kernel_makes_one_run_of_a_duration_that_is_not_finite_and_positive(
         isa, tmp_path, seconds):
-    """The C entry point straight, past the Python checks, for both dtypes:
+    """The C entry point straight, past the Python checks, for every dtype:
     one run (~0.1 ms), a finite positive rate, no hang."""
     got = in_child(isa, tmp_path, f"""
 import time
 from fusedrnn import _kernel
-for double in (False, True):
+from fusedrnn._checks import FLOATS
+for dtype in FLOATS:
     t0 = time.monotonic()
-    rate = _kernel.peak_gflops(double, {seconds})
+    rate = _kernel.peak_gflops(dtype, {seconds})
     print(time.monotonic() - t0, rate)
 """)
     for line in got.splitlines():
@@ -116,3 +117,23 @@ for double in (False, True):
 def test_peak_gflops_default_still_works():
     rate = fusedrnn.peak_gflops(np.float64)
     assert math.isfinite(rate) and rate > 0
+
+
+def test_bfloat16_peak_is_the_dot_products_where_the_cpu_has_one(isa):
+    """bfloat16: vdpbf16ps does twice the float32 FMA's multiply-adds per
+    instruction, so its peak is near twice float32's on a CPU with
+    AVX512_BF16 running the avx512 kernels; elsewhere it is float32's own.
+    Loose bounds (a shared machine): what tells the two apart is 2x."""
+    pytest.importorskip("ml_dtypes")
+    bf16 = fusedrnn.peak_gflops("bfloat16", 0.3)
+    f32 = fusedrnn.peak_gflops(np.float32, 0.3)
+    dot = _kernel.bf16_dot()
+    assert dot == (isa == "avx512" and _cpu_has_avx512_bf16()), isa
+    low, high = (1.4, 2.6) if dot else (0.6, 1.5)
+    assert low < bf16 / f32 < high, (isa, bf16, f32)
+
+
+def _cpu_has_avx512_bf16():
+    """The kernel's cpuid answer, checked against the kernel's (Linux) own report."""
+    with open("/proc/cpuinfo") as f:
+        return " avx512_bf16" in f.read()

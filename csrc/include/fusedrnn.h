@@ -215,7 +215,8 @@ fusedrnn_status fusedrnn_backward(const fusedrnn_problem *p, const fusedrnn_inpu
  * all, each part padded to whole register panels (docs/design.md). It
  * depends on the problem's cell, dtype, D and H only: T, B, act, threads,
  * reverse, batch_first and training do not matter. It is position-independent (a byte copy elsewhere is as good),
- * and must be aligned to its dtype; 64 bytes is fastest.
+ * and must be aligned to its dtype (a bf16 pack: to 4 bytes, it holds float32
+ * panels); 64 bytes is fastest.
  *
  * fusedrnn_packed_size: its bytes on the active ISA, 0 for an invalid
  * problem or when the size overflows.
@@ -241,6 +242,10 @@ fusedrnn_status fusedrnn_set_isa(const char *name);
 const char *fusedrnn_get_isa(void);
 /* Nonzero when `name` is compiled in and supported by this CPU and OS. */
 int fusedrnn_isa_supported(const char *name);
+/* Nonzero when the active ISA has a bf16 dot product this CPU runs
+ * (AVX512_BF16 under "avx512"): what fusedrnn_peak_gflops(FUSEDRNN_BF16)
+ * measures. bf16 calls compute in float32 on every ISA today. */
+int fusedrnn_bf16_dot_supported(void);
 
 /* Threads. A call uses up to fusedrnn_problem.threads of them: the caller's
  * and workers of fusedrnn's own pool, or, after fusedrnn_share_openmp, the

@@ -68,7 +68,8 @@ def _check_sizes(problem):
     anything is allocated. The input-shaped buffers ([T,B,D], [G*H,D],
     [G*H,H]) fit: the caller's arrays have those shapes, and NumPy caps an
     array's size."""
-    T, B, H, itemsize = problem.T, problem.B, problem.H, problem.dtype.itemsize
+    # a bfloat16 call's reserve holds float32 values: counted at 4 bytes, all of it
+    T, B, H, itemsize = problem.T, problem.B, problem.H, max(problem.dtype.itemsize, 4)
     rows = problem.cell.reserve_rows or 1   # per (t, b): y's one row, or the reserve's
     if (T * B * rows * H + B * H) * itemsize <= _MAX_BYTES:
         return   # the common case, without building the messages (a visible cost at batch 1)
@@ -369,7 +370,12 @@ def _check_reserve(reserve, problem, inputs):
     if not np.array_equal(got, header):
         raise ValueError(f"reserve: it comes from a different call ({_header_text(got)}); "
                          f"this one is {_header_text(header)}")
-    return reserve[n:]
+    kept = reserve[n:]
+    if dtype.itemsize == 2 and kept.ctypes.data % 4:
+        # a bfloat16 reserve holds float32 values, which the kernel reads as
+        # such: a copy at an address NumPy aligns, not one of 2 bytes
+        kept = kept.copy()
+    return kept
 
 
 def _with_pack(inputs, packed):
@@ -650,10 +656,14 @@ def _seconds(seconds):
 def peak_gflops(dtype=np.float32, seconds=0.2):
     """GFLOP/s of a tight FMA loop on one thread with the active ISA, measured now.
 
+    dtype: float32, float64, or bfloat16 ("bfloat16" or ml_dtypes.bfloat16): the
+    bf16 dot product's rate (vdpbf16ps, twice the float32 FMA's multiply-adds
+    per instruction) on a CPU with AVX512_BF16 running the avx512 kernels, else
+    the float32 FMA's, which bfloat16 calls run on there.
     seconds: how long to measure, in (0, 60]; the best of runs of ~0.1 ms.
     Benchmarks divide by this (times the thread count) to report efficiency.
     """
-    return _kernel.peak_gflops(float_dtype(dtype) == np.float64, _seconds(seconds))
+    return _kernel.peak_gflops(float_dtype(dtype), _seconds(seconds))
 
 
 get_isa = _kernel.get_isa

@@ -8,7 +8,15 @@ import numpy as np
 
 from . import _kernel
 
-FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+try:   # NumPy's bfloat16, as JAX and others use it: the optional extra fusedrnn[bfloat16]
+    import ml_dtypes
+    BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:
+    BFLOAT16 = None
+
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64)) + ((BFLOAT16,) if BFLOAT16 else ())
+_FLOAT_NAMES = "float32, float64 or bfloat16"
+_NO_BFLOAT16 = "bfloat16 needs the ml_dtypes package (pip install ml_dtypes, or fusedrnn[bfloat16])"
 ACTIVATIONS = _kernel.ACTIVATIONS
 
 # The kernel takes a thread count as a C int (and uses at most 64).
@@ -16,13 +24,17 @@ MAX_THREADS = 2**31 - 1
 
 
 def float_dtype(dtype):
-    """`dtype` as a NumPy dtype, float32 or float64."""
+    """`dtype` as a NumPy dtype, float32, float64 or bfloat16 (also by its name)."""
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        if BFLOAT16 is None:
+            raise TypeError(f"dtype: {_NO_BFLOAT16}")
+        return BFLOAT16
     try:
         dtype = np.dtype(dtype)
     except TypeError:
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
+        raise TypeError(f"dtype: expected {_FLOAT_NAMES}, got {dtype!r}") from None
     if dtype not in FLOATS:
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+        raise TypeError(f"dtype: expected {_FLOAT_NAMES}, got {dtype}")
     return dtype
 
 
@@ -40,7 +52,7 @@ def float_array(name, a, shape, dtype=None):
     dimensions). Not copied yet: copies wait until every size is checked."""
     a = as_array(name, a)
     if a.dtype not in FLOATS:
-        raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {a.dtype}")
+        raise TypeError(f"{name}: expected a {_FLOAT_NAMES} array, got dtype {a.dtype}")
     if dtype is not None and a.dtype != dtype:
         raise TypeError(f"{name}: expected dtype {dtype} (the dtype of x), got {a.dtype}")
     if isinstance(shape, int):

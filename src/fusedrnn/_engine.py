@@ -70,7 +70,7 @@ class Grads(NamedTuple):
 
 class Problem:
     """fusedrnn_problem: one layer in one direction. cell: a _cells.Cell;
-    dtype: NumPy's float32 or float64 dtype; the sizes T, B, D, H; act: the
+    dtype: NumPy's float32, float64 or bfloat16 dtype; the sizes T, B, D, H; act: the
     nonlinearity's value (_checks.ACTIVATIONS) for a cell that takes one;
     reverse, batch_first; threads: the most the call uses (None:
     fusedrnn's count); training: a forward keeps the reserve for the
@@ -97,12 +97,16 @@ class Problem:
 
     def reserve_shape(self):
         """The kernel's reserve of a cell that keeps one (fusedrnn.h): per
-        (t, b), its gates and a state, reserve_rows rows of H."""
-        return (self.T, self.B, self.cell.reserve_rows * self.H)
+        (t, b), its gates and a state, reserve_rows rows of H float32 or
+        float64 values, as elements of the dtype: a bfloat16 call's reserve
+        is float32 (the recurrence's own values), two bf16 elements each."""
+        per_value = 2 if self.dtype.itemsize == 2 else 1
+        return (self.T, self.B, self.cell.reserve_rows * self.H * per_value)
 
     def reserve_size(self):
         """The reserve's size in elements of the dtype: the product of its shape."""
-        return self.T * self.B * self.cell.reserve_rows * self.H
+        T, B, n = self.reserve_shape()
+        return T * B * n
 
     def output_shapes(self):
         """Outputs of shapes, None for what the call does not write."""

@@ -15,6 +15,7 @@ cdef extern from "fusedrnn.h" nogil:
     ctypedef enum fusedrnn_dtype:
         FUSEDRNN_F32
         FUSEDRNN_F64
+        FUSEDRNN_BF16
 
     ctypedef enum fusedrnn_cell:
         FUSEDRNN_RNN
@@ -110,3 +111,4 @@ cdef extern from "fusedrnn.h" nogil:
 
     double FUSEDRNN_PEAK_MAX_SECONDS
     double fusedrnn_peak_gflops(fusedrnn_dtype dtype, double seconds)
+    int fusedrnn_bf16_dot_supported()

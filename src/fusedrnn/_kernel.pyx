@@ -35,7 +35,10 @@ cdef inline void *out_data(object a):
 
 
 cdef inline fusedrnn_dtype dtype_enum(object dtype):
-    return FUSEDRNN_F64 if dtype == np.float64 else FUSEDRNN_F32
+    """float64, bfloat16 (the only 2-byte float the layers above pass), else float32."""
+    if dtype == np.float64:
+        return FUSEDRNN_F64
+    return FUSEDRNN_BF16 if dtype.itemsize == 2 else FUSEDRNN_F32
 
 
 # The enum of fusedrnn.h, for the Python layer: one source for the values
@@ -281,8 +284,14 @@ def hold_worker(int worker, int microseconds):
 PEAK_MAX_SECONDS = FUSEDRNN_PEAK_MAX_SECONDS  # peak_gflops's longest measurement
 
 
-def peak_gflops(bint double, double seconds):
-    cdef fusedrnn_dtype dtype = FUSEDRNN_F64 if double else FUSEDRNN_F32
+def bf16_dot():
+    """Whether the active ISA has a bf16 dot product this CPU runs (what the
+    bfloat16 peak measures); bf16 calls compute in float32 everywhere today."""
+    return bool(fusedrnn_bf16_dot_supported())
+
+
+def peak_gflops(dtype, double seconds):
+    cdef fusedrnn_dtype d = dtype_enum(dtype)
     with nogil:
-        rate = fusedrnn_peak_gflops(dtype, seconds)
+        rate = fusedrnn_peak_gflops(d, seconds)
     return rate

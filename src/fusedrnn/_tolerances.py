@@ -17,10 +17,18 @@ rounding over T steps; float64 leaves room for the same at double precision.
 
 import numpy as np
 
+from ._checks import BFLOAT16
+
 TOLERANCE = {
     np.dtype(np.float32): 2e-4,
     np.dtype(np.float64): 1e-10,
 }
+# bfloat16 results are the float32 kernels' on the same (bf16) inputs, rounded
+# once to bf16 (2^-9 relative, 2e-3), and the RNN's backward takes its
+# derivative from the rounded y: against the float64 reference on the same bf16
+# inputs, 1e-2 leaves room for both (docs/design.md, "bfloat16").
+if BFLOAT16 is not None:
+    TOLERANCE[BFLOAT16] = 1e-2
 
 
 def scaled_errors(actual, expected):

@@ -43,6 +43,13 @@ static size_t elem_size(const fusedrnn_problem *p)
          : p->dtype == FUSEDRNN_F64 ? sizeof(double) : sizeof(uint16_t);
 }
 
+/* Where a byte copy of a pack is put past a malloc'ed address: the least
+ * alignment a pack needs, its dtype's (4 for bf16, whose pack holds float32). */
+static size_t pack_shift(const fusedrnn_problem *p)
+{
+    return p->dtype == FUSEDRNN_BF16 ? sizeof(float) : elem_size(p);
+}
+
 /* A buffer of n elements of the problem's dtype; malloc(0) may return NULL,
  * which the kernel must accept for an empty buffer. */
 static void *alloc(const fusedrnn_problem *p, int64_t n)
@@ -461,11 +468,11 @@ static void pack_case(fusedrnn_problem p, const char *case_name, const fusedrnn_
         void *packed = malloc(bytes);   /* exactly its size, uninitialised */
         CHECK(fusedrnn_pack(&p, raw.w_ih, raw.w_hh, raw.b_ih, raw.b_hh, packed, bytes) ==
                   FUSEDRNN_OK, "%s: pack failed", what);
-        char *moved = malloc(bytes + e);
-        memcpy(moved + e, packed, bytes);
+        char *moved = malloc(bytes + pack_shift(&p));
+        memcpy(moved + pack_shift(&p), packed, bytes);
         fusedrnn_inputs with_pack = raw;
         with_pack.w_ih = with_pack.w_hh = with_pack.b_ih = with_pack.b_hh = NULL;
-        with_pack.packed = p.training ? moved + e : packed;
+        with_pack.packed = p.training ? moved + pack_shift(&p) : packed;
         forward_results a = forward_zeroed(&p, what, &raw),
                         b = forward_zeroed(&p, what, &with_pack);
         CHECK(memcmp(a.y, b.y, (size_t)p.T * BH * e) == 0, "%s: y differs", what);
@@ -511,13 +518,13 @@ static void pack_backward_case(const fusedrnn_problem *p, const char *case_name,
     void *packed = malloc(bytes);   /* exactly its size, uninitialised */
     CHECK(fusedrnn_pack(p, in->w_ih, in->w_hh, in->b_ih, in->b_hh, packed, bytes) ==
               FUSEDRNN_OK, "%s: pack failed", what);
-    char *moved = malloc(bytes + e);
-    memcpy(moved + e, packed, bytes);
+    char *moved = malloc(bytes + pack_shift(p));
+    memcpy(moved + pack_shift(p), packed, bytes);
     fusedrnn_inputs with_pack = *in;
     with_pack.w_ih = with_pack.w_hh = with_pack.b_ih = with_pack.b_hh = NULL;
     void **a = backward_zeroed(p, what, in, gin, sizes);
     for (int copy = 0; copy < 2; copy++) {
-        with_pack.packed = copy ? moved + e : packed;
+        with_pack.packed = copy ? moved + pack_shift(p) : packed;
         void **b = backward_zeroed(p, what, &with_pack, gin, sizes);
         for (int i = 0; i < GRADS; i++) {
             CHECK(memcmp(a[i], b[i], (size_t)sizes[i] * e) == 0, "%s (copy %d): %s differs",
