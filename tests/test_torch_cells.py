@@ -213,7 +213,7 @@ def test_cell_errors_are_torchs(name):
 @pytest.mark.parametrize("name", CELLS)
 def test_cell_refuses_other_dtypes(name):
     fused = getattr(ftorch, name)(D, H).half()
-    with pytest.raises(RuntimeError, match="supports torch.float32 and torch.float64 only"):
+    with pytest.raises(RuntimeError, match="supports torch.float32, torch.float64 and torch.bfloat16 only"):
         fused(data(B, D).half())
 
 

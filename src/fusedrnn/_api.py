@@ -15,8 +15,8 @@ import numpy as np
 
 from . import _engine, _kernel
 from ._cells import CELLS, GRU, GRU_RESET_FIRST, LSTM, RNN, Cell
-from ._checks import (activation, as_array, disjoint, flag, float_array, float_dtype, optional,
-                      out_arrays)
+from ._checks import (activation, as_array, disjoint, dtype_reason, flag, float_array,
+                      float_dtype, optional, out_arrays)
 from ._engine import GradInputs, Inputs, Outputs, kernel_buffer
 from ._types import GRUGrads, GRUOutput, LSTMGrads, LSTMOutput, RNNGrads
 
@@ -292,7 +292,7 @@ def pack_weights(cell, w_ih, w_hh, b_ih=None, b_hh=None, *, bias=None):
     return packed
 
 
-def _given(name, given, fields, shapes, dtype, read_names, read):
+def _given(name, given, fields, shapes, dtype, read_names, read, reserve_dtype=None):
     """The arrays the caller gave as `name` (out=, grads_out=: a tuple of
     the public result's `fields`) to write the results into, checked against
     `shapes` (Outputs or Grads) and sharing no memory with `read` (the
@@ -301,7 +301,7 @@ def _given(name, given, fields, shapes, dtype, read_names, read):
     result has not. Called only when given: a call without one allocates
     as before, at no extra cost."""
     kernel = _kernel_names(fields)
-    out_arrays(name, given, fields, [getattr(shapes, k) for k in kernel], dtype)
+    out_arrays(name, given, fields, [getattr(shapes, k) for k in kernel], dtype, reserve_dtype)
     disjoint(name, fields, given, read_names, read)
     return type(shapes)(**dict(zip(kernel, given)))
 
@@ -353,12 +353,13 @@ def _header_text(header):
 def _check_reserve(reserve, problem, inputs):
     """The reserve of the forward of this very problem on `inputs` (as the
     kernel reads them), or a clear error; returns the kernel's part."""
-    dtype = problem.dtype
+    dtype = problem.reserve_dtype
     if not isinstance(reserve, np.ndarray):
         raise TypeError(f"reserve: expected the reserve array a training forward returned "
                         f"(or None), got {type(reserve).__name__}")
     if reserve.dtype != dtype:
-        raise TypeError(f"reserve: expected dtype {dtype} (the dtype of x), got {reserve.dtype}")
+        raise TypeError(f"reserve: expected dtype {dtype} "
+                        f"({dtype_reason(dtype, problem.dtype)}), got {reserve.dtype}")
     n = _header_len(dtype)
     size = n + problem.reserve_size()
     header = _reserve_header(problem, inputs)
@@ -370,12 +371,7 @@ def _check_reserve(reserve, problem, inputs):
     if not np.array_equal(got, header):
         raise ValueError(f"reserve: it comes from a different call ({_header_text(got)}); "
                          f"this one is {_header_text(header)}")
-    kept = reserve[n:]
-    if dtype.itemsize == 2 and kept.ctypes.data % 4:
-        # a bfloat16 reserve holds float32 values, which the kernel reads as
-        # such: a copy at an address NumPy aligns, not one of 2 bytes
-        kept = kept.copy()
-    return kept
+    return reserve[n:]
 
 
 def _with_pack(inputs, packed):
@@ -393,13 +389,13 @@ def _forward(problem, given, names, out, fields, packed=None):
     that keeps one, is the API's: the header, then the kernel's. `packed`:
     the PackedWeights whose raw weights `given` holds, which the kernel
     reads instead."""
-    dtype, n = problem.dtype, _header_len(problem.dtype)
+    dtype, n = problem.dtype, _header_len(problem.reserve_dtype)
     inputs = _with_pack(_contiguous(given, names), packed)
     shapes = problem.output_shapes()
     if shapes.reserve is not None:
         shapes = Outputs(shapes.y, shapes.h_n, shapes.c_n, (n + problem.reserve_size(),))
-    outputs = _engine.empty(shapes, dtype) if out is None else _given(
-        "out", out, fields, shapes, dtype, names, given)
+    outputs = _engine.empty(shapes, dtype, problem.reserve_dtype) if out is None else _given(
+        "out", out, fields, shapes, dtype, names, given, problem.reserve_dtype)
     kernel_outputs = outputs
     if outputs.reserve is not None:
         outputs.reserve[:n].view(np.int64)[:] = _reserve_header(problem, inputs)
@@ -428,7 +424,7 @@ def _backward(problem, given, names, d, grads_out, fields, packed=None):
         (*given, y, d.reserve, dy, dh_n, dc_n))   # the GradInputs as given
     inputs = _with_pack(inputs, packed)
     if reserve is None and problem.cell.reserve_rows:   # recompute it
-        outputs = _engine.empty(problem.output_shapes(), dtype)
+        outputs = _engine.empty(problem.output_shapes(), dtype, problem.reserve_dtype)
         _engine.forward(problem, inputs, outputs)
         reserve = outputs.reserve
     _engine.backward(problem, inputs, _contiguous(GradInputs(y, reserve, dy, dh_n, dc_n)), grads)

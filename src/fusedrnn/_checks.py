@@ -63,6 +63,12 @@ def float_array(name, a, shape, dtype=None):
     return a
 
 
+def dtype_reason(dtype, x_dtype):
+    """Why an array must have `dtype` in a call on x of x_dtype: x's, or a
+    bfloat16 call's float32 reserve."""
+    return "the dtype of x" if dtype == x_dtype else f"the reserve of a {x_dtype} call"
+
+
 def optional(name, a, shape, dtype):
     return None if a is None else float_array(name, a, shape, dtype)
 
@@ -99,12 +105,13 @@ def flag(name, value):
     raise TypeError(f"{name}: expected True or False, got {value!r}")
 
 
-def out_arrays(name, given, fields, shapes, dtype):
+def out_arrays(name, given, fields, shapes, dtype, reserve_dtype=None):
     """The arrays a caller gives a call to write its results into (out=,
     grads_out=): `given` a tuple with one entry per field of the result
     (`fields` and `shapes` in its order; a shape None: the call returns None
     there, and the entry must be None), each an array of exactly that shape
-    and `dtype`, C-contiguous, aligned and writeable. Nothing is converted
+    and `dtype` (a field "reserve": `reserve_dtype` if given), C-contiguous,
+    aligned and writeable. Nothing is converted
     or copied: the results must land in the caller's memory."""
     if not isinstance(given, tuple):
         raise TypeError(f"{name}: expected a tuple ({', '.join(fields)}) of arrays to write "
@@ -113,24 +120,27 @@ def out_arrays(name, given, fields, shapes, dtype):
         raise ValueError(f"{name}: expected a tuple of {len(fields)} ({', '.join(fields)}), "
                          f"got {len(given)} items")
     for field, shape, a in zip(fields, shapes, given):
+        want = reserve_dtype if field == "reserve" and reserve_dtype else dtype
         if shape is None:
             if a is not None:
                 raise ValueError(f"{name}.{field}: expected None (this call returns no "
                                  f"{field}), got {type(a).__name__}")
         # One test for the common case (flags.carray: C-contiguous, aligned
         # and writeable): at batch 1 every check is a visible part of a call.
-        elif not (isinstance(a, np.ndarray) and a.dtype == dtype and a.shape == shape
+        elif not (isinstance(a, np.ndarray) and a.dtype == want and a.shape == shape
                   and a.flags.carray):
-            _refuse_out(f"{name}.{field}", a, shape, dtype)
+            _refuse_out(f"{name}.{field}", a, shape, want, dtype)
 
 
-def _refuse_out(label, a, shape, dtype):
-    """Raise the error saying why `a` cannot take a result."""
+def _refuse_out(label, a, shape, dtype, x_dtype):
+    """Raise the error saying why `a` cannot take a result of `dtype` (in a
+    call on x of x_dtype)."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{label}: expected a NumPy array of shape {shape} to write into, "
                         f"got {type(a).__name__}")
     if a.dtype != dtype:
-        raise TypeError(f"{label}: expected dtype {dtype} (the dtype of x), got {a.dtype}")
+        raise TypeError(f"{label}: expected dtype {dtype} ({dtype_reason(dtype, x_dtype)}), "
+                        f"got {a.dtype}")
     if a.shape != shape:
         raise ValueError(f"{label}: expected shape {shape}, got {a.shape}")
     flags = a.flags

@@ -20,6 +20,8 @@ import numpy as np
 from . import _kernel
 from ._checks import MAX_THREADS, positive_int
 
+_FLOAT32 = np.dtype(np.float32)
+
 
 class Inputs(NamedTuple):
     """fusedrnn_inputs: what a forward reads, and its backward."""
@@ -97,16 +99,18 @@ class Problem:
 
     def reserve_shape(self):
         """The kernel's reserve of a cell that keeps one (fusedrnn.h): per
-        (t, b), its gates and a state, reserve_rows rows of H float32 or
-        float64 values, as elements of the dtype: a bfloat16 call's reserve
-        is float32 (the recurrence's own values), two bf16 elements each."""
-        per_value = 2 if self.dtype.itemsize == 2 else 1
-        return (self.T, self.B, self.cell.reserve_rows * self.H * per_value)
+        (t, b), its gates and a state, reserve_rows rows of H."""
+        return (self.T, self.B, self.cell.reserve_rows * self.H)
 
     def reserve_size(self):
-        """The reserve's size in elements of the dtype: the product of its shape."""
-        T, B, n = self.reserve_shape()
-        return T * B * n
+        """The reserve's size in elements of reserve_dtype: the product of its shape."""
+        return self.T * self.B * self.cell.reserve_rows * self.H
+
+    @property
+    def reserve_dtype(self):
+        """The reserve's elements: the dtype's, but float32 for bfloat16 (its
+        recurrence runs in float32, and the reserve keeps those values)."""
+        return _FLOAT32 if self.dtype.itemsize == 2 else self.dtype
 
     def output_shapes(self):
         """Outputs of shapes, None for what the call does not write."""
@@ -137,9 +141,12 @@ def kernel_buffer(a, dtype=None):
     return np.require(a, dtype, ("C", "A"))
 
 
-def empty(shapes, dtype):
-    """NumPy arrays of `shapes` (Outputs or Grads; None stays None), as the same group."""
-    return shapes._make([None if s is None else np.empty(s, dtype) for s in shapes])
+def empty(shapes, dtype, reserve_dtype=None):
+    """NumPy arrays of `shapes` (Outputs or Grads; None stays None), as the
+    same group, in `dtype`; an Outputs' reserve in `reserve_dtype` if given."""
+    return shapes._make([None if s is None else
+                         np.empty(s, reserve_dtype if name == "reserve" and reserve_dtype else dtype)
+                         for name, s in zip(shapes._fields, shapes)])
 
 
 def forward(problem, inputs, outputs):

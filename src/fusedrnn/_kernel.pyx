@@ -132,14 +132,14 @@ cdef object workspace(size_t n, str kind):
 
 def reserve_size(problem):
     """The kernel's own count of the reserve, in elements of the problem's
-    dtype (0: the cell keeps none), which Problem.reserve_size computes
+    reserve_dtype (0: the cell keeps none), which Problem.reserve_size computes
     without the kernel: the tests hold the two equal."""
     cdef fusedrnn_problem p = problem_of(problem)
     cdef size_t n = fusedrnn_reserve_size(&p)
     # 0 is also the size of an empty reserve (no rows or no units)
     if n == 0 and fusedrnn_cell_describe(p.cell).reserve_rows and (<object>p.T) * p.B * p.H != 0:
         raise MemoryError("fusedrnn: the reserve's size overflows")
-    itemsize = np.dtype(problem.dtype).itemsize
+    itemsize = np.dtype(problem.reserve_dtype).itemsize
     return (<object>n + itemsize - 1) // itemsize
 
 

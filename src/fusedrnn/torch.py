@@ -37,14 +37,17 @@ import torch
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _cells, _engine, _kernel
-from ._checks import ACTIVATIONS
+from ._checks import ACTIVATIONS, BFLOAT16
 from ._engine import GradInputs, Inputs
 
 __all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell", "gru_cell", "gru_layer",
            "lstm_cell", "lstm_layer", "rnn_cell", "rnn_layer"]
 
-# The dtypes fusedrnn has, as NumPy's.
-_NUMPY = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+# The dtypes fusedrnn has, as NumPy's (bfloat16 ml_dtypes', which the torch
+# extra installs).
+_NUMPY = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
+          **({torch.bfloat16: BFLOAT16} if BFLOAT16 is not None else {})}
+_DTYPES = "torch.float32, torch.float64 and torch.bfloat16"
 
 
 # --- threads ----------------------------------------------------------------
@@ -89,7 +92,7 @@ def _threads():
 # symbolic sizes of torch.compile too.
 
 def _check_tensors(**tensors):
-    """Every tensor on the CPU, float32 or float64, all of the first's dtype."""
+    """Every tensor on the CPU, float32, float64 or bfloat16, all of the first's dtype."""
     dtype = next(iter(tensors.values())).dtype
     if dtype in _NUMPY:
         for t in tensors.values():
@@ -104,9 +107,13 @@ def _check_tensors(**tensors):
         if not t.is_cpu:
             raise RuntimeError(f"fusedrnn.torch: {name} is on device {t.device}, but fusedrnn "
                                f"runs on the CPU only; move it with .cpu()")
+        if t.dtype == torch.bfloat16 and BFLOAT16 is None:
+            raise RuntimeError(f"fusedrnn.torch: {name} has dtype torch.bfloat16, which needs "
+                               f"the ml_dtypes package (pip install ml_dtypes, or "
+                               f"fusedrnn[torch])")
         if t.dtype not in _NUMPY:
             raise RuntimeError(f"fusedrnn.torch: {name} has dtype {t.dtype}, but fusedrnn "
-                               f"supports torch.float32 and torch.float64 only")
+                               f"supports {_DTYPES} only")
         if t.dtype != dtype:
             raise RuntimeError(f"fusedrnn.torch: {name} has dtype {t.dtype}, expected "
                                f"{dtype} (the dtype of {first})")
@@ -172,7 +179,11 @@ def _check_backward(cell, inputs, d, nonlinearity, reverse, batch_first, threads
     problem = _check_layer(cell, inputs, nonlinearity, reverse, batch_first, True, threads,
                            step)
     B, H = problem.B, problem.H
-    _check_tensors(x=inputs.x, y=d.y, reserve=d.reserve, dy=d.dy, dh_n=d.dh_n, dc_n=d.dc_n)
+    _check_tensors(x=inputs.x, y=d.y, dy=d.dy, dh_n=d.dh_n, dc_n=d.dc_n)
+    if d.reserve.dtype != _reserve_dtype(inputs.x.dtype):
+        raise RuntimeError(f"fusedrnn.torch: reserve has dtype {d.reserve.dtype}, expected "
+                           f"{_reserve_dtype(inputs.x.dtype)} (the reserve of a "
+                           f"{inputs.x.dtype} call)")
     seq = problem.seq_shape(H)
     for name, shape in (("y", seq), ("dy", seq), ("dh_n", (B, H)), ("dc_n", (B, H))):
         _check_shape(name, getattr(d, name), shape)
@@ -202,11 +213,20 @@ def _addresses(tensors, keep):
     return tensors._make(addresses)
 
 
+def _reserve_dtype(dtype):
+    """The reserve's dtype in a call on tensors of `dtype`: theirs, but
+    float32 for bfloat16 (_engine.Problem.reserve_dtype)."""
+    return torch.float32 if dtype == torch.bfloat16 else dtype
+
+
 def _empty(like, shapes):
-    """Tensors of `shapes` (Outputs, Grads) in like's dtype, as the same
-    group; a 0-element one for a None, since an operator returns a tensor
-    for every result it declares."""
-    return shapes._make([like.new_empty((0,) if s is None else s) for s in shapes])
+    """Tensors of `shapes` (Outputs, Grads) in like's dtype (an Outputs'
+    reserve in _reserve_dtype's), as the same group; a 0-element one for a
+    None, since an operator returns a tensor for every result it declares."""
+    reserve = _reserve_dtype(like.dtype)
+    return shapes._make([like.new_empty((0,) if s is None else s,
+                                        dtype=reserve if name == "reserve" else like.dtype)
+                         for name, s in zip(shapes._fields, shapes)])
 
 
 def _result_addresses(results, shapes):
@@ -234,15 +254,15 @@ def _forward(problem, inputs, placeholders):
     tensor for every result it declares."""
     shapes = problem.output_shapes()
     x = inputs.x
-    outputs = shapes._make([None if s is None else x.new_empty(s) for s in shapes])
+    outputs = _empty(x, shapes)
     if inputs.lengths is not None and outputs.reserve is not None:
         # The kernel writes no reserve row past a sequence's length: zeros
         # there, so that the result is a function of the inputs.
         outputs.reserve.zero_()
     keep = []
     _engine.forward(problem, _addresses(inputs, keep), _result_addresses(outputs, shapes))
-    if placeholders:
-        outputs = outputs._make([x.new_empty((0,)) if t is None else t for t in outputs])
+    if not placeholders:
+        outputs = outputs._make([None if s is None else t for t, s in zip(outputs, shapes)])
     return outputs
 
 
@@ -547,6 +567,17 @@ def _define(cell, signature, forward_schema, backward_schema):
             return ops[0](*args)
 
     _LIBRARY.impl(name, autograd, "Autograd")
+
+    def autocast(keys, *args):
+        """The AutocastCPU kernel: the tensors cast as _autocast says, then
+        the operator below autocast (autograd records the casts)."""
+        n = signature.tensors
+        tensors = _autocast(cell, signature.step, args[:7]) + args[7:n]
+        with torch._C._ExcludeDispatchKeyGuard(
+                torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCPU)):
+            return ops[0](*tensors, *args[n:])
+
+    _LIBRARY.impl(name, autocast, "AutocastCPU", with_keyset=True)
     return ops[0]
 
 
@@ -579,6 +610,30 @@ _CELL_OPS = {cell.key: _define(cell, _CELL_SIGNATURE, _CELL, _CELL_BACKWARD)
              for cell in _TORCH_CELLS}
 
 
+# --- autocast ---------------------------------------------------------------
+# Under torch.autocast("cpu", dtype=torch.bfloat16) a drop-in computes in
+# bfloat16 exactly where torch.nn's module of the same kind does, with the
+# same dtypes out: torch 2.13's CPU autocast runs RNN, LSTM (oneDNN's bf16
+# kernel) and RNNCell in bf16 and returns bf16, and returns float32 from
+# GRU, LSTMCell and GRUCell. Those run in float32 here (which fusedrnn's
+# bf16 path computes in too: nothing is lost). tests/test_torch_bfloat16.py
+# holds the table to torch.nn's behaviour. Under any other autocast dtype
+# (float16, which fusedrnn has not) the drop-ins compute in float32.
+_AUTOCAST_BF16 = {(_cells.RNN, False), (_cells.LSTM, False), (_cells.RNN, True)}
+
+
+def _autocast(cell, step, tensors):
+    """`tensors` as autocast has a call on them compute: under a bfloat16
+    autocast, for a kind of call torch computes in bf16, each float32 one
+    cast to bf16 (differentiably: their gradients come back in float32);
+    else unchanged."""
+    if not torch.is_autocast_enabled("cpu") or (cell, step) not in _AUTOCAST_BF16 or \
+            torch.get_autocast_dtype("cpu") != torch.bfloat16:
+        return tensors
+    return tuple(t.to(torch.bfloat16) if t is not None and t.dtype == torch.float32 else t
+                 for t in tensors)
+
+
 def _call(cell, signature, tensors, sequence, options, packs=None):
     """(y, h_n, c_n) of one call: in eager mode the kernel from a _Fused node
     (or none when nothing wants a gradient), else the operator. `tensors`:
@@ -586,11 +641,12 @@ def _call(cell, signature, tensors, sequence, options, packs=None):
     cell's (); options: the schema's, but training; packs:
     (module, index) of a module that keeps its weights packed (_Packs)."""
     x = tensors[0]
-    training = _wants_grad(tensors)
-    if not _eager(x):
+    if not _eager(x):   # the operators' autocast kernels cast as below
         ops = _OPS if signature is _LAYER_SIGNATURE else _CELL_OPS
-        results = ops[cell.key](*tensors, *sequence, *options, training)
+        results = ops[cell.key](*tensors, *sequence, *options, _wants_grad(tensors))
         return (results[0], None, results[1]) if signature.step else results[:3]
+    tensors = _autocast(cell, signature.step, tensors)
+    training = _wants_grad(tensors)
     inputs = Inputs(*tensors, *sequence)
     problem = _check_layer(cell, inputs, *signature.sequence(options), training, _threads(),
                            signature.step)
@@ -633,7 +689,7 @@ def rnn_layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh", l
     batch_first), h0 [B,H] or None, w_ih [H,D], w_hh [H,H], b_ih and b_hh
     [H], lengths [B] int64 or None, resets [T,B] ([B,T] with batch_first)
     bool or None (where set, the sequence restarts from h0 before the step,
-    as fusedrnn.rnn_forward's). Returns (y, h_n). CPU float32 or float64
+    as fusedrnn.rnn_forward's). Returns (y, h_n). CPU float32, float64 or bfloat16
     tensors, all of one dtype.
     """
     y, h_n, _ = _layer(_cells.RNN, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity,
@@ -832,6 +888,10 @@ class _DropIn(_Packs):
         """All layers and directions over x [T,B,D] ([B,T,D] with batch_first),
         each restarting where `resets` says; returns (output, the final
         states, each [layers*directions,B,H])."""
+        if states is not None:
+            x, *states = _autocast(self._cell, False, (x, *states))
+        else:
+            x, = _autocast(self._cell, False, (x,))
         _check_tensors(input=x, **({} if states is None else dict(zip(("hx", "cx"), states))))
         directions = 2 if self.bidirectional else 1
         nonlinearity = self._nonlinearity()
@@ -878,7 +938,7 @@ class RNN(_DropIn, torch.nn.RNN):
     Same constructor, parameters (names, shapes, initialisation), state_dict,
     forward(input, hx=None) -> (output, h_n) and input checks: batched 3-D,
     unbatched 2-D and PackedSequence input, dropout between layers in
-    training mode. CPU float32 and float64 only. A PackedSequence runs
+    training mode. CPU float32, float64 and bfloat16 (and torch.autocast). A PackedSequence runs
     through the kernel's `lengths`: steps past a sequence's end are skipped,
     not computed on padding.
 
@@ -928,6 +988,7 @@ class _CellDropIn(_Packs):
         if not batched:
             input = input.unsqueeze(0)
             states = tuple(None if h is None else h.unsqueeze(0) for h in states)
+        input, *states = _autocast(self._cell, True, (input, *states))
         _check_tensors(input=input, hx=states[0], cx=states[1])
         params = self._parameters
         weights = [params[name] if name in params else getattr(self, name)
@@ -943,7 +1004,7 @@ class RNNCell(_CellDropIn, torch.nn.RNNCell):
     """`torch.nn.RNNCell` computed by fusedrnn's kernel: the same constructor,
     parameters, state_dict and forward(input, hx=None) -> h, batched [B,D] or
     unbatched [D] input; each call is one kernel call (both products and the
-    activation), differentiable. CPU float32 and float64 only."""
+    activation), differentiable. CPU float32, float64 and bfloat16 (and torch.autocast)."""
 
     _cell = _cells.RNN
 
