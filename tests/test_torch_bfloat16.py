@@ -223,3 +223,27 @@ def test_autocast_operator_called_directly():
     assert lstm[0].dtype == torch.bfloat16
     assert gru[0].dtype == torch.float32
     assert np.isfinite(lstm[0].float().numpy()).all()
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "RNNCell"])
+def test_autocast_inference_keeps_bf16_weights_until_they_change(name):
+    """Under autocast with no gradient to follow, a module keeps its weights'
+    bf16 copies and their pack between calls (_Packs._lowered): results
+    bitwise those of a call that casts them anew (one with gradients), and an
+    in-place change of a weight (an optimiser's step) is seen at the next call."""
+    _, ours = make(name)
+    x = data(name)
+
+    def call(grad):
+        with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(grad):
+            out = ours(x)
+        return (out if isinstance(out, torch.Tensor) else out[0]).detach()
+
+    fresh = call(True)
+    assert torch.equal(call(False), fresh)
+    assert torch.equal(call(False), fresh)   # the kept copies
+    with torch.no_grad():
+        next(ours.parameters()).mul_(0.5)
+    changed = call(True)
+    assert not torch.equal(changed, fresh)
+    assert torch.equal(call(False), changed)

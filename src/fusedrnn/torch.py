@@ -622,16 +622,25 @@ _CELL_OPS = {cell.key: _define(cell, _CELL_SIGNATURE, _CELL, _CELL_BACKWARD)
 _AUTOCAST_BF16 = {(_cells.RNN, False), (_cells.LSTM, False), (_cells.RNN, True)}
 
 
-def _autocast(cell, step, tensors):
-    """`tensors` as autocast has a call on them compute: under a bfloat16
-    autocast, for a kind of call torch computes in bf16, each float32 one
-    cast to bf16 (differentiably: their gradients come back in float32);
-    else unchanged."""
+def _autocast(cell, step, tensors, packs=None):
+    """`tensors` (x, the states, then the weights, or a prefix) as autocast
+    has a call on them compute: under a bfloat16 autocast, for a kind of call
+    torch computes in bf16, each float32 one cast to bf16 (differentiably:
+    their gradients come back in float32); else unchanged. packs: (module,
+    index) of a module that keeps its weights' bf16 copies for calls no
+    gradient follows (_Packs._lowered)."""
     if not torch.is_autocast_enabled("cpu") or (cell, step) not in _AUTOCAST_BF16 or \
             torch.get_autocast_dtype("cpu") != torch.bfloat16:
         return tensors
-    return tuple(t.to(torch.bfloat16) if t is not None and t.dtype == torch.float32 else t
-                 for t in tensors)
+    def lower(group):
+        return tuple(t.to(torch.bfloat16) if t is not None and t.dtype == torch.float32 else t
+                     for t in group)
+    states, weights = tensors[:3], tensors[3:]
+    kept = None
+    if packs is not None and weights and not _wants_grad(tensors) and all(
+            w is None or w.dtype == torch.float32 for w in weights):
+        kept = packs[0]._lowered(packs[1], weights)
+    return lower(states) + (kept if kept is not None else lower(weights))
 
 
 def _call(cell, signature, tensors, sequence, options, packs=None):
@@ -645,13 +654,15 @@ def _call(cell, signature, tensors, sequence, options, packs=None):
         ops = _OPS if signature is _LAYER_SIGNATURE else _CELL_OPS
         results = ops[cell.key](*tensors, *sequence, *options, _wants_grad(tensors))
         return (results[0], None, results[1]) if signature.step else results[:3]
-    tensors = _autocast(cell, signature.step, tensors)
+    weights = tensors[3:]   # the module's, before autocast's casts: what a pack is kept for
+    tensors = _autocast(cell, signature.step, tensors, packs)
     training = _wants_grad(tensors)
     inputs = Inputs(*tensors, *sequence)
     problem = _check_layer(cell, inputs, *signature.sequence(options), training, _threads(),
                            signature.step)
     if packs is not None:
-        inputs = inputs._replace(packed=packs[0]._pack(packs[1], problem, tensors[3:]))
+        inputs = inputs._replace(packed=packs[0]._pack(packs[1], problem, weights,
+                                                       tensors[3:]))
     if training:
         y, h_n, c_n, _ = _Fused.apply(_Direct(problem, inputs), *tensors)
         return y, h_n, c_n
@@ -753,20 +764,38 @@ class _Packs:
     as much as the products). Eager mode only; the operators' path packs per
     call."""
 
-    def _pack(self, i, problem, weights):
-        """Layer and direction i's (w_ih, w_hh, b_ih, b_hh) packed for `problem`
-        (a uint8 tensor), or None where a pack could go stale unseen.
+    def _pack(self, i, problem, weights, used):
+        """Layer and direction i's weights packed for `problem` (a uint8
+        tensor), or None where a pack could go stale unseen (_kept).
+        `weights`: the module's (w_ih, w_hh, b_ih, b_hh); `used`: what the
+        call computes with, the same tensors or autocast's bf16 copies of
+        them, which are made from them."""
+        def make():
+            pack = torch.empty(_kernel.packed_size(problem), dtype=torch.uint8)
+            _kernel.pack(problem, *[None if w is None else w.data_ptr() for w in used],
+                         pack.data_ptr())
+            return pack
+        return self._kept(("pack", i, problem.dtype), _kernel.get_isa(), weights, make)
 
-        Reused while each weight is the same tensor, at the same address, with
-        the same version counter (which every in-place change bumps: an
+    def _lowered(self, i, weights):
+        """Layer and direction i's weights as bf16 copies, for autocast's calls
+        that no gradient follows (_autocast), kept as a pack is (_kept), so
+        that such a call does not cast every weight again."""
+        return self._kept(("bf16", i), None, weights, lambda: tuple(
+            None if w is None else w.to(torch.bfloat16) for w in weights))
+
+    def _kept(self, key, isa, weights, make):
+        """What make() makes of the module's `weights`, kept under `key` and
+        reused while each weight is the same tensor, at the same address,
+        with the same version counter (which every in-place change bumps: an
         optimiser's step, load_state_dict, copy_, under no_grad too), on the
-        same ISA and dtype: assigning .data changes the address,
-        .to()/.double() the tensors. Not kept for weights that are not the
-        module's parameters (a parametrisation computes new ones at each
-        call), nor for inference tensors, which have no version counter."""
-        isa = _kernel.get_isa()
-        packs = self.__dict__.setdefault("_fusedrnn_packs", {})
-        kept = packs.get(i)
+        same `isa`: assigning .data changes the address, .to()/.double() the
+        tensors. None for weights that are not the module's parameters (a
+        parametrisation computes new ones at each call) and for inference
+        tensors, which have no version counter: what is made of them could
+        go stale unseen."""
+        kept_all = self.__dict__.setdefault("_fusedrnn_packs", {})
+        kept = kept_all.get(key)
         try:
             versions = [None if w is None else (w.data_ptr(), w._version) for w in weights]
         except RuntimeError:   # an inference tensor
@@ -775,17 +804,15 @@ class _Packs:
                 a is b for a, b in zip(kept[2], weights)):
             return kept[1]
         params = self._parameters
-        names = self._weight_names(i)
+        names = self._weight_names(key[1])
         if any(w is not None and (params.get(name) is not w or not w.is_contiguous())
                for name, w in zip(names, weights)):
             return None
-        pack = torch.empty(_kernel.packed_size(problem), dtype=torch.uint8)
-        _kernel.pack(problem, *[None if w is None else w.data_ptr() for w in weights],
-                     pack.data_ptr())
+        value = make()
         # The weights are kept with the key, so that their identities are
         # compared with living tensors.
-        packs[i] = ((isa, versions), pack, weights)
-        return pack
+        kept_all[key] = ((isa, versions), value, weights)
+        return value
 
     def _weight_names(self, i):
         """The names of layer and direction i's (w_ih, w_hh, b_ih, b_hh)."""
