@@ -70,7 +70,7 @@ def _check_sizes(problem):
     array's size."""
     # a bfloat16 call's reserve holds float32 values: counted at 4 bytes, all of it
     T, B, H, itemsize = problem.T, problem.B, problem.H, max(problem.dtype.itemsize, 4)
-    rows = problem.cell.reserve_rows or 1   # per (t, b): y's one row, or the reserve's
+    rows = problem.reserve_rows() or 1   # per (t, b): y's one row, or the reserve's
     if (T * B * rows * H + B * H) * itemsize <= _MAX_BYTES:
         return   # the common case, without building the messages (a visible cost at batch 1)
     for what, count in ((f"T*B*{f'{rows}*' if rows > 1 else ''}H", T * B * rows * H),
