@@ -244,9 +244,10 @@ def pack_weights(cell, w_ih, w_hh, b_ih=None, b_hh=None, *, bias=None):
     """Pack a layer's weights once for many forward calls (PackedWeights).
 
     cell: "rnn", "lstm", "gru" (or "gru_linear_before_reset_false", or a
-    _cells.Cell). w_ih (G*H, D), w_hh (G*H, H), both float32 or both
-    float64; the biases (G*H,) or None (zero): b_ih and b_hh, or for the RNN
-    its one bias, `bias` (or the fourth argument), as rnn_forward takes it.
+    _cells.Cell). w_ih (G*H, D), w_hh (G*H, H), both float32, both float64
+    or both bfloat16; the biases (G*H,) or None (zero): b_ih and b_hh, or for
+    the RNN its one bias, `bias` (or the fourth argument), as rnn_forward
+    takes it.
     The arrays are copied: later changes to them do not reach the pack.
     Packed for the active ISA (get_isa).
 
