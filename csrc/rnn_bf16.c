@@ -10,8 +10,13 @@
  * dot product) would take its place on CPUs that have one; they round h_t to
  * bf16 at every step, which this path never does.
  *
- * The reserve is the float32 driver's own (float32 elements); a pack is the
- * float32 driver's pack of the widened weights, its key naming bf16. */
+ * The reserve is the float32 driver's own (float32 elements), followed by y
+ * as float32 (T*B*H values in y's layout): a gated cell's backward reads
+ * h_{t-1} from y, and the rounded bf16 y would make the weight gradient
+ * dW_hh = sum_t dgates_t h_{t-1}^T carry a rounding per step, an error that
+ * grows with T (the GRU's reached 2e-2 of its scale at T = 50, against 3e-3
+ * from y read unrounded). A pack is the float32 driver's pack of the widened
+ * weights, its key naming bf16. */
 #include <string.h>
 
 #include "problem.h"
@@ -133,7 +138,23 @@ static size_t workspace_bytes(const fusedrnn_problem *p, int backward)
 static int64_t reserve_bytes(const fusedrnn_problem *p)
 {
     fusedrnn_problem q = as_f32(p);
-    return driver_f32.reserve_bytes(&q);
+    int64_t inner = driver_f32.reserve_bytes(&q), bytes;
+    if (inner <= 0)   /* none (the RNN, an empty problem), or an overflow */
+        return inner;
+    if (__builtin_mul_overflow(sizes_of(p).seq_y, (int64_t)sizeof(float), &bytes) ||
+        __builtin_add_overflow(inner, bytes, &bytes))
+        return -1;
+    return bytes;
+}
+
+/* y's float32 rows in a reserve (past the float32 driver's part), where a
+ * pass keeps or reads one and the caller gave it; else NULL. */
+static float *reserve_y(const fusedrnn_problem *p, int backward, const void *reserve)
+{
+    if (!reserve || !uses_reserve(p, backward))
+        return NULL;
+    fusedrnn_problem q = as_f32(p);
+    return (float *)((char *)reserve + driver_f32.reserve_bytes(&q));
 }
 
 /* The copies laid over the caller's workspace, and what is left of it for
@@ -181,11 +202,15 @@ static fusedrnn_status forward_call(const fusedrnn_problem *p, const isa_kernels
     const fusedrnn_problem q = as_f32(p);
     const sizes n = sizes_of(p);
     fusedrnn_inputs in32 = widen_inputs(p, in, &s);
-    fusedrnn_outputs out32 = {s.y, s.h_n, s.c_n, out->reserve};
+    /* a training forward writes y's float32 rows into the reserve, for the backward */
+    float *y32 = reserve_y(p, 0, out->reserve);
+    if (!y32)
+        y32 = s.y;
+    fusedrnn_outputs out32 = {y32, s.h_n, s.c_n, out->reserve};
     st = driver_f32.forward(&q, k, &in32, &out32, rest, rest_bytes);
     if (st != FUSEDRNN_OK)
         return st;
-    narrow(out->y, s.y, n.seq_y);
+    narrow(out->y, y32, n.seq_y);
     narrow(out->h_n, s.h_n, n.state);
     if (s.c_n)
         narrow(out->c_n, s.c_n, n.state);
@@ -205,8 +230,11 @@ static fusedrnn_status backward_call(const fusedrnn_problem *p, const isa_kernel
     const fusedrnn_problem q = as_f32(p);
     const sizes n = sizes_of(p);
     fusedrnn_inputs in32 = widen_inputs(p, in, &s);
+    /* a gated cell's y as its forward computed it, from the reserve; the
+     * RNN's is the bf16 y (it has no reserve), as its act' is taken from */
+    const float *y32 = reserve_y(p, 1, gin->reserve);
     fusedrnn_grad_inputs gin32 = {
-        .y = widen(s.y, gin->y, n.seq_y), .reserve = gin->reserve,
+        .y = y32 ? y32 : widen(s.y, gin->y, n.seq_y), .reserve = gin->reserve,
         .dy = widen(s.dy, gin->dy, n.seq_y), .dh_n = widen(s.dh_n, gin->dh_n, n.state),
         .dc_n = s.dc_n ? widen(s.dc_n, gin->dc_n, n.state) : NULL};
     /* db_hh only when the caller asks for it, as the float32 driver writes it */

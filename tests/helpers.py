@@ -188,22 +188,23 @@ def run(lib, cell, a, d, *, with_reserve=True, **options):
     return {**outputs_of(cell, out), **grads._asdict()}
 
 
-def assert_matches_reference(cell, a, d, dtype, label="", **options):
+def assert_matches_reference(cell, a, d, dtype, label="", tol=None, **options):
     """fusedrnn's forward and backward of `cell` on (a, d), the backward with
     the training forward's reserve, against the reference's: every output
-    and gradient of its type, shape and dtype, within the tolerance. The
+    and gradient of its type, shape and dtype, within `tol` (by default the
+    dtype's tolerance). The
     reference differentiates at fusedrnn's own y: the rnn's backward reads
     y, and relu's derivative at 0 depends on which side of 0 a rounded
     pre-activation fell (the gated cells' reference reads y not at all)."""
     out = forward(fusedrnn, cell, a, training=True, **options)
     expected = outputs_of(cell, forward(reference, cell, a, **options))
     for name, got in outputs_of(cell, out).items():
-        assert_close(got, expected[name], dtype, label + name)
+        assert_close(got, expected[name], dtype, label + name, tol)
     grads = backward(fusedrnn, cell, a, out[0], reserve_of(cell, out), d, **options)
     expected = backward(reference, cell, a, out[0], None, d, **options)
     assert type(grads) is CELLS[cell].grads
     for name in grads._fields:
-        assert_close(getattr(grads, name), getattr(expected, name), dtype, label + name)
+        assert_close(getattr(grads, name), getattr(expected, name), dtype, label + name, tol)
 
 
 def assert_close(actual, expected, dtype, name, tol=None):

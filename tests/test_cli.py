@@ -9,7 +9,8 @@ import sys
 import pytest
 
 import fusedrnn
-from fusedrnn import _cli
+from fusedrnn import _cli, _kernel
+from fusedrnn._checks import BFLOAT16
 
 
 def run_cli(*args):
@@ -18,7 +19,8 @@ def run_cli(*args):
 
 
 CELLS = ("rnn", "lstm", "gru")
-DTYPES = ("float32", "float64")
+# bfloat16 is checked where ml_dtypes is installed (the test extra has it)
+DTYPES = ("float32", "float64") + (("bfloat16",) if BFLOAT16 is not None else ())
 
 
 def table_rows(stdout):
@@ -66,14 +68,52 @@ def test_no_bench_checks_without_timing():
     assert table_rows(result.stdout) == set()
 
 
+def bfloat16_line(stdout):
+    return next(line for line in stdout.splitlines() if line.startswith("bfloat16 "))
+
+
+@pytest.mark.skipif(BFLOAT16 is None, reason="ml_dtypes is not installed")
+def test_the_report_says_how_bfloat16_runs(quick):
+    """Stored as bf16, computed in float32 on every ISA; whether the active
+    ISA has this CPU's bf16 dot product (which the report's ISA, the
+    default, is here too), and its measured peak beside float32's when it
+    does, only where the report times."""
+    dot = _kernel.bf16_dot()
+    expected = (f"bfloat16 stored as bf16, computed in float32; bf16 dot product (AVX512_BF16) "
+                f"under the {fusedrnn.get_isa()} kernels: {'yes, not used yet' if dot else 'no'}")
+    assert bfloat16_line(run_cli("--no-bench").stdout) == expected
+    timed = bfloat16_line(quick.stdout)
+    assert timed.startswith(expected)
+    assert ("GFLOP/s, float32's" in timed) == dot, timed
+
+
+def test_without_ml_dtypes_bfloat16_is_skipped_and_says_why():
+    """ml_dtypes hidden from a child (an import of it fails): the report
+    says bfloat16 is skipped and what to install, and checks the other
+    dtypes, exiting 0."""
+    child = subprocess.run(
+        [sys.executable, "-c", "import sys\nsys.modules['ml_dtypes'] = None\n"
+         "from fusedrnn import _cli\nsys.exit(_cli.main(['--no-bench']))"],
+        capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr
+    assert bfloat16_line(child.stdout) == (
+        "bfloat16 skipped, not checked: bfloat16 needs the ml_dtypes package "
+        "(pip install ml_dtypes, or fusedrnn[bfloat16])")
+    assert check_verdicts(child.stdout) == {(cell, dtype): "PASS" for cell in CELLS
+                                            for dtype in ("float32", "float64")}
+
+
 def make_wrong(monkeypatch, function, index, error):
-    """fusedrnn.`function` with its result's element `index` off by `error`."""
+    """fusedrnn.`function` with its result's element `index` off by `error`;
+    a bfloat16 result by 100 times that, which stays above its tolerance
+    (1e-2 against float32's 2e-4) and its rounding (2^-8 relative)."""
     right = getattr(fusedrnn, function)
 
     def wrong(*args, **kwargs):
         result = right(*args, **kwargs)
         parts = list(result)
-        parts[index] = parts[index] + error
+        wide = parts[index].dtype.itemsize > 2
+        parts[index] = parts[index] + (error if wide else 100 * error)
         return type(result)(*parts) if hasattr(result, "_fields") else tuple(parts)
 
     monkeypatch.setattr(fusedrnn, function, wrong)
@@ -92,7 +132,7 @@ WRONG = [("rnn", "rnn_forward", 1),  # h_n
 @pytest.mark.parametrize("cell, function, index", WRONG)
 def test_wrong_kernel_fails(monkeypatch, capsys, cell, function, index, error):
     """An output or gradient of one cell off by `error` must FAIL that cell
-    for both dtypes, and only that cell, and exit 1."""
+    for every dtype, and only that cell, and exit 1."""
     make_wrong(monkeypatch, function, index, error)
     assert _cli.main(["--no-bench"]) == 1
     assert check_verdicts(capsys.readouterr().out) == verdicts(failing=cell)

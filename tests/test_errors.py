@@ -436,35 +436,35 @@ SIZE = reserve_size("lstm")
 
 
 @case(ValueError, esc(f"reserve: expected shape ({SIZE},), from the training forward of this "
-                      f"LSTM (T=3, B=2, D=4, H=5), got ({SIZE - 1},)"))
+                      f"float64 LSTM (T=3, B=2, D=4, H=5), got ({SIZE - 1},)"))
 def reserve_one_short():
     a, out = lstm_reserve()
     bwd("lstm", a, out.y, out.reserve[:-1])
 
 
 @case(ValueError, esc(f"reserve: expected shape ({SIZE},), from the training forward of this "
-                      f"LSTM (T=3, B=2, D=4, H=5), got ({SIZE + 1},)"))
+                      f"float64 LSTM (T=3, B=2, D=4, H=5), got ({SIZE + 1},)"))
 def reserve_one_long():
     a, out = lstm_reserve()
     bwd("lstm", a, out.y, np.append(out.reserve, 0.0))
 
 
 @case(ValueError, esc(f"reserve: expected shape ({SIZE},), from the training forward of this "
-                      f"LSTM (T=3, B=2, D=4, H=5), got (0,)"))
+                      f"float64 LSTM (T=3, B=2, D=4, H=5), got (0,)"))
 def reserve_empty():
     a, out = lstm_reserve()
     bwd("lstm", a, out.y, np.empty(0))
 
 
 @case(ValueError, esc(f"reserve: expected shape ({SIZE},), from the training forward of this "
-                      f"LSTM (T=3, B=2, D=4, H=5), got (1, {SIZE})"))
+                      f"float64 LSTM (T=3, B=2, D=4, H=5), got (1, {SIZE})"))
 def reserve_two_dimensional():
     a, out = lstm_reserve()
     bwd("lstm", a, out.y, out.reserve[None])
 
 
 @case(ValueError, esc("reserve: expected shape (") + r"\d+" +
-      esc(",), from the training forward of this LSTM (T=3, B=2, D=4, H=5), got (") + r"\d+,\)")
+      esc(",), from the training forward of this float64 LSTM (T=3, B=2, D=4, H=5), got (") + r"\d+,\)")
 def reserve_of_a_smaller_problem():
     a, out = lstm_reserve()
     small = fwd("lstm", arrays("lstm", T=2), training=True)
@@ -472,7 +472,7 @@ def reserve_of_a_smaller_problem():
 
 
 @case(ValueError, esc(f"reserve: expected shape ({reserve_size('gru')},), from the training "
-                      f"forward of this GRU (T=3, B=2, D=4, H=5), got ({SIZE},)"))
+                      f"forward of this float64 GRU (T=3, B=2, D=4, H=5), got ({SIZE},)"))
 def lstm_reserve_to_gru_backward():
     _, out = lstm_reserve()
     a = arrays("gru")

@@ -394,11 +394,13 @@ def test_reserve_copied_elsewhere(cell, dtype):
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_reserve_size_is_its_shape_from_sizes_alone(cell):
     """The kernel's reserve is exactly T*B*reserve_rows*H elements (none for
-    the RNN): the size Problem computes without asking the kernel, and the
-    shape the torch ops' fake implementations give it."""
+    the RNN; bfloat16: a row more of float32 values, y's, two elements each):
+    the size Problem computes without asking the kernel, and the shape the
+    torch ops' fake implementations give it."""
     from fusedrnn import _cells, _engine
+    from fusedrnn._checks import FLOATS
     for T, B, D, H in itertools.product([0, 1, 3, 100], [0, 1, 7, 64], [1, 5], [0, 1, 13, 129]):
-        for dtype in (np.float32, np.float64):
+        for dtype in FLOATS:
             p = _engine.Problem(_cells.CELLS[cell], dtype, T, B, D, H, training=True)
             assert p.reserve_size() == int(np.prod(p.reserve_shape())), (T, B, D, H, dtype)
             assert fusedrnn._kernel.reserve_size(p) == p.reserve_size(), (T, B, D, H, dtype)

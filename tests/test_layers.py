@@ -88,11 +88,17 @@ def cell_inputs(cell, params, k, sfx, layer_input, states0):
     return a
 
 
+def exact(a):
+    return a
+
+
 def reference_forward(cell, params, x, states0, lengths, num_layers, bidirectional,
-                      batch_first, **options):
+                      batch_first, stored=exact, **options):
     """(y, the final states {name: stacked}, every call's (inputs, result))
     from the reference's forward, in float64; states0: a list of stacked
-    initial states, or None."""
+    initial states, or None. stored: what a layer in a dtype narrower than
+    its arithmetic (bfloat16) does to the y one call hands on, the next
+    layer's input: rounds it to that dtype."""
     dirs = len(suffixes(bidirectional))
     options = dict(options, lengths=lengths, batch_first=batch_first)
     calls, finals, layer_input = [], [], x
@@ -105,7 +111,7 @@ def reference_forward(cell, params, x, states0, lengths, num_layers, bidirection
                             else [s[i] for s in states0])
             out = forward(reference, cell, a, training=True, reverse=d == 1, **options)
             calls.append((a, out))
-            ys.append(out[0])
+            ys.append(stored(out[0]))
             finals.append(outputs_of(cell, out))
         layer_input = np.concatenate(ys, axis=2)
     return layer_input, {name: np.stack([f[name] for f in finals])
@@ -113,10 +119,13 @@ def reference_forward(cell, params, x, states0, lengths, num_layers, bidirection
 
 
 def reference_backward(cell, calls, dy, d_states, num_layers, bidirectional, lengths,
-                       batch_first, **options):
+                       batch_first, stored=exact, **options):
     """(dx, the initial states' gradients {name: stacked}, every parameter's
     gradient by name) from the reference's backward for reference_forward's
-    calls; d_states: a list of stacked final states' gradients, or None."""
+    calls; d_states: a list of stacked final states' gradients, or None.
+    stored: as for reference_forward, here applied to the y the rnn's
+    backward differentiates at (the kernel's, stored), to each direction's
+    dx and to their sum, the gradient one layer hands the one below."""
     spec = CELLS[cell]
     dirs = len(suffixes(bidirectional))
     options = dict(options, lengths=lengths, batch_first=batch_first)
@@ -129,10 +138,10 @@ def reference_backward(cell, calls, dy, d_states, num_layers, bidirectional, len
             a, out = calls[i]
             d_finals = {} if d_states is None else \
                 {name: v[i] for name, v in zip(spec.d_states, d_states)}
-            g = backward(reference, cell, a, out[0], reserve_of(cell, out),
+            g = backward(reference, cell, a, stored(out[0]), reserve_of(cell, out),
                          {"dy": d_output[:, :, d * H:(d + 1) * H], **d_finals},
                          reverse=d == 1, **options)
-            d_input = d_input + g.dx
+            d_input = stored(d_input + stored(g.dx))
             d_initial[i] = [getattr(g, "d" + s) for s in spec.states]
             grads[f"weight_ih_l{k}{sfx}"] = g.dw_ih
             grads[f"weight_hh_l{k}{sfx}"] = g.dw_hh

@@ -172,7 +172,8 @@ typedef struct {
     int has_c;              /* a cell state c beside h: c0, c_n, dc_n, dc0 are used */
     int has_act;            /* reads fusedrnn_problem.act (the RNN's nonlinearity) */
     int reserve_rows;       /* the reserve per (t, b) row, in rows of H elements:
-                               0 (the cell needs none) or G + 1 */
+                               0 (the cell needs none) or G + 1 (bf16: one more,
+                               y's float32 row) */
     int bias_grads_differ;  /* db_ih and db_hh differ (else they are equal) */
 } fusedrnn_cell_info;
 
@@ -185,8 +186,9 @@ const fusedrnn_cell_info *fusedrnn_cell_describe(fusedrnn_cell cell);
 /* Sizes in bytes, 0 on an invalid problem or when the size overflows; the
  * RNN's reserve is 0 (it has none), and so is an empty problem's (T, B or H
  * 0). A gated cell's reserve is exactly T*B*(G+1)*H elements of its dtype
- * (the gates, then c or W_hn h + b_hn; float32 elements for bf16) and needs
- * no alignment beyond the element's. A gated cell's inference forward keeps one chunk of steps'
+ * (the gates, then c or W_hn h + b_hn); a bf16 call's is T*B*(G+2)*H float32
+ * elements, y's float32 rows last, which its backward reads in place of the
+ * rounded y. It needs no alignment beyond the element's. A gated cell's inference forward keeps one chunk of steps'
  * gates in its workspace, (1024 + B) x G*H elements at most, where training
  * writes all of them to the reserve. */
 size_t fusedrnn_forward_workspace(const fusedrnn_problem *p);

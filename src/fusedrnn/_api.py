@@ -70,7 +70,7 @@ def _check_sizes(problem):
     array's size."""
     # a bfloat16 call's reserve holds float32 values: counted at 4 bytes, all of it
     T, B, H, itemsize = problem.T, problem.B, problem.H, max(problem.dtype.itemsize, 4)
-    rows = problem.cell.reserve_rows or 1   # per (t, b): y's one row, or the reserve's
+    rows = problem.reserve_rows() or 1   # per (t, b): y's one row, or the reserve's
     if (T * B * rows * H + B * H) * itemsize <= _MAX_BYTES:
         return   # the common case, without building the messages (a visible cost at batch 1)
     for what, count in ((f"T*B*{f'{rows}*' if rows > 1 else ''}H", T * B * rows * H),
@@ -244,9 +244,10 @@ def pack_weights(cell, w_ih, w_hh, b_ih=None, b_hh=None, *, bias=None):
     """Pack a layer's weights once for many forward calls (PackedWeights).
 
     cell: "rnn", "lstm", "gru" (or "gru_linear_before_reset_false", or a
-    _cells.Cell). w_ih (G*H, D), w_hh (G*H, H), both float32 or both
-    float64; the biases (G*H,) or None (zero): b_ih and b_hh, or for the RNN
-    its one bias, `bias` (or the fourth argument), as rnn_forward takes it.
+    _cells.Cell). w_ih (G*H, D), w_hh (G*H, H), both float32, both float64
+    or both bfloat16; the biases (G*H,) or None (zero): b_ih and b_hh, or for
+    the RNN its one bias, `bias` (or the fourth argument), as rnn_forward
+    takes it.
     The arrays are copied: later changes to them do not reach the pack.
     Packed for the active ISA (get_isa).
 
@@ -365,7 +366,8 @@ def _check_reserve(reserve, problem, inputs):
     header = _reserve_header(problem, inputs)
     if reserve.shape != (size,):
         raise ValueError(f"reserve: expected shape ({size},), from the training forward of this "
-                         f"{problem.cell.name} (T={problem.T}, B={problem.B}, D={problem.D}, "
+                         f"{problem.dtype} {problem.cell.name} (T={problem.T}, B={problem.B}, "
+                         f"D={problem.D}, "
                          f"H={problem.H}), got {reserve.shape}")
     got = np.ascontiguousarray(reserve[:n]).view(np.int64)
     if not np.array_equal(got, header):

@@ -16,7 +16,7 @@ except ImportError:
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64)) + ((BFLOAT16,) if BFLOAT16 else ())
 _FLOAT_NAMES = "float32, float64 or bfloat16"
-_NO_BFLOAT16 = "bfloat16 needs the ml_dtypes package (pip install ml_dtypes, or fusedrnn[bfloat16])"
+NO_BFLOAT16 = "bfloat16 needs the ml_dtypes package (pip install ml_dtypes, or fusedrnn[bfloat16])"
 ACTIVATIONS = _kernel.ACTIVATIONS
 
 # The kernel takes a thread count as a C int (and uses at most 64).
@@ -27,7 +27,7 @@ def float_dtype(dtype):
     """`dtype` as a NumPy dtype, float32, float64 or bfloat16 (also by its name)."""
     if isinstance(dtype, str) and dtype == "bfloat16":
         if BFLOAT16 is None:
-            raise TypeError(f"dtype: {_NO_BFLOAT16}")
+            raise TypeError(f"dtype: {NO_BFLOAT16}")
         return BFLOAT16
     try:
         dtype = np.dtype(dtype)
@@ -36,6 +36,29 @@ def float_dtype(dtype):
     if dtype not in FLOATS:
         raise TypeError(f"dtype: expected {_FLOAT_NAMES}, got {dtype}")
     return dtype
+
+
+def is_bfloat16(dtype):
+    """Whether `dtype` (a NumPy dtype) is bfloat16. Not `dtype == BFLOAT16`
+    alone: without ml_dtypes that is `dtype == None`, which NumPy reads as
+    float64."""
+    return BFLOAT16 is not None and dtype == BFLOAT16
+
+
+def is_real(dtype):
+    """A real-valued dtype (a float, bfloat16 included, or an integer): what a
+    value that is not an argument of the kernel (a target, a state dict's
+    entry, probabilities) may be. bfloat16's kind is "V", not "f"."""
+    return dtype.kind in "fiu" or is_bfloat16(dtype)
+
+
+def compute_dtype(dtype):
+    """The dtype NumPy arithmetic on arrays of a float `dtype` runs in outside
+    the kernel (the network's output layer and loss): float32 for bfloat16,
+    as the kernel computes it, since each of NumPy's bfloat16 operations
+    rounds to 8 significant bits (a sum of many terms drops every one below
+    about 2^-8 of the running total); otherwise the dtype itself."""
+    return np.dtype(np.float32) if is_bfloat16(dtype) else dtype
 
 
 def as_array(name, a):

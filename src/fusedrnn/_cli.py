@@ -18,7 +18,8 @@ import numpy as np
 
 import fusedrnn  # the public namespace is what is checked and reported
 
-from . import _bench_steps, _blas, _inloop, _peers, reference
+from . import _bench_steps, _blas, _inloop, _kernel, _peers, reference
+from ._checks import BFLOAT16, NO_BFLOAT16
 from ._tolerances import TOLERANCE, scaled_errors
 from ._bench import CELLS, DROP_INS, FULL, MODES, OUTSIDE, PEERS, QUICK, RIVALS, SEQUENCES, \
     SHAPES, baseline, disagreements, flops, median_seconds, num_threads, problem
@@ -174,6 +175,7 @@ def _report(args):
     print(f"fusedrnn {fusedrnn.__version__}")
     print(f"ISA      {fusedrnn.get_isa()} (available: {', '.join(fusedrnn.available_isas())})")
     print(f"threads  {fusedrnn.get_num_threads()}")
+    print(f"bfloat16 {_bfloat16_path(measure=not args.no_bench)}")
     print()
     with _blas.serial():   # the reference, before fusedrnn's timed runs
         checked = _check()
@@ -188,11 +190,28 @@ def _report(args):
     return 0
 
 
+def _bfloat16_path(measure):
+    """How bfloat16 calls run here: stored as bf16, computed in float32 (the
+    one path of every ISA today), and whether the active ISA has a bf16 dot
+    product on this CPU, which they do not use yet; with `measure`, its peak
+    (peak_gflops("bfloat16")) beside float32's. Without ml_dtypes, why bf16
+    is not checked."""
+    if BFLOAT16 is None:
+        return f"skipped, not checked: {NO_BFLOAT16}"
+    dot = _kernel.bf16_dot()
+    line = (f"stored as bf16, computed in float32; bf16 dot product (AVX512_BF16) under the "
+            f"{fusedrnn.get_isa()} kernels: {'yes, not used yet' if dot else 'no'}")
+    if measure and dot:
+        line += (f" (one thread's peak {fusedrnn.peak_gflops('bfloat16'):.1f} GFLOP/s, "
+                 f"float32's {fusedrnn.peak_gflops(np.float32):.1f})")
+    return line
+
+
 # --- check ------------------------------------------------------------------
 
 def _check():
-    """Compare every cell's kernel with the reference for both dtypes; True
-    if all pass."""
+    """Compare every cell's kernel with the reference for every dtype (bfloat16
+    where ml_dtypes is installed); True if all pass."""
     T, B, D, H = CHECK_SHAPE
     print(f"check against fusedrnn.reference: T={T} B={B} D={D} H={H}, "
           f"lengths {list(CHECK_LENGTHS)}; rnn with {', '.join(NONLINEARITIES)}; "

@@ -97,14 +97,22 @@ class Problem:
         """x's shape for n = D, y's for n = H: [T,B,n], or [B,T,n] with batch_first."""
         return (self.B, self.T, n) if self.batch_first else (self.T, self.B, n)
 
+    def reserve_rows(self):
+        """The kernel's reserve per (t, b), in rows of H values of
+        reserve_dtype (fusedrnn.h): a cell's reserve_rows, its gates and a state
+        (0 for a cell that keeps none); a bfloat16 call keeps y's float32
+        row too, which its backward reads in place of the rounded y."""
+        rows = self.cell.reserve_rows
+        return rows + 1 if rows and self.dtype.itemsize == 2 else rows
+
     def reserve_shape(self):
-        """The kernel's reserve of a cell that keeps one (fusedrnn.h): per
-        (t, b), its gates and a state, reserve_rows rows of H."""
-        return (self.T, self.B, self.cell.reserve_rows * self.H)
+        """The kernel's reserve of a cell that keeps one: reserve_rows()
+        rows of H values of reserve_dtype per (t, b)."""
+        return (self.T, self.B, self.reserve_rows() * self.H)
 
     def reserve_size(self):
         """The reserve's size in elements of reserve_dtype: the product of its shape."""
-        return self.T * self.B * self.cell.reserve_rows * self.H
+        return self.T * self.B * self.reserve_rows() * self.H
 
     @property
     def reserve_dtype(self):

@@ -24,9 +24,10 @@ TOLERANCE = {
     np.dtype(np.float64): 1e-10,
 }
 # bfloat16 results are the float32 kernels' on the same (bf16) inputs, rounded
-# once to bf16 (2^-9 relative, 2e-3), and the RNN's backward takes its
-# derivative from the rounded y: against the float64 reference on the same bf16
-# inputs, 1e-2 leaves room for both (docs/design.md, "bfloat16").
+# once to bf16 (8 significant bits: at most 2^-8 relative, 3.9e-3), and the
+# RNN's backward takes its derivative from the rounded y: against the float64
+# reference on the same bf16 inputs, 1e-2 leaves room for both (docs/design.md,
+# "bfloat16"). The gated cells' backwards read y unrounded, from the reserve.
 if BFLOAT16 is not None:
     TOLERANCE[BFLOAT16] = 1e-2
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ._api import (gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_backward,
                    rnn_forward)
-from ._checks import activation, as_array, flag, float_dtype, positive_int
+from ._checks import activation, as_array, flag, float_dtype, is_real, positive_int
 
 
 def _array(name, a, shape, dtype):
@@ -65,7 +65,7 @@ class _Parameters:
             raise ValueError(f"state_dict: missing keys {missing}, unexpected keys {unexpected}")
         values = {name: as_array(name, value) for name, value in state_dict.items()}
         for name, p in self.params.items():  # check all before changing any
-            if values[name].dtype.kind not in "fiu":
+            if not is_real(values[name].dtype):
                 raise TypeError(f"{name}: expected a real-valued array, got dtype "
                                 f"{values[name].dtype}")
             if values[name].shape != p.shape:
@@ -113,7 +113,7 @@ class _Layers(_Parameters):
         bound = 1.0 / np.sqrt(self.hidden_size)
         rng = np.random.default_rng(seed)
         # Drawn in float64 and rounded, so that a seed gives the same numbers
-        # (to the dtype's precision) in float32 and float64.
+        # (to the dtype's precision) in every dtype.
         self.params = {}
         for name, shape in self._parameter_shapes():
             self.params[name] = rng.uniform(-bound, bound, shape).astype(self.dtype)

@@ -15,7 +15,7 @@ through the log of a rounded probability.
 import numpy as np
 
 from . import _blas
-from ._checks import positive_int
+from ._checks import compute_dtype, is_real, positive_int
 from .layers import LAYERS, _array, _Parameters
 
 
@@ -146,6 +146,9 @@ class ElmanRNN(_Parameters):
         self.loss_name = LOSSES[output_activation]
         self.ignore_index = int(ignore_index)
         self.dtype = self.rnn.dtype
+        # The output layer and the loss run in float32 for a bfloat16 network,
+        # as the kernel does, and round what they return once.
+        self._compute = compute_dtype(self.dtype)
         self.batch_first = self.rnn.batch_first
 
         features = self.rnn.hidden_size * self.rnn.num_directions
@@ -172,10 +175,11 @@ class ElmanRNN(_Parameters):
         Past a sequence's length h_t is zero, so y_t there is O(b_y); the
         losses leave those positions out."""
         h, h_n = self.rnn.forward(x, h0, lengths, resets)
+        h = h.astype(self._compute, copy=False)
         # backward needs W_hy as it is now; params may change in place before
         # it (an optimiser step, load_state_dict): keep a copy, as the RNN
         # keeps its weights. b_y is not needed: z, kept below, holds it.
-        w_hy = self.params["weight_hy"].copy()
+        w_hy = self.params["weight_hy"].astype(self._compute)
         rows = h.reshape(-1, h.shape[-1])  # [T*B, dirs*H]: one GEMM for every step
         with _blas.serial():   # none of BLAS's threads left spinning on the kernel's cores
             z = rows @ w_hy.T
@@ -183,10 +187,11 @@ class ElmanRNN(_Parameters):
             z += self.params["bias_hy"]
         z = z.reshape(h.shape[:2] + (self.output_size,))
         y = OUTPUT_ACTIVATIONS[self.output_activation][0](z)
-        # y goes to the caller, who may change it: loss and backward read a copy.
-        self._cache = (h, z, y.copy(), self._valid(h.shape[:2], lengths), w_hy)
+        # y goes to the caller (a copy, in the network's dtype), who may
+        # change it: loss and backward read this one.
+        self._cache = (h, z, y, self._valid(h.shape[:2], lengths), w_hy)
         self._dz = None
-        return y, h_n
+        return y.astype(self.dtype), h_n
 
     def _valid(self, seq_shape, lengths):
         """Boolean [T, B] (or [B, T]): the positions before each sequence's end."""
@@ -224,7 +229,7 @@ class ElmanRNN(_Parameters):
                                  f"{counted.min()} to {counted.max()}")
             target = np.where(valid, target, 0)
         else:
-            if target.dtype.kind not in "fiu":
+            if not is_real(target.dtype):
                 raise TypeError(f"target: expected a real-valued array, got dtype {target.dtype}")
             if target.shape != y.shape:
                 raise ValueError(f"target: expected shape {y.shape}, got {target.shape}")
@@ -234,7 +239,7 @@ class ElmanRNN(_Parameters):
             if self.loss_name == "bce" and not np.all((counted >= 0) & (counted <= 1)):
                 raise ValueError("target: expected values in [0, 1] for binary cross-entropy, "
                                  f"got values from {counted.min()} to {counted.max()}")
-            target = np.where(valid[..., None], target, 0).astype(self.dtype)
+            target = np.where(valid[..., None], target, 0).astype(self._compute)
         value, grad = _LOSS_FUNCTIONS[self.loss_name](z, y, target, valid)
         # The fused pairs give dL/dz directly; mse's dL/dy still goes through O.
         self._dz = (OUTPUT_ACTIVATIONS[self.output_activation][1](y, grad)
@@ -262,14 +267,15 @@ class ElmanRNN(_Parameters):
                                    "forward); its gradient is the one propagated")
             dz = self._dz
         else:
-            dz = OUTPUT_ACTIVATIONS[self.output_activation][1](y, _array("dy", dy, y.shape,
-                                                                         self.dtype))
+            dy = _array("dy", dy, y.shape, self.dtype).astype(self._compute, copy=False)
+            dz = OUTPUT_ACTIVATIONS[self.output_activation][1](y, dy)
         dz_rows = dz.reshape(-1, self.output_size)  # [T*B, O]
         with _blas.serial():
             grads = {"weight_hy": dz_rows.T @ h.reshape(-1, h.shape[-1])}
             dh = (dz_rows @ w_hy).reshape(h.shape)
         if self.rnn.bias:
             grads["bias_hy"] = dz_rows.sum(axis=0)
-        dx, dh0 = self.rnn.backward(dh, dh_n)
+        grads = {k: g.astype(self.dtype, copy=False) for k, g in grads.items()}
+        dx, dh0 = self.rnn.backward(dh.astype(self.dtype, copy=False), dh_n)
         self.grads = {**self.rnn.grads, **grads}
         return dx, dh0

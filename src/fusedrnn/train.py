@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from ._checks import as_array, positive_int
+from ._checks import as_array, is_real, positive_int
 
 
 def _number(name, value, expected, ok):
@@ -160,7 +160,7 @@ def sample(probs, temperature=1.0, rng=None):
     """
     temperature = _positive("temperature", temperature)
     probs = as_array("probs", probs)
-    if probs.dtype.kind not in "fiu":
+    if not is_real(probs.dtype):
         raise TypeError(f"probs: expected a real-valued array, got dtype {probs.dtype}")
     probs = probs.astype(np.float64)
     if probs.ndim < 1 or probs.shape[-1] == 0:

@@ -338,7 +338,7 @@ static void naive_backward(const fusedrnn_problem *p, const fusedrnn_inputs *in,
 static void compare(const fusedrnn_problem *p, const char *what, const char *name,
                     const void *actual, const double *expected, int64_t n)
 {
-    /* bf16: one rounding of the float32 result (2^-9 relative), and of y, which
+    /* bf16: one rounding of the float32 result (2^-8 relative), and of y, which
      * the RNN's backward takes its derivative from */
     double tol = p->dtype == FUSEDRNN_F32 ? 2e-4 : p->dtype == FUSEDRNN_F64 ? 1e-10 : 1e-2;
     double sq = 0;
