@@ -640,6 +640,39 @@ def test_traced_under_no_grad_then_trained_fails_loudly(module):
         output.sum().backward()
 
 
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("module", MODULES)
+def test_exported_program_holds_the_operators(module, packed):
+    """torch.export.export (outside an ONNX export) records fusedrnn's
+    operators, one per layer and direction, and the program computes what
+    eager does on another input: padded, and packed (a PackedSequence whose
+    sizes the drop-in reads from shapes, not data)."""
+    model = getattr(ftorch, module)(D, H, num_layers=2, bidirectional=True,
+                                    dtype=torch.float64).eval()
+    example, other = data((T, B, D), seed=0), data((T, B, D), seed=1)
+    if packed:
+        def pack(x):
+            return pack_padded_sequence(x, torch.tensor([2, 5, 3]), enforce_sorted=False)
+        example, other = pack(example), pack(other)
+    program = torch.export.export(model, (example,))
+    layer = getattr(torch.ops.fusedrnn, f"{CELL_OF[module]}_layer").default
+    assert [node.target for node in program.graph.nodes].count(layer) == 4
+    got, want = program.module()(other), model(other)
+    for g, w in zip([got[0].data if packed else got[0], *states_of(got[1])],
+                    [want[0].data if packed else want[0], *states_of(want[1])]):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+def test_packed_sequence_refuses_inconsistent_batch_sizes():
+    """A PackedSequence whose batch_sizes do not count its rows."""
+    packed = pack_padded_sequence(data((T, B, D)), torch.tensor([2, 5, 3]),
+                                  enforce_sorted=False)
+    broken = packed._replace(data=packed.data[:-1])
+    with pytest.raises(RuntimeError, match="batch_sizes of a PackedSequence must sum to its "
+                                           "data's length"):
+        ftorch.GRU(D, H, dtype=torch.float64)(broken)
+
+
 def test_import_fusedrnn_does_not_import_torch():
     code = "import sys, fusedrnn; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -49,3 +49,10 @@ CELLS = {cell.key: cell for cell in (
 # gate first is gru_forward's linear_before_reset=False.
 RNN, LSTM, GRU = CELLS["rnn"], CELLS["lstm"], CELLS["gru"]
 GRU_RESET_FIRST = CELLS["gru_linear_before_reset_false"]
+
+# torch's cells as ONNX's operators (the RNN, LSTM and GRU nodes; the GRU with
+# linear_before_reset=1, torch's maths), each with torch's gate blocks in
+# ONNX's order: LSTM i, o, f, c where torch has i, f, g, o; GRU z, r, h where
+# torch has r, z, n. fusedrnn.torch's ONNX export and the bench's ONNX Runtime
+# peer write their nodes with it.
+ONNX_OPERATORS = {"rnn": ("RNN", (0,)), "lstm": ("LSTM", (0, 3, 1, 2)), "gru": ("GRU", (1, 0, 2))}

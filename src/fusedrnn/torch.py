@@ -538,6 +538,15 @@ def _define(cell, signature, forward_schema, backward_schema):
         return signature.results(_forward(problem, inputs, True))
 
     def forward_fake(*args):
+        if torch.onnx.is_in_onnx_export():
+            # Reached only by the torch.export-based ONNX exporter's second
+            # try, a strict (Dynamo) capture after the first failed: Dynamo
+            # reads is_in_onnx_export() as False, so the drop-ins trace their
+            # operators rather than ONNX's nodes (_onnx_call). Failing here
+            # leaves the exporter to report the first capture's error.
+            raise RuntimeError(f"fusedrnn.torch: fusedrnn::{name} has no ONNX translation; "
+                               f"in an ONNX export the drop-ins write ONNX's nodes, which "
+                               f"torch.export's strict mode does not let them see")
         problem, inputs = signature.problem(cell, args)
         return signature.results(_empty(inputs.x, problem.output_shapes()))
 
@@ -643,6 +652,107 @@ def _autocast(cell, step, tensors, packs=None):
     return lower(states) + (kept if kept is not None else lower(weights))
 
 
+# --- ONNX export ------------------------------------------------------------
+# torch.onnx.export translates torch.nn's RNN, LSTM and GRU into ONNX's RNN,
+# LSTM and GRU nodes, but knows nothing of fusedrnn's operators. Each of its
+# two exporters sets the flag of torch.onnx.is_in_onnx_export() for the whole
+# export, so that while one runs, and only then, the drop-ins give it what it
+# can translate; nothing is registered with torch, and no setting changes.
+#
+# - The TorchScript-based exporter (dynamo=False) traces with torch.jit: the
+#   modules and cells run torch.nn's own forward (_torchscript_export), the
+#   same maths, which that exporter turns into standard nodes as it does for
+#   torch.nn. Only that way does a model's pack_padded_sequence ...
+#   pad_packed_sequence become sequence_lens: the exporter rewrites the
+#   aten::lstm (gru, rnn_tanh, rnn_relu) it finds after a pack, and would see
+#   fusedrnn's own handling of a PackedSequence (index operations on the
+#   packed rows) as operations on the padded tensor it substitutes for them.
+# - The torch.export-based exporter (dynamo=True) runs the drop-ins on fake
+#   tensors: each kernel call, a layer in one direction or a cell's step,
+#   becomes the ONNX node itself (_onnx_call), through torch.onnx.ops, which
+#   that exporter writes out as it is. torch.nn's forward would not do there:
+#   torch.export decomposes torch.nn.RNN into one product per step, and no
+#   PackedSequence of torch.nn's reaches ONNX (torch.nn reads its batch size
+#   from the data, which torch.export refuses).
+
+# The ONNX RNN node's activations by fusedrnn's names.
+_ONNX_ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu", "sigmoid": "Sigmoid"}
+
+_ONNX_RESETS = ("fusedrnn.torch: resets= cannot be exported to ONNX: the RNN, LSTM and GRU "
+                "nodes have no restart within a sequence. Export the model without it, "
+                "or give each piece between restarts as a sequence of its own")
+
+
+def _torchscript_export():
+    """Whether torch.onnx.export's TorchScript-based exporter is tracing the
+    call (see "ONNX export" above): then the modules run torch.nn's forward.
+    Tracing is asked first, so that plain eager calls pay one cheap check."""
+    return torch.jit.is_tracing() and torch.onnx.is_in_onnx_export()
+
+
+def _onnx_call(cell, signature, tensors, sequence, options):
+    """_call's results, (y, h_n, c_n) or a step's (h, None, c), as ONNX's node
+    for torch.onnx.export(dynamo=True): a step is a sequence of one."""
+    if torch.jit.is_tracing():
+        # Only the modules export through the TorchScript-based exporter.
+        raise RuntimeError(f"fusedrnn.torch.{cell.key}_{signature.name} exports to ONNX with "
+                           f"torch.onnx.export(..., dynamo=True); with dynamo=False only the "
+                           f"modules (RNN, LSTM, GRU and the cells) do")
+    # The operators' checks, which the node is written without.
+    _check_layer(cell, Inputs(*tensors, *sequence), *signature.sequence(options), False,
+                 step=signature.step)
+    x, h0, c0, *weights = tensors
+    if signature.step:
+        _, h, c = _onnx_node(cell, x.unsqueeze(0), h0, c0, weights, None, options[0], False)
+        return h, None, c
+    lengths, resets = sequence
+    if resets is not None:
+        raise RuntimeError(_ONNX_RESETS)
+    nonlinearity, reverse, batch_first = options
+    # ONNX Runtime runs these nodes on time-major sequences only (layout=0).
+    if batch_first:
+        x = x.transpose(0, 1)
+    y, h_n, c_n = _onnx_node(cell, x, h0, c0, weights, lengths, nonlinearity, reverse)
+    return (y.transpose(0, 1) if batch_first else y), h_n, c_n
+
+
+def _onnx_node(cell, x, h0, c0, weights, lengths, nonlinearity, reverse):
+    """(y [T,B,H], h_n [B,H], c_n or None) of one layer in one direction over
+    x [T,B,D], as the one ONNX node of the cell (_cells.ONNX_OPERATORS): the
+    weights (w_ih, w_hh, b_ih, b_hh) in ONNX's gate order, the two biases in
+    one, lengths as sequence_lens."""
+    from torch.onnx.ops import symbolic_multi_out   # imported by the export alone
+
+    w_ih, w_hh, b_ih, b_hh = weights
+    operator, order = _cells.ONNX_OPERATORS[cell.key]
+    H = w_hh.shape[1]
+
+    def onnx_gates(w):
+        """[G*H, ...] in torch's gate order -> [1, G*H, ...] in ONNX's."""
+        return torch.cat([w[g * H:(g + 1) * H] for g in order]).unsqueeze(0)
+
+    bias = None
+    if b_ih is not None or b_hh is not None:   # ONNX's B: the input side's, then the recurrent's
+        bias = torch.cat([onnx_gates(w_hh.new_zeros(w_hh.shape[0]) if b is None else b)
+                          for b in (b_ih, b_hh)], 1)
+    attributes = {"hidden_size": H, "direction": "reverse" if reverse else "forward"}
+    if cell.has_act:
+        attributes["activations"] = [_ONNX_ACTIVATIONS[nonlinearity]]
+    if cell is _cells.GRU:
+        attributes["linear_before_reset"] = 1   # torch's b_hn inside the reset product
+    states = (h0, c0) if cell.has_c else (h0,)
+    T, B = x.shape[0], x.shape[1]
+    results = symbolic_multi_out(
+        operator,
+        [x, onnx_gates(w_ih), onnx_gates(w_hh), bias,
+         None if lengths is None else lengths.to(torch.int32),
+         *(None if s is None else s.unsqueeze(0) for s in states)],
+        attributes, dtypes=[x.dtype] * (1 + len(states)),
+        shapes=[(T, 1, B, H)] + [(1, B, H)] * len(states))
+    y, h_n = results[0].squeeze(1), results[1].squeeze(0)
+    return y, h_n, results[2].squeeze(0) if cell.has_c else None
+
+
 def _call(cell, signature, tensors, sequence, options, packs=None):
     """(y, h_n, c_n) of one call: in eager mode the kernel from a _Fused node
     (or none when nothing wants a gradient), else the operator. `tensors`:
@@ -651,6 +761,8 @@ def _call(cell, signature, tensors, sequence, options, packs=None):
     (module, index) of a module that keeps its weights packed (_Packs)."""
     x = tensors[0]
     if not _eager(x):   # the operators' autocast kernels cast as below
+        if torch.onnx.is_in_onnx_export():
+            return _onnx_call(cell, signature, tensors, sequence, options)
         ops = _OPS if signature is _LAYER_SIGNATURE else _CELL_OPS
         results = ops[cell.key](*tensors, *sequence, *options, _wants_grad(tensors))
         return (results[0], None, results[1]) if signature.step else results[:3]
@@ -841,7 +953,10 @@ class _DropIn(_Packs):
 
     _cell = None   # the subclass's cell
 
-    def forward(self, input, hx=None, *, resets=None):
+    # resets may be given by position too: torch.onnx.export(dynamo=False) calls
+    # a model's forward with every parameter's default appended by position,
+    # keyword-only ones included (a drop-in exported on its own would fail).
+    def forward(self, input, hx=None, resets=None):
         if resets is not None and (self.proj_size > 0 or isinstance(input, PackedSequence)):
             raise ValueError("fusedrnn.torch: resets is not supported with "
                              + ("proj_size > 0" if self.proj_size > 0
@@ -849,6 +964,10 @@ class _DropIn(_Packs):
                                      "to the layer functions"))
         if self.proj_size > 0:
             return self._torch_forward(input, hx)
+        if _torchscript_export():
+            if resets is not None:
+                raise RuntimeError(_ONNX_RESETS)
+            return super().forward(input, hx)
         has_c = self._cell.has_c   # hx is the pair (h0, c0)
         if has_c and hx is not None and not (isinstance(hx, tuple) and len(hx) == 2):
             return super().forward(input, hx)
@@ -888,19 +1007,32 @@ class _DropIn(_Packs):
 
     def _forward_packed(self, packed, states):
         data, batch_sizes, sorted_indices, unsorted_indices = packed
-        self._check_args(data, states, batch_sizes)
+        self.check_input(data, batch_sizes)
         # Packed row i is step t[i] of sequence b[i] (b in the caller's
         # order, as hx and h_n are): scatter into a zero [T,B,D] buffer, run
         # with each sequence's length (steps past it are skipped, not
         # computed on padding), gather the valid rows of y back. Index
         # operations rather than torch's pad_packed_sequence, whose backward
-        # took 5x as long on an L-sized batch (143 against 29 ms).
-        t = torch.repeat_interleave(torch.arange(len(batch_sizes)), batch_sizes)
-        rank = torch.arange(len(t)) - (torch.cumsum(batch_sizes, 0) - batch_sizes)[t]
+        # took 5x as long on an L-sized batch (143 against 29 ms). The sizes
+        # are read from shapes (the batch from sorted_indices), and
+        # torch.export is told that t has a row per packed row, so that it
+        # traces this without reading the data, as the ONNX export needs;
+        # sequences packed sorted have their batch in batch_sizes[0] alone.
+        T = len(batch_sizes)
+        B = batch_sizes[0].item() if sorted_indices is None else len(sorted_indices)
+        t = torch.repeat_interleave(batch_sizes)
+        torch._check(t.shape[0] == data.shape[0], lambda: "fusedrnn.torch: the batch_sizes of "
+                     "a PackedSequence must sum to its data's length")
+        rank = torch.arange(len(data)) - (torch.cumsum(batch_sizes, 0) - batch_sizes)[t]
         b = rank if sorted_indices is None else sorted_indices[rank]
-        T, B = len(batch_sizes), int(batch_sizes[0])
         padded = data.new_zeros(T, B, data.shape[1]).index_put((t, b), data)
-        lengths = torch.bincount(b, minlength=B)
+        if states is not None:   # torch's checks of hx, against the padded input
+            self._check_args(padded.transpose(0, 1) if self.batch_first else padded, states,
+                             None)
+        # The j-th longest sequence runs while more than j sequences do.
+        lengths = (batch_sizes > torch.arange(B).unsqueeze(1)).sum(1)
+        if unsorted_indices is not None:
+            lengths = lengths[unsorted_indices]
         y, states = self._run(padded, states, lengths, False)
         return (PackedSequence(y[t, b], batch_sizes, sorted_indices, unsorted_indices),
                 self._result_states(states))
@@ -969,7 +1101,7 @@ class RNN(_DropIn, torch.nn.RNN):
     through the kernel's `lengths`: steps past a sequence's end are skipped,
     not computed on padding.
 
-    An extension of torch's signature: forward(input, hx=None, *,
+    An extension of torch's signature: forward(input, hx=None,
     resets=None), resets a bool tensor shaped as input without its last
     dimension ([T,B], [B,T] with batch_first, [T] unbatched): where set, each
     layer and direction of that sequence restarts from hx before the step,
@@ -1004,7 +1136,8 @@ class _CellDropIn(_Packs):
 
     def forward(self, input, hx=None):
         has_c = self._cell.has_c   # hx is the pair (h, c)
-        if has_c and hx is not None and not (isinstance(hx, tuple) and len(hx) == 2):
+        if _torchscript_export() or (
+                has_c and hx is not None and not (isinstance(hx, tuple) and len(hx) == 2)):
             return super().forward(input, hx)
         states = (None, None) if hx is None else (tuple(hx) if has_c else (hx, None))
         batched = input.dim() == 2

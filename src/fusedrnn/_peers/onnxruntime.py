@@ -21,11 +21,11 @@ import onnx
 import onnxruntime
 from onnx import TensorProto, helper
 
+from .._cells import ONNX_OPERATORS
 from . import Results, Unsupported
 
 # torch's gate blocks in ONNX's order.
-GATE_ORDER = {"rnn": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}
-OPERATOR = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+GATE_ORDER = {cell: order for cell, (_, order) in ONNX_OPERATORS.items()}
 
 
 def describe():
@@ -83,7 +83,7 @@ def _model(cell, p):
     attributes = {"hidden_size": H}
     if cell == "gru":
         attributes["linear_before_reset"] = 1
-    node = helper.make_node(OPERATOR[cell], node_inputs, [o.name for o in outputs],
+    node = helper.make_node(ONNX_OPERATORS[cell][0], node_inputs, [o.name for o in outputs],
                             **attributes)
     graph = helper.make_graph([node], f"fusedrnn_{cell}", inputs, outputs, initializers)
     # Opset 14: the first with the RNN operators' `layout` attribute, whose
