@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fusedrnn
-from fusedrnn._bench import SHAPES, disagreements, problem
+from fusedrnn._bench import PEERS, SHAPES, disagreements, problem
 
 
 def pytest_addoption(parser):
@@ -38,6 +38,16 @@ def problems():
     @functools.cache
     def get(cell, shape, dtype):
         return problem(SHAPES[shape], dtype, np.random.default_rng(0), cell)
+    return get
+
+
+@pytest.fixture(scope="session")
+def reference_results(problems):
+    """The reference's fwd+bwd results on a cell, shape name and dtype's
+    Problem, computed once: what a bfloat16 run is checked against."""
+    @functools.cache
+    def get(cell, shape, dtype):
+        return PEERS["reference"](cell, problems(cell, shape, dtype))["fwd+bwd"]()
     return get
 
 

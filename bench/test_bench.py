@@ -4,8 +4,11 @@ count; each times one run and then checks what the run returned.
 The cells are rnn, lstm and gru (fusedrnn._bench.CELLS); fusedrnn.torch has
 the rnn only, so its LSTM and GRU cases are not generated. The outside peers
 (oneDNN, ONNX Runtime, JAX) are skipped where not installed and for the cases
-they do not have (float64 for oneDNN and ONNX Runtime, ONNX Runtime's
-backward).
+they do not have (float64 for oneDNN and ONNX Runtime, bfloat16 for ONNX
+Runtime and JAX, ONNX Runtime's backward). bfloat16 (with ml_dtypes) runs
+the torch modules under torch.autocast, as `python -m fusedrnn bench --dtype
+bfloat16` does, and checks every implementation against the reference rather
+than against the first one timed.
 
 extra_info records flops, gflops and pct_peak (of fusedrnn.peak_gflops(dtype)
 times the thread count), in `--benchmark-json` output.
@@ -17,9 +20,10 @@ import numpy as np
 import pytest
 
 from fusedrnn import _peers, reference
-from fusedrnn._bench import CELLS, MODES, PEERS, SHAPES, flops, num_threads
+from fusedrnn._bench import CELLS, MODES, PEERS, SHAPES, flops, for_mode, num_threads
+from fusedrnn._checks import BFLOAT16
 
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64") + (("bfloat16",) if BFLOAT16 is not None else ())
 THREADS = (1, 2)
 QUICK_SHAPES = ("S", "M")
 # The reference takes up to seconds per run on L and XL, times
@@ -61,8 +65,8 @@ def expected_shapes(cell, shape, mode):
     return shapes
 
 
-def test_cell(benchmark, quick, peak_gflops, problems, first_results, assert_agree,
-              impl, cell, shape, mode, dtype, threads):
+def test_cell(benchmark, quick, peak_gflops, problems, reference_results, first_results,
+              assert_agree, impl, cell, shape, mode, dtype, threads):
     if impl in ("torch", "fusedrnn.torch"):
         pytest.importorskip("torch")
     p = problems(cell, shape, dtype)
@@ -93,9 +97,13 @@ def test_cell(benchmark, quick, peak_gflops, problems, first_results, assert_agr
                  f"y[:{CHECK_STEPS}] against the reference")
 
     # Every output against the first implementation and thread count timed
-    # on the same problem: fusedrnn on one thread, unless deselected.
+    # on the same problem: fusedrnn on one thread, unless deselected. In
+    # bfloat16 each rounds in its own places: every one against the reference.
     key = (cell, shape, mode, dtype)
-    if key in first_results:
+    if dtype == "bfloat16":
+        assert_agree(outputs, for_mode(reference_results(cell, shape, dtype), cell, mode), dtype,
+                     "against the reference")
+    elif key in first_results:
         first, first_outputs = first_results[key]
         assert_agree(outputs, first_outputs, dtype, f"against {first}")
     else:

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import fusedrnn
-from fusedrnn import _cli, _kernel
+from fusedrnn import _bench, _cli, _kernel
 from fusedrnn._checks import BFLOAT16
 
 
@@ -387,3 +387,134 @@ def test_bench_steps_without_torch(monkeypatch, capsys):
     assert _cli.main(["bench", "--quick", "--steps"]) == 0
     out = capsys.readouterr().out
     assert "torch is not installed" in out and not steps_tables(out)
+
+
+# --- bench in bfloat16 -------------------------------------------------------
+
+needs_bfloat16 = pytest.mark.skipif(importlib.util.find_spec("ml_dtypes") is None,
+                                    reason="ml_dtypes is not installed")
+BF16_QUICK = (*BENCH_QUICK, "--dtype", "bfloat16")
+
+
+def worst_errors(stdout):
+    """{implementation: its worst error} from the bfloat16 lines under the table."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("bfloat16, the worst error"))
+    errors = {}
+    for line in lines[start + 1:]:
+        if not line.startswith("  "):
+            break
+        impl, error = line.split()[:2]
+        errors[impl] = float(error)
+    return errors
+
+
+def compared(words, count):
+    """The time (a float) or status ("-", "missing", ...) of each of the
+    `count` compared implementations in a row of the table."""
+    values, i = [], 11   # past fusedrnn's columns
+    for _ in range(count):
+        timed = words[i + 1] == "ms"
+        values.append(float(words[i]) if timed else words[i])
+        i += 3 if timed else 2
+    return values
+
+
+def peaks(stdout):
+    """{dtype: GFLOP/s} from the peak line above the table."""
+    line = next(line for line in stdout.splitlines() if line.startswith("peak of one thread"))
+    words = line.split(": ", 1)[1].replace(",", "").split()
+    return {words[i]: float(words[i + 1]) for i in range(0, len(words) - 1, 3)
+            if words[i + 2] == "GFLOP/s"}
+
+
+@needs_bfloat16
+def test_bench_bfloat16_rows_and_their_peak(capsys):
+    """--dtype bfloat16: the NumPy API on bf16 arrays, % peak of the bf16
+    peak (twice the float32 one with a bf16 dot product: taking the float32
+    peak would double it), fusedrnn checked against the reference (its error
+    above 0: not compared with itself)."""
+    assert _cli.main([*BF16_QUICK, "--dtype", "float32", "bfloat16", "--compare",
+                      "--cell", "lstm", "--seq", "padded"]) == 0
+    out = capsys.readouterr().out
+    peak = peaks(out)
+    assert set(peak) == {"float32", "bfloat16"}
+    rows = bench_rows(out)
+    assert [(words[4], words[5]) for words in rows] == [
+        (mode, dtype) for mode in ("fwd", "fwd+bwd") for dtype in ("float32", "bfloat16")]
+    for words in rows:
+        gflops, percent = float(words[9]), float(words[10].rstrip("%"))
+        assert percent == pytest.approx(100 * gflops / peak[words[5]], abs=0.06, rel=0.01)
+    errors = worst_errors(out)
+    assert list(errors) == ["fusedrnn"] and 0 < errors["fusedrnn"] < _bench.BF16_AGREEMENT
+    assert "FAIL" not in out
+
+
+@needs_bfloat16
+def test_bench_bfloat16_fails_when_fusedrnn_is_off_the_reference(monkeypatch, capsys):
+    """In bfloat16 fusedrnn's own results are checked against the reference:
+    h_n off by 1 (beyond the bench's bf16 tolerance) is a FAIL and exit 1."""
+    make_wrong(monkeypatch, "gru_forward", 1, 1.0)
+    assert _cli.main([*BF16_QUICK, "--compare", "--cell", "gru", "--seq", "padded"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("FAIL, disagrees with the reference: fusedrnn: h_n:") == 2  # fwd, fwd+bwd
+    assert worst_errors(out)["fusedrnn"] > _bench.BF16_AGREEMENT
+
+
+@needs_bfloat16
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_bench_bfloat16_against_torch_and_onednn(capsys):
+    """torch under autocast and the drop-in, oneDNN's bf16 primitives (if
+    installed) and ONNX Runtime ('-', with a note): each timed, each within
+    the bench's bf16 tolerance of the reference, padded and packed."""
+    assert _cli.main([*BF16_QUICK, "--cell", "rnn", "--compare", "onednn", "onnxruntime",
+                      "torch"]) == 0
+    out = capsys.readouterr().out
+    assert bench_header(out)[11:19:2] == ["fusedrnn.torch", "onednn", "onnxruntime", "torch"]
+    assert "torch in bfloat16: its float32 modules under torch.autocast" in out
+    onednn = "onednn: not available" not in out
+    rows = bench_rows(out)
+    assert [(words[3], words[4]) for words in rows] == [
+        (seq, mode) for seq in ("padded", "packed") for mode in ("fwd", "fwd+bwd")]
+    for words in rows:
+        assert words[5] == "bfloat16"
+        drop_in, onednn_time, onnxruntime, torch = compared(words, 4)
+        assert drop_in > 0 and torch > 0 and onnxruntime == "-"
+        if not onednn:
+            assert onednn_time == "missing"
+        elif words[3] == "packed":
+            assert onednn_time == "-"   # the outside peers time padded only
+        else:
+            assert onednn_time > 0
+    assert "onnxruntime: ONNX Runtime's CPU RNN operators are float32 only" in out
+    errors = worst_errors(out)
+    assert {"fusedrnn", "fusedrnn.torch", "torch"} | ({"onednn"} if onednn else set()) \
+        == set(errors)
+    assert all(0 <= error < _bench.BF16_AGREEMENT for error in errors.values())
+    assert errors["torch"] > 0 and "FAIL" not in out and "disagrees" not in out
+
+
+def test_bench_unknown_dtype_is_a_usage_error():
+    result = run_cli("bench", "--dtype", "float16")
+    assert result.returncode == 2
+    assert "argument --dtype: invalid choice: 'float16'" in result.stderr
+    assert "'bfloat16'" in result.stderr
+
+
+def test_bench_bfloat16_without_ml_dtypes_is_a_usage_error(monkeypatch, capsys):
+    monkeypatch.setattr(_cli._checks, "BFLOAT16", None)  # as when ml_dtypes is not installed
+    with pytest.raises(SystemExit) as raised:
+        _cli.main(["bench", "--dtype", "bfloat16"])
+    assert raised.value.code == 2
+    assert "bfloat16 needs the ml_dtypes package (pip install ml_dtypes" in capsys.readouterr().err
+
+
+@needs_bfloat16
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_bench_bfloat16_with_compiled_torch_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as raised:
+        _cli.main(["bench", "--dtype", "float32", "bfloat16", "--compare", "torch-compiled"])
+    assert raised.value.code == 2
+    err = capsys.readouterr()
+    assert "--dtype bfloat16 times torch eagerly under autocast" in err.err
+    assert err.out == ""   # stopped before any timing

@@ -53,6 +53,70 @@ def test_installed_peer_agrees_with_fusedrnn(name, cell, dtype):
             assert _bench.disagreements(got, want, dtype) == []
 
 
+def reference_results(cell, p, mode):
+    return _bench.for_mode(_bench.PEERS["reference"](cell, p)["fwd+bwd"](), cell, mode)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("name", _bench.OUTSIDE)
+def test_installed_peer_in_bfloat16(name, cell):
+    """oneDNN's bf16 primitives: y and h_n come back bf16, c_n and the
+    gradients f32 (its configuration: fusedrnn._peers.onednn), every result
+    within the bench's bf16 tolerance of the float64 reference on the same
+    inputs, twice in a row; ONNX Runtime and JAX have no bfloat16 case."""
+    bfloat16 = pytest.importorskip("ml_dtypes").bfloat16
+    if not installed(name):
+        pytest.skip(f"{name} is not installed")
+    p = _bench.problem(SHAPE, bfloat16, np.random.default_rng(1), cell)
+    if name != "onednn":
+        with pytest.raises(_peers.Unsupported, match="float32"):
+            _bench.PEERS[name](cell, p)
+        return
+    runs = _bench.PEERS[name](cell, p)
+    for mode, run in runs.items():
+        want = reference_results(cell, p, mode)
+        for _ in range(2):
+            got = run()
+            assert set(got) == set(want)
+            assert {name: a.dtype for name, a in got.items()} == {
+                name: np.dtype(bfloat16 if name in ("y", "h_n") else np.float32) for name in want}
+            assert _bench.disagreements(got, want, bfloat16) == []
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_torch_peer_in_bfloat16_runs_under_autocast(cell):
+    """torch.nn's module under autocast: y in the dtype autocast_dtypes
+    reports (the RNN's bfloat16: autocast did run it), every result within
+    the bench's bf16 tolerance of the reference, and off it by more than
+    float32 rounding (bf16 products somewhere inside, for every cell)."""
+    bfloat16 = pytest.importorskip("ml_dtypes").bfloat16
+    pytest.importorskip("torch")
+    p = _bench.problem(SHAPE, bfloat16, np.random.default_rng(1), cell)
+    runs = _bench.PEERS["torch"](cell, p)
+    y_dtype = _bench.autocast_dtypes("torch.nn", cell, ["padded"])["padded"]
+    if cell == "rnn":
+        assert y_dtype == "bfloat16"
+    for mode, run in runs.items():
+        got, want = run(), reference_results(cell, p, mode)
+        assert got["y"].dtype.name == y_dtype
+        assert _bench.disagreements(got, want, bfloat16) == []
+        assert _bench.worst_error(got, want)[0] > 1e-4
+
+
+def test_bfloat16_peer_is_checked_against_the_reference(monkeypatch, capsys):
+    """In bfloat16 a peer is checked against the reference, not fusedrnn: one
+    returning fusedrnn's results agrees, one off by 1 is a mismatch."""
+    pytest.importorskip("ml_dtypes")
+    stand_in(monkeypatch, "onednn", off_by(1.0))
+    stand_in(monkeypatch, "jax", agreeing)
+    status, out, header, rows, notes = bench(capsys, "onednn", "jax", dtype="bfloat16")
+    assert status == 0
+    assert column(header, rows, "onednn") == ["mismatch", "mismatch"]
+    assert all(words[-1] == "jax" for words in rows)
+    assert any("onednn" in n and "disagrees with the reference" in n and "y:" in n
+               for n in notes)
+
+
 def stand_in(monkeypatch, name, build, honours=True):
     """fusedrnn._peers.`name` replaced by a module whose build is `build`."""
     module = types.ModuleType(f"fusedrnn._peers.{name}")
@@ -90,8 +154,8 @@ def failing_run(cell, p):
 BENCH = ["bench", "--quick", "--shapes", "S", "--threads", "1", "--cell", "rnn", "--seq", "padded"]
 
 
-def bench(capsys, *compare):
-    status = _cli.main([*BENCH, "--compare", *compare])
+def bench(capsys, *compare, dtype="float32"):
+    status = _cli.main([*BENCH, "--dtype", dtype, "--compare", *compare])
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("cell ")).split()
     rows = [words for words in map(str.split, out.splitlines())

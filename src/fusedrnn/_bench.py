@@ -21,6 +21,7 @@ import numpy as np
 import fusedrnn  # the public namespace is what is timed (a test may replace its functions)
 
 from . import _blas, _engine, _peers, reference
+from ._checks import BFLOAT16
 from ._tolerances import TOLERANCE, scaled_errors
 from ._types import GRUGrads, LSTMGrads, RNNGrads
 
@@ -195,23 +196,72 @@ def _numpy_peer(impl, cell, p):
     return {mode: partial(run, impl(), p, mode == "fwd+bwd") for mode in MODES}
 
 
+# --- torch -------------------------------------------------------------------
+# A bfloat16 problem runs torch's way of training in bf16: float32 modules,
+# inputs and gradients under torch.autocast("cpu", dtype=torch.bfloat16),
+# which decides per operator what runs in bf16 (autocast_dtypes says what
+# it decided for the modules timed).
+
+def tensor(a):
+    """A NumPy array as a torch tensor on its memory; a bfloat16 array (which
+    torch.from_numpy does not take) as a float32 copy of its values, exact:
+    the float32 activations a model under torch.autocast passes on."""
+    import torch
+    return torch.from_numpy(a.astype(np.float32) if a.dtype == BFLOAT16 else a)
+
+
+def autocast(dtype):
+    """The context torch's runs of a problem of `dtype` are made in:
+    torch.autocast to bfloat16 for a bfloat16 problem, else nothing."""
+    if np.dtype(dtype) != BFLOAT16:
+        return nullcontext()
+    import torch
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def autocast_dtypes(module, cell, seqs=SEQUENCES):
+    """{seq: the dtype (its name) of y} from `module`'s (torch.nn's or
+    fusedrnn.torch's) `cell` under autocast(bfloat16), on a small problem
+    of each layout of `seqs`. What autocast's policy gave the module's
+    output, not all it ran in: torch 2.13's GRU on CPU returns float32, yet
+    its products inside run in bf16 (its error against the reference is
+    bf16's)."""
+    p = problem((3, 2, 4, 5), BFLOAT16, np.random.default_rng(0), cell)
+    found = {}
+    for seq in seqs:
+        case = p._replace(lengths=np.array([3, 1]) if seq == "packed" else None)
+        found[seq] = _torch_peer(module, cell, case)["fwd"]()["y"].dtype.name
+    return found
+
+
+def _numpy(t):
+    """A torch tensor's values as a NumPy array; a bfloat16 one as an
+    ml_dtypes.bfloat16 array of its bits, so that the dtype autocast gave
+    it shows."""
+    import torch
+    t = t.detach()
+    return t.view(torch.int16).numpy().view(BFLOAT16) if t.dtype == torch.bfloat16 else t.numpy()
+
+
 def torch_module(module, cell, p, step=False):
     """`module`.RNN, LSTM or GRU (with `step`, its RNNCell, LSTMCell or
     GRUCell): torch.nn's, or fusedrnn.torch's drop-in, which takes the same
-    arguments; with the problem's weights, in the problem's dtype."""
+    arguments; with the problem's weights, in the problem's dtype (float32
+    for bfloat16, which runs under autocast)."""
     import torch
 
     name = CELLS[cell].torch_class + ("Cell" if step else "")
     suffix = "" if step else "_l0"   # a layer's parameters are per layer
     D, H = p.w_ih.shape[1], p.w_hh.shape[1]
-    rnn = getattr(importlib.import_module(module), name)(D, H, dtype=torch.from_numpy(p.x).dtype)
+    # The dtype of x's tensor, taken from an empty slice: no copy of x.
+    rnn = getattr(importlib.import_module(module), name)(D, H, dtype=tensor(p.x[:0]).dtype)
     weights = {"weight_ih": p.w_ih, "weight_hh": p.w_hh, "bias_ih": p.b_ih, "bias_hh": p.b_hh}
     with torch.no_grad():
         for weight, value in weights.items():
             if value is None:   # fusedrnn's one rnn bias stands for b_ih + b_hh
                 getattr(rnn, weight + suffix).zero_()
             else:
-                getattr(rnn, weight + suffix).copy_(torch.from_numpy(value))
+                getattr(rnn, weight + suffix).copy_(tensor(value))
     return rnn
 
 
@@ -221,7 +271,9 @@ def _torch_peer(module, cell, p, compiled=False):
     arguments; a packed problem's x as a PackedSequence. compiled: the
     module under torch.compile, with torch's allow_rnn switch on while it
     runs (Dynamo refuses torch's RNN modules, and their subclasses, without
-    it)."""
+    it). A bfloat16 problem: the float32 module, x and states under
+    autocast (fusedrnn._bench.tensor, autocast), the backward outside it, as
+    autocast's docs have a training step do."""
     import torch
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -229,11 +281,10 @@ def _torch_peer(module, cell, p, compiled=False):
     T = p.x.shape[0]
     # torch takes h0 (and c0) and returns h_n (and c_n) as [1,B,H] (layers,
     # batch, hidden); the LSTM's as a tuple (h, c).
-    x = torch.from_numpy(p.x).requires_grad_()
-    states0 = tuple(torch.from_numpy(a[None]).requires_grad_()
-                    for a in (p.h0, p.c0) if a is not None)
-    d_states_n = tuple(torch.from_numpy(a[None]) for a in (p.dh_n, p.dc_n) if a is not None)
-    dy = torch.from_numpy(p.dy)
+    x = tensor(p.x).requires_grad_()
+    states0 = tuple(tensor(a[None]).requires_grad_() for a in (p.h0, p.c0) if a is not None)
+    d_states_n = tuple(tensor(a[None]) for a in (p.dh_n, p.dc_n) if a is not None)
+    dy = tensor(p.dy)
     rnn = torch_module(module, cell, p)
     state_names = ("h_n", "c_n")[:len(states0)]
     # In the order of the cell's gradient fields: x, the states, the weights,
@@ -255,7 +306,8 @@ def _torch_peer(module, cell, p, compiled=False):
     def call():
         # Packing is the caller's work in a training loop: it is timed.
         inputs = x if lengths is None else pack_padded_sequence(x, lengths, enforce_sorted=False)
-        with torch._dynamo.config.patch(allow_rnn=True) if compiled else nullcontext():
+        with torch._dynamo.config.patch(allow_rnn=True) if compiled else nullcontext(), \
+                autocast(p.x.dtype):
             y, states_n = forward_call(inputs, states0 if spec.lstm else states0[0])
         return y, (states_n if spec.lstm else (states_n,))
 
@@ -264,11 +316,10 @@ def _torch_peer(module, cell, p, compiled=False):
         not the module's work."""
         def y_array():
             padded = y if lengths is None else pad_packed_sequence(y, total_length=T)[0]
-            return padded.detach().numpy()
+            return _numpy(padded)
         make = {"y": y_array}
-        make |= {name: (lambda s=s: s[0].detach().numpy())
-                 for name, s in zip(state_names, states_n)}
-        make |= {name: (lambda g=g, name=name: (g[0] if name in ("dh0", "dc0") else g).numpy())
+        make |= {name: (lambda s=s: _numpy(s[0])) for name, s in zip(state_names, states_n)}
+        make |= {name: (lambda g=g, name=name: _numpy(g[0] if name in ("dh0", "dc0") else g))
                  for name, g in zip(spec.grads._fields, grads)}
         return _peers.Results(make)
 
@@ -323,12 +374,32 @@ def baseline(impl):
     return DROP_INS.get(impl, "fusedrnn")
 
 
+# How far a bfloat16 run's results may be from the float64 reference on the
+# same bf16 inputs for the bench to count it as computing the same thing.
+# fusedrnn._tolerances' 1e-2 is fusedrnn's own contract, measured with the
+# reference's rnn backward given fusedrnn's rounded y; here each
+# implementation's own y goes into its backward, and each rounds in its own
+# places (oneDNN inside its bf16 primitives, torch wherever autocast puts
+# bf16). The worst errors measured, fwd+bwd on one problem of each of S, M,
+# L (padded and packed) and XL (padded): fusedrnn 0.022, oneDNN 0.056, torch
+# under autocast 0.13 (an LSTM's dw_hh at L, packed); a wrong gate order,
+# layout or bias is off by O(1).
+BF16_AGREEMENT = 0.25
+
+
+def tolerance(dtype):
+    """Within what the bench's results of `dtype` agree: the tests' own
+    (fusedrnn._tolerances), but BF16_AGREEMENT for bfloat16."""
+    dtype = np.dtype(dtype)
+    return BF16_AGREEMENT if dtype == BFLOAT16 else TOLERANCE[dtype]
+
+
 def disagreements(got, want, dtype):
     """What in `got` ({name: array}) disagrees with `want`, as messages; []
     when every array of `want` is there with its shape and agrees within
-    the tolerance of `dtype` (fusedrnn._tolerances, the tests' own; compared
-    in float64, as the reference's results are float64 whatever the dtype)."""
-    tol = TOLERANCE[np.dtype(dtype)]
+    tolerance(dtype) (compared in float64, as the reference's results are
+    float64 whatever the dtype)."""
+    tol = tolerance(dtype)
     messages = []
     for name, w in want.items():
         if name not in got:
@@ -344,6 +415,22 @@ def disagreements(got, want, dtype):
             messages.append(f"{name}: {bad.sum()} of {bad.size} elements off, worst "
                             f"{scaled.max():.3g} x (|expected| + rms), tolerance {tol:g}")
     return messages
+
+
+def for_mode(results, cell, mode):
+    """The results of a fwd+bwd run of `cell` cut to those a run of `mode`
+    returns: fwd's are the outputs, without the gradients."""
+    grads = CELLS[cell].grads._fields
+    return {name: a for name, a in results.items() if mode == "fwd+bwd" or name not in grads}
+
+
+def worst_error(got, want):
+    """(the largest error, scaled as the tolerances scale it, of any array of
+    `want` against the same name in `got`, that name); the arrays
+    disagreements() finds missing or misshapen are left out."""
+    errors = [(float(scaled_errors(got[name], w).max(initial=0.0)), name)
+              for name, w in want.items() if name in got and np.shape(got[name]) == np.shape(w)]
+    return max(errors, default=(0.0, None))
 
 
 @contextmanager

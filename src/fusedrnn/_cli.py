@@ -18,11 +18,12 @@ import numpy as np
 
 import fusedrnn  # the public namespace is what is checked and reported
 
-from . import _bench_steps, _blas, _inloop, _kernel, _peers, reference
+from . import _bench_steps, _blas, _checks, _inloop, _kernel, _peers, reference
 from ._checks import BFLOAT16, NO_BFLOAT16
 from ._tolerances import TOLERANCE, scaled_errors
-from ._bench import CELLS, DROP_INS, FULL, MODES, OUTSIDE, PEERS, QUICK, RIVALS, SEQUENCES, \
-    SHAPES, baseline, disagreements, flops, median_seconds, num_threads, problem
+from ._bench import BF16_AGREEMENT, CELLS, DROP_INS, FULL, MODES, OUTSIDE, PEERS, QUICK, RIVALS, \
+    SEQUENCES, SHAPES, autocast_dtypes, baseline, disagreements, flops, for_mode, \
+    median_seconds, num_threads, problem, worst_error
 
 NONLINEARITIES = ("tanh", "relu", "sigmoid")
 
@@ -71,8 +72,15 @@ def _parser():
                        help="thread counts to time (default: 1 and fusedrnn.get_num_threads())")
     bench.add_argument("--cell", nargs="+", choices=CELLS, default=list(CELLS),
                        help="cells to time (default: all)")
-    bench.add_argument("--dtype", nargs="+", choices=("float32", "float64"),
-                       default=["float32"], help="default: float32")
+    bench.add_argument("--dtype", nargs="+", type=_dtype_name,
+                       choices=("float32", "float64", "bfloat16"), default=["float32"],
+                       help="default: float32. bfloat16 (needs ml_dtypes): fusedrnn's NumPy API "
+                            "on ml_dtypes.bfloat16 arrays, %% peak of the bf16 dot product's "
+                            "peak; torch: its float32 modules under torch.autocast('cpu', "
+                            "dtype=torch.bfloat16), eager only; onednn: its bf16 primitives; "
+                            "onnxruntime, jax: none ('-'); every implementation's results "
+                            "checked against the float64 reference on the same bf16 inputs "
+                            f"within {BF16_AGREEMENT:g}, not against fusedrnn's")
     bench.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES),
                        help="T,B,D,H: " + ", ".join(
                            f"{name} {','.join(map(str, dims))}" for name, dims in SHAPES.items())
@@ -138,7 +146,7 @@ def _parser():
     bench.add_argument("--quick", action="store_true", default=argparse.SUPPRESS,
                        help="time each case once or for a few milliseconds: "
                             "a smoke test, not a measurement")
-    bench.set_defaults(run=_bench_command)
+    bench.set_defaults(run=_bench_command, usage_error=bench.error)
     return parser
 
 
@@ -149,6 +157,12 @@ def _thread_count(text):
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return int(text)
+
+
+def _dtype_name(name):
+    if name == "bfloat16" and _checks.BFLOAT16 is None:
+        raise argparse.ArgumentTypeError(_checks.NO_BFLOAT16)
+    return name
 
 
 def _peer_name(name):
@@ -262,6 +276,11 @@ def _bench_command(args):
     compare = args.compare
     if compare is None:
         compare = ["torch"] if _importable("torch") else []
+    if "bfloat16" in args.dtype and "torch-compiled" in compare:
+        # torch.compile of an LSTM under autocast had not finished after 10
+        # minutes on the development machine.
+        args.usage_error("--dtype bfloat16 times torch eagerly under autocast: "
+                         "leave torch-compiled out of --compare")
     # torch's modules are timed next to fusedrnn.torch's, their replacements.
     compare = [drop_in for impl, drop_in in DROP_INS.items() if impl in compare] + list(compare)
     threads = args.threads or list(dict.fromkeys([1, fusedrnn.get_num_threads()]))
@@ -461,7 +480,8 @@ class _Row(NamedTuple):
     flops: int  # of one run: only the steps within the lengths count
     seconds: dict  # implementation -> median seconds per run; those that have the cell
     peak: float  # GFLOP/s: fusedrnn.peak_gflops(dtype) times the thread count
-    agrees: bool  # every implementation's results agree with fusedrnn's (outside peers aside)
+    agrees: bool  # every implementation's results agree with fusedrnn's, bfloat16's with the
+                  # reference's (outside peers aside)
     # An outside peer with no time in `seconds`: why ("missing", "failed",
     # "mismatch", "-" for a case it does not have); and those whose run was
     # not on the row's thread count (JAX).
@@ -498,14 +518,18 @@ class _Notes:
 def _time_table(cells, seqs, dtypes, threads, compare, repeats):
     """Time fusedrnn and each implementation in `compare` on every cell and
     its shapes (`cells`: cell -> shape names), every layout of sequences
-    (`seqs`), mode, dtype and thread count, checking each one's results against fusedrnn's after its timing;
-    print a row as each is done (a log shows progress too) and a FAIL line
-    for each disagreement, and return the rows."""
+    (`seqs`), mode, dtype and thread count, checking each one's results
+    against fusedrnn's after its timing (bfloat16: every one's, fusedrnn's
+    too, against the reference's); print a row as each is done (a log shows
+    progress too) and a FAIL line for each disagreement, and return the rows."""
     impls = ["fusedrnn", *compare]
     outside = [impl for impl in compare if impl in OUTSIDE]
+    bf16 = "bfloat16" in dtypes
     peaks = {dtype: fusedrnn.peak_gflops(dtype) for dtype in dtypes}
     print("peak of one thread (fusedrnn.peak_gflops, an FMA loop): "
-          + ", ".join(f"{dtype} {peak:.1f} GFLOP/s" for dtype, peak in peaks.items()))
+          + ", ".join(f"{dtype} {peak:.1f} GFLOP/s" for dtype, peak in peaks.items())
+          + ("" if not bf16 else " (bfloat16: the bf16 dot product's, vdpbf16ps)"
+             if _kernel.bf16_dot() else " (bfloat16: no bf16 dot product here: the FMA's)"))
     print("median time per call; FLOPs: forward 2*T*B*G*H*(D+H), G = "
           + ", ".join(f"{CELLS[cell].gates} ({cell})" for cell in cells)
           + ", fwd+bwd 3x that (packed: the steps within the lengths); % peak: of the peak "
@@ -540,7 +564,10 @@ def _time_table(cells, seqs, dtypes, threads, compare, repeats):
         except _peers.PeerUnavailable as e:
             missing[impl] = str(e)
             print(f"{impl}: not available, its columns say 'missing': {e}")
-    print("each implementation's results are checked against fusedrnn's after its timing")
+    if bf16:
+        _bf16_header(cells, seqs, compare)
+    print("each implementation's results are checked against fusedrnn's after its timing"
+          + (" (bfloat16: against the reference's)" if bf16 else ""))
     if outside:
         print("outside peers (" + ", ".join(outside) + "): a failure or a disagreement is "
               "shown in the column ('failed', 'mismatch', with a note) and is not timed as "
@@ -548,7 +575,7 @@ def _time_table(cells, seqs, dtypes, threads, compare, repeats):
               + ", ".join(impl for impl in compare if impl in RIVALS)
               + " that agreed, its time / fusedrnn's; a time marked * was not on the row's "
                 "thread count and is not a candidate")
-    print(f"{'cell':4}  {'shape':5}  {'T,B,D,H':15}  {'seq':6}  {'mode':7}  {'dtype':7}  "
+    print(f"{'cell':4}  {'shape':5}  {'T,B,D,H':15}  {'seq':6}  {'mode':7}  {'dtype':8}  "
           f"{'threads':>7}  "
           f"{'fusedrnn':>14}  {'GFLOP/s':>8}  {'% peak':>6}"
           + "".join(f"  {impl:>14}  {'speed-up':>8}" for impl in compare)
@@ -561,17 +588,22 @@ def _time_table(cells, seqs, dtypes, threads, compare, repeats):
         * len(MODES) * len(dtypes) * len(threads)
     started = 0
     rows = []
+    errors = {}  # implementation -> (its worst error on a bfloat16 row, where)
     for cell, shape, seq in ((c, sh, q) for c, shapes in cells.items() for sh in shapes
                              for q in seqs):
         # One problem per dtype, every implementation built on it once.
         # An outside peer's entry is a status string instead when it
-        # cannot run the case.
-        runs, problems = {}, {}
+        # cannot run the case. A bfloat16 problem's check: the reference's
+        # results, computed once.
+        runs, problems, references = {}, {}, {}
         for dtype in dtypes:
             p = problems[dtype] = problem(SHAPES[shape], dtype, rng, cell, seq)
             runs[dtype] = {impl: _build_outside(impl, cell, shape, p, missing, notes)
                            if impl in OUTSIDE else PEERS[impl](cell, p)
                            for impl in impls}
+            if dtype == "bfloat16":
+                progress.show(f"the reference on {cell} {shape} {seq} {dtype}, for the check")
+                references[dtype] = PEERS["reference"](cell, p)["fwd+bwd"]()
         for mode, dtype, n in itertools.product(MODES, dtypes, threads):
             seconds, failures, status, off_threads, lines = {}, [], {}, set(), []
             with num_threads(n):
@@ -585,31 +617,37 @@ def _time_table(cells, seqs, dtypes, threads, compare, repeats):
                                   f"{impl} [{started}/{total}]")
                     if impl not in OUTSIDE:
                         seconds[impl], result, _ = median_seconds(run[mode], repeats)
-                        if impl == "fusedrnn":
-                            fused = result
-                        else:
+                        if impl == "fusedrnn":   # what the row is checked against
+                            want = result if dtype not in references else \
+                                for_mode(references[dtype], cell, mode)
+                        if want is not result:  # fusedrnn's own: against the reference only
                             failures += [f"{impl}: {message}"
-                                         for message in disagreements(result, fused, dtype)]
-                        continue
-                    timing, trouble = _time_outside(run[mode], repeats, fused, dtype)
-                    if trouble:
-                        status[impl], why = trouble
-                        lines.append(f"{impl}: {cell} {shape} {mode} {dtype}: {why}")
-                        continue
-                    seconds[impl] = timing.seconds
-                    if not _peers.load(impl).honours_threads(n):
-                        off_threads.add(impl)
-                    elif timing.cores > CORES_PER_THREAD * n:
-                        off_threads.add(impl)
-                        lines.append(f"{impl}: {cell} {shape} {mode} {dtype}: * its runs kept "
-                                     f"{timing.cores:.2f} cores busy on {n} thread(s)")
+                                         for message in disagreements(result, want, dtype)]
+                    else:
+                        timing, trouble = _time_outside(run[mode], repeats, want, dtype)
+                        if trouble:
+                            status[impl], why = trouble
+                            lines.append(f"{impl}: {cell} {shape} {mode} {dtype}: {why}")
+                            continue
+                        seconds[impl], result = timing.seconds, timing.result
+                        if not _peers.load(impl).honours_threads(n):
+                            off_threads.add(impl)
+                        elif timing.cores > CORES_PER_THREAD * n:
+                            off_threads.add(impl)
+                            lines.append(f"{impl}: {cell} {shape} {mode} {dtype}: * its runs "
+                                         f"kept {timing.cores:.2f} cores busy on {n} thread(s)")
+                    if dtype in references:
+                        error, name = worst_error(result, want)
+                        if error > errors.get(impl, (-1.0,))[0]:
+                            errors[impl] = error, f"{cell} {shape} {seq} {mode} {name}"
             row = _Row(cell, shape, seq, mode, dtype, n,
                        flops(SHAPES[shape], mode, cell, problems[dtype].lengths), seconds,
                        peaks[dtype] * n, not failures, status, frozenset(off_threads))
             progress.clear()
             print(_format(row, compare), flush=True)
+            against = "the reference" if dtype in references else "fusedrnn"
             for message in failures:
-                print(f"  FAIL, disagrees with fusedrnn: {message}", flush=True)
+                print(f"  FAIL, disagrees with {against}: {message}", flush=True)
             for line in lines:
                 notes.add(line)
             rows.append(row)
@@ -621,7 +659,34 @@ def _time_table(cells, seqs, dtypes, threads, compare, repeats):
         if unhonoured:
             notes.add(f"{impl}: * its runs were not on {', '.join(map(str, unhonoured))} "
                       f"thread(s): it used {module.get_num_threads()} (see its line above)")
+    if errors:
+        print("bfloat16, the worst error against the float64 reference, |got - expected| / "
+              "(|expected| + rms(expected)) of an element, over the rows above:")
+        for impl, (error, where) in errors.items():
+            print(f"  {impl:23}  {error:8.1e}  ({where})")
     return rows
+
+
+def _bf16_header(cells, seqs, compare):
+    """What a bfloat16 row compares (printed above the table)."""
+    print("bfloat16: fusedrnn takes and returns ml_dtypes.bfloat16 arrays and computes in "
+          "float32 inside, rounding its results once; its % peak is of the bf16 peak above")
+    for module, impl in (("torch.nn", "torch"), ("fusedrnn.torch", "fusedrnn.torch")):
+        if impl in compare:
+            found = {cell: autocast_dtypes(module, cell, seqs) for cell in cells}
+            print(f"{impl} in bfloat16: its float32 modules under torch.autocast('cpu', "
+                  f"dtype=torch.bfloat16), x and the states float32 holding the bf16 values, "
+                  f"the backward outside autocast: autocast's own policy decides what runs "
+                  f"in bf16; y came back as "
+                  + ", ".join(f"{cell} " + ("/".join(dict.fromkeys(by_seq.values()))
+                                            if len(set(by_seq.values())) == 1 else
+                                            ", ".join(f"{seq} {t}" for seq, t in by_seq.items()))
+                              for cell, by_seq in found.items()))
+    print(f"bfloat16 check: every implementation's results (fusedrnn's too) against "
+          f"fusedrnn.reference's on the same bf16 inputs (float64, computed once per case, "
+          f"untimed: slow on L and XL), within {BF16_AGREEMENT:g} x (|expected| + "
+          f"rms(expected)); each rounds in its own places, so none is checked against "
+          f"another's; the worst error of each is listed under the table")
 
 
 def _build_outside(impl, cell, shape, p, missing, notes):
@@ -644,18 +709,19 @@ def _build_outside(impl, cell, shape, p, missing, notes):
         return "failed"
 
 
-def _time_outside(run, repeats, fused, dtype):
+def _time_outside(run, repeats, want, dtype):
     """(its Timing, None) for an outside peer's `run` whose results agree
-    with fusedrnn's `fused`; else (None, (status, why)): "failed" when it
-    raised, "mismatch" when it computed something else (no time then: a
-    wrong answer is not a speed)."""
+    with `want` (fusedrnn's; bfloat16: the reference's); else (None,
+    (status, why)): "failed" when it raised, "mismatch" when it computed
+    something else (no time then: a wrong answer is not a speed)."""
     try:
         timing = median_seconds(run, repeats)
-        wrong = disagreements(timing.result, fused, dtype)
+        wrong = disagreements(timing.result, want, dtype)
     except Exception as e:
         return None, ("failed", f"failed: {type(e).__name__}: {e}")
     if wrong:
-        return None, ("mismatch", "disagrees with fusedrnn, not timed: " + "; ".join(wrong))
+        against = "the reference" if dtype == "bfloat16" else "fusedrnn"
+        return None, ("mismatch", f"disagrees with {against}, not timed: " + "; ".join(wrong))
     return timing, None
 
 
@@ -669,7 +735,7 @@ def _format(row, compare):
     fused = row.seconds["fusedrnn"]
     gflops = row.gflops("fusedrnn")
     dims = ",".join(map(str, SHAPES[row.shape]))
-    line = (f"{row.cell:4}  {row.shape:5}  {dims:15}  {row.seq:6}  {row.mode:7}  {row.dtype:7}  "
+    line = (f"{row.cell:4}  {row.shape:5}  {dims:15}  {row.seq:6}  {row.mode:7}  {row.dtype:8}  "
             f"{row.threads:7}  {_ms(fused)}  {gflops:8.2f}  {100 * gflops / row.peak:5.1f}%")
     for impl in compare:
         if impl in row.seconds:

@@ -24,6 +24,17 @@ Layouts (oneDNN's RNN docs and headers):
   u and r, b_in for o) and the 4th, b_hn, inside the reset product.
 - the backward adds into diff_weights and diff_bias unless told otherwise:
   rnn_flags_diff_weights_overwrite makes it write them.
+
+Data types: a float32 problem is f32 throughout. A bfloat16 one
+(ml_dtypes.bfloat16 arrays) runs the configuration oneDNN's RNN docs list for
+bf16 ("Data Type Support"): bf16 src/dst layer (x, y), src/dst iter (h0,
+h_n) and weights; f32 bias and LSTM cell state (c0, c_n); and in the
+backward every diff_* tensor f32, the only choice 3.2 has (with bf16 diff
+memories its backward primitives are unimplemented). 3.2 would also take a
+bf16 bias and cell state; f32 ones keep the sum b_ih + b_hh and c unrounded,
+as fusedrnn keeps them, where bf16 ones would add an error of this setup's,
+not of oneDNN's kernels. The bf16 values of c0, dy, dh_n and dc_n are widened
+to f32 once, outside the timing (exactly).
 """
 
 import ctypes
@@ -34,13 +45,14 @@ import sys
 
 import numpy as np
 
+from .._checks import BFLOAT16
 from . import PeerUnavailable, Results, Unsupported
 
 # --- oneDNN 3.2 constants -----------------------------------------------------
 SUCCESS = 0
 CPU = 1  # dnnl_cpu
 STREAM_IN_ORDER = 1
-F32 = 3  # dnnl_f32
+BF16, F32 = 2, 3  # dnnl_bf16, dnnl_f32
 FORMAT_ANY = 1  # dnnl_format_tag_any
 FORWARD_TRAINING, FORWARD_INFERENCE, BACKWARD = 64, 96, 128
 ELTWISE_TANH = 0x21
@@ -113,6 +125,11 @@ def _load():
 
 _path, _version, _lib = _load()
 
+# oneDNN's data types as NumPy's; bf16 only with ml_dtypes installed.
+NUMPY = {F32: np.dtype(np.float32), **({BF16: BFLOAT16} if BFLOAT16 is not None else {})}
+# A problem's dtype -> the data type of its layers, hidden states and weights.
+DATA = {dtype: code for code, dtype in NUMPY.items()}
+
 
 def _check(status, what):
     if status != SUCCESS:
@@ -136,7 +153,8 @@ def describe():
             "vanilla_rnn (tanh), lstm, lbr_gru primitives by ctypes, weights reordered once "
             "into the primitive's layout outside the timing; fwd: forward_inference; fwd+bwd: "
             "forward_training then backward; OpenMP threads (omp_set_num_threads), the "
-            "primitives made anew for each thread count")
+            "primitives made anew for each thread count; bfloat16: bf16 x, y, h and weights, "
+            "f32 bias, LSTM cell state and gradients (oneDNN's bf16 RNN configuration)")
 
 
 _threads = None
@@ -176,14 +194,15 @@ class _Owner:
             getattr(_lib, destroy)(handle)
 
 
-def _desc(owner, dims, strides=None):
-    """A float32 memory descriptor: plain with `strides` (in elements), or
-    `any` (the primitive picks) without."""
+def _desc(owner, dims, strides=None, data_type=F32):
+    """A memory descriptor of `data_type` (F32, BF16): plain with `strides`
+    (in elements), or `any` (the primitive picks) without."""
     n = len(dims)
     if strides is None:
-        md = _new("dnnl_memory_desc_create_with_tag", n, Dims(*dims), F32, FORMAT_ANY)
+        md = _new("dnnl_memory_desc_create_with_tag", n, Dims(*dims), data_type, FORMAT_ANY)
     else:
-        md = _new("dnnl_memory_desc_create_with_strides", n, Dims(*dims), F32, Dims(*strides))
+        md = _new("dnnl_memory_desc_create_with_strides", n, Dims(*dims), data_type,
+                  Dims(*strides))
     return owner.own("dnnl_memory_desc_destroy", md)
 
 
@@ -193,12 +212,13 @@ def _dense(dims):
     return [int(s) for s in strides]
 
 
-def _memory(owner, md, array=None):
-    """A memory object over `array` (float32, C-contiguous, of md's size), or
-    over a new zeroed buffer of md's size; (memory, the buffer)."""
+def _memory(owner, md, array=None, dtype=np.uint8):
+    """A memory object over `array` (C-contiguous, of md's data type and
+    size), or over a new zeroed buffer of md's size, of `dtype` (bytes for
+    a layout only the primitive reads); (memory, the buffer)."""
     if array is None:
         size = _lib.dnnl_memory_desc_get_size(md)
-        array = np.zeros(size // 4, np.float32)
+        array = np.zeros(size // np.dtype(dtype).itemsize, dtype)
     owner.buffers.append(array)
     memory = _new("dnnl_memory_create", md, _engine, ctypes.c_void_p(array.ctypes.data))
     return owner.own("dnnl_memory_destroy", memory), array
@@ -261,9 +281,9 @@ GATE_ORDER = {"rnn": [0], "lstm": [0, 1, 2, 3], "gru": [1, 0, 2]}
 
 
 def _gates(w, order):
-    """w [G*H, ...] with its gate blocks in `order`, contiguous float32."""
+    """w [G*H, ...] with its gate blocks in `order`, contiguous, in w's dtype."""
     blocks = np.split(np.asarray(w), len(order))
-    return np.ascontiguousarray(np.concatenate([blocks[g] for g in order]), np.float32)
+    return np.ascontiguousarray(np.concatenate([blocks[g] for g in order]))
 
 
 def _from_ldigo(w, k, G, H):
@@ -272,17 +292,18 @@ def _from_ldigo(w, k, G, H):
 
 
 def _bias(cell, p):
-    """The ldgo bias rows of the cell, [rows, H]."""
+    """The ldgo bias rows of the cell, [rows, H], float32 (summed in float32,
+    as fusedrnn sums a bfloat16 problem's)."""
     G = len(GATE_ORDER[cell])
     H = p.w_hh.shape[1]
     if cell == "rnn":
         return p.b_ih.reshape(1, H).astype(np.float32)
-    b_ih, b_hh = p.b_ih.reshape(G, H), p.b_hh.reshape(G, H)
+    b_ih, b_hh = (b.reshape(G, H).astype(np.float32) for b in (p.b_ih, p.b_hh))
     if cell == "lstm":
-        return (b_ih + b_hh).astype(np.float32)
+        return b_ih + b_hh
     # lbr_gru: u, r from both sides; o = b_in; then b_hn apart.
     z, r, n = 1, 0, 2
-    return np.stack([b_ih[z] + b_hh[z], b_ih[r] + b_hh[r], b_ih[n], b_hh[n]]).astype(np.float32)
+    return np.stack([b_ih[z] + b_hh[z], b_ih[r] + b_hh[r], b_ih[n], b_hh[n]])
 
 
 def _pd_function(cell, direction):
@@ -296,8 +317,8 @@ def build(cell, p):
     omp_set_num_threads(1) (twice the CPU time of its wall time, measured).
     So each thread count gets its own primitives, made by its first run,
     which the bench's untimed warm-up is."""
-    if p.x.dtype != np.float32:
-        raise Unsupported("oneDNN's RNN primitives have no float64")
+    if p.x.dtype not in DATA:
+        raise Unsupported(f"oneDNN's RNN primitives have no {p.x.dtype}")
     made = {}
 
     def on_threads(mode):
@@ -318,23 +339,24 @@ def _build(cell, p):
     G = len(order)
     lstm = cell == "lstm"
     bias_rows = _bias(cell, p)
+    data = DATA[p.x.dtype]  # of x, y, h and the weights; the rest is f32 (see the top)
 
-    # Plain descriptors of the user's arrays. Weights: ldigo dims over the
-    # [G*H, in] arrays (ldgoi in memory).
-    def weights_md(k):
-        return _desc(owner, [1, 1, k, G, H], [G * H * k, G * H * k, 1, H * k, k])
+    # Plain descriptors of the user's arrays, key -> (dims, data type); the
+    # diff_ ones are the backward's gradients of those without.
+    plain = {"layer_in": ([T, B, D], data), "layer_out": ([T, B, H], data),
+             "iter": ([1, 1, B, H], data), "iter_c": ([1, 1, B, H], F32),
+             "bias": ([1, 1, len(bias_rows), H], F32), "diff_layer_in": ([T, B, D], F32),
+             "diff_layer_out": ([T, B, H], F32), "diff_iter": ([1, 1, B, H], F32)}
+    md = {key: _desc(owner, dims, _dense(dims), code) for key, (dims, code) in plain.items()}
+    types = {key: code for key, (_, code) in plain.items()}
 
-    md = {
-        "layer_in": _desc(owner, [T, B, D], _dense([T, B, D])),
-        "layer_out": _desc(owner, [T, B, H], _dense([T, B, H])),
-        "iter": _desc(owner, [1, 1, B, H], _dense([1, 1, B, H])),
-        "w_ih": weights_md(D),
-        "w_hh": weights_md(H),
-        "bias": _desc(owner, [1, 1, len(bias_rows), H], _dense([1, 1, len(bias_rows), H])),
-    }
-    any_w_ih = _desc(owner, [1, 1, D, G, H])
-    any_w_hh = _desc(owner, [1, 1, H, G, H])
-    c_md = [md["iter"]] if lstm else []  # the LSTM's src_iter_c / dst_iter_c
+    # Weights: ldigo dims over the [G*H, in] arrays (ldgoi in memory).
+    for key, k in (("w_ih", D), ("w_hh", H)):
+        md[key] = _desc(owner, [1, 1, k, G, H], [G * H * k, G * H * k, 1, H * k, k], data)
+        types[key] = data
+    any_w_ih = _desc(owner, [1, 1, D, G, H], data_type=data)
+    any_w_hh = _desc(owner, [1, 1, H, G, H], data_type=data)
+    c_md = [md["iter_c"]] if lstm else []  # the LSTM's src_iter_c / dst_iter_c
     no_md = [None, None] if lstm else []  # its peephole and projection weights: none
 
     def forward_pd(prop_kind):
@@ -346,19 +368,23 @@ def _build(cell, p):
         return _primitive(owner, _pd_function(cell, "forward"), *args, None)
 
     # The user's memories: the problem's arrays in place where oneDNN reads
-    # them as they are; the weights with their gates in oneDNN's order.
+    # them as they are (else a copy in its data type, made now); the weights
+    # with their gates in oneDNN's order.
     def mem(key, array=None):
-        return _memory(owner, md[key], array)
+        dtype = NUMPY[types[key]]
+        if array is not None:
+            array = np.ascontiguousarray(array, dtype)
+        return _memory(owner, md[key], array, dtype)
 
     x_m, _ = mem("layer_in", p.x)
     h0_m, _ = mem("iter", p.h0)
-    c0_m, _ = mem("iter", p.c0) if lstm else (None, None)
+    c0_m, _ = mem("iter_c", p.c0) if lstm else (None, None)
     w_ih_m, _ = mem("w_ih", _gates(p.w_ih, order))
     w_hh_m, _ = mem("w_hh", _gates(p.w_hh, order))
-    bias_m, _ = mem("bias", np.ascontiguousarray(bias_rows))
+    bias_m, _ = mem("bias", bias_rows)
     y_m, y = mem("layer_out")
     hn_m, h_n = mem("iter")
-    cn_m, c_n = mem("iter") if lstm else (None, None)
+    cn_m, c_n = mem("iter_c") if lstm else (None, None)
 
     def forward_args(pd):
         args = {ARG_SRC_LAYER: x_m, ARG_SRC_ITER: h0_m,
@@ -390,7 +416,7 @@ def _build(cell, p):
     # The backward: the gradients into plain arrays of the user's layouts
     # (the weights' as [G*H, in] in oneDNN's gate order), weights read in
     # the layout the backward picks (its own, not the forward's).
-    diff_c = [md["iter"]] * lstm
+    diff_c = [md["diff_iter"]] * lstm
     # The weight gradients in dense ldigo ([in, G, H] per layer): the
     # backward takes no strided ldgoi view for them (unimplemented).
     diff_w_ih = _desc(owner, [1, 1, D, G, H], _dense([1, 1, D, G, H]))
@@ -398,18 +424,19 @@ def _build(cell, p):
     bwd_args = [BACKWARD, ELTWISE_TANH] if cell == "rnn" else [BACKWARD]
     bwd_args += [LEFT2RIGHT, md["layer_in"], md["iter"], *c_md, any_w_ih, any_w_hh, *no_md,
                  md["bias"], md["layer_out"], md["iter"], *c_md,
-                 md["layer_in"], md["iter"], *diff_c, diff_w_ih, diff_w_hh, *no_md,
-                 md["bias"], md["layer_out"], md["iter"], *diff_c, DIFF_WEIGHTS_OVERWRITE]
+                 md["diff_layer_in"], md["diff_iter"], *diff_c, diff_w_ih, diff_w_hh, *no_md,
+                 md["bias"], md["diff_layer_out"], md["diff_iter"], *diff_c,
+                 DIFF_WEIGHTS_OVERWRITE]
     if cell == "rnn":
         bwd_args += [ctypes.c_float(0), ctypes.c_float(0)]
     backward_pd, backward = _primitive(owner, _pd_function(cell, "backward"), *bwd_args,
                                        training_pd, None)
-    dy_m, _ = mem("layer_out", p.dy)
-    dhn_m, _ = mem("iter", p.dh_n)
-    dx_m, dx = mem("layer_in")
-    dh0_m, dh0 = mem("iter")
-    dw_ih_m, dw_ih = _memory(owner, diff_w_ih)
-    dw_hh_m, dw_hh = _memory(owner, diff_w_hh)
+    dy_m, _ = mem("diff_layer_out", p.dy)
+    dhn_m, _ = mem("diff_iter", p.dh_n)
+    dx_m, dx = mem("diff_layer_in")
+    dh0_m, dh0 = mem("diff_iter")
+    dw_ih_m, dw_ih = _memory(owner, diff_w_ih, dtype=np.float32)
+    dw_hh_m, dw_hh = _memory(owner, diff_w_hh, dtype=np.float32)
     dbias_m, dbias = mem("bias")
     args = {ARG_SRC_LAYER: x_m, ARG_SRC_ITER: h0_m,
             ARG_WEIGHTS_LAYER: _into(owner, backward_pd, ARG_WEIGHTS_LAYER, md["w_ih"], w_ih_m),
@@ -421,8 +448,8 @@ def _build(cell, p):
             DIFF + ARG_WEIGHTS_LAYER: dw_ih_m, DIFF + ARG_WEIGHTS_ITER: dw_hh_m,
             DIFF + ARG_BIAS: dbias_m}
     if lstm:
-        dcn_m, _ = mem("iter", p.dc_n)
-        dc0_m, dc0 = mem("iter")
+        dcn_m, _ = mem("diff_iter", p.dc_n)
+        dc0_m, dc0 = mem("diff_iter")
         args |= {ARG_SRC_ITER_C: c0_m, ARG_DST_ITER_C: cn_m,
                  DIFF + ARG_DST_ITER_C: dcn_m, DIFF + ARG_SRC_ITER_C: dc0_m}
     backward_args = _packed_args(args)
