@@ -117,7 +117,9 @@ static struct {
     int workers;                /* started so far: slots 1..workers */
     team_fn fn;                 /* the job: written before its entry opens it */
     void *ctx;
-    _Alignas(64) atomic_ullong entry;
+    /* uint64_t, the type join() compare-exchanges it through: atomic_ullong is
+     * another type on LP64, which gcc lets pass and clang refuses */
+    _Alignas(64) _Atomic uint64_t entry;
     team_counter left;          /* members that have finished the job */
     struct slot slot[FUSEDRNN_MAX_THREADS];   /* 0 is the caller's, unused */
     atomic_int hold_tid;        /* tests: a worker held back (fusedrnn_hold_worker) */

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import fusedrnn
+from fusedrnn import _kernel
 
 WHEEL = os.environ.get("FUSEDRNN_TEST_WHEEL")
 SOURCE = Path(__file__).resolve().parents[1]
@@ -30,4 +31,13 @@ def test_fusedrnn_is_imported_from_the_installed_wheel():
     name, version, python, abi, platforms = Path(WHEEL).stem.split("-")
     assert (name, version) == ("fusedrnn", fusedrnn.__version__)
     assert sorted(tags) == sorted(f"{python}-{abi}-{p}" for p in platforms.split("."))
-    assert all("manylinux" in tag for tag in tags)
+
+
+def test_the_wheel_serves_every_cpython_from_3_11_on_glibc_2_17():
+    """CI's one wheel: the stable ABI of CPython 3.11 (pyproject's
+    wheel.py-api) and manylinux2014 (.ci/cc-manylinux2014, auditwheel
+    repair --plat), and the module in it the stable ABI's."""
+    _, _, python, abi, platforms = Path(WHEEL).stem.split("-")
+    assert (python, abi) == ("cp311", "abi3")
+    assert set(platforms.split(".")) == {"manylinux_2_17_x86_64", "manylinux2014_x86_64"}
+    assert Path(_kernel.__file__).name == "_kernel.abi3.so"
