@@ -27,12 +27,13 @@ TOLERANCE = {
 # once to bf16 (8 significant bits: at most 2^-8 relative, 3.9e-3), and the
 # RNN's backward takes act' from the rounded y it is given, whose error is
 # largest where tanh saturates (its gradients reached 1.1e-2 on random
-# problems, 1.6e-2 on the bench's M): against the float64 reference, on the
-# same bf16 inputs and differentiated at its own y, 2e-2 leaves room for both
-# (docs/design.md, "bfloat16"). The gated cells' backwards read y unrounded,
-# from the reserve, and stay within one rounding (tests/test_bfloat16.py).
+# problems, 1.6e-2 on the bench's M and 1.8e-2 on its L): against the float64
+# reference, on the same bf16 inputs and differentiated at its own y, 3e-2
+# leaves room for both (docs/design.md, "bfloat16"). The gated cells'
+# backwards read y unrounded, from the reserve, and stay within one rounding
+# (tests/test_bfloat16.py).
 if BFLOAT16 is not None:
-    TOLERANCE[BFLOAT16] = 2e-2
+    TOLERANCE[BFLOAT16] = 3e-2
 
 
 def scaled_errors(actual, expected):
