@@ -26,8 +26,8 @@ from helpers import (CELLS, assert_close, assert_matches_reference, assert_uncha
                      backward, flag, forward, grad_output_choices, mixed_lengths, outputs_of,
                      random_problem, reserve_of, run_child, snapshot, states_given, states_id,
                      variants)
-from test_layers import (ARCHITECTURES, LENGTHS, make_inputs, make_layer,  # noqa: E402
-                         reference_backward, reference_forward, run_layer)
+from test_layers import (ARCHITECTURES, LENGTHS, check_against_composition,  # noqa: E402
+                         make_inputs, make_layer)
 from test_packed import assert_same, bits, pack_of, packed_backward, packed_forward  # noqa: E402
 from test_resets import random_resets  # noqa: E402
 
@@ -333,18 +333,8 @@ def test_layers_match_the_reference_composition(cell, architecture, lengths, bat
     layer = make_layer(cell, num_layers, bidirectional, "bfloat16", batch_first=batch_first)
     assert layer.dtype == BF16 and all(p.dtype == BF16 for p in layer.params.values())
     x, states, dy, d_states = make_inputs(cell, BF16, batch_first, num_layers, bidirectional)
-    actual = run_layer(layer, x, states, dy, d_states, lengths)
-    y, finals, calls = reference_forward(cell, layer.params, x, states, lengths, num_layers,
-                                         bidirectional, batch_first, stored=bf16)
-    dx, d_initial, grads = reference_backward(cell, calls, dy, d_states, num_layers,
-                                              bidirectional, lengths, batch_first, stored=bf16)
-    expected = {"y": y, **finals, "dx": dx, **d_initial}
-    assert set(actual) == set(expected)
-    for name, value in expected.items():
-        assert_close(actual[name], value, BF16, name)
-    assert list(layer.grads) == list(layer.params)
-    for name, g in layer.grads.items():
-        assert_close(g, grads[name], BF16, name)
+    check_against_composition(assert_close, layer, cell, x, states, dy, d_states, lengths,
+                              num_layers, bidirectional, batch_first, BF16, stored=bf16)
 
 
 @pytest.mark.parametrize("cell", CELLS)
