@@ -4,9 +4,14 @@
 The Python layer (_api.py) has already checked and converted every argument:
 arrays arrive C-contiguous and aligned to their dtype, of one float dtype, with
 matching shapes, or None. A call comes as a Problem and named groups of
-buffers (_engine.py), read here by their names into the C structs: the
-arrays become pointers, the kernel runs once with the GIL released, and a
-status code becomes an exception.
+buffers (_engine.py), read here into the C structs: the arrays become
+pointers, the kernel runs once with the GIL released, and a status code
+becomes an exception.
+
+Compiled against CPython's Limited API (CMakeLists.txt, docs/design.md §9).
+NumPy's C API stays: NumPy's headers support the Limited API, and its array
+reads (PyArray_DATA, ...) are inline loads from NumPy's own struct, cheaper
+than the buffer protocol's acquire and release of every array.
 """
 cimport numpy as cnp
 import threading
