@@ -34,6 +34,21 @@ static const isa_kernels *const compiled[] = {&isa_avx512, &isa_avx2, &isa_scala
 OVERRIDE_UKR(f32)
 OVERRIDE_UKR(f64)
 
+/* The bf16 products only where the CPU has them; their cell kernels are
+ * the completed float32 table's. */
+static void override_bf16(ukr_bf16 *t, const ukr_bf16 *over, const ukr_f32 *f32)
+{
+    if (over->step && over->supported()) {
+        t->supported = over->supported, t->step = over->step;
+        t->mr = over->mr, t->nr = over->nr, t->mc = over->mc;
+        t->kc = over->kc, t->nc = over->nc;
+        OVERRIDE(fma_probe);
+    }
+    OVERRIDE(transpose);
+    OVERRIDE(narrow);
+    memcpy(t->cell, f32->cell, sizeof t->cell);
+}
+
 void fusedrnn_complete_kernels(isa_kernels *t, const isa_kernels *isa)
 {
     if (isa->base)
@@ -43,7 +58,7 @@ void fusedrnn_complete_kernels(isa_kernels *t, const isa_kernels *isa)
     t->name = isa->name, t->supported = isa->supported, t->base = isa->base;
     override_f32(&t->f32, &isa->f32);
     override_f64(&t->f64, &isa->f64);
-    OVERRIDE_FROM(isa, bf16_dot_probe);
+    override_bf16(&t->bf16, &isa->bf16, &t->f32);
 }
 
 static isa_kernels complete[N_COMPILED];

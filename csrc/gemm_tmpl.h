@@ -20,37 +20,66 @@ static void copy(REAL *dst, const REAL *src, int64_t n)
         memcpy(dst, src, (size_t)n * sizeof(REAL));
 }
 
-/* Bp: ceil(n/nr) panels, each k rows of nr columns (k-major), zero-padded,
- * into a slab of `cap` elements. Every B of the drivers has unit stride
+/* What the products read: PREAL operands, k in units of KP (rnn_tmpl.h).
+ * Element (p, j) of a packed panel of nr columns, and k rounded up to whole
+ * units: a panel holds KPAD(k) rows, an A row KPAD(k) elements. */
+#define P_AT(p, j, nr) ((((p) / KP) * (nr) + (j)) * KP + (p) % KP)
+#define KPAD(k) (((k) + KP - 1) / KP * KP)
+
+/* n values of src as a product's operand: copied, or rounded to bf16 by the
+ * kernels' conversion, then a zero up to a whole unit. The one place the
+ * operands' type shows, with TO_P for a single value. */
+#if KP == 1
+#define TO_P(x) (x)
+static void to_operand(const ukr *u, PREAL *dst, const REAL *src, int64_t n)
+{
+    (void)u;
+    copy(dst, src, n);
+}
+#else
+#define TO_P(x) bf16_of(x)
+static void to_operand(const ukr *u, PREAL *dst, const REAL *src, int64_t n)
+{
+    u->narrow(n, src, dst);
+    for (int64_t i = n; i < KPAD(n); i++)
+        dst[i] = 0;
+}
+#endif
+
+/* Bp: ceil(n/nr) panels, each k rows of nr columns (k-major, in units of
+ * KP rows: P_AT), zero-padded, into a slab of `cap` elements. Every B of the drivers has unit stride
  * along one axis: rows are copied, a transposed B (columns contiguous) goes
  * through the transpose kernel. Rows p with keep[p] == 0 are packed as
  * zeros (keep NULL: every row): padding that must never reach a product,
  * since 0 * NaN is NaN. */
 static void pack_b(const ukr *u, int64_t k, int64_t n,
                         const REAL *B, int64_t rsb, int64_t csb, const unsigned char *keep,
-                        REAL *Bp, size_t cap)
+                        PREAL *Bp, size_t cap)
 {
-    const int64_t nr = u->nr;
-    FUSEDRNN_ASSERT((size_t)(k * ((n + nr - 1) / nr * nr)) <= cap);
+    const int64_t nr = u->nr, kp = KPAD(k);
+    FUSEDRNN_ASSERT((size_t)(kp * ((n + nr - 1) / nr * nr)) <= cap);
     FUSEDRNN_ASSERT(!keep || csb == 1);
-    for (int64_t j0 = 0; j0 < n; j0 += nr, Bp += k * nr) {
+    for (int64_t j0 = 0; j0 < n; j0 += nr, Bp += kp * nr) {
         int64_t w = min64(nr, n - j0);
         if (csb == 1)
             for (int64_t p = 0; p < k; p++) {
-                REAL *dst = Bp + p * nr;
                 const REAL *src = B + p * rsb + j0;
-                if (!keep || keep[p])   /* plain copies, which the compiler vectorises */
+                if (!keep || keep[p])   /* plain loops, which the compiler vectorises */
                     for (int64_t j = 0; j < w; j++)
-                        dst[j] = src[j];
+                        Bp[P_AT(p, j, nr)] = TO_P(src[j]);
                 else
                     for (int64_t j = 0; j < w; j++)
-                        dst[j] = 0;
+                        Bp[P_AT(p, j, nr)] = 0;
             }
-        else
+        else if (KP == 1)   /* the transpose kernel writes whole rows */
             u->transpose(w, k, B + j0 * csb, csb, Bp, nr);
-        for (int64_t p = 0; p < k; p++)
-            for (int64_t j = w; j < nr; j++)
-                Bp[p * nr + j] = 0;
+        else   /* pairs of rows interleaved: weights only, packed once a call */
+            for (int64_t j = 0; j < w; j++)
+                for (int64_t p = 0; p < k; p++)
+                    Bp[P_AT(p, j, nr)] = TO_P(B[(j0 + j) * csb + p]);
+        for (int64_t p = 0; p < kp; p++)
+            for (int64_t j = p < k ? w : 0; j < nr; j++)
+                Bp[P_AT(p, j, nr)] = 0;
     }
 }
 
@@ -63,7 +92,7 @@ typedef struct {
  * packed kc x nc slab of B), with their sizes in elements, which every pack
  * is checked against. */
 typedef struct {
-    REAL *a, *b;
+    PREAL *a, *b;
     size_t a_cap, b_cap;
 } slabs;
 
@@ -75,18 +104,19 @@ typedef struct {
  * kernel with all their columns at once, which it covers several panels at
  * a time (batch 1 and 2). */
 static void step(const ukr *u, int64_t m, int64_t j0, int64_t j1, int64_t k,
-                      const REAL *const *a_rows, const REAL *Bp,
+                      const PREAL *const *a_rows, const PREAL *Bp,
                       REAL *const *c_rows, int64_t c_off, const REAL *const *aux_rows,
                       epilogue epi)
 {
     if (m <= u->mr) {
         if (m > 0)   /* none when every sequence has ended */
-            u->step(k, a_rows, Bp + j0 * k, c_rows, aux_rows, c_off + j0, m, j1 - j0, epi);
+            u->step(k, a_rows, Bp + j0 * KPAD(k), c_rows, aux_rows, c_off + j0, m, j1 - j0,
+                    epi);
         return;
     }
     for (int64_t j = j0; j < j1; j += u->nr)
         for (int64_t i = 0; i < m; i += u->mr)
-            u->step(k, a_rows + i, Bp + j * k, c_rows + i,
+            u->step(k, a_rows + i, Bp + j * KPAD(k), c_rows + i,
                     aux_rows ? aux_rows + i : NULL, c_off + j,
                     min64(u->mr, m - i), min64(u->nr, j1 - j), epi);
 }
@@ -120,7 +150,7 @@ typedef struct {
  * same for every product of that K, so any column range of it is a run of
  * its panels. */
 typedef struct {
-    const REAL *p;
+    const PREAL *p;
     int64_t ld, col0;
 } prepacked;
 
@@ -129,7 +159,8 @@ static void gemm(const ukr *u, int64_t M, int64_t N, int64_t K,
                       REAL *C, int64_t ldc, int accumulate, const REAL *bias,
                       const slabs *s, const row_lists *lists, const prepacked *pre)
 {
-    const REAL *a_rows[FUSEDRNN_MC_MAX], *bias_rows[FUSEDRNN_MC_MAX];
+    const PREAL *a_rows[FUSEDRNN_MC_MAX];
+    const REAL *bias_rows[FUSEDRNN_MC_MAX];
     REAL *c_rows[FUSEDRNN_MC_MAX];
 #define C_ROW(i) (lists ? lists->c[i] + lists->c_col : C + (i) * ldc)
     if (K == 0 && !accumulate)
@@ -139,29 +170,33 @@ static void gemm(const ukr *u, int64_t M, int64_t N, int64_t K,
     for (int64_t jc = 0; jc < N; jc += u->nc) {
         int64_t nc = min64(u->nc, N - jc);
         for (int64_t pc = 0; pc < K; pc += u->kc) {
-            int64_t kc = min64(u->kc, K - pc);
+            int64_t kc = min64(u->kc, K - pc), kp = KPAD(kc);
             epilogue epi = accumulate || pc > 0 ? EPI_ACC : bias ? EPI_BIAS : EPI_SET;
-            const REAL *Bp = s->b;
+            const PREAL *Bp = s->b;
             if (pre) {
                 FUSEDRNN_ASSERT((pre->col0 + jc) % u->nr == 0);
-                Bp = pre->p + pc * pre->ld + (pre->col0 + jc) * kc;
+                Bp = pre->p + pc * pre->ld + (pre->col0 + jc) * kp;
             } else
                 pack_b(u, kc, nc, B.p + pc * B.rs + jc * B.cs, B.rs, B.cs,
                             keep ? keep + pc : NULL, s->b, s->b_cap);
             for (int64_t ic = 0; ic < M; ic += u->mc) {
                 int64_t mc = min64(u->mc, M - ic);
                 const REAL *a = lists ? NULL : A.p + ic * A.rs + pc * A.cs;
-                FUSEDRNN_ASSERT((size_t)(mc * kc) <= s->a_cap);
+                FUSEDRNN_ASSERT((size_t)(mc * kp) <= s->a_cap);
                 for (int64_t i = 0; i < mc; i++) {
-                    a_rows[i] = s->a + i * kc;
+                    a_rows[i] = s->a + i * kp;
                     c_rows[i] = C_ROW(ic + i) + jc;
                     bias_rows[i] = epi == EPI_BIAS ? bias + jc : NULL;
                 }
                 if (lists || A.cs == 1)
                     for (int64_t i = 0; i < mc; i++)
-                        copy(s->a + i * kc, lists ? lists->a[ic + i] + pc : a + i * A.rs, kc);
-                else   /* A transposed: its columns become rows */
-                    u->transpose(kc, mc, a, A.cs, s->a, kc);
+                        to_operand(u, s->a + i * kp,
+                                   lists ? lists->a[ic + i] + pc : a + i * A.rs, kc);
+                else {   /* A transposed: its columns become rows */
+                    u->transpose(kc, mc, a, A.cs, s->a, kp);
+                    for (int64_t i = 0; kp > kc && i < mc; i++)
+                        s->a[i * kp + kc] = 0;   /* an odd kc: its last unit whole */
+                }
                 step(u, mc, 0, nc, kc, a_rows, Bp, c_rows, 0,
                           epi == EPI_BIAS ? bias_rows : NULL, epi);
             }

@@ -29,7 +29,7 @@ static double now(void)
 
 int fusedrnn_bf16_dot_supported(void)
 {
-    return fusedrnn_active_kernels()->bf16_dot_probe && cpu_has_avx512_bf16();
+    return fusedrnn_active_kernels()->bf16.step != NULL;
 }
 
 double fusedrnn_peak_gflops(fusedrnn_dtype dtype, double seconds)
@@ -48,7 +48,7 @@ double fusedrnn_peak_gflops(fusedrnn_dtype dtype, double seconds)
     do {
         double t0 = now();
         double flops = dtype == FUSEDRNN_F64 ? k->f64.fma_probe(iters, sink)
-                       : dtype == FUSEDRNN_BF16 && bf16_dot ? k->bf16_dot_probe(iters, (float *)sink)
+                       : dtype == FUSEDRNN_BF16 && bf16_dot ? k->bf16.fma_probe(iters, (float *)sink)
                                                             : k->f32.fma_probe(iters, (float *)sink);
         double rate = flops / (now() - t0) * 1e-9;
         best = rate > best ? rate : best;

@@ -199,8 +199,8 @@ typedef struct {
 #define PACK_MAGIC "fusedrnn"
 /* The version of the pack's layout, counted up whenever it changes, so that
  * the bytes of a pack kept from another build are refused, not misread
- * (2: the backward's panels after the forward's). */
-#define PACK_LAYOUT 2
+ * (2: the backward's panels after the forward's; 3: bf16 packs of bf16 pairs). */
+#define PACK_LAYOUT 3
 
 static inline pack_key pack_key_of(const fusedrnn_problem *p, const isa_kernels *k)
 {
@@ -210,7 +210,11 @@ static inline pack_key pack_key_of(const fusedrnn_problem *p, const isa_kernels 
     key.layout = PACK_LAYOUT;
     strncpy(key.isa, k->name, sizeof key.isa - 1);
     key.cell = p->cell, key.dtype = p->dtype, key.D = p->D, key.H = p->H;
-    if (p->dtype != FUSEDRNN_F64)   /* bf16 runs the float32 kernels */
+    /* bf16 runs the bf16 products where the table has them, else float32's */
+    if (p->dtype == FUSEDRNN_BF16 && k->bf16.step)
+        key.mr = k->bf16.mr, key.nr = k->bf16.nr, key.mc = k->bf16.mc, key.kc = k->bf16.kc,
+        key.nc = k->bf16.nc;
+    else if (p->dtype != FUSEDRNN_F64)
         key.mr = k->f32.mr, key.nr = k->f32.nr, key.mc = k->f32.mc, key.kc = k->f32.kc,
         key.nc = k->f32.nc;
     else
@@ -246,5 +250,7 @@ typedef struct {
 } storage_driver;
 
 extern const storage_driver driver_f32, driver_f64, driver_bf16;
+/* float32 with bf16 products (rnn_bf16_dot.c): rnn_bf16.c's, on a table that has them */
+extern const storage_driver driver_bf16_dot;
 
 #endif

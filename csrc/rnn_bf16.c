@@ -1,14 +1,15 @@
 /* The drivers over bfloat16 storage, computing in float32.
  *
  * Every bf16 value is exactly a float32 one, so a call widens what it reads
- * into float32 copies in its workspace, runs the float32 driver on them, and
+ * into float32 copies in its workspace, runs a float32 driver on them, and
  * rounds what that writes back to bf16, once, to nearest even: the
  * recurrence, the state carried between steps, the reserve and the weight
- * gradients' sums stay float32 throughout (docs/design.md, "bfloat16"). This
- * is the path of every ISA: the results are those of the float32 kernels on
- * the same (bf16) values, rounded. Products on bf16 panels (AVX512_BF16's
- * dot product) would take its place on CPUs that have one; they round h_t to
- * bf16 at every step, which this path never does.
+ * gradients' sums stay float32 throughout (docs/design.md, "bfloat16").
+ * The driver is the bf16-products one (rnn_bf16_dot.c) on a table that has
+ * them (AVX512_BF16's dot product): its products round their A operands
+ * (h_{t-1}, the gate gradients) to bf16 as they read them; else it is the
+ * float32 driver, whose results are those of the float32 kernels on the
+ * same (bf16) values, rounded.
  *
  * The reserve is the float32 driver's own (float32 elements), followed by y
  * as float32 (T*B*H values in y's layout): a gated cell's backward reads
@@ -69,6 +70,12 @@ static fusedrnn_problem as_f32(const fusedrnn_problem *p)
     return q;
 }
 
+/* The driver a call on table k runs (both lay out the same reserve). */
+static const storage_driver *inner(const isa_kernels *k)
+{
+    return k->bf16.step ? &driver_bf16_dot : &driver_f32;
+}
+
 /* The float32 copies a pass works on, by the buffer of the call each stands
  * for: the inputs (weights only when no pack holds them), then the forward's
  * outputs, or the backward's gradient inputs and gradients. */
@@ -126,7 +133,10 @@ static staged carve(arena *a, const fusedrnn_problem *p, int backward)
 static size_t workspace_bytes(const fusedrnn_problem *p, int backward)
 {
     fusedrnn_problem q = as_f32(p);
-    size_t inner = driver_f32.workspace(&q, backward);
+    /* either driver's: the size holds whichever table runs the call */
+    size_t f32 = driver_f32.workspace(&q, backward);
+    size_t dot = driver_bf16_dot.workspace(&q, backward);
+    size_t inner = f32 == 0 || dot == 0 ? 0 : f32 > dot ? f32 : dot;
     arena a = {0};
     carve(&a, p, backward);
     if (inner == 0 || a.overflow || __builtin_add_overflow(a.used, inner, &a.used) ||
@@ -207,7 +217,7 @@ static fusedrnn_status forward_call(const fusedrnn_problem *p, const isa_kernels
     if (!y32)
         y32 = s.y;
     fusedrnn_outputs out32 = {y32, s.h_n, s.c_n, out->reserve};
-    st = driver_f32.forward(&q, k, &in32, &out32, rest, rest_bytes);
+    st = inner(k)->forward(&q, k, &in32, &out32, rest, rest_bytes);
     if (st != FUSEDRNN_OK)
         return st;
     narrow(out->y, y32, n.seq_y);
@@ -240,7 +250,7 @@ static fusedrnn_status backward_call(const fusedrnn_problem *p, const isa_kernel
     /* db_hh only when the caller asks for it, as the float32 driver writes it */
     fusedrnn_grads g32 = {s.dx, s.dh0, s.dc0, s.dw_ih, s.dw_hh, s.db_ih,
                           g->db_hh ? s.db_hh : NULL};
-    st = driver_f32.backward(&q, k, &in32, &gin32, &g32, rest, rest_bytes);
+    st = inner(k)->backward(&q, k, &in32, &gin32, &g32, rest, rest_bytes);
     if (st != FUSEDRNN_OK)
         return st;
     narrow(g->dx, s.dx, n.seq_x);
@@ -254,10 +264,10 @@ static fusedrnn_status backward_call(const fusedrnn_problem *p, const isa_kernel
     return FUSEDRNN_OK;
 }
 
-/* A pack: the float32 driver's pack, then the widened weights it was made
+/* A pack: the inner driver's pack, then the widened weights it was made
  * from (the pack needs room for them, and the kernel allocates nothing). */
 typedef struct {
-    size_t inner;                   /* the float32 pack's bytes */
+    size_t inner;                   /* the inner driver's pack's bytes */
     float *w_ih, *w_hh, *b_ih, *b_hh;
 } pack_tail;
 
@@ -265,7 +275,7 @@ static pack_tail carve_pack(arena *a, const fusedrnn_problem *p, const isa_kerne
 {
     const fusedrnn_problem q = as_f32(p);
     const sizes n = sizes_of(p);
-    pack_tail t = {driver_f32.packed_bytes(&q, k), 0, 0, 0, 0};
+    pack_tail t = {inner(k)->packed_bytes(&q, k), 0, 0, 0, 0};
     if (t.inner == 0)
         a->overflow = 1;
     arena_take(a, t.inner, 1);
@@ -294,8 +304,8 @@ static void pack_call(const fusedrnn_problem *p, const isa_kernels *k,
                            .w_hh = widen(t.w_hh, weights->w_hh, n.w_hh),
                            .b_ih = widen(t.b_ih, weights->b_ih, n.bias),
                            .b_hh = widen(t.b_hh, weights->b_hh, n.bias)};
-    /* writes from the start: the float32 pack's bytes, its key first */
-    driver_f32.pack(&q, k, &w32, packed);
+    /* writes from the start: the inner pack's bytes, its key first */
+    inner(k)->pack(&q, k, &w32, packed);
     pack_key key = pack_key_of(p, k);
     memcpy(packed, &key, sizeof key);
 }

@@ -3,11 +3,19 @@
  * body of one storage type's translation unit (rnn_f32.c, rnn_f64.c), which
  * includes problem.h, then defines REAL, KERNELS (its field of isa_kernels)
  * and DT(name) (the name kernels.h gives that type's kernel types) before
- * including it: every function here is static and keeps its plain name. Sequence arrays are
+ * including it: every function here is static and keeps its plain name.
+ * The products' operands are REAL too unless it defines PREAL, their type,
+ * and KP, how many k a kernel's unit holds (rnn_bf16_dot.c: bf16 pairs);
+ * the maths, the state and every array but the products' panels, A slabs
+ * and staged rows stay REAL. Sequence arrays are
  * addressed by rows: row (t,b) of x, y, dy, dx, the gates and their
  * gradients. */
 typedef DT(ukr) ukr;
 typedef DT(cell_rows) cell_rows;
+#ifndef KP
+#define KP 1
+#define PREAL REAL
+#endif
 
 #include "gemm_tmpl.h"
 
@@ -28,7 +36,7 @@ typedef struct {
 } step_rows;
 
 typedef struct {
-    REAL *packed;             /* W_hh packed for the step kernel: forward G blocks of
+    PREAL *packed;            /* W_hh packed for the step kernel: forward G blocks of
                                  W_hh^T [H, H rounded up to nr], backward a block of
                                  each phase's rows of W_hh [Gp*H, H] */
     size_t packed_cap;
@@ -42,9 +50,11 @@ typedef struct {
     /* Forward, rows of 2 KB or more: each thread's copy of the step's h_{t-1}
      * rows, ld_stage apart (spread_ld), and pointers to them; NULL when the
      * rows are read where they are. y's rows can be any multiple of 4 KB
-     * apart (batch_first: T*H elements), and h0's are the caller's. */
-    REAL *stage;              /* [threads][B, ld_stage] */
-    const REAL **stage_rows;  /* [threads][B] */
+     * apart (batch_first: T*H elements), and h0's are the caller's.
+     * Operands of another type (KP > 1) are always staged, both ways: the
+     * copy converts them. */
+    PREAL *stage;             /* [threads][B, ld_stage] */
+    const PREAL **stage_rows; /* [threads][B] */
     int64_t ld_stage;
     /* Gated cells: in the reserve (training forward, backward) */
     REAL *gates;              /* [T,B,G*H] pre-activations, then activated gates */
@@ -97,9 +107,9 @@ static size_t min_size(int64_t a, size_t b) { return (size_t)a < b ? (size_t)a :
  * consecutive rows in distinct sets; short rows are left as they are (a
  * stride under 2 KB spreads them over enough sets, and padding would cost
  * them more memory). */
-static int64_t spread_ld(int64_t n)
+static int64_t spread_ld(int64_t n, size_t size)
 {
-    const int64_t line = 64 / (int64_t)sizeof(REAL);
+    const int64_t line = 64 / (int64_t)size;
     int64_t lines = (n + line - 1) / line;
     return lines >= 32 ? (lines | 1) * line : n;
 }
@@ -108,13 +118,13 @@ static int64_t spread_ld(int64_t n)
  * the bounds on every ISA's blocking keep the size valid whichever ISA runs. */
 static void take_slabs(arena *a, work *w, const fusedrnn_problem *p, int backward)
 {
-    const size_t align = 64 / sizeof(REAL);
+    const size_t align = 64 / sizeof(PREAL);
     size_t a_cap = 0, b_cap = 0;
     for (int id = 0; id < GEMM_COUNT; id++) {
         if (!gemm_in_pass((gemm_id)id, backward))
             continue;
         gemm_dims d = dims_of(p, (gemm_id)id);
-        size_t kc = min_size(d.K, FUSEDRNN_KC_MAX);
+        size_t kc = (size_t)KPAD(min_size(d.K, FUSEDRNN_KC_MAX));
         size_t mc = min_size(d.M, FUSEDRNN_MC_MAX);
         size_t nc = round_up(a, min_size(d.N, FUSEDRNN_NC_MAX), FUSEDRNN_NR_MAX);
         size_t need_a = arena_checked_mul(a, mc, kc);
@@ -126,8 +136,8 @@ static void take_slabs(arena *a, work *w, const fusedrnn_problem *p, int backwar
     b_cap = round_up(a, b_cap, align);
     int threads = team_size(p);
     w->slabs = arena_take(a, (size_t)threads, sizeof(slabs));
-    REAL *pa = arena_take(a, arena_checked_mul(a, a_cap, (size_t)threads), sizeof(REAL));
-    REAL *pb = arena_take(a, arena_checked_mul(a, b_cap, (size_t)threads), sizeof(REAL));
+    PREAL *pa = arena_take(a, arena_checked_mul(a, a_cap, (size_t)threads), sizeof(PREAL));
+    PREAL *pb = arena_take(a, arena_checked_mul(a, b_cap, (size_t)threads), sizeof(PREAL));
     for (int i = 0; w->slabs && i < threads; i++)
         w->slabs[i] = (slabs){pa + i * a_cap, pb + i * b_cap, a_cap, b_cap};
 }
@@ -148,6 +158,21 @@ static void take_reserve(arena *a, work *w, const fusedrnn_problem *p)
                                         : NULL;
 }
 
+/* The k of a phase's recurrent product: forward H, backward the phase's
+ * gates' rows of W_hh; and the largest of the pass's phases. */
+static int64_t phase_k(const cell_desc *c, int64_t H, int backward, int phase)
+{
+    return backward ? c->backward[phase].gates * H : H;
+}
+
+static int64_t largest_k(const cell_desc *c, int64_t H, int backward)
+{
+    int64_t k = 0;
+    for (int ph = 0; ph < c->phases; ph++)
+        k = phase_k(c, H, backward, ph) > k ? phase_k(c, H, backward, ph) : k;
+    return k;
+}
+
 /* The workspace of a pass, measured (base NULL) or laid over a buffer. */
 static work carve(arena *a, const fusedrnn_problem *p, int backward)
 {
@@ -155,8 +180,11 @@ static work carve(arena *a, const fusedrnn_problem *p, int backward)
     size_t T = (size_t)p->T, B = (size_t)p->B, H = (size_t)p->H, GH = (size_t)c->info.gates * H;
     size_t TB = arena_checked_mul(a, T, B);
     work w = {0};
-    w.packed_cap = arena_checked_mul(a, GH, round_up(a, H, FUSEDRNN_NR_MAX));
-    w.packed = arena_take(a, w.packed_cap, sizeof(REAL));
+    /* G blocks of gate_block; a backward phase's K = gates*H rounds up to no more */
+    w.packed_cap = arena_checked_mul(a, arena_checked_mul(a, (size_t)c->info.gates,
+                                                          (size_t)KPAD(p->H)),
+                                     round_up(a, H, FUSEDRNN_NR_MAX));
+    w.packed = arena_take(a, w.packed_cap, sizeof(PREAL));
     w.zeros = arena_take(a, GH, sizeof(REAL));
     w.bias = backward ? NULL : arena_take(a, GH, sizeof(REAL));
     for (int i = 0; i < 2; i++) {
@@ -180,12 +208,12 @@ static work carve(arena *a, const fusedrnn_problem *p, int backward)
         r->cell = (cell_rows){(int64_t)H, r->gates, r->state, r->prev, r->h,
                                    r->carry, r->dgates, r->dxn};
     }
-    w.ld_stage = spread_ld((int64_t)H);
-    if (!backward && (size_t)w.ld_stage != H) {
+    w.ld_stage = spread_ld(KPAD(largest_k(c, (int64_t)H, backward)), sizeof(PREAL));
+    if (KP > 1 || (!backward && (size_t)w.ld_stage != H)) {
         size_t team = (size_t)team_size(p);
         w.stage = arena_take(a, arena_checked_mul(a, arena_checked_mul(a, team, B),
-                                                  (size_t)w.ld_stage), sizeof(REAL));
-        w.stage_rows = arena_take(a, arena_checked_mul(a, team, B), sizeof(REAL *));
+                                                  (size_t)w.ld_stage), sizeof(PREAL));
+        w.stage_rows = arena_take(a, arena_checked_mul(a, team, B), sizeof(PREAL *));
     }
     if (!backward && !c->fused) {
         w.x_rows = arena_take(a, TB, sizeof(REAL *));
@@ -199,7 +227,7 @@ static work carve(arena *a, const fusedrnn_problem *p, int backward)
         }
     }
     if (backward) {
-        w.ldg = spread_ld((int64_t)GH);
+        w.ldg = spread_ld((int64_t)GH, sizeof(REAL));
         w.dg = arena_take(a, arena_checked_mul(a, TB, (size_t)w.ldg), sizeof(REAL));
         w.dxn = c->split ? arena_take(a, arena_checked_mul(a, TB, H), sizeof(REAL)) : NULL;
         w.g = arena_take(a, arena_checked_mul(a, B, GH), sizeof(REAL));
@@ -239,7 +267,7 @@ struct run {
     work *w;
     int backward;
     void (*fill_row)(const run *r, step_rows *rows, int64_t m, const seq_at *at);
-    void (*tile)(const run *r, const step_rows *rows, const REAL *const *a, int64_t j0,
+    void (*tile)(const run *r, const step_rows *rows, const PREAL *const *a, int64_t j0,
                  int64_t j1, int phase);
     epilogue epi;   /* the RNN's step epilogue */
     int chunks;     /* a gated forward: the input side is computed a chunk of
@@ -248,7 +276,7 @@ struct run {
     const int64_t *lengths;
     const uint8_t *resets;
     REAL *y, *h_n, *c_n, *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh;
-    const REAL *panels;          /* W_hh packed for the step kernel: the workspace's, or a pack's */
+    const PREAL *panels;         /* W_hh packed for the step kernel: the workspace's, or a pack's */
     const struct pack_parts *pack;   /* the call's pack, NULL when it packs per call */
 };
 
@@ -268,8 +296,9 @@ struct run {
 typedef struct pack_parts {
     void *header;              /* a pack_header, copied in and out with memcpy: a pack
                                   need only be aligned to its dtype */
-    REAL *w_hh, *w_ih, *bias, *b_hh;
-    REAL *back_w_hh, *dx, *dh0;
+    PREAL *w_hh, *w_ih;
+    REAL *bias, *b_hh;
+    PREAL *back_w_hh, *dx, *dh0;
     size_t w_hh_cap, w_ih_cap, dx_cap, dh0_cap;
     int64_t ld_ih, ld_dx;
     int has_bias;              /* read from the header */
@@ -300,33 +329,39 @@ static void sums_slice(void *arg, int tid, int n)
     }
 }
 
-/* The elements of one gate's block of the packed W_hh^T: H rows of H
- * columns rounded up to whole panels. */
+/* The elements of one gate's block of the packed W_hh^T: H rows (whole
+ * units) of H columns rounded up to whole panels. */
 static int64_t gate_block(const ukr *u, int64_t H)
 {
-    return H * ((H + u->nr - 1) / u->nr * u->nr);
+    return KPAD(H) * ((H + u->nr - 1) / u->nr * u->nr);
 }
 
 /* A pack's layout for the table `u`, measured (base NULL) or laid over one. */
 static pack_parts carve_pack(arena *a, const fusedrnn_problem *p, const ukr *u)
 {
-    const size_t G = (size_t)cell_table[p->cell].info.gates, D = (size_t)p->D;
-    const size_t GH = arena_checked_mul(a, G, (size_t)p->H);
+    const cell_desc *c = &cell_table[p->cell];
+    const size_t G = (size_t)c->info.gates, D = (size_t)p->D, H = (size_t)p->H;
+    const size_t GH = arena_checked_mul(a, G, H), GxH = GH - (size_t)c->split * H;
     pack_parts pk = {0};
-    pk.ld_ih = (int64_t)round_up(a, (size_t)p->H, (size_t)u->nr);
-    pk.w_hh_cap = arena_checked_mul(a, GH, (size_t)pk.ld_ih);   /* G blocks of gate_block */
-    pk.w_ih_cap = arena_checked_mul(a, arena_checked_mul(a, G, D), (size_t)pk.ld_ih);
+    pk.ld_ih = (int64_t)round_up(a, H, (size_t)u->nr);
+    /* G blocks of gate_block; W_ih^T a block of KPAD(D) rows per gate */
+    pk.w_hh_cap = arena_checked_mul(a, arena_checked_mul(a, G, (size_t)KPAD(p->H)),
+                                    (size_t)pk.ld_ih);
+    pk.w_ih_cap = arena_checked_mul(a, arena_checked_mul(a, G, (size_t)KPAD(p->D)),
+                                    (size_t)pk.ld_ih);
     pk.header = arena_take(a, 1, sizeof(pack_header));
-    pk.w_hh = arena_take(a, pk.w_hh_cap, sizeof(REAL));
-    pk.w_ih = arena_take(a, pk.w_ih_cap, sizeof(REAL));
+    pk.w_hh = arena_take(a, pk.w_hh_cap, sizeof(PREAL));
+    pk.w_ih = arena_take(a, pk.w_ih_cap, sizeof(PREAL));
     pk.bias = arena_take(a, GH, sizeof(REAL));
     pk.b_hh = arena_take(a, GH, sizeof(REAL));
     pk.ld_dx = (int64_t)round_up(a, D, (size_t)u->nr);
-    pk.dx_cap = arena_checked_mul(a, GH, (size_t)pk.ld_dx);
-    pk.dh0_cap = arena_checked_mul(a, (size_t)dims_of(p, GEMM_DH0).K, (size_t)pk.ld_ih);
-    pk.back_w_hh = arena_take(a, pk.w_hh_cap, sizeof(REAL));
-    pk.dx = arena_take(a, pk.dx_cap, sizeof(REAL));
-    pk.dh0 = arena_take(a, pk.dh0_cap, sizeof(REAL));
+    /* GEMM_DX's K = Gx*H rows, then GEMM_DX_N's H, each in whole units */
+    pk.dx_cap = arena_checked_mul(a, (size_t)(KPAD((int64_t)GxH) + KPAD((int64_t)(GH - GxH))),
+                                  (size_t)pk.ld_dx);
+    pk.dh0_cap = arena_checked_mul(a, (size_t)KPAD(dims_of(p, GEMM_DH0).K), (size_t)pk.ld_ih);
+    pk.back_w_hh = arena_take(a, pk.w_hh_cap, sizeof(PREAL));
+    pk.dx = arena_take(a, pk.dx_cap, sizeof(PREAL));
+    pk.dh0 = arena_take(a, pk.dh0_cap, sizeof(PREAL));
     return pk;
 }
 
@@ -354,7 +389,7 @@ static prepacked prepacked_of(const run *r, gemm_id id)
     switch (id) {
     case GEMM_INPUT: return (prepacked){pk->w_ih, pk->ld_ih, 0};
     case GEMM_DX:    return (prepacked){pk->dx, pk->ld_dx, 0};
-    case GEMM_DX_N:  return (prepacked){pk->dx + GxH * pk->ld_dx, pk->ld_dx, 0};
+    case GEMM_DX_N:  return (prepacked){pk->dx + KPAD(GxH) * pk->ld_dx, pk->ld_dx, 0};
     case GEMM_DH0:   return (prepacked){pk->dh0, pk->ld_ih, 0};
     default:         return (prepacked){0};
     }
@@ -538,7 +573,7 @@ static void input_chunk(const run *r, int tid, int64_t j0, int64_t j1, int64_t s
     for (int64_t q = 0; q < r->cell->info.gates; q++) {
         row_lists rows = {w->x_rows + first, w->g_rows + first, q * H + j0};
         /* given a pack, its W_ih^T: gate q's block, from column j0 */
-        prepacked ih = {r->pack ? r->pack->w_ih + q * D * r->pack->ld_ih : NULL,
+        prepacked ih = {r->pack ? r->pack->w_ih + q * KPAD(D) * r->pack->ld_ih : NULL,
                         r->pack ? r->pack->ld_ih : 0, j0};
         gemm(r->u, M, j1 - j0, D, (view){NULL, 0, 0},
                   r->pack ? (view){NULL, 0, 0} : (view){r->w_ih + (q * H + j0) * D, 1, D},
@@ -551,7 +586,7 @@ static void input_chunk(const run *r, int tid, int64_t j0, int64_t j1, int64_t s
  * [j0, j1), every gate of them. */
 
 /* The RNN: the product's epilogue is the cell. */
-static void rnn_tile(const run *r, const step_rows *rows, const REAL *const *a, int64_t j0,
+static void rnn_tile(const run *r, const step_rows *rows, const PREAL *const *a, int64_t j0,
                      int64_t j1, int phase)
 {
     (void)phase;
@@ -561,7 +596,7 @@ static void rnn_tile(const run *r, const step_rows *rows, const REAL *const *a, 
 
 /* Gated forward: each gate's product accumulates into the gates row (the
  * split gate's goes to its own row, with b_hn), then the phase's kernel. */
-static void gated_forward_tile(const run *r, const step_rows *rows, const REAL *const *a,
+static void gated_forward_tile(const run *r, const step_rows *rows, const PREAL *const *a,
                                int64_t j0, int64_t j1, int phase)
 {
     const cell_desc *c = r->cell;
@@ -569,7 +604,7 @@ static void gated_forward_tile(const run *r, const step_rows *rows, const REAL *
     const ukr *u = r->u;
     const int64_t H = r->p->H, block = gate_block(u, H), end = ph->gate0 + ph->gates;
     const int64_t joined = c->split && end == c->info.gates ? end - 1 : end;
-    const REAL *Bp = r->panels;
+    const PREAL *Bp = r->panels;
     int64_t q = ph->gate0;
     /* One thread owning every column, with whole panels per gate: the
      * gates' blocks are one run of panels and the gates one run of
@@ -596,7 +631,7 @@ static void gated_forward_tile(const run *r, const step_rows *rows, const REAL *
  * step that a reset cut from the one before is what reaches h0 (c0): it
  * joins the restarts' sum, and the step before, the last of the previous
  * piece, starts from no carry. */
-static void gated_backward_tile(const run *r, const step_rows *rows, const REAL *const *a,
+static void gated_backward_tile(const run *r, const step_rows *rows, const PREAL *const *a,
                                 int64_t j0, int64_t j1, int phase)
 {
     const phase_desc *ph = &r->cell->backward[phase];
@@ -618,19 +653,20 @@ static void gated_backward_tile(const run *r, const step_rows *rows, const REAL 
     }
 }
 
-/* The rows the step's product reads: the step's own, or when the forward
- * stages them, this thread's copy of them: m*H elements copied against the
- * thread's m*H*G*H/n multiply-adds, n/(G*H) of its work. */
-static const REAL *const *a_rows(const run *r, int tid, const step_rows *rows, int phase)
+/* The rows the step's product reads: the step's own, or when the pass
+ * stages them, this thread's copy of them: m*K elements copied against the
+ * thread's m*K*G*H/n multiply-adds, n/(G*H) of its work. */
+static const PREAL *const *a_rows(const run *r, int tid, const step_rows *rows, int phase)
 {
     const work *w = r->w;
-    if (!w->stage)   /* the backward's, and short rows */
-        return rows->a[phase];
-    const int64_t B = r->p->B, H = r->p->H, ld = w->ld_stage;
-    REAL *stage = w->stage + tid * B * ld;
-    const REAL **a = w->stage_rows + tid * B;
+    if (!w->stage)   /* the float backward's, and short rows: PREAL is REAL there */
+        return (const PREAL *const *)rows->a[phase];
+    const int64_t B = r->p->B, ld = w->ld_stage;
+    const int64_t K = phase_k(r->cell, r->p->H, r->backward, phase);
+    PREAL *stage = w->stage + tid * B * ld;
+    const PREAL **a = w->stage_rows + tid * B;
     for (int64_t i = 0; i < rows->m; i++) {
-        copy(stage + i * ld, rows->a[phase][i], H);
+        to_operand(r->u, stage + i * ld, rows->a[phase][i], K);
         a[i] = stage + i * ld;
     }
     return a;
@@ -650,14 +686,14 @@ static void pack_w_hh(const run *r, int64_t j0, int64_t j1)
     if (r->backward) {
         for (int phase = 0; phase < c->phases; phase++) {
             const phase_desc *ph = &c->backward[phase];
-            int64_t K = ph->gates * H, at = ph->gate0 * block + j0 * K;
+            int64_t K = ph->gates * H, at = ph->gate0 * block + j0 * KPAD(K);
             pack_b(r->u, K, n, r->w_hh + ph->gate0 * H * H + j0, H, 1, NULL, w->packed + at,
                    w->packed_cap - (size_t)at);
         }
         return;
     }
     for (int64_t q = 0; q < c->info.gates; q++) {
-        int64_t at = q * block + j0 * H;
+        int64_t at = q * block + j0 * KPAD(H);
         pack_b(r->u, H, n, r->w_hh + (q * H + j0) * H, 1, H, NULL, w->packed + at,
                w->packed_cap - (size_t)at);
     }
@@ -682,7 +718,7 @@ typedef struct {
  * step's last phase also lays out the next step's rows: no other tile of
  * the next step starts before this one is done. */
 static void run_tile(const run *r, int tid, int64_t i, int phase, int64_t k, int64_t tiles,
-                     const REAL *const *a)
+                     const PREAL *const *a)
 {
     const int64_t T = r->p->T;
     int64_t j0, j1;
@@ -719,7 +755,7 @@ static void time_loop(void *arg, int tid, int n)
             break;
         const int64_t i = u / phases;
         const int phase = (int)(u % phases);
-        const REAL *const *a = NULL;
+        const PREAL *const *a = NULL;
         unsigned ran = 0;
         for (int64_t q = 0; q < tiles; q++) {
             int64_t k = q < own ? home0 + q : tiles - 1 - (q - own);
@@ -1141,7 +1177,7 @@ static fusedrnn_status backward_call(const fusedrnn_problem *p, const isa_kernel
 
 /* B [K,N] (a strided view) as a product with a prepacked B reads it: for
  * each k block from pc, pack_b's panels of every column at dst + pc*ld. */
-static void prepack(const ukr *u, int64_t K, int64_t N, view B, REAL *dst, size_t cap,
+static void prepack(const ukr *u, int64_t K, int64_t N, view B, PREAL *dst, size_t cap,
                     int64_t ld)
 {
     for (int64_t pc = 0; pc < K; pc += u->kc) {
@@ -1188,11 +1224,13 @@ static void pack_call(const fusedrnn_problem *p, const isa_kernels *k,
     }
     if (GH * D > 0) {   /* W_ih^T of each gate, then B of GEMM_DX and GEMM_DX_N */
         for (int64_t q = 0; q < G; q++)
-            prepack(u, D, H, (view){r.w_ih + q * H * D, 1, D}, pk.w_ih + q * D * pk.ld_ih,
-                    pk.w_ih_cap - (size_t)(q * D * pk.ld_ih), pk.ld_ih);
+            prepack(u, D, H, (view){r.w_ih + q * H * D, 1, D},
+                    pk.w_ih + q * KPAD(D) * pk.ld_ih,
+                    pk.w_ih_cap - (size_t)(q * KPAD(D) * pk.ld_ih), pk.ld_ih);
         prepack(u, GxH, D, (view){r.w_ih, D, 1}, pk.dx, pk.dx_cap, pk.ld_dx);
-        prepack(u, GH - GxH, D, (view){r.w_ih + GxH * D, D, 1}, pk.dx + GxH * pk.ld_dx,
-                pk.dx_cap - (size_t)(GxH * pk.ld_dx), pk.ld_dx);
+        prepack(u, GH - GxH, D, (view){r.w_ih + GxH * D, D, 1},
+                pk.dx + KPAD(GxH) * pk.ld_dx, pk.dx_cap - (size_t)(KPAD(GxH) * pk.ld_dx),
+                pk.ld_dx);
     }
     const REAL *bias = input_bias(&r);
     if (bias && bias != pk.bias)   /* b_ih as given: the pack keeps its own */

@@ -55,6 +55,46 @@ typedef enum {
 #undef REAL
 #undef SFX
 
+/* bfloat16 as stored: the high half of a float32's bits. */
+typedef uint16_t bf16;
+
+/* Rounds a float32 to bf16 as AVX512_BF16's conversions do (vcvtneps2bf16):
+ * to nearest even, a denormal to a zero of its sign, a NaN to a quiet NaN.
+ * The scalar form every conversion of a product's operand follows, so that
+ * what the vector and scalar code write is the same. */
+static inline bf16 bf16_of(float f)
+{
+    union { float f; uint32_t u; } v = {f};
+    if ((v.u & 0x7f800000u) == 0)              /* zero or denormal */
+        return (bf16)((v.u >> 16) & 0x8000u);
+    if ((v.u & 0x7fffffffu) > 0x7f800000u)     /* NaN: stays one, quiet */
+        return (bf16)((v.u >> 16) | 0x40u);
+    return (bf16)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
+}
+
+/* float32 maths whose products read bf16 operands: AVX512_BF16's dot
+ * product (vdpbf16ps) adds the products of a pair of k into each float32
+ * lane, so packed B holds pairs of k rows interleaved: element (p, j) of a
+ * panel at ((p/2)*nr + j)*2 + p%2, an odd k padded with a zero row. A rows
+ * are bf16 rows of k elements (an odd k: one zero after them), read a pair
+ * at a time. C, aux and every cell kernel are float32, the f32 table's. */
+typedef struct {
+    int (*supported)(void);          /* the CPU has the dot product (set with step) */
+    int64_t mr, nr, mc, kc, nc;
+    void (*step)(int64_t k, const bf16 *const *a_rows, const bf16 *Bp,
+                 float *const *c_rows, const float *const *aux_rows,
+                 int64_t col, int64_t m, int64_t n, epilogue epi);
+    /* dst[j*ldd + i] = bf16_of(src[i*lds + j]): the transposed A blocks */
+    void (*transpose)(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                      bf16 *dst, int64_t ldd);
+    /* dst[i] = bf16_of(src[i]), i < n: A rows */
+    void (*narrow)(int64_t n, const float *src, bf16 *dst);
+    cell_kernel_f32 cell[CELL_KERNELS];   /* the f32 table's (dispatch.c) */
+    /* the dot product's peak probe, as fma_probe */
+    double (*fma_probe)(int64_t iters, float *sink);
+} ukr_bf16;
+typedef cell_rows_f32 cell_rows_bf16;
+
 typedef struct isa_kernels {
     const char *name;
     int (*supported)(void);          /* CPU and OS can run it */
@@ -62,11 +102,10 @@ typedef struct isa_kernels {
                                         NULL; NULL for the reference, which has all */
     ukr_f32 f32;
     ukr_f64 f64;
-    /* The bf16 dot product's peak probe, as fma_probe (flops done; a result
-     * to *sink), on a CPU with AVX512_BF16 only; NULL on an ISA without one.
-     * bf16 calls compute in float32 on every ISA today (rnn_bf16.c): this
-     * measures the peak a bf16 product kernel would run against. */
-    double (*bf16_dot_probe)(int64_t iters, float *sink);
+    /* bf16 products, on a CPU with a bf16 dot product only: where the table
+     * has no step, bf16 calls compute with the f32 table on widened values
+     * (rnn_bf16.c). The reference has only the conversions. */
+    ukr_bf16 bf16;
 } isa_kernels;
 
 /* As each file defines them; dispatch.c completes them. */
@@ -77,6 +116,17 @@ int cpu_has_avx2(void);
 int cpu_has_avx512(void);
 int cpu_has_avx512_bf16(void);
 
-double bf16_dot_probe_avx512(int64_t iters, float *sink);
+/* AVX512_BF16's entries of the avx512 table (ukr_avx512_bf16.c). */
+void step_bf16_avx512(int64_t k, const bf16 *const *a_rows, const bf16 *Bp,
+                      float *const *c_rows, const float *const *aux_rows,
+                      int64_t col, int64_t m, int64_t n, epilogue epi);
+void narrow_bf16_avx512(int64_t n, const float *src, bf16 *dst);
+double fma_probe_bf16_avx512(int64_t iters, float *sink);
+
+/* The reference's bf16 entries: the conversions alone (a CPU without the dot
+ * product computes bf16 calls in float32). */
+void transpose_bf16_ref(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                        bf16 *dst, int64_t ldd);
+void narrow_bf16_ref(int64_t n, const float *src, bf16 *dst);
 
 #endif

@@ -8,6 +8,19 @@
 
 #define NR (2 * VL)
 
+/* What the product multiplies: REAL by a broadcast REAL, one k a step
+ * (FMA), unless the file defines a dot product over pairs of k (KP = 2,
+ * PREAL its operands' type; kernels.h, ukr_bf16). A k unit is KP
+ * elements: a panel row holds NR columns of KP each. */
+#ifndef KP
+#define KP 1
+#define PREAL REAL
+#define VB V
+#define V_LOAD_B(p) V_LOAD(p)
+#define V_BCAST_A(p) V_SET1(*(p))
+#define V_DOT(acc, a, b) V_FMA(a, b, acc)
+#endif
+
 static inline V SFX(vepilogue)(V z, V y, epilogue epi)
 {
     switch (epi) {
@@ -24,6 +37,7 @@ static inline V SFX(vepilogue)(V z, V y, epilogue epi)
     return z;
 }
 
+#if KP == 1   /* a dot-product file has the product alone: its maths is the float table's */
 static void SFX(apply)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilogue epi)
 {
     for (int64_t j = 0; j < n; j += VL) {
@@ -31,6 +45,8 @@ static void SFX(apply)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epi
         SFX(store_n)(out + j, n - j, SFX(vepilogue)(SFX(load_n)(z + j, n - j), y, epi));
     }
 }
+
+#endif
 
 /* The tile of M_ rows (a compile-time constant after inlining) by NP panels
  * of NR columns, stored for the first m <= M_ rows and n <= NP*NR columns;
@@ -40,24 +56,25 @@ static void SFX(apply)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epi
  * what is still short is made up by splitting the k loop into KS interleaved
  * partial sums, added at the end. */
 static inline __attribute__((always_inline)) void
-SFX(step_tile)(const int M_, const int NP, const int KS, int64_t k, const REAL *const *a_rows,
-               const REAL *Bp, REAL *const *c_rows, const REAL *const *aux_rows,
+SFX(step_tile)(const int M_, const int NP, const int KS, int64_t k, const PREAL *const *a_rows,
+               const PREAL *Bp, REAL *const *c_rows, const REAL *const *aux_rows,
                int64_t col, int64_t m, int64_t n, epilogue epi)
 {
     const int NV = 2 * NP;   /* vectors across the tile */
-    const REAL *a[MR];
+    const int64_t ku = (k + KP - 1) / KP, ld = ku * KP * NR;   /* k units; a panel's size */
+    const PREAL *a[MR];
     V acc[MR][2][4];   /* [M_][KS][NV] used; fixed bounds keep it in registers */
-    /* One k step pp into partial sum ss: acc[i][ss][v] += a[i][pp] Bp[pp, v]. */
-#define TILE_K(pp, ss)                                                        \
-    do {                                                                      \
-        V b_[4];                                                              \
-        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                  \
-            b_[v] = V_LOAD(Bp + (v / 2) * k * NR + (pp) * NR + (v % 2) * VL); \
-        _Pragma("GCC unroll 16") for (int i = 0; i < M_; i++) {               \
-            V ai_ = V_SET1(a[i][pp]);                                         \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)              \
-                acc[i][ss][v] = V_FMA(ai_, b_[v], acc[i][ss][v]);             \
-        }                                                                     \
+    /* One k unit pp into partial sum ss: acc[i][ss][v] += a[i][pp] Bp[pp, v]. */
+#define TILE_K(pp, ss)                                                            \
+    do {                                                                          \
+        VB b_[4];                                                                 \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                      \
+            b_[v] = V_LOAD_B(Bp + (v / 2) * ld + ((pp) * NR + (v % 2) * VL) * KP); \
+        _Pragma("GCC unroll 16") for (int i = 0; i < M_; i++) {                   \
+            VB ai_ = V_BCAST_A(a[i] + (pp) * KP);                                 \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                  \
+                acc[i][ss][v] = V_DOT(acc[i][ss][v], ai_, b_[v]);                 \
+        }                                                                         \
     } while (0)
 #pragma GCC unroll 16
     for (int i = 0; i < M_; i++) {
@@ -84,14 +101,14 @@ SFX(step_tile)(const int M_, const int NP, const int KS, int64_t k, const REAL *
                 __builtin_prefetch(aux_rows[i] + col + v * VL, 0);
         }
     }
-    /* k in rounds of KS steps, step s of a round into partial sum s; the
-     * k % KS steps left over go into partial sum 0. */
+    /* k units in rounds of KS, unit s of a round into partial sum s; the
+     * ku % KS units left over go into partial sum 0. */
     int64_t p = 0;
-    for (; p + KS <= k; p += KS)
+    for (; p + KS <= ku; p += KS)
 #pragma GCC unroll 4
         for (int s = 0; s < KS; s++)
             TILE_K(p + s, s);
-    for (; p < k; p++)
+    for (; p < ku; p++)
         TILE_K(p, 0);
 #undef TILE_K
 #pragma GCC unroll 16
@@ -117,7 +134,7 @@ SFX(step_tile)(const int M_, const int NP, const int KS, int64_t k, const REAL *
     }
 }
 
-static void SFX(step)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
+static void SFX(step)(int64_t k, const PREAL *const *a_rows, const PREAL *Bp,
                REAL *const *c_rows, const REAL *const *aux_rows,
                int64_t col, int64_t m, int64_t n, epilogue epi)
 {
@@ -127,7 +144,7 @@ static void SFX(step)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
      * between threads, so results are bitwise the same for any thread count. */
     for (int64_t j = 0; j < n; ) {
         int pair = m <= 2 && n - j > NR;
-        const REAL *B = Bp + j * k;
+        const PREAL *B = Bp + j * ((k + KP - 1) / KP * KP);
         int64_t c = col + j, w = n - j;
         if (m == 1 && pair)
             SFX(step_tile)(1, 2, 2, k, a_rows, B, c_rows, aux_rows, c, m, w, epi);
@@ -147,6 +164,7 @@ static void SFX(step)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
     }
 }
 
+#if KP == 1
 /* The peak probe: PROBE_CHAINS independent FMA chains, more than latency x
  * throughput on any target, so the loop runs at the FMA pipes' rate.
  * acc*a + b with a just below 1 stays bounded and normal. Returns the flops. */
@@ -168,3 +186,4 @@ static double SFX(fma_probe)(int64_t iters, REAL *sink)
     V_STORE_M(sink, V_MASK(1), s);
     return 2.0 * VL * PROBE_CHAINS * (double)iters;
 }
+#endif

@@ -32,3 +32,9 @@
 #undef LN2_LO
 #undef VMASK
 #undef NR
+#undef KP
+#undef PREAL
+#undef VB
+#undef V_LOAD_B
+#undef V_BCAST_A
+#undef V_DOT

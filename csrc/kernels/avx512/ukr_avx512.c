@@ -42,5 +42,10 @@ const isa_kernels isa_avx512 = {
                      [GRU_RF_BACKWARD_ZN] = gru_rf_backward_zn_f64_avx512,
                      [GRU_RF_BACKWARD_R] = gru_rf_backward_r_f64_avx512},
             .apply = apply_f64_avx512, .fma_probe = fma_probe_f64_avx512},
-    .bf16_dot_probe = bf16_dot_probe_avx512,
+    /* the float32 tile over pairs of k: a B panel of the same bytes holds
+     * twice the k, hence kc twice the float32 one */
+    .bf16 = {.supported = cpu_has_avx512_bf16,
+             .mr = MR, .nr = 32, .mc = 96, .kc = 512, .nc = 1024,
+             .step = step_bf16_avx512, .narrow = narrow_bf16_avx512,
+             .fma_probe = fma_probe_bf16_avx512},
 };

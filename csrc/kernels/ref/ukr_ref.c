@@ -21,6 +21,20 @@
 #undef REAL
 #undef SFX
 
+void narrow_bf16_ref(int64_t n, const float *src, bf16 *dst)
+{
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = bf16_of(src[i]);
+}
+
+void transpose_bf16_ref(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                        bf16 *dst, int64_t ldd)
+{
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++)
+            dst[j * ldd + i] = bf16_of(src[i * lds + j]);
+}
+
 static int always(void) { return 1; }
 
 /* Every entry: the fallback of every other table. */
@@ -48,4 +62,5 @@ const isa_kernels isa_scalar = {
                      [GRU_RF_BACKWARD_ZN] = gru_rf_backward_zn_ref_f64,
                      [GRU_RF_BACKWARD_R] = gru_rf_backward_r_ref_f64},
             .apply = apply_ref_f64, .fma_probe = fma_probe_ref_f64},
+    .bf16 = {.transpose = transpose_bf16_ref, .narrow = narrow_bf16_ref},
 };
