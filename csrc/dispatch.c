@@ -46,6 +46,8 @@ static void override_bf16(ukr_bf16 *t, const ukr_bf16 *over, const ukr_f32 *f32)
     }
     OVERRIDE(transpose);
     OVERRIDE(narrow);
+    OVERRIDE(pack_pairs);
+    OVERRIDE(pack_pairs_t);
     memcpy(t->cell, f32->cell, sizeof t->cell);
 }
 

@@ -26,30 +26,64 @@ static void copy(REAL *dst, const REAL *src, int64_t n)
 #define P_AT(p, j, nr) ((((p) / KP) * (nr) + (j)) * KP + (p) % KP)
 #define KPAD(k) (((k) + KP - 1) / KP * KP)
 
-/* n values of src as a product's operand: copied, or rounded to bf16 by the
- * kernels' conversion, then a zero up to a whole unit. The one place the
- * operands' type shows, with TO_P for a single value. */
+/* The one place the operands' type shows: n values of src as a product's
+ * operand (copied, or rounded to bf16 by the kernels' conversion, then a
+ * zero up to a whole unit), and B's panels in their layout. */
 #if KP == 1
-#define TO_P(x) (x)
 static void to_operand(const ukr *u, PREAL *dst, const REAL *src, int64_t n)
 {
     (void)u;
     copy(dst, src, n);
 }
+
+/* B's columns [0, w) of k rows into a panel, from rows (B[p][j] at
+ * src[p*lds + j], zeros where keep[p] == 0) or transposed (at src[j*lds + p]) */
+static void rows_panel(const ukr *u, int64_t w, int64_t k, const REAL *src, int64_t lds,
+                       const unsigned char *keep, PREAL *Bp, int64_t nr)
+{
+    (void)u;
+    for (int64_t p = 0; p < k; p++) {
+        PREAL *dst = Bp + p * nr;
+        if (!keep || keep[p])   /* plain copies, which the compiler vectorises */
+            for (int64_t j = 0; j < w; j++)
+                dst[j] = src[p * lds + j];
+        else
+            for (int64_t j = 0; j < w; j++)
+                dst[j] = 0;
+    }
+}
+
+static void transposed_panel(const ukr *u, int64_t w, int64_t k, const REAL *src, int64_t lds,
+                             PREAL *Bp, int64_t nr)
+{
+    u->transpose(w, k, src, lds, Bp, nr);
+}
 #else
-#define TO_P(x) bf16_of(x)
 static void to_operand(const ukr *u, PREAL *dst, const REAL *src, int64_t n)
 {
     u->narrow(n, src, dst);
     for (int64_t i = n; i < KPAD(n); i++)
         dst[i] = 0;
 }
+
+static void rows_panel(const ukr *u, int64_t w, int64_t k, const REAL *src, int64_t lds,
+                       const unsigned char *keep, PREAL *Bp, int64_t nr)
+{
+    u->pack_pairs(w, k, src, lds, keep, Bp, nr);
+}
+
+static void transposed_panel(const ukr *u, int64_t w, int64_t k, const REAL *src, int64_t lds,
+                             PREAL *Bp, int64_t nr)
+{
+    u->pack_pairs_t(w, k, src, lds, Bp, nr);
+}
 #endif
 
 /* Bp: ceil(n/nr) panels, each k rows of nr columns (k-major, in units of
- * KP rows: P_AT), zero-padded, into a slab of `cap` elements. Every B of the drivers has unit stride
- * along one axis: rows are copied, a transposed B (columns contiguous) goes
- * through the transpose kernel. Rows p with keep[p] == 0 are packed as
+ * KP rows: P_AT), zero-padded, into a slab of `cap` elements. Every B of
+ * the drivers has unit stride along one axis: rows are copied, a
+ * transposed B (columns contiguous) goes through the transpose kernel
+ * (bf16: converted, by the kernels). Rows p with keep[p] == 0 are packed as
  * zeros (keep NULL: every row): padding that must never reach a product,
  * since 0 * NaN is NaN. */
 static void pack_b(const ukr *u, int64_t k, int64_t n,
@@ -62,21 +96,9 @@ static void pack_b(const ukr *u, int64_t k, int64_t n,
     for (int64_t j0 = 0; j0 < n; j0 += nr, Bp += kp * nr) {
         int64_t w = min64(nr, n - j0);
         if (csb == 1)
-            for (int64_t p = 0; p < k; p++) {
-                const REAL *src = B + p * rsb + j0;
-                if (!keep || keep[p])   /* plain loops, which the compiler vectorises */
-                    for (int64_t j = 0; j < w; j++)
-                        Bp[P_AT(p, j, nr)] = TO_P(src[j]);
-                else
-                    for (int64_t j = 0; j < w; j++)
-                        Bp[P_AT(p, j, nr)] = 0;
-            }
-        else if (KP == 1)   /* the transpose kernel writes whole rows */
-            u->transpose(w, k, B + j0 * csb, csb, Bp, nr);
-        else   /* pairs of rows interleaved: weights only, packed once a call */
-            for (int64_t j = 0; j < w; j++)
-                for (int64_t p = 0; p < k; p++)
-                    Bp[P_AT(p, j, nr)] = TO_P(B[(j0 + j) * csb + p]);
+            rows_panel(u, w, k, B + j0, rsb, keep, Bp, nr);
+        else
+            transposed_panel(u, w, k, B + j0 * csb, csb, Bp, nr);
         for (int64_t p = 0; p < kp; p++)
             for (int64_t j = p < k ? w : 0; j < nr; j++)
                 Bp[P_AT(p, j, nr)] = 0;
@@ -192,11 +214,8 @@ static void gemm(const ukr *u, int64_t M, int64_t N, int64_t K,
                     for (int64_t i = 0; i < mc; i++)
                         to_operand(u, s->a + i * kp,
                                    lists ? lists->a[ic + i] + pc : a + i * A.rs, kc);
-                else {   /* A transposed: its columns become rows */
+                else   /* A transposed: its columns become rows (whole units) */
                     u->transpose(kc, mc, a, A.cs, s->a, kp);
-                    for (int64_t i = 0; kp > kc && i < mc; i++)
-                        s->a[i * kp + kc] = 0;   /* an odd kc: its last unit whole */
-                }
                 step(u, mc, 0, nc, kc, a_rows, Bp, c_rows, 0,
                           epi == EPI_BIAS ? bias_rows : NULL, epi);
             }

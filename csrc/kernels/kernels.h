@@ -84,11 +84,21 @@ typedef struct {
     void (*step)(int64_t k, const bf16 *const *a_rows, const bf16 *Bp,
                  float *const *c_rows, const float *const *aux_rows,
                  int64_t col, int64_t m, int64_t n, epilogue epi);
-    /* dst[j*ldd + i] = bf16_of(src[i*lds + j]): the transposed A blocks */
+    /* dst[j*ldd + i] = bf16_of(src[i*lds + j]) for i < rows, j < cols, and
+     * a zero at i = rows when rows is odd (whole pairs): transposed A blocks */
     void (*transpose)(int64_t rows, int64_t cols, const float *src, int64_t lds,
                       bf16 *dst, int64_t ldd);
     /* dst[i] = bf16_of(src[i]), i < n: A rows */
     void (*narrow)(int64_t n, const float *src, bf16 *dst);
+    /* B of k rows and `cols` columns into a panel of nr columns in pairs of
+     * k: dst[((p/2)*nr + j)*2 + p%2] = bf16_of(B[p][j]), a zero after an odd
+     * k; the rest of the panel left as it was. pack_pairs: B[p][j] =
+     * src[p*lds + j], or 0 where keep (if given) has keep[p] == 0;
+     * pack_pairs_t: B[p][j] = src[j*lds + p] (a transposed source). */
+    void (*pack_pairs)(int64_t cols, int64_t k, const float *src, int64_t lds,
+                       const unsigned char *keep, bf16 *dst, int64_t nr);
+    void (*pack_pairs_t)(int64_t cols, int64_t k, const float *src, int64_t lds,
+                         bf16 *dst, int64_t nr);
     cell_kernel_f32 cell[CELL_KERNELS];   /* the f32 table's (dispatch.c) */
     /* the dot product's peak probe, as fma_probe */
     double (*fma_probe)(int64_t iters, float *sink);
@@ -116,17 +126,24 @@ int cpu_has_avx2(void);
 int cpu_has_avx512(void);
 int cpu_has_avx512_bf16(void);
 
-/* AVX512_BF16's entries of the avx512 table (ukr_avx512_bf16.c). */
-void step_bf16_avx512(int64_t k, const bf16 *const *a_rows, const bf16 *Bp,
-                      float *const *c_rows, const float *const *aux_rows,
-                      int64_t col, int64_t m, int64_t n, epilogue epi);
-void narrow_bf16_avx512(int64_t n, const float *src, bf16 *dst);
-double fma_probe_bf16_avx512(int64_t iters, float *sink);
-
-/* The reference's bf16 entries: the conversions alone (a CPU without the dot
- * product computes bf16 calls in float32). */
-void transpose_bf16_ref(int64_t rows, int64_t cols, const float *src, int64_t lds,
-                        bf16 *dst, int64_t ldd);
-void narrow_bf16_ref(int64_t n, const float *src, bf16 *dst);
+/* AVX512_BF16's entries of the avx512 table (ukr_avx512_bf16.c), and the
+ * reference's conversions (the reference has no bf16 product: a CPU without
+ * the dot product computes bf16 calls in float32). */
+#define BF16_ENTRIES(isa)                                                           \
+    void step_bf16_##isa(int64_t k, const bf16 *const *a_rows, const bf16 *Bp,     \
+                         float *const *c_rows, const float *const *aux_rows,       \
+                         int64_t col, int64_t m, int64_t n, epilogue epi);         \
+    void transpose_bf16_##isa(int64_t rows, int64_t cols, const float *src,        \
+                              int64_t lds, bf16 *dst, int64_t ldd);                \
+    void narrow_bf16_##isa(int64_t n, const float *src, bf16 *dst);                \
+    void pack_pairs_bf16_##isa(int64_t cols, int64_t k, const float *src,          \
+                               int64_t lds, const unsigned char *keep, bf16 *dst,  \
+                               int64_t nr);                                        \
+    void pack_pairs_t_bf16_##isa(int64_t cols, int64_t k, const float *src,        \
+                                 int64_t lds, bf16 *dst, int64_t nr);              \
+    double fma_probe_bf16_##isa(int64_t iters, float *sink);
+BF16_ENTRIES(avx512)
+BF16_ENTRIES(ref)
+#undef BF16_ENTRIES
 
 #endif

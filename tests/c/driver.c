@@ -887,6 +887,55 @@ static void fallback_cases(void)
     CHECK(strcmp(fusedrnn_get_isa(), partial.name) == 0, "the partial table not in force");
 }
 
+/* The bf16 conversions of a table with bf16 products against the
+ * reference's, bit for bit: rounding to nearest even, ties, denormals to a
+ * zero of their sign, NaN kept quiet, infinities; every length and column
+ * count past a vector, odd k. */
+static void bf16_conversion_cases(void)
+{
+    isa_kernels t;
+    fusedrnn_complete_kernels(&t, &isa_avx512);
+    if (!t.bf16.step) {
+        printf("SKIPPED bf16 conversions: no bf16 dot product here\n");
+        return;
+    }
+    static const uint32_t special[] = {0x00000001, 0x80000001, 0x007fffff, 0x00800000,
+                                       0x3f808000, 0x3f818000, 0x3f808001, 0x7f800000,
+                                       0xff800000, 0x7fc00001, 0x7f800001, 0xff800001,
+                                       0x7f7fffff, 0x80000000, 0x00000000, 0x0080ffff};
+    enum { N = 41 * 45 };
+    static float src[N];
+    static bf16 got[N], want[N];
+    for (int i = 0; i < N; i++) {
+        uint32_t u = i % 3 ? special[i % 16] : 0x3f000000u + (uint32_t)i * 2654435761u % 0x1000000u;
+        memcpy(&src[i], &u, sizeof u);
+    }
+    for (int64_t n = 0; n <= 40; n++) {
+        t.bf16.narrow(n, src + n, got);
+        narrow_bf16_ref(n, src + n, want);
+        CHECK(memcmp(got, want, (size_t)n * sizeof(bf16)) == 0, "narrow differs at n = %lld",
+              (long long)n);
+    }
+    static const unsigned char keep[45] = {1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 1};
+    for (int64_t cols = 1; cols <= 40; cols += 3)
+        for (int64_t k = 1; k <= 40; k += (k < 10 ? 1 : 7)) {
+            const int64_t nr = 40, lds = 45;
+            memset(got, 0, sizeof got), memset(want, 0, sizeof want);
+            t.bf16.pack_pairs(cols, k, src, lds, k < 11 ? keep : NULL, got, nr);
+            pack_pairs_bf16_ref(cols, k, src, lds, k < 11 ? keep : NULL, want, nr);
+            CHECK(memcmp(got, want, sizeof got) == 0, "pack_pairs differs at %lld x %lld",
+                  (long long)cols, (long long)k);
+            t.bf16.pack_pairs_t(cols, k, src, lds, got, nr);
+            pack_pairs_t_bf16_ref(cols, k, src, lds, want, nr);
+            CHECK(memcmp(got, want, sizeof got) == 0, "pack_pairs_t differs at %lld x %lld",
+                  (long long)cols, (long long)k);
+            t.bf16.transpose(k, cols, src, lds, got, nr);
+            transpose_bf16_ref(k, cols, src, lds, want, nr);
+            CHECK(memcmp(got, want, sizeof got) == 0, "transpose differs at %lld x %lld",
+                  (long long)k, (long long)cols);
+        }
+}
+
 int main(void)
 {
     /* Sizes of 0 and 1, odd sizes, and rows that no register tile divides
@@ -939,6 +988,7 @@ int main(void)
                     }
     }
     fallback_cases();
+    bf16_conversion_cases();
     printf("%d cases, %d failures\n", cases, failures);
     return failures != 0;
 }

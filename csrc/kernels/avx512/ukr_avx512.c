@@ -47,5 +47,7 @@ const isa_kernels isa_avx512 = {
     .bf16 = {.supported = cpu_has_avx512_bf16,
              .mr = MR, .nr = 32, .mc = 96, .kc = 512, .nc = 1024,
              .step = step_bf16_avx512, .narrow = narrow_bf16_avx512,
+             .transpose = transpose_bf16_avx512, .pack_pairs = pack_pairs_bf16_avx512,
+             .pack_pairs_t = pack_pairs_t_bf16_avx512,
              .fma_probe = fma_probe_bf16_avx512},
 };
