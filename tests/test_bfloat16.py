@@ -106,6 +106,46 @@ def test_gated_results_at_any_T(cell, options, T, isa):
     assert_matches_reference(cell, a, d, BF16, f"T={T}: ", tol=tol, **options)
 
 
+def _dot_on(isa):
+    """Whether `isa`'s table has the bf16 dot product on this CPU."""
+    previous = fusedrnn.get_isa()
+    try:
+        fusedrnn.set_isa(isa)
+        return _kernel.bf16_dot()
+    finally:
+        fusedrnn.set_isa(previous)
+
+
+DOT = [isa for isa in fusedrnn.available_isas() if _dot_on(isa)]
+
+
+@pytest.mark.skipif(not DOT, reason="no ISA here has a bf16 dot product")
+@pytest.mark.parametrize("cell", CELLS)
+def test_dot_products_round_their_operands(cell):
+    """Where the table has the bf16 dot product, the products read h_{t-1}
+    rounded to bf16: the results differ from the float32 kernels' on the
+    same values (an ISA without it), by about bf16's precision, and are as
+    close to the reference."""
+    a, _ = random_problem(cell, (20, 4, 16, 32), BF16, seed=3)
+    plain = next(isa for isa in fusedrnn.available_isas() if isa not in DOT)
+    previous = fusedrnn.get_isa()
+    y = {}
+    try:
+        for isa in (DOT[0], plain):
+            fusedrnn.set_isa(isa)
+            y[isa] = forward(fusedrnn, cell, a)[0].astype(np.float64)
+    finally:
+        fusedrnn.set_isa(previous)
+    a64 = {k: v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype == BF16 else v
+           for k, v in a.items()}
+    y64 = forward(reference, cell, a64)[0]
+    rms = np.sqrt(np.mean(y64 ** 2))
+    apart = np.abs(y[DOT[0]] - y[plain]).max() / rms
+    assert 0 < apart < 2e-2, apart
+    for isa in y:
+        assert np.abs(y[isa] - y64).max() / rms < 2e-2, isa
+
+
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu", "sigmoid"])
 def test_rnn_step(nonlinearity, isa):
     """rnn_cell and rnn_cell_backward against the reference's one-step

@@ -75,13 +75,16 @@ def bfloat16_line(stdout):
 
 @pytest.mark.skipif(BFLOAT16 is None, reason="ml_dtypes is not installed")
 def test_the_report_says_how_bfloat16_runs(quick):
-    """Stored as bf16, computed in float32 on every ISA; whether the active
-    ISA has this CPU's bf16 dot product (which the report's ISA, the
-    default, is here too), and its measured peak beside float32's when it
-    does, only where the report times."""
+    """Stored as bf16, maths in float32; the products on the bf16 dot
+    product where the active ISA (the report's, the default, here too) has
+    it on this CPU, else in float32; its measured peak beside float32's
+    when it does, only where the report times. test_bfloat16 checks that
+    the products are the ones said."""
     dot = _kernel.bf16_dot()
-    expected = (f"bfloat16 stored as bf16, computed in float32; bf16 dot product (AVX512_BF16) "
-                f"under the {fusedrnn.get_isa()} kernels: {'yes, not used yet' if dot else 'no'}")
+    expected = (f"bfloat16 stored as bf16, maths in float32; products under the "
+                f"{fusedrnn.get_isa()} kernels: "
+                + ("bf16 dot product (AVX512_BF16, vdpbf16ps), float32 sums" if dot else
+                   "float32 FMA on the widened values (no bf16 dot product)"))
     assert bfloat16_line(run_cli("--no-bench").stdout) == expected
     timed = bfloat16_line(quick.stdout)
     assert timed.startswith(expected)

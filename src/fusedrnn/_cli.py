@@ -205,16 +205,17 @@ def _report(args):
 
 
 def _bfloat16_path(measure):
-    """How bfloat16 calls run here: stored as bf16, computed in float32 (the
-    one path of every ISA today), and whether the active ISA has a bf16 dot
-    product on this CPU, which they do not use yet; with `measure`, its peak
-    (peak_gflops("bfloat16")) beside float32's. Without ml_dtypes, why bf16
-    is not checked."""
+    """How bfloat16 calls run here: stored as bf16, the maths in float32, the
+    products on bf16 operands with AVX512_BF16's dot product where the
+    active ISA has it on this CPU, else in float32 on the widened values;
+    with `measure`, the products' peak (peak_gflops("bfloat16")) beside
+    float32's. Without ml_dtypes, why bf16 is not checked."""
     if BFLOAT16 is None:
         return f"skipped, not checked: {NO_BFLOAT16}"
     dot = _kernel.bf16_dot()
-    line = (f"stored as bf16, computed in float32; bf16 dot product (AVX512_BF16) under the "
-            f"{fusedrnn.get_isa()} kernels: {'yes, not used yet' if dot else 'no'}")
+    line = (f"stored as bf16, maths in float32; products under the {fusedrnn.get_isa()} "
+            + ("kernels: bf16 dot product (AVX512_BF16, vdpbf16ps), float32 sums" if dot else
+               "kernels: float32 FMA on the widened values (no bf16 dot product)"))
     if measure and dot:
         line += (f" (one thread's peak {fusedrnn.peak_gflops('bfloat16'):.1f} GFLOP/s, "
                  f"float32's {fusedrnn.peak_gflops(np.float32):.1f})")
@@ -669,8 +670,11 @@ def _time_table(cells, seqs, dtypes, threads, compare, repeats):
 
 def _bf16_header(cells, seqs, compare):
     """What a bfloat16 row compares (printed above the table)."""
-    print("bfloat16: fusedrnn takes and returns ml_dtypes.bfloat16 arrays and computes in "
-          "float32 inside, rounding its results once; its % peak is of the bf16 peak above")
+    print("bfloat16: fusedrnn takes and returns ml_dtypes.bfloat16 arrays, its maths in "
+          "float32, its products "
+          + ("on bf16 operands (vdpbf16ps)" if _kernel.bf16_dot() else
+             "in float32 (no bf16 dot product here)")
+          + "; its % peak is of the bf16 peak above")
     for module, impl in (("torch.nn", "torch"), ("fusedrnn.torch", "fusedrnn.torch")):
         if impl in compare:
             found = {cell: autocast_dtypes(module, cell, seqs) for cell in cells}
