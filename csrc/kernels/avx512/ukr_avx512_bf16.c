@@ -84,7 +84,11 @@ static inline void transpose16(__m512i r[16])
     }
 }
 
-static inline __mmask16 first(int64_t n) { return (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1); }
+/* the first n of 16 lanes (none for n <= 0) */
+static inline __mmask16 first(int64_t n)
+{
+    return (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1);
+}
 
 /* B packed from rows (element (p, j) at src[p*lds + j], a row left out as
  * zeros where keep[p] == 0): each pair of rows, 16 columns at a time, is
