@@ -38,3 +38,4 @@
 #undef V_LOAD_B
 #undef V_BCAST_A
 #undef V_DOT
+#undef V_SET1_B
