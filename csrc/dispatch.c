@@ -34,20 +34,23 @@ static const isa_kernels *const compiled[] = {&isa_avx512, &isa_avx2, &isa_scala
 OVERRIDE_UKR(f32)
 OVERRIDE_UKR(f64)
 
-/* The bf16 products only where the CPU has them; their cell kernels are
- * the completed float32 table's. */
+/* An ISA's bf16 entries only where the CPU has their instructions (all of
+ * them or none: its conversions use them too); their cell kernels are the
+ * completed float32 table's. */
 static void override_bf16(ukr_bf16 *t, const ukr_bf16 *over, const ukr_f32 *f32)
 {
-    if (over->step && over->supported()) {
-        t->supported = over->supported, t->step = over->step;
-        t->mr = over->mr, t->nr = over->nr, t->mc = over->mc;
-        t->kc = over->kc, t->nc = over->nc;
+    if (!over->supported || over->supported()) {
+        if (over->step) {
+            t->supported = over->supported, t->step = over->step;
+            t->mr = over->mr, t->nr = over->nr, t->mc = over->mc;
+            t->kc = over->kc, t->nc = over->nc;
+        }
         OVERRIDE(fma_probe);
+        OVERRIDE(transpose);
+        OVERRIDE(narrow);
+        OVERRIDE(pack_pairs);
+        OVERRIDE(pack_pairs_t);
     }
-    OVERRIDE(transpose);
-    OVERRIDE(narrow);
-    OVERRIDE(pack_pairs);
-    OVERRIDE(pack_pairs_t);
     memcpy(t->cell, f32->cell, sizeof t->cell);
 }
 

@@ -79,7 +79,8 @@ static inline bf16 bf16_of(float f)
  * are bf16 rows of k elements (an odd k: one zero after them), read a pair
  * at a time. C, aux and every cell kernel are float32, the f32 table's. */
 typedef struct {
-    int (*supported)(void);          /* the CPU has the dot product (set with step) */
+    int (*supported)(void);          /* the CPU has the instructions of these entries
+                                        (NULL: baseline ones) */
     int64_t mr, nr, mc, kc, nc;
     void (*step)(int64_t k, const bf16 *const *a_rows, const bf16 *Bp,
                  float *const *c_rows, const float *const *aux_rows,

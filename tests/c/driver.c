@@ -887,6 +887,33 @@ static void fallback_cases(void)
     CHECK(strcmp(fusedrnn_get_isa(), partial.name) == 0, "the partial table not in force");
 }
 
+static int never(void) { return 0; }
+
+/* An AVX-512 CPU without AVX512_BF16: the avx512 table completes without
+ * bf16 products (bf16 calls then run the float32 kernels) but with the
+ * reference's conversions, and its bf16 cases pass. */
+static void bf16_without_dot_cases(void)
+{
+    static isa_kernels partial, complete;
+    partial = isa_avx512;
+    partial.name = "avx512 without bf16 products";
+    partial.bf16.supported = never;
+    fusedrnn_complete_kernels(&complete, &partial);
+    CHECK(complete.bf16.step == NULL && complete.bf16.fma_probe == NULL &&
+              complete.bf16.narrow == narrow_bf16_ref,
+          "a table kept bf16 products its CPU lacks");
+    if (!fusedrnn_isa_supported("avx512")) {
+        printf("SKIPPED bf16 without the dot product: no AVX-512 here\n");
+        return;
+    }
+    fusedrnn_use_kernels(&complete);
+    CHECK(!fusedrnn_bf16_dot_supported(), "the dot product said supported");
+    for (int cell = 0; cell < FUSEDRNN_CELL_COUNT; cell++)
+        run_case((fusedrnn_problem){.cell = (fusedrnn_cell)cell, .dtype = FUSEDRNN_BF16,
+                                   .T = 5, .B = 7, .D = 9, .H = 19, .threads = 2},
+                 1, 1, 1, 7);
+}
+
 /* The bf16 conversions of a table with bf16 products against the
  * reference's, bit for bit: rounding to nearest even, ties, denormals to a
  * zero of their sign, NaN kept quiet, infinities; every length and column
@@ -989,6 +1016,7 @@ int main(void)
     }
     fallback_cases();
     bf16_conversion_cases();
+    bf16_without_dot_cases();
     printf("%d cases, %d failures\n", cases, failures);
     return failures != 0;
 }
