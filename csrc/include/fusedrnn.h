@@ -53,8 +53,10 @@ typedef enum {
 } fusedrnn_status;
 
 /* bfloat16 (FUSEDRNN_BF16): buffers of uint16_t bit patterns, the top half
- * of a float32's; the arithmetic is float32 (docs/design.md, "bfloat16"),
- * and a bf16 call's reserve holds float32 elements. */
+ * of a float32's; the maths and every sum are float32, the products on bf16
+ * operands where the active ISA has a bf16 dot product
+ * (fusedrnn_bf16_dot_supported; docs/design.md, "bfloat16"), and a bf16
+ * call's reserve holds float32 elements. */
 typedef enum { FUSEDRNN_F32 = 0, FUSEDRNN_F64 = 1, FUSEDRNN_BF16 = 2 } fusedrnn_dtype;
 
 typedef enum {
@@ -246,7 +248,8 @@ const char *fusedrnn_get_isa(void);
 int fusedrnn_isa_supported(const char *name);
 /* Nonzero when the active ISA has a bf16 dot product this CPU runs
  * (AVX512_BF16 under "avx512"): what fusedrnn_peak_gflops(FUSEDRNN_BF16)
- * measures. bf16 calls compute in float32 on every ISA today. */
+ * measures, and what bf16 calls' products then run on (elsewhere they are
+ * float32 on the widened values). */
 int fusedrnn_bf16_dot_supported(void);
 
 /* Threads. A call uses up to fusedrnn_problem.threads of them: the caller's
@@ -282,7 +285,8 @@ fusedrnn_status fusedrnn_activation(fusedrnn_dtype dtype, fusedrnn_act act, int 
 
 /* GFLOP/s of a tight FMA loop on one thread (for FUSEDRNN_BF16, of the
  * bf16 dot product, vdpbf16ps, on a CPU with AVX512_BF16 running the
- * avx512 kernels; elsewhere the float32 FMA's, which bf16 calls run on): the best of timed runs of about
+ * avx512 kernels; elsewhere the float32 FMA's, which bf16 calls then run
+ * on): the best of timed runs of about
  * 0.1 ms each, repeated for about `seconds` in all. Efficiency figures divide
  * by this. It always returns: `seconds` above FUSEDRNN_PEAK_MAX_SECONDS is
  * taken as FUSEDRNN_PEAK_MAX_SECONDS, and a `seconds` that is not a finite

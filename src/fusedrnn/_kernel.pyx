@@ -302,7 +302,7 @@ PEAK_MAX_SECONDS = FUSEDRNN_PEAK_MAX_SECONDS  # peak_gflops's longest measuremen
 
 def bf16_dot():
     """Whether the active ISA has a bf16 dot product this CPU runs (what the
-    bfloat16 peak measures); bf16 calls compute in float32 everywhere today."""
+    bfloat16 peak measures, and what bf16 calls' products then run on)."""
     return bool(fusedrnn_bf16_dot_supported())
 
 
