@@ -1,15 +1,15 @@
 /* The forward and backward drivers, one of each for every cell: the time
  * loop, what is fused, what is deferred, what runs on which thread. The
- * body of one storage type's translation unit (rnn_f32.c, rnn_f64.c), which
- * includes problem.h, then defines REAL, KERNELS (its field of isa_kernels)
- * and DT(name) (the name kernels.h gives that type's kernel types) before
- * including it: every function here is static and keeps its plain name.
- * The products' operands are REAL too unless it defines PREAL, their type,
- * and KP, how many k a kernel's unit holds (rnn_bf16_dot.c: bf16 pairs);
- * the maths, the state and every array but the products' panels, A slabs
- * and staged rows stay REAL. Sequence arrays are
- * addressed by rows: row (t,b) of x, y, dy, dx, the gates and their
- * gradients. */
+ * body of one translation unit per storage type (rnn_f32.c, rnn_f64.c, and
+ * rnn_bf16_dot.c for rnn_bf16.c), which includes problem.h, then defines
+ * REAL, KERNELS (its field of isa_kernels) and DT(name) (the name kernels.h
+ * gives that type's kernel types) before including it: every function here
+ * is static and keeps its plain name. The products' operands are REAL too
+ * unless it defines PREAL, their type, and KP, how many k a kernel's unit
+ * holds (rnn_bf16_dot.c: bf16 pairs); the maths, the state and every array
+ * but the products' panels, A slabs and staged rows stay REAL. Sequence
+ * arrays are addressed by rows: row (t,b) of x, y, dy, dx, the gates and
+ * their gradients. */
 typedef DT(ukr) ukr;
 typedef DT(cell_rows) cell_rows;
 #ifndef KP
