@@ -10,16 +10,14 @@
 
 /* What the product multiplies: REAL by a broadcast REAL, one k a step
  * (FMA), unless the file defines a dot product over pairs of k (KP = 2,
- * PREAL its operands' type, VB a vector of them, V_SET1_B(x) one with x in
- * every element; kernels.h, ukr_bf16). A k unit is KP elements: a panel
- * row holds NR columns of KP each. */
+ * PREAL its operands' type; kernels.h, ukr_bf16). A k unit is KP
+ * elements: a panel row holds NR columns of KP each. */
 #ifndef KP
 #define KP 1
 #define PREAL REAL
 #define VB V
 #define V_LOAD_B(p) V_LOAD(p)
 #define V_BCAST_A(p) V_SET1(*(p))
-#define V_SET1_B(x) V_SET1(x)
 #define V_DOT(acc, a, b) V_FMA(a, b, acc)
 #endif
 
@@ -39,7 +37,7 @@ static inline V SFX(vepilogue)(V z, V y, epilogue epi)
     return z;
 }
 
-#if KP == 1   /* a dot-product file has the products alone: its maths is the float table's */
+#if KP == 1   /* a dot-product file has the product alone: its maths is the float table's */
 static void SFX(apply)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilogue epi)
 {
     for (int64_t j = 0; j < n; j += VL) {
@@ -166,25 +164,26 @@ static void SFX(step)(int64_t k, const PREAL *const *a_rows, const PREAL *Bp,
     }
 }
 
-/* The peak probe: PROBE_CHAINS independent chains of the product's
- * instruction (FMA, or the dot product), more than latency x throughput on
- * any target, so the loop runs at the pipes' rate. acc + 1 * 2^-20 per k
- * stays bounded and normal over a probe. Returns the flops. */
+#if KP == 1
+/* The peak probe: PROBE_CHAINS independent FMA chains, more than latency x
+ * throughput on any target, so the loop runs at the FMA pipes' rate.
+ * acc*a + b with a just below 1 stays bounded and normal. Returns the flops. */
 static double SFX(fma_probe)(int64_t iters, REAL *sink)
 {
     V acc[PROBE_CHAINS];
-    const VB a = V_SET1_B(1), b = V_SET1_B(0x1p-20);
+    V a = V_SET1((REAL)0.999999), b = V_SET1((REAL)1e-6);
 #pragma GCC unroll 32
     for (int i = 0; i < PROBE_CHAINS; i++)
         acc[i] = V_SET1((REAL)i);
     for (int64_t it = 0; it < iters; it++)
 #pragma GCC unroll 32
         for (int i = 0; i < PROBE_CHAINS; i++)
-            acc[i] = V_DOT(acc[i], a, b);
+            acc[i] = V_FMA(acc[i], a, b);
     V s = acc[0];
 #pragma GCC unroll 32
     for (int i = 1; i < PROBE_CHAINS; i++)
         s = V_ADD(s, acc[i]);
     V_STORE_M(sink, V_MASK(1), s);
-    return 2.0 * VL * KP * PROBE_CHAINS * (double)iters;
+    return 2.0 * VL * PROBE_CHAINS * (double)iters;
 }
+#endif

@@ -38,4 +38,3 @@
 #undef V_LOAD_B
 #undef V_BCAST_A
 #undef V_DOT
-#undef V_SET1_B
