@@ -127,13 +127,11 @@ int cpu_has_avx2(void);
 int cpu_has_avx512(void);
 int cpu_has_avx512_bf16(void);
 
-/* AVX512_BF16's entries of the avx512 table (ukr_avx512_bf16.c), and the
- * reference's conversions (the reference has no bf16 product: a CPU without
- * the dot product computes bf16 calls in float32). */
-#define BF16_ENTRIES(isa)                                                           \
-    void step_bf16_##isa(int64_t k, const bf16 *const *a_rows, const bf16 *Bp,     \
-                         float *const *c_rows, const float *const *aux_rows,       \
-                         int64_t col, int64_t m, int64_t n, epilogue epi);         \
+/* The bf16 conversions of the avx512 table (ukr_avx512_bf16.c, AVX512_BF16)
+ * and of the reference; then the avx512 table's product kernel and peak
+ * probe (the reference has no bf16 product: a CPU without the dot product
+ * computes bf16 calls in float32). */
+#define BF16_CONVERSIONS(isa)                                                       \
     void transpose_bf16_##isa(int64_t rows, int64_t cols, const float *src,        \
                               int64_t lds, bf16 *dst, int64_t ldd);                \
     void narrow_bf16_##isa(int64_t n, const float *src, bf16 *dst);                \
@@ -141,10 +139,13 @@ int cpu_has_avx512_bf16(void);
                                int64_t lds, const unsigned char *keep, bf16 *dst,  \
                                int64_t nr);                                        \
     void pack_pairs_t_bf16_##isa(int64_t cols, int64_t k, const float *src,        \
-                                 int64_t lds, bf16 *dst, int64_t nr);              \
-    double fma_probe_bf16_##isa(int64_t iters, float *sink);
-BF16_ENTRIES(avx512)
-BF16_ENTRIES(ref)
-#undef BF16_ENTRIES
+                                 int64_t lds, bf16 *dst, int64_t nr);
+BF16_CONVERSIONS(avx512)
+BF16_CONVERSIONS(ref)
+#undef BF16_CONVERSIONS
+void step_bf16_avx512(int64_t k, const bf16 *const *a_rows, const bf16 *Bp,
+                      float *const *c_rows, const float *const *aux_rows,
+                      int64_t col, int64_t m, int64_t n, epilogue epi);
+double fma_probe_bf16_avx512(int64_t iters, float *sink);
 
 #endif

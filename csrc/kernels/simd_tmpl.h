@@ -50,11 +50,12 @@ static void SFX(apply)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epi
 
 /* The tile of M_ rows (a compile-time constant after inlining) by NP panels
  * of NR columns, stored for the first m <= M_ rows and n <= NP*NR columns;
- * rows past m repeat row m-1. Panel q of Bp is at Bp + q*k*NR. One or two
- * rows (batch 1 or 2, or a thread's last rows) give too few accumulator chains
- * to hide the FMA latency: several panels at once share each broadcast, and
- * what is still short is made up by splitting the k loop into KS interleaved
- * partial sums, added at the end. */
+ * rows past m repeat row m-1. Panel q of Bp is at Bp + q*KP*ku*NR (ku: k in
+ * whole units of KP). One or two rows (batch 1 or 2, or a thread's last
+ * rows) give too few accumulator chains to hide the FMA latency: several
+ * panels at once share each broadcast, and what is still short is made up
+ * by splitting the k loop into KS interleaved partial sums, added at the
+ * end. */
 static inline __attribute__((always_inline)) void
 SFX(step_tile)(const int M_, const int NP, const int KS, int64_t k, const PREAL *const *a_rows,
                const PREAL *Bp, REAL *const *c_rows, const REAL *const *aux_rows,

@@ -1,9 +1,10 @@
 /* AVX512_BF16 micro-kernels: the product kernel on vdpbf16ps (16 float32
  * lanes, each adding the products of a pair of bf16), the conversions of
  * its operands to bf16 (A rows, A transposed, B panels in pairs of k), and
- * the dot product's peak probe. Built with -mavx512f
- * -mavx512bf16 (AVX512F and AVX512_BF16 instructions only); reached only through the avx512 table's bf16 entries, which
- * dispatch keeps only after cpu_has_avx512_bf16().
+ * the dot product's peak probe. Built with -mavx512f -mavx512bf16 (AVX512F
+ * and AVX512_BF16 instructions only); reached only through the avx512
+ * table's bf16 entries, which dispatch keeps only after
+ * cpu_has_avx512_bf16().
  *
  * The product is simd_tmpl.h's, over pairs of k: the same tiles, blocking
  * and epilogues as the float32 kernel, with half the k steps. The file's
