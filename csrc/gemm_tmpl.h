@@ -58,6 +58,16 @@ static void transposed_panel(const ukr *u, int64_t w, int64_t k, const REAL *src
 {
     u->transpose(w, k, src, lds, Bp, nr);
 }
+
+/* Whether A's rows, `rs` elements apart, are read where they are rather
+ * than copied into the slab: unless they are a multiple of 2 KB apart, at
+ * most a quarter of a tile's rows share an L1 set, as in the slab's copy
+ * (the copy cost about 5% of the LSTM backward's dx GEMM at M, reading dg
+ * from L3 once more). */
+static int rows_in_place(int64_t rs)
+{
+    return rs * (int64_t)sizeof(REAL) % 2048 != 0;
+}
 #else
 static void to_operand(const ukr *u, PREAL *dst, const REAL *src, int64_t n)
 {
@@ -76,6 +86,13 @@ static void transposed_panel(const ukr *u, int64_t w, int64_t k, const REAL *src
                              PREAL *Bp, int64_t nr)
 {
     u->pack_pairs_t(w, k, src, lds, Bp, nr);
+}
+
+/* bf16 operands are converted: always copied */
+static int rows_in_place(int64_t rs)
+{
+    (void)rs;
+    return 0;
 }
 #endif
 
@@ -148,11 +165,12 @@ static void step(const ukr *u, int64_t m, int64_t j0, int64_t j1, int64_t k,
  * index (NULL: every k).
  * Blocked for the caches: a kc x nc slab of B is packed (L3, one nr panel of
  * it in L1) and an mc x kc block of A passes over it (L2). The step kernel
- * reads A by rows, one element of up to mr rows per k step: the block is
+ * reads A by rows, one element of up to mr rows per k step: rows with unit
+ * stride along K are read where they are, unless they are a multiple of
+ * 2 KB apart (x batch-first: T*D elements), many in one L1 set, evicting
+ * one another (rows_in_place); then, and for bf16 operands, the block is
  * copied into rows kc apart (a transposed A, unit stride down its columns,
- * through the transpose kernel), since the rows where they are may be a
- * multiple of 4 KB apart (x batch-first: T*D elements), all in one L1 set,
- * evicting one another.
+ * through the transpose kernel).
  * The bias joins in the first k block's epilogue: C is written once, by the
  * team, not filled beforehand by one thread. */
 /* Rows given one by one rather than by a view: row i of A at a[i] (unit
@@ -210,7 +228,10 @@ static void gemm(const ukr *u, int64_t M, int64_t N, int64_t K,
                     c_rows[i] = C_ROW(ic + i) + jc;
                     bias_rows[i] = epi == EPI_BIAS ? bias + jc : NULL;
                 }
-                if (lists || A.cs == 1)
+                if (!lists && A.cs == 1 && rows_in_place(A.rs))   /* PREAL is REAL there */
+                    for (int64_t i = 0; i < mc; i++)
+                        a_rows[i] = (const PREAL *)(a + i * A.rs);
+                else if (lists || A.cs == 1)
                     for (int64_t i = 0; i < mc; i++)
                         to_operand(u, s->a + i * kp,
                                    lists ? lists->a[ic + i] + pc : a + i * A.rs, kc);
