@@ -109,14 +109,14 @@ def test_forward_with_a_pack_is_bitwise_the_same(cell, options, dtype, T, B, isa
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cell, options", VARIANTS)
 def test_several_blocks_of_the_input_product(cell, options, dtype, isa):
-    """D = 300 takes two k blocks of the input product (kc = 256 on every
-    ISA) and H = 600 two column blocks in float64 on AVX2 and AVX-512
-    (nc = 512) on one thread; on 3, the RNN's input product is split by
+    """D = 600 takes two or three k blocks of the input product (kc = 512
+    for float32 on AVX-512, 256 otherwise) and H = 600 two column blocks in
+    float64 on AVX2 and AVX-512 (nc = 512) on one thread; on 3, the RNN's input product is split by
     columns (T*B*H*D >= 3 * 2^20): each thread's columns start inside the
     pack's panels. The backward's dx and dh0 products take several k
     blocks (K = G*H), split by columns on 3 threads too."""
     T, B = (7, 3) if cell == "rnn" else (2, 1)
-    a, d = random_problem(cell, (T, B, 300, 600), dtype, seed=5)
+    a, d = random_problem(cell, (T, B, 600, 600), dtype, seed=5)
     packed = pack_of(cell, a, options)
     expected = outputs_of(cell, forward(reference, cell, a, **options))
     for n in (1, 3):   # one thread: every column block in one product
