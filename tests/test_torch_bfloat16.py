@@ -107,6 +107,22 @@ def test_autocast_gives_torch_nn_dtypes(name, compiled):
         assert got["out0"] == torch.bfloat16
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_autocast_gru_layer_has_bf16_products_and_float32_results(compiled):
+    """torch.nn.GRU under autocast is a bf16 product per step under float32
+    gate maths, and returns float32: the drop-in runs its bf16 call and
+    returns the results widened, so that they are float32 holding bf16's
+    values, not the float32 call's."""
+    _, ours = make("GRU")
+    x = data("GRU")
+    under = results(ours, x, torch.bfloat16, compiled)
+    plain = results(ours, x)
+    for key in ("out0", "out1"):
+        assert under[key].dtype == torch.float32
+        assert torch.equal(under[key], bf16_exact(under[key])), key
+        assert not torch.equal(under[key], plain[key]), key
+
+
 @pytest.mark.parametrize("options", [{}, {"num_layers": 2, "bidirectional": True},
                                      {"batch_first": True}], ids=["1", "2x2", "batch_first"])
 @pytest.mark.parametrize("name", list(KINDS))
@@ -211,7 +227,7 @@ def test_bfloat16_operator_opcheck():
 
 def test_autocast_operator_called_directly():
     """The operator itself under autocast (its AutocastCPU kernel): bf16 out for
-    an LSTM layer, float32 for a GRU layer, as torch.nn's."""
+    an LSTM layer, float32 for a GRU layer (holding bf16's values), as torch.nn's."""
     g = torch.Generator().manual_seed(5)
     x = torch.randn(3, 2, D, generator=g)
     w = {k: torch.randn(k * H, n, generator=g) * 0.3 for k, n in ((4, D), (3, D))}
@@ -222,6 +238,7 @@ def test_autocast_operator_called_directly():
                                            None, None, None, "tanh", False, False, False)
     assert lstm[0].dtype == torch.bfloat16
     assert gru[0].dtype == torch.float32
+    assert torch.equal(gru[0], bf16_exact(gru[0]))
     assert np.isfinite(lstm[0].float().numpy()).all()
 
 

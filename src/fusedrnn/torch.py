@@ -584,7 +584,8 @@ def _define(cell, signature, forward_schema, backward_schema):
         tensors = _autocast(cell, signature.step, args[:7]) + args[7:n]
         with torch._C._ExcludeDispatchKeyGuard(
                 torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCPU)):
-            return ops[0](*tensors, *args[n:])
+            results = ops[0](*tensors, *args[n:])
+        return _autocast_results(cell, signature.step, results)
 
     _LIBRARY.impl(name, autocast, "AutocastCPU", with_keyset=True)
     return ops[0]
@@ -623,12 +624,35 @@ _CELL_OPS = {cell.key: _define(cell, _CELL_SIGNATURE, _CELL, _CELL_BACKWARD)
 # Under torch.autocast("cpu", dtype=torch.bfloat16) a drop-in computes in
 # bfloat16 exactly where torch.nn's module of the same kind does, with the
 # same dtypes out: torch 2.13's CPU autocast runs RNN, LSTM (oneDNN's bf16
-# kernel) and RNNCell in bf16 and returns bf16, and returns float32 from
-# GRU, LSTMCell and GRUCell. Those run in float32 here (which fusedrnn's
-# bf16 path computes in too: nothing is lost). tests/test_torch_bfloat16.py
-# holds the table to torch.nn's behaviour. Under any other autocast dtype
+# kernel) and RNNCell in bf16 and returns bf16. Its GRU is a bf16 product
+# per step (autocast's linear) under float32 gate maths, and returns
+# float32: the drop-in's GRU layer runs fusedrnn's bf16 path (products in
+# bf16, sums and state in float32, rounded once at the end) and returns its
+# results widened to float32 (_AUTOCAST_FLOAT_OUT). LSTMCell and GRUCell,
+# also bf16 products that return float32, run in float32 here: their state
+# goes from one call to the next, and a bf16 call would round it at every
+# step, where torch.nn's stays float32. tests/test_torch_bfloat16.py holds
+# the table to torch.nn's behaviour. Under any other autocast dtype
 # (float16, which fusedrnn has not) the drop-ins compute in float32.
-_AUTOCAST_BF16 = {(_cells.RNN, False), (_cells.LSTM, False), (_cells.RNN, True)}
+_AUTOCAST_BF16 = {(_cells.RNN, False), (_cells.LSTM, False), (_cells.GRU, False),
+                  (_cells.RNN, True)}
+_AUTOCAST_FLOAT_OUT = {(_cells.GRU, False)}
+
+
+def _autocasting(cell, step):
+    """Whether a call of this kind computes in bf16 under the autocast in force."""
+    return torch.is_autocast_enabled("cpu") and (cell, step) in _AUTOCAST_BF16 and \
+        torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def _autocast_results(cell, step, results):
+    """A call's results (tensors or None) as torch.nn's module of its kind
+    returns them under the autocast in force: the bf16 ones widened to
+    float32 where that module returns float32 (differentiably)."""
+    if (cell, step) not in _AUTOCAST_FLOAT_OUT or not _autocasting(cell, step):
+        return results
+    return tuple(t.float() if t is not None and t.dtype == torch.bfloat16 else t
+                 for t in results)
 
 
 def _autocast(cell, step, tensors, packs=None):
@@ -638,8 +662,7 @@ def _autocast(cell, step, tensors, packs=None):
     their gradients come back in float32); else unchanged. packs: (module,
     index) of a module that keeps its weights' bf16 copies for calls no
     gradient follows (_Packs._lowered)."""
-    if not torch.is_autocast_enabled("cpu") or (cell, step) not in _AUTOCAST_BF16 or \
-            torch.get_autocast_dtype("cpu") != torch.bfloat16:
+    if not _autocasting(cell, step):
         return tensors
     def lower(group):
         return tuple(t.to(torch.bfloat16) if t is not None and t.dtype == torch.float32 else t
@@ -777,9 +800,9 @@ def _call(cell, signature, tensors, sequence, options, packs=None):
                                                        tensors[3:]))
     if training:
         y, h_n, c_n, _ = _Fused.apply(_Direct(problem, inputs), *tensors)
-        return y, h_n, c_n
-    y, h_n, c_n, _ = _forward(problem, inputs, False)
-    return y, h_n, c_n
+    else:
+        y, h_n, c_n, _ = _forward(problem, inputs, False)
+    return _autocast_results(cell, signature.step, (y, h_n, c_n))
 
 
 def _layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity, reverse,
