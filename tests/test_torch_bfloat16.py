@@ -242,7 +242,7 @@ def test_autocast_operator_called_directly():
     assert np.isfinite(lstm[0].float().numpy()).all()
 
 
-@pytest.mark.parametrize("name", ["RNN", "LSTM", "RNNCell"])
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU", "RNNCell"])
 def test_autocast_inference_keeps_bf16_weights_until_they_change(name):
     """Under autocast with no gradient to follow, a module keeps its weights'
     bf16 copies and their pack between calls (_Packs._lowered): results
