@@ -111,9 +111,9 @@ def test_forward_with_a_pack_is_bitwise_the_same(cell, options, dtype, T, B, isa
 def test_several_blocks_of_the_input_product(cell, options, dtype, isa):
     """D = 600 takes two or three k blocks of the input product (kc = 512
     for float32 on AVX-512, 256 otherwise) and H = 600 two column blocks in
-    float64 on AVX2 and AVX-512 (nc = 512) on one thread; on 3, the RNN's input product is split by
-    columns (T*B*H*D >= 3 * 2^20): each thread's columns start inside the
-    pack's panels. The backward's dx and dh0 products take several k
+    float64 on AVX2 and AVX-512 (nc = 512) on one thread; on 3, the RNN's
+    input product is split by columns (T*B*H*D >= 3 * 2^20): each thread's
+    columns start inside the pack's panels. The backward's dx and dh0 products take several k
     blocks (K = G*H), split by columns on 3 threads too."""
     T, B = (7, 3) if cell == "rnn" else (2, 1)
     a, d = random_problem(cell, (T, B, 600, 600), dtype, seed=5)
