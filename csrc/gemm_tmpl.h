@@ -202,6 +202,7 @@ static void gemm(const ukr *u, int64_t M, int64_t N, int64_t K,
     const PREAL *a_rows[FUSEDRNN_MC_MAX];
     const REAL *bias_rows[FUSEDRNN_MC_MAX];
     REAL *c_rows[FUSEDRNN_MC_MAX];
+    const int in_place = !lists && A.cs == 1 && rows_in_place(A.rs);
 #define C_ROW(i) (lists ? lists->c[i] + lists->c_col : C + (i) * ldc)
     if (K == 0 && !accumulate)
         for (int64_t i = 0; i < M; i++)
@@ -224,18 +225,16 @@ static void gemm(const ukr *u, int64_t M, int64_t N, int64_t K,
                 const REAL *a = lists ? NULL : A.p + ic * A.rs + pc * A.cs;
                 FUSEDRNN_ASSERT((size_t)(mc * kp) <= s->a_cap);
                 for (int64_t i = 0; i < mc; i++) {
-                    a_rows[i] = s->a + i * kp;
+                    /* PREAL is REAL wherever rows are read in place */
+                    a_rows[i] = in_place ? (const PREAL *)(a + i * A.rs) : s->a + i * kp;
                     c_rows[i] = C_ROW(ic + i) + jc;
                     bias_rows[i] = epi == EPI_BIAS ? bias + jc : NULL;
                 }
-                if (!lists && A.cs == 1 && rows_in_place(A.rs))   /* PREAL is REAL there */
-                    for (int64_t i = 0; i < mc; i++)
-                        a_rows[i] = (const PREAL *)(a + i * A.rs);
-                else if (lists || A.cs == 1)
+                if (lists || (A.cs == 1 && !in_place))
                     for (int64_t i = 0; i < mc; i++)
                         to_operand(u, s->a + i * kp,
                                    lists ? lists->a[ic + i] + pc : a + i * A.rs, kc);
-                else   /* A transposed: its columns become rows (whole units) */
+                else if (A.cs != 1)   /* A transposed: its columns become rows (whole units) */
                     u->transpose(kc, mc, a, A.cs, s->a, kp);
                 step(u, mc, 0, nc, kc, a_rows, Bp, c_rows, 0,
                           epi == EPI_BIAS ? bias_rows : NULL, epi);
