@@ -221,7 +221,8 @@ static fusedrnn_status forward_call(const fusedrnn_problem *p, const isa_kernels
     if (st != FUSEDRNN_OK)
         return st;
     narrow(out->y, y32, n.seq_y);
-    narrow(out->h_n, s.h_n, n.state);
+    if (out->h_n)
+        narrow(out->h_n, s.h_n, n.state);
     if (s.c_n)
         narrow(out->c_n, s.c_n, n.state);
     return FUSEDRNN_OK;

@@ -849,7 +849,8 @@ static void forward_pass(const run *r)
             zero(r->y + row_of(L, t, b) * H, H);
     recurrence(r);
 
-    final_rows(r, r->h_n, r->y, r->h0);
+    if (r->h_n)
+        final_rows(r, r->h_n, r->y, r->h0);
     if (c->info.has_c && p->training)
         final_rows(r, r->c_n, w->state, r->c0);
     else if (c->info.has_c)   /* inference: each sequence's c, where its steps left it */

@@ -120,7 +120,8 @@ typedef struct {
 
 /* What a forward call writes.
  *   y        [T,B,H] (or [B,T,H]): h_t of every step
- *   h_n      [B,H], the state after each sequence's last valid step
+ *   h_n      [B,H], the state after each sequence's last valid step, or
+ *            NULL: not written (a step's caller, T = 1, has it in y)
  *   c_n      [B,H], LSTM only (else unused): the cell state there
  *   reserve  what the backward needs, fusedrnn_reserve_size bytes, or NULL
  *            (inference). Gated cells: the activated gates of every step
