@@ -275,14 +275,15 @@ def address(a):
 @pytest.mark.parametrize("module", MODULES)
 def test_module_passes_tensor_memory_to_the_kernel(monkeypatch, module):
     """The modules' path straight to the kernel copies no contiguous tensor
-    either: the kernel reads x, the initial states and the weights where
-    they are and writes the output in place (h_n is stacked from the
-    layers' final states)."""
+    either: the kernel reads x and the initial states where they are, the
+    weights from the module's pack alone, and writes the output in place
+    (h_n is stacked from the layers' final states)."""
     seen = []
     forward = fusedrnn._kernel.forward
 
-    def spy(problem, inputs, outputs):   # inputs: x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths
+    def spy(problem, inputs, outputs):   # inputs: x, h0, c0, w_ih, w_hh, b_ih, b_hh, ..., packed
         seen.append([address(a) for a in inputs[:7]] + [address(outputs[0])])
+        assert address(inputs.packed) is not None
         return forward(problem, inputs, outputs)
 
     monkeypatch.setattr(fusedrnn._kernel, "forward", spy)
@@ -291,8 +292,7 @@ def test_module_passes_tensor_memory_to_the_kernel(monkeypatch, module):
     with torch.no_grad():
         output, _ = fused(x, hx)
     states = [h.data_ptr() for h in states_of(hx)]
-    assert seen == [[x.data_ptr(), *states, *[None] * (2 - len(states)),
-                     fused.weight_ih_l0.data_ptr(), fused.weight_hh_l0.data_ptr(), None, None,
+    assert seen == [[x.data_ptr(), *states, *[None] * (2 - len(states)), None, None, None, None,
                      output.data_ptr()]]
 
 

@@ -316,6 +316,29 @@ def test_packs_are_never_stale(name, change):
         torch.testing.assert_close(g, w, **CLOSE[torch.float64])
 
 
+@pytest.mark.parametrize("name", ["LSTMCell", "GRUCell", "GRU"])
+def test_a_kept_call_check_does_not_outlive_what_it_checked(name):
+    """A module keeps what it checked of a call with its pack, under the
+    call's shapes, dtype and options: a call of another batch size is
+    computed for that size, one of another dtype than the weights' is still
+    refused, and a weight replaced by one of the wrong shape too."""
+    torch.manual_seed(0)
+    reference, fused = twins(name, dtype=torch.float32)
+    def x_of(batch, dtype=torch.float32):
+        return data(*((5,) if name == "GRU" else ()), batch, D, dtype=dtype)
+    with torch.no_grad():
+        for batch in (B, B + 2, B):
+            for g, w in zip(flat(fused(x_of(batch))), flat(reference(x_of(batch)))):
+                torch.testing.assert_close(g, w, **CLOSE[torch.float32])
+        # (torch.nn.GRU's own check comes first, with its ValueError)
+        with pytest.raises((RuntimeError, ValueError), match=r"torch\.float64"):
+            fused(x_of(B, torch.float64))
+        weight = next(n for n in fused._parameters if n.startswith("weight_hh"))
+        setattr(fused, weight, torch.nn.Parameter(torch.randn(H + 1, H)))
+        with pytest.raises(RuntimeError, match=f"({weight}|w_hh) has shape"):
+            fused(x_of(B))
+
+
 def test_packs_follow_the_isa_and_dtype():
     import fusedrnn
     cell = ftorch.LSTMCell(D, H)

@@ -38,7 +38,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import _cells, _engine, _kernel
 from ._checks import ACTIVATIONS, BFLOAT16
-from ._engine import GradInputs, Inputs
+from ._engine import GradInputs, Inputs, Outputs
 
 __all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell", "gru_cell", "gru_layer",
            "lstm_cell", "lstm_layer", "rnn_cell", "rnn_layer"]
@@ -206,10 +206,15 @@ def _addresses(tensors, keep):
     and the copy kept in `keep` for the call."""
     addresses = []
     for t in tensors:
-        if t is not None and not (t.is_contiguous() and t.data_ptr() % t.element_size() == 0):
+        if t is None:
+            addresses.append(None)
+            continue
+        at = t.data_ptr()
+        if not t.is_contiguous() or at % t.element_size():
             t = t.clone(memory_format=torch.contiguous_format)
             keep.append(t)
-        addresses.append(None if t is None else t.data_ptr())
+            at = t.data_ptr()
+        addresses.append(at)
     return tensors._make(addresses)
 
 
@@ -219,19 +224,21 @@ def _reserve_dtype(dtype):
     return torch.float32 if dtype == torch.bfloat16 else dtype
 
 
-def _empty(like, shapes):
+def _empty(like, shapes, placeholders=True):
     """Tensors of `shapes` (Outputs, Grads) in like's dtype (an Outputs'
-    reserve in _reserve_dtype's), as the same group; a 0-element one for a
-    None, since an operator returns a tensor for every result it declares."""
-    reserve = _reserve_dtype(like.dtype)
-    return shapes._make([like.new_empty((0,) if s is None else s,
-                                        dtype=reserve if name == "reserve" else like.dtype)
-                         for name, s in zip(shapes._fields, shapes)])
+    reserve in _reserve_dtype's), as the same group; for a None a 0-element
+    one with `placeholders`, since an operator returns a tensor for every
+    result it declares, else None."""
+    return shapes._make([
+        None if s is None and not placeholders else
+        like.new_empty((0,) if s is None else s, dtype=_reserve_dtype(like.dtype))
+        if name == "reserve" else like.new_empty((0,) if s is None else s)
+        for name, s in zip(shapes._fields, shapes)])
 
 
 def _result_addresses(results, shapes):
     """Where the kernel writes each result, as the group of `shapes`: None
-    for the placeholders _empty made for a None shape."""
+    for a None shape (whose result is None or a placeholder)."""
     return shapes._make([None if s is None else t.data_ptr() for t, s in zip(results, shapes)])
 
 
@@ -246,6 +253,12 @@ class _Step(_engine.Problem):
     def seq_shape(self, n):
         return (self.B, n)
 
+    def output_shapes(self):
+        # h_n is y: the kernel need not write it (fusedrnn.h), nor an operator return it
+        B, H, cell = self.B, self.H, self.cell
+        return Outputs((B, H), None, (B, H) if cell.has_c else None,
+                       self.reserve_shape() if self.training and cell.reserve_rows else None)
+
 
 def _forward(problem, inputs, placeholders):
     """The kernel's forward of a checked call (`inputs`: Inputs of tensors);
@@ -253,16 +266,13 @@ def _forward(problem, inputs, placeholders):
     or with `placeholders` a 0-element tensor, since an operator returns a
     tensor for every result it declares."""
     shapes = problem.output_shapes()
-    x = inputs.x
-    outputs = _empty(x, shapes)
+    outputs = _empty(inputs.x, shapes, placeholders)
     if inputs.lengths is not None and outputs.reserve is not None:
         # The kernel writes no reserve row past a sequence's length: zeros
         # there, so that the result is a function of the inputs.
         outputs.reserve.zero_()
     keep = []
     _engine.forward(problem, _addresses(inputs, keep), _result_addresses(outputs, shapes))
-    if not placeholders:
-        outputs = outputs._make([None if s is None else t for t, s in zip(outputs, shapes)])
     return outputs
 
 
@@ -793,11 +803,24 @@ def _call(cell, signature, tensors, sequence, options, packs=None):
     tensors = _autocast(cell, signature.step, tensors, packs)
     training = _wants_grad(tensors)
     inputs = Inputs(*tensors, *sequence)
-    problem = _check_layer(cell, inputs, *signature.sequence(options), training, _threads(),
-                           signature.step)
-    if packs is not None:
-        inputs = inputs._replace(packed=packs[0]._pack(packs[1], problem, weights,
-                                                       tensors[3:]))
+    threads = _threads()
+
+    def check():
+        return _check_layer(cell, inputs, *signature.sequence(options), training, threads,
+                            signature.step)
+
+    if packs is None:
+        problem = check()
+    else:
+        # A module has checked x and the states against its sizes: what is
+        # left to check depends on these alone, and on the weights (_pack).
+        key = None if any(t is not None for t in sequence) else (
+            x.shape, tensors[0].dtype, tensors[1] is None, tensors[2] is None, options,
+            training, threads)
+        problem, pack = packs[0]._pack(packs[1], key, check, weights, tensors[3:])
+        if pack is not None:
+            # The kernel reads the weights from the pack alone (fusedrnn.h).
+            inputs = Inputs(*tensors[:3], None, None, None, None, *inputs[7:9], pack)
     if training:
         y, h_n, c_n, _ = _Fused.apply(_Direct(problem, inputs), *tensors)
     else:
@@ -899,18 +922,35 @@ class _Packs:
     as much as the products). Eager mode only; the operators' path packs per
     call."""
 
-    def _pack(self, i, problem, weights, used):
-        """Layer and direction i's weights packed for `problem` (a uint8
-        tensor), or None where a pack could go stale unseen (_kept).
-        `weights`: the module's (w_ih, w_hh, b_ih, b_hh); `used`: what the
-        call computes with, the same tensors or autocast's bf16 copies of
-        them, which are made from them."""
+    def _pack(self, i, key, check, weights, used):
+        """(problem, pack) of a call with layer and direction i's weights:
+        the Problem check() returns after checking every argument, and the
+        weights packed for it (a uint8 tensor), or None where a pack could go
+        stale unseen (_kept). `weights`: the module's (w_ih, w_hh, b_ih,
+        b_hh); `used`: what the call computes with, the same tensors or
+        autocast's bf16 copies of them, which are made from them. `key`: the
+        shapes and options of the call's other arguments, on which alone
+        check()'s result then depends (None: unknown): it is kept with the
+        pack, checked once (at batch 1 the checks cost as much as the kernel)."""
+        made = []
+
         def make():
-            pack = torch.empty(_kernel.packed_size(problem), dtype=torch.uint8)
-            _kernel.pack(problem, *[None if w is None else w.data_ptr() for w in used],
+            made.append(check())
+            pack = torch.empty(_kernel.packed_size(made[0]), dtype=torch.uint8)
+            _kernel.pack(made[0], *[None if w is None else w.data_ptr() for w in used],
                          pack.data_ptr())
-            return pack
-        return self._kept(("pack", i, problem.dtype), _kernel.get_isa(), weights, make)
+            return pack, {}   # and the problems checked with these weights, by key
+
+        kept = self._kept(("pack", i, used[1].dtype), _kernel.get_isa(), weights, make)
+        if kept is None:
+            return check(), None
+        pack, problems = kept
+        problem = None if key is None else problems.get(key)
+        if problem is None:
+            problem = made[0] if made else check()
+            if key is not None:
+                problems[key] = problem
+        return problem, pack
 
     def _lowered(self, i, weights):
         """Layer and direction i's weights as bf16 copies, for autocast's calls
