@@ -210,8 +210,8 @@ static inline pack_key pack_key_of(const fusedrnn_problem *p, const isa_kernels 
     key.layout = PACK_LAYOUT;
     strncpy(key.isa, k->name, sizeof key.isa - 1);
     key.cell = p->cell, key.dtype = p->dtype, key.D = p->D, key.H = p->H;
-    /* bf16 runs the bf16 products where the table has them, else float32's */
-    if (p->dtype == FUSEDRNN_BF16 && k->bf16.step)
+    /* bf16 products where the table has them, else float32's */
+    if ((p->dtype == FUSEDRNN_BF16 || p->dtype == FUSEDRNN_F32_BF16) && k->bf16.step)
         key.mr = k->bf16.mr, key.nr = k->bf16.nr, key.mc = k->bf16.mc, key.kc = k->bf16.kc,
         key.nc = k->bf16.nc;
     else if (p->dtype != FUSEDRNN_F64)
@@ -249,7 +249,7 @@ typedef struct {
                  void *packed);
 } storage_driver;
 
-extern const storage_driver driver_f32, driver_f64, driver_bf16;
+extern const storage_driver driver_f32, driver_f64, driver_bf16, driver_f32_bf16;
 /* float32 with bf16 products (rnn_bf16_dot.c): rnn_bf16.c's, on a table that has them */
 extern const storage_driver driver_bf16_dot;
 

@@ -41,8 +41,8 @@ const fusedrnn_cell_info *fusedrnn_cell_describe(fusedrnn_cell cell)
 static fusedrnn_status check_problem(const fusedrnn_problem *p)
 {
     int64_t tb, n, gh;
-    if (!p || (p->dtype != FUSEDRNN_F32 && p->dtype != FUSEDRNN_F64 && p->dtype != FUSEDRNN_BF16) ||
-        !known_cell(p->cell))
+    if (!p || (p->dtype != FUSEDRNN_F32 && p->dtype != FUSEDRNN_F64 && p->dtype != FUSEDRNN_BF16 &&
+               p->dtype != FUSEDRNN_F32_BF16) || !known_cell(p->cell))
         return FUSEDRNN_EINVAL;
     if (p->T < 0 || p->B < 0 || p->D < 0 || p->H < 0)
         return FUSEDRNN_EINVAL;
@@ -70,7 +70,8 @@ static fusedrnn_status check_lengths(const fusedrnn_problem *p, const int64_t *l
 static const storage_driver *driver_of(const fusedrnn_problem *p)
 {
     return p->dtype == FUSEDRNN_F32 ? &driver_f32
-         : p->dtype == FUSEDRNN_F64 ? &driver_f64 : &driver_bf16;
+         : p->dtype == FUSEDRNN_F64 ? &driver_f64
+         : p->dtype == FUSEDRNN_BF16 ? &driver_bf16 : &driver_f32_bf16;
 }
 
 size_t fusedrnn_forward_workspace(const fusedrnn_problem *p)

@@ -314,3 +314,62 @@ static void pack_call(const fusedrnn_problem *p, const isa_kernels *k,
 const storage_driver driver_bf16 = {sizeof(bf16), workspace_bytes, reserve_bytes,
                                     forward_call, backward_call,
                                     packed_bytes, pack_call};
+
+
+/* float32 storage with bf16 products (FUSEDRNN_F32_BF16): the same inner
+ * driver on the caller's own buffers, nothing staged. Its pack is the inner
+ * driver's under a key naming FUSEDRNN_F32_BF16, so that a float32 call,
+ * whose panels differ, refuses it. */
+static size_t mixed_workspace(const fusedrnn_problem *p, int backward)
+{
+    fusedrnn_problem q = as_f32(p);
+    /* either driver's: the size holds whichever table runs the call */
+    size_t f32 = driver_f32.workspace(&q, backward);
+    size_t dot = driver_bf16_dot.workspace(&q, backward);
+    return f32 == 0 || dot == 0 ? 0 : f32 > dot ? f32 : dot;
+}
+
+static int64_t mixed_reserve_bytes(const fusedrnn_problem *p)
+{
+    fusedrnn_problem q = as_f32(p);
+    return driver_f32.reserve_bytes(&q);
+}
+
+static fusedrnn_status mixed_forward(const fusedrnn_problem *p, const isa_kernels *k,
+                                     const fusedrnn_inputs *in, const fusedrnn_outputs *out,
+                                     void *workspace, size_t bytes)
+{
+    fusedrnn_problem q = as_f32(p);
+    if (!workspace || bytes < mixed_workspace(p, 0))
+        return FUSEDRNN_EWORKSPACE;
+    return inner(k)->forward(&q, k, in, out, workspace, bytes);
+}
+
+static fusedrnn_status mixed_backward(const fusedrnn_problem *p, const isa_kernels *k,
+                                      const fusedrnn_inputs *in, const fusedrnn_grad_inputs *gin,
+                                      const fusedrnn_grads *g, void *workspace, size_t bytes)
+{
+    fusedrnn_problem q = as_f32(p);
+    if (!workspace || bytes < mixed_workspace(p, 1))
+        return FUSEDRNN_EWORKSPACE;
+    return inner(k)->backward(&q, k, in, gin, g, workspace, bytes);
+}
+
+static size_t mixed_packed_bytes(const fusedrnn_problem *p, const isa_kernels *k)
+{
+    fusedrnn_problem q = as_f32(p);
+    return inner(k)->packed_bytes(&q, k);
+}
+
+static void mixed_pack(const fusedrnn_problem *p, const isa_kernels *k,
+                       const fusedrnn_inputs *weights, void *packed)
+{
+    fusedrnn_problem q = as_f32(p);
+    inner(k)->pack(&q, k, weights, packed);
+    pack_key key = pack_key_of(p, k);
+    memcpy(packed, &key, sizeof key);
+}
+
+const storage_driver driver_f32_bf16 = {sizeof(float), mixed_workspace, mixed_reserve_bytes,
+                                        mixed_forward, mixed_backward,
+                                        mixed_packed_bytes, mixed_pack};

@@ -57,7 +57,16 @@ typedef enum {
  * operands where the active ISA has a bf16 dot product
  * (fusedrnn_bf16_dot_supported; docs/design.md, "bfloat16"), and a bf16
  * call's reserve holds float32 elements. */
-typedef enum { FUSEDRNN_F32 = 0, FUSEDRNN_F64 = 1, FUSEDRNN_BF16 = 2 } fusedrnn_dtype;
+/* FUSEDRNN_F32_BF16: float32 buffers, as FUSEDRNN_F32, whose products read
+ * their operands rounded to bf16 where the active ISA has a bf16 dot
+ * product (else exact, as FUSEDRNN_F32's): the maths, the state carried
+ * between steps, the reserve and every sum and result stay float32. What
+ * torch.autocast's bf16 products under a float32 cell state compute, without
+ * rounding the gates or the state (fusedrnn.torch's LSTMCell and GRUCell
+ * under autocast). Its packs are its own. */
+typedef enum {
+    FUSEDRNN_F32 = 0, FUSEDRNN_F64 = 1, FUSEDRNN_BF16 = 2, FUSEDRNN_F32_BF16 = 3
+} fusedrnn_dtype;
 
 typedef enum {
     FUSEDRNN_RNN = 0, FUSEDRNN_LSTM = 1, FUSEDRNN_GRU = 2, FUSEDRNN_GRU_RESET_FIRST = 3

@@ -37,9 +37,15 @@ static double next_value(unsigned long long *state)
     return (double)(*state >> 11) / (double)(1ULL << 52) - 1.0;
 }
 
+/* float32 buffers: FUSEDRNN_F32, and FUSEDRNN_F32_BF16 (bf16 products) */
+static int f32_storage(const fusedrnn_problem *p)
+{
+    return p->dtype == FUSEDRNN_F32 || p->dtype == FUSEDRNN_F32_BF16;
+}
+
 static size_t elem_size(const fusedrnn_problem *p)
 {
-    return p->dtype == FUSEDRNN_F32 ? sizeof(float)
+    return f32_storage(p) ? sizeof(float)
          : p->dtype == FUSEDRNN_F64 ? sizeof(double) : sizeof(uint16_t);
 }
 
@@ -67,7 +73,7 @@ static double get(const fusedrnn_problem *p, const void *a, int64_t i)
         memcpy(&f, &u, sizeof f);
         return f;
     }
-    return p->dtype == FUSEDRNN_F32 ? ((const float *)a)[i] : ((const double *)a)[i];
+    return f32_storage(p) ? ((const float *)a)[i] : ((const double *)a)[i];
 }
 
 static void *random_buffer(const fusedrnn_problem *p, int64_t n, double scale,
@@ -79,7 +85,12 @@ static void *random_buffer(const fusedrnn_problem *p, int64_t n, double scale,
         float f = (float)v;
         uint32_t u;
         memcpy(&u, &f, sizeof u);
-        if (p->dtype == FUSEDRNN_F32)
+        if (p->dtype == FUSEDRNN_F32_BF16) {
+            /* bf16 values, as bf16's: the products' rounding of x and the
+             * weights is then exact, and bf16's tolerance holds */
+            u &= 0xffff0000u;
+            memcpy(&((float *)a)[i], &u, sizeof u);
+        } else if (p->dtype == FUSEDRNN_F32)
             ((float *)a)[i] = f;
         else if (p->dtype == FUSEDRNN_F64)
             ((double *)a)[i] = v;
@@ -339,7 +350,8 @@ static void compare(const fusedrnn_problem *p, const char *what, const char *nam
                     const void *actual, const double *expected, int64_t n)
 {
     /* bf16: one rounding of the float32 result (2^-8 relative), and of y, which
-     * the RNN's backward takes its derivative from */
+     * the RNN's backward takes its derivative from; bf16 products (F32_BF16):
+     * their operands' roundings */
     double tol = p->dtype == FUSEDRNN_F32 ? 2e-4 : p->dtype == FUSEDRNN_F64 ? 1e-10 : 1e-2;
     double sq = 0;
     for (int64_t i = 0; i < n; i++)
@@ -554,7 +566,7 @@ static void run_case(fusedrnn_problem p, int with_lengths, int with_optional, in
                      unsigned long long seed)
 {
     static const char *const cells[] = {"rnn", "lstm", "gru", "gru-reset-first"};
-    static const char *const dtypes[] = {"f32", "f64", "bf16"};
+    static const char *const dtypes[] = {"f32", "f64", "bf16", "f32_bf16"};
     const int64_t T = p.T, B = p.B, D = p.D, H = p.H, rows = T * B;
     const int64_t GH = fusedrnn_gates(p.cell) * H;
     const int lstm = p.cell == FUSEDRNN_LSTM;
@@ -646,14 +658,15 @@ static void pack_errors(void)
     p.T = 7, p.B = 1, p.reverse = 1, p.batch_first = 1, p.threads = 3, p.training = 1;
     CHECK(fusedrnn_packed_size(&p) == bytes, "the packed size depends on T, B or options");
 
-    fusedrnn_problem other[6];
-    for (int i = 0; i < 6; i++)
+    fusedrnn_problem other[7];
+    for (int i = 0; i < 7; i++)
         other[i] = lstm;
     other[0].cell = FUSEDRNN_GRU, other[1].dtype = FUSEDRNN_F64, other[2].D = 3, other[3].H = 4;
     other[4].cell = FUSEDRNN_GRU_RESET_FIRST;
     other[5].dtype = FUSEDRNN_BF16;   /* the float32 kernels, but not a float32 pack */
+    other[6].dtype = FUSEDRNN_F32_BF16;   /* float32 buffers, other panels */
     fusedrnn_inputs in = {.x = x, .w_ih = w_ih, .w_hh = w_hh, .packed = packed};
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 7; i++) {
         memset(y, 0xff, sizeof y);   /* NaN bits: a write shows */
         size_t n = fusedrnn_forward_workspace(&other[i]);
         void *work = malloc(n);
@@ -916,9 +929,10 @@ static void bf16_without_dot_cases(void)
     fusedrnn_use_kernels(&complete);
     CHECK(!fusedrnn_bf16_dot_supported(), "the dot product said supported");
     for (int cell = 0; cell < FUSEDRNN_CELL_COUNT; cell++)
-        run_case((fusedrnn_problem){.cell = (fusedrnn_cell)cell, .dtype = FUSEDRNN_BF16,
-                                   .T = 5, .B = 7, .D = 9, .H = 19, .threads = 2},
-                 1, 1, 1, 7);
+        for (int dtype = FUSEDRNN_BF16; dtype <= FUSEDRNN_F32_BF16; dtype++)
+            run_case((fusedrnn_problem){.cell = (fusedrnn_cell)cell, .dtype = dtype,
+                                       .T = 5, .B = 7, .D = 9, .H = 19, .threads = 2},
+                     1, 1, 1, 7);
 }
 
 /* The bf16 conversions of a table with bf16 products against the
@@ -1001,11 +1015,12 @@ int main(void)
         CHECK(fusedrnn_set_isa(isas[i]) == FUSEDRNN_OK, "set_isa(%s)", isas[i]);
         for (int cell = 0; cell < FUSEDRNN_CELL_COUNT; cell++)
             for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-                for (int dtype = 0; dtype < 3; dtype++)
+                for (int dtype = 0; dtype <= FUSEDRNN_F32_BF16; dtype++)
                     for (int opt = 0; opt < 16; opt++) {
-                        /* bf16 runs the float32 kernels (rnn_bf16.c): half
-                         * its option sets, by turns, cover its own code */
-                        if (dtype == FUSEDRNN_BF16 && (s + opt) % 2)
+                        /* bf16 storage and bf16 products run the float32
+                         * drivers (rnn_bf16.c): half their option sets, by
+                         * turns, cover their own code */
+                        if (dtype >= FUSEDRNN_BF16 && (s + opt + dtype) % 2)
                             continue;
                         /* opt's bits: reverse, batch_first, lengths, resets; the
                          * rest by turns (act, which the gated cells ignore, too) */
