@@ -123,6 +123,30 @@ def test_autocast_gru_layer_has_bf16_products_and_float32_results(compiled):
         assert not torch.equal(under[key], plain[key]), key
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("name", ["LSTMCell", "GRUCell"])
+def test_autocast_cells_have_bf16_products_and_float32_state(name, compiled):
+    """torch.nn's LSTMCell and GRUCell under autocast are bf16 products under
+    a float32 state, and return float32: the drop-ins keep their float32
+    tensors and run the kernel's bf16 products on them (FUSEDRNN_F32_BF16).
+    Their results and gradients are then the bf16 module's before its one
+    rounding: on bf16 values both run the same products and sums, so the
+    float32 results rounded to bf16 are the bf16 module's, bit for bit; and
+    not the float32 call's, but where the ISA has no bf16 dot product (its
+    products are float32's, exact)."""
+    from fusedrnn import _kernel
+    import copy
+    _, ours = make(name)
+    x = data(name)
+    under = results(ours, x, torch.bfloat16, compiled)
+    plain = results(ours, x)
+    bf16 = results(copy.deepcopy(ours).to(torch.bfloat16), x.to(torch.bfloat16))
+    for key, value in under.items():
+        assert value.dtype == torch.float32, key
+        assert torch.equal(value.to(torch.bfloat16), bf16[key]), key
+    assert torch.equal(under["out0"], plain["out0"]) != _kernel.bf16_dot()
+
+
 @pytest.mark.parametrize("options", [{}, {"num_layers": 2, "bidirectional": True},
                                      {"batch_first": True}], ids=["1", "2x2", "batch_first"])
 @pytest.mark.parametrize("name", list(KINDS))

@@ -167,6 +167,23 @@ def test_opcheck_cell_backward(name):
     torch.library.opcheck(CELL_BACKWARD_OPS[name], (*args[:7], h, reserve, dh, dc, "tanh"))
 
 
+@pytest.mark.parametrize("name", ["LSTMCell", "GRUCell"])
+def test_opcheck_cell_with_bf16_products(name):
+    """bf16_products=True, what the AutocastCPU kernel passes for LSTMCell
+    and GRUCell: float32 tensors, the forward (with autograd) and the
+    backward; on other dtypes it is refused."""
+    args = [a.float() if isinstance(a, torch.Tensor) else a for a in cell_op_args(name, True)]
+    torch.library.opcheck(CELL_OPS[name], (*args, True))
+    args = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+    h, c, reserve = CELL_OPS[name](*args, True)
+    dh = data(B, H, seed=5, dtype=torch.float32)
+    dc = data(B, H, seed=6, dtype=torch.float32) if name == "LSTMCell" else None
+    torch.library.opcheck(CELL_BACKWARD_OPS[name], (*args[:7], h, reserve, dh, dc, "tanh", True))
+    with pytest.raises(RuntimeError, match="bf16_products is for float32 tensors, got "
+                                           "torch.float64"):
+        CELL_OPS[name](*cell_op_args(name, False), True)
+
+
 def test_operators_equal_the_eager_path():
     """Under a dispatch mode (which the eager path leaves to the operators),
     the operators give the eager path's results and gradients bitwise."""

@@ -76,22 +76,27 @@ class Problem:
     nonlinearity's value (_checks.ACTIVATIONS) for a cell that takes one;
     reverse, batch_first; threads: the most the call uses (None:
     fusedrnn's count); training: a forward keeps the reserve for the
-    backward (a backward's problem is that of its training forward).
+    backward (a backward's problem is that of its training forward);
+    bf16_products: float32 buffers whose products read bf16 operands
+    (FUSEDRNN_F32_BF16, fusedrnn.h), fusedrnn.torch's under autocast.
 
     And the one place for the shapes of the call's buffers: plain
     arithmetic, so that they hold for torch's symbolic sizes too (the fake
     implementations of fusedrnn.torch's operators take theirs from here)."""
 
     __slots__ = ("cell", "dtype", "T", "B", "D", "H", "act", "reverse", "batch_first",
-                 "threads", "training")
+                 "threads", "training", "bf16_products")
 
     def __init__(self, cell, dtype, T, B, D, H, act=0, reverse=False, batch_first=False,
-                 threads=None, training=False):
+                 threads=None, training=False, bf16_products=False):
         self.cell, self.dtype = cell, dtype
         self.T, self.B, self.D, self.H = T, B, D, H
         self.act, self.reverse, self.batch_first = act, reverse, batch_first
         self.threads = threads or _num_threads
         self.training = training
+        if bf16_products and dtype != _FLOAT32:
+            raise ValueError(f"bf16 products are a float32 call's, not {dtype}'s")
+        self.bf16_products = bf16_products
 
     def seq_shape(self, n):
         """x's shape for n = D, y's for n = H: [T,B,n], or [B,T,n] with batch_first."""

@@ -16,6 +16,7 @@ cdef extern from "fusedrnn.h" nogil:
         FUSEDRNN_F32
         FUSEDRNN_F64
         FUSEDRNN_BF16
+        FUSEDRNN_F32_BF16
 
     ctypedef enum fusedrnn_cell:
         FUSEDRNN_RNN

@@ -71,7 +71,7 @@ cdef fusedrnn_problem problem_of(object problem):
     """The fusedrnn_problem of a Problem."""
     cdef fusedrnn_problem p
     p.cell = <fusedrnn_cell>(<int>problem.cell.id)
-    p.dtype = dtype_enum(problem.dtype)
+    p.dtype = FUSEDRNN_F32_BF16 if problem.bf16_products else dtype_enum(problem.dtype)
     p.T, p.B, p.D, p.H = problem.T, problem.B, problem.D, problem.H
     p.act = <fusedrnn_act>(<int>problem.act)
     p.reverse, p.batch_first = problem.reverse, problem.batch_first

@@ -126,10 +126,11 @@ def _check_shape(name, t, shape):
 
 
 def _check_layer(cell, inputs, nonlinearity, reverse, batch_first, training, threads=None,
-                 step=False):
+                 step=False, bf16_products=False):
     """The Problem of one layer's call, after checking every argument
     (`inputs`: Inputs of tensors); with `step`, of a cell's one step (x
-    [B,D])."""
+    [B,D]); with `bf16_products`, a float32 call's products on bf16
+    operands (_engine.Problem)."""
     x, w_hh, c0, lengths = inputs.x, inputs.w_hh, inputs.c0, inputs.lengths
     _check_tensors(x=x, h0=inputs.h0, c0=c0, w_ih=inputs.w_ih, w_hh=w_hh, b_ih=inputs.b_ih,
                    b_hh=inputs.b_hh)
@@ -167,17 +168,21 @@ def _check_layer(cell, inputs, nonlinearity, reverse, batch_first, training, thr
         takes = f"one of {', '.join(map(repr, ACTIVATIONS))}" if cell.has_act else "'tanh'"
         raise RuntimeError(f"fusedrnn.torch: nonlinearity {nonlinearity!r}: the {cell.name} "
                            f"takes {takes}")
+    if bf16_products and x.dtype != torch.float32:
+        raise RuntimeError(f"fusedrnn.torch: bf16_products is for float32 tensors, got "
+                           f"{x.dtype}")
     return (_Step if step else _engine.Problem)(cell, _NUMPY[x.dtype], T, B, D, H,
                                                 ACTIVATIONS[nonlinearity], reverse, batch_first,
-                                                threads=threads, training=training)
+                                                threads=threads, training=training,
+                                                bf16_products=bf16_products)
 
 
 def _check_backward(cell, inputs, d, nonlinearity, reverse, batch_first, threads=None,
-                    step=False):
+                    step=False, bf16_products=False):
     """The Problem of one layer's backward, after checking every argument
     (`d`: GradInputs of tensors) and those of its forward."""
     problem = _check_layer(cell, inputs, nonlinearity, reverse, batch_first, True, threads,
-                           step)
+                           step, bf16_products)
     B, H = problem.B, problem.H
     _check_tensors(x=inputs.x, y=d.y, dy=d.dy, dh_n=d.dh_n, dc_n=d.dc_n)
     if d.reserve.dtype != _reserve_dtype(inputs.x.dtype):
@@ -451,12 +456,14 @@ _LAYER_BACKWARD = (
     "(" + _SEQUENCE + ", Tensor y, Tensor reserve, Tensor? dy, Tensor? dh_n, Tensor? dc_n, "
     "str nonlinearity, bool reverse, bool batch_first) -> (Tensor dx, Tensor dh0, Tensor dc0, "
     "Tensor dw_ih, Tensor dw_hh, Tensor db_ih, Tensor db_hh)")
+# A cell's bf16_products: float32 tensors whose products read bf16 operands
+# (FUSEDRNN_F32_BF16), what LSTMCell and GRUCell compute under autocast.
 _CELL = ("(Tensor input, Tensor? hx, Tensor? cx, " + _WEIGHTS + ", str nonlinearity, "
-         "bool training) -> (Tensor h, Tensor c, Tensor reserve)")
+         "bool training, bool bf16_products=False) -> (Tensor h, Tensor c, Tensor reserve)")
 _CELL_BACKWARD = (
     "(Tensor input, Tensor? hx, Tensor? cx, " + _WEIGHTS + ", Tensor h, Tensor reserve, "
-    "Tensor? dh, Tensor? dc, str nonlinearity) -> (Tensor dinput, Tensor dhx, Tensor dcx, "
-    "Tensor dw_ih, Tensor dw_hh, Tensor db_ih, Tensor db_hh)")
+    "Tensor? dh, Tensor? dc, str nonlinearity, bool bf16_products=False) -> (Tensor dinput, "
+    "Tensor dhx, Tensor dcx, Tensor dw_ih, Tensor dw_hh, Tensor db_ih, Tensor db_hh)")
 
 
 class _Signature:
@@ -464,7 +471,7 @@ class _Signature:
     a kernel call, for its implementations, fakes and autograd kernel:
     `tensors` inputs (Inputs' first fields), then the schema's options: a
     layer's (nonlinearity, reverse, batch_first), a cell's (nonlinearity),
-    and for a forward, training."""
+    for a forward training, and a cell's bf16_products."""
 
     def __init__(self, name, tensors, step):
         self.name, self.tensors, self.step = name, tensors, step
@@ -473,12 +480,27 @@ class _Signature:
         """(nonlinearity, reverse, batch_first) of the schema's options."""
         return (options[0], False, False) if self.step else options
 
+    def options(self, options, forward):
+        """((nonlinearity, reverse, batch_first), training (a forward's, else
+        None), bf16_products) of a call's schema options; a cell's
+        bf16_products may be left out (its default), as torch hands a
+        kernel only what the caller gave."""
+        n = 1 if self.step else 3
+        products = len(options) > n + forward and options[n + forward]
+        return self.sequence(options[:n]), options[n] if forward else None, products
+
+    def backward_options(self, options):
+        """The backward's schema options of its forward's."""
+        sequence, _, products = self.options(options, True)
+        return (sequence[0], products) if self.step else sequence
+
     def problem(self, cell, args, threads=None):
         """The checked Problem of a forward's arguments, and its Inputs."""
         n = self.tensors
         inputs = Inputs(*args[:n])
-        return _check_layer(cell, inputs, *self.sequence(args[n:-1]), args[-1], threads,
-                            self.step), inputs
+        sequence, training, products = self.options(args[n:], True)
+        return _check_layer(cell, inputs, *sequence, training, threads, self.step,
+                            products), inputs
 
     def backward_problem(self, cell, args, threads=None):
         """The same for a backward's arguments, and its GradInputs: a layer's
@@ -489,8 +511,9 @@ class _Signature:
         grad_inputs = args[self.tensors:self.tensors + n]
         grad_inputs = GradInputs(*grad_inputs[:3], None, grad_inputs[3]) if self.step \
             else GradInputs(*grad_inputs)
-        problem = _check_backward(cell, inputs, grad_inputs,
-                                  *self.sequence(args[self.tensors + n:]), threads, self.step)
+        sequence, _, products = self.options(args[self.tensors + n:], False)
+        problem = _check_backward(cell, inputs, grad_inputs, *sequence, threads, self.step,
+                                  products)
         return problem, inputs, grad_inputs
 
     def grad_args(self, grad_inputs):
@@ -519,7 +542,7 @@ class _Operator:
         self.cell, self.ops, self.signature = cell, ops, signature
         # A layer's lengths and resets follow the tensors of Inputs; a cell has neither.
         self.lengths, self.resets = (None, None) if signature.step else args[7:9]
-        self.options = args[signature.tensors:]   # the forward's, training last
+        self.options = args[signature.tensors:]   # the forward's
 
     def inputs(self, *tensors):
         return Inputs(*tensors, lengths=self.lengths, resets=self.resets)
@@ -535,7 +558,8 @@ class _Operator:
     def backward(self, inputs, grad_inputs, wanted):
         # An operator returns every result (`wanted` does not apply).
         return self.ops[1](*inputs[:self.signature.tensors],
-                           *self.signature.grad_args(grad_inputs), *self.options[:-1])
+                           *self.signature.grad_args(grad_inputs),
+                           *self.signature.backward_options(self.options))
 
 
 def _define(cell, signature, forward_schema, backward_schema):
@@ -592,9 +616,12 @@ def _define(cell, signature, forward_schema, backward_schema):
         the operator below autocast (autograd records the casts)."""
         n = signature.tensors
         tensors = _autocast(cell, signature.step, args[:7]) + args[7:n]
+        options = args[n:]
+        if _bf16_products(cell, signature.step, tensors[0].dtype):
+            options = (*options[:2], True)   # a cell's (nonlinearity, training, bf16_products)
         with torch._C._ExcludeDispatchKeyGuard(
                 torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCPU)):
-            results = ops[0](*tensors, *args[n:])
+            results = ops[0](*tensors, *options)
         return _autocast_results(cell, signature.step, results)
 
     _LIBRARY.impl(name, autocast, "AutocastCPU", with_keyset=True)
@@ -639,20 +666,29 @@ _CELL_OPS = {cell.key: _define(cell, _CELL_SIGNATURE, _CELL, _CELL_BACKWARD)
 # float32: the drop-in's GRU layer runs fusedrnn's bf16 path (products in
 # bf16, sums and state in float32, rounded once at the end) and returns its
 # results widened to float32 (_AUTOCAST_FLOAT_OUT). LSTMCell and GRUCell,
-# also bf16 products that return float32, run in float32 here: their state
-# goes from one call to the next, and a bf16 call would round it at every
-# step, where torch.nn's stays float32. tests/test_torch_bfloat16.py holds
+# also bf16 products that return float32, keep their float32 tensors and
+# compute with bf16 products (_AUTOCAST_BF16_PRODUCTS, FUSEDRNN_F32_BF16):
+# their state goes from one call to the next, and a bf16 call would round it
+# at every step, where torch.nn's stays float32. tests/test_torch_bfloat16.py holds
 # the table to torch.nn's behaviour. Under any other autocast dtype
 # (float16, which fusedrnn has not) the drop-ins compute in float32.
 _AUTOCAST_BF16 = {(_cells.RNN, False), (_cells.LSTM, False), (_cells.GRU, False),
                   (_cells.RNN, True)}
 _AUTOCAST_FLOAT_OUT = {(_cells.GRU, False)}
+_AUTOCAST_BF16_PRODUCTS = {(_cells.LSTM, True), (_cells.GRU, True)}
 
 
 def _autocasting(cell, step):
     """Whether a call of this kind computes in bf16 under the autocast in force."""
     return torch.is_autocast_enabled("cpu") and (cell, step) in _AUTOCAST_BF16 and \
         torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def _bf16_products(cell, step, dtype):
+    """Whether a call of this kind on `dtype` tensors computes float32 with
+    bf16 products under the autocast in force (_AUTOCAST_BF16_PRODUCTS)."""
+    return dtype == torch.float32 and (cell, step) in _AUTOCAST_BF16_PRODUCTS and \
+        torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
 def _autocast_results(cell, step, results):
@@ -797,6 +833,7 @@ def _call(cell, signature, tensors, sequence, options, packs=None):
         if torch.onnx.is_in_onnx_export():
             return _onnx_call(cell, signature, tensors, sequence, options)
         ops = _OPS if signature is _LAYER_SIGNATURE else _CELL_OPS
+        # (a cell's bf16_products is the AutocastCPU kernel's to set)
         results = ops[cell.key](*tensors, *sequence, *options, _wants_grad(tensors))
         return (results[0], None, results[1]) if signature.step else results[:3]
     weights = tensors[3:]   # the module's, before autocast's casts: what a pack is kept for
@@ -804,10 +841,11 @@ def _call(cell, signature, tensors, sequence, options, packs=None):
     training = _wants_grad(tensors)
     inputs = Inputs(*tensors, *sequence)
     threads = _threads()
+    products = _bf16_products(cell, signature.step, tensors[0].dtype)
 
     def check():
         return _check_layer(cell, inputs, *signature.sequence(options), training, threads,
-                            signature.step)
+                            signature.step, products)
 
     if packs is None:
         problem = check()
@@ -817,7 +855,7 @@ def _call(cell, signature, tensors, sequence, options, packs=None):
         key = None if any(t is not None for t in sequence) else (
             x.shape, tensors[0].dtype, tensors[1] is None, tensors[2] is None, options,
             training, threads)
-        problem, pack = packs[0]._pack(packs[1], key, check, weights, tensors[3:])
+        problem, pack = packs[0]._pack(packs[1], key, check, weights, tensors[3:], products)
         if pack is not None:
             # The kernel reads the weights from the pack alone (fusedrnn.h).
             inputs = Inputs(*tensors[:3], None, None, None, None, *inputs[7:9], pack)
@@ -922,7 +960,7 @@ class _Packs:
     as much as the products). Eager mode only; the operators' path packs per
     call."""
 
-    def _pack(self, i, key, check, weights, used):
+    def _pack(self, i, key, check, weights, used, products=False):
         """(problem, pack) of a call with layer and direction i's weights:
         the Problem check() returns after checking every argument, and the
         weights packed for it (a uint8 tensor), or None where a pack could go
@@ -931,7 +969,8 @@ class _Packs:
         autocast's bf16 copies of them, which are made from them. `key`: the
         shapes and options of the call's other arguments, on which alone
         check()'s result then depends (None: unknown): it is kept with the
-        pack, checked once (at batch 1 the checks cost as much as the kernel)."""
+        pack, checked once (at batch 1 the checks cost as much as the kernel).
+        `products`: the call's bf16_products, whose pack is another."""
         made = []
 
         def make():
@@ -941,7 +980,8 @@ class _Packs:
                          pack.data_ptr())
             return pack, {}   # and the problems checked with these weights, by key
 
-        kept = self._kept(("pack", i, used[1].dtype), _kernel.get_isa(), weights, make)
+        kept = self._kept(("pack", i, used[1].dtype, products), _kernel.get_isa(), weights,
+                          make)
         if kept is None:
             return check(), None
         pack, problems = kept
