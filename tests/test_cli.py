@@ -346,8 +346,9 @@ def test_bench_steps_quick_tables():
 
     assert loop_header == ("cell", "B", "D=H", "mode", "threads", "fusedrnn.torch", "torch.nn",
                            "ratio", "GFLOP/s", "%", "peak")
-    assert [words[:5] for words in loop] == [["gru", b, "64", mode, "1"]
-                                             for b in ("1", "32") for mode in ("fwd", "fwd+bwd")]
+    assert [words[:5] for words in loop] == [
+        ["gru", b, "64", mode, "1"] for b in ("1", "32")
+        for mode in ("fwd", "fwd+bwd", "fwd/ac", "fwd+bwd/ac")]
     for words in loop:
         fused, torch_nn = timed(words[5:9], "ms")
         assert words[9].endswith("x") and words[11].endswith("%") and len(words) == 12

@@ -103,8 +103,9 @@ def _outputs(outputs, shape, **more):
     """The steps' outputs as y [T,B,H], and `more` ({name: a function giving
     an array}), read after the timing."""
     import torch
-    return _peers.Results({"y": lambda: torch.stack(outputs).detach().reshape(shape).numpy(),
-                           **more})
+    # (float32: RNNCell under autocast returns bf16)
+    return _peers.Results({"y": lambda: torch.stack(outputs).detach().float().reshape(shape)
+                           .numpy(), **more})
 
 
 def _inference(steps, shape):
@@ -118,25 +119,43 @@ def _inference(steps, shape):
     return forward
 
 
+# A cell loop's modes: each of fusedrnn._bench's, and the same with the
+# steps under torch.autocast("cpu", dtype=torch.bfloat16) ("/ac").
+LOOP_MODES = ("fwd", "fwd+bwd", "fwd/ac", "fwd+bwd/ac")
+
+
 def cell_loop(module, cell, p):
     """{mode: run} of `module`'s cell (torch.nn's or fusedrnn.torch's) over
     p's T steps: fwd under torch.no_grad(); fwd+bwd with the parameters
     requiring grad, loss = the sum of every step's h, loss.backward(), each
-    parameter's .grad set to None first so that nothing accumulates."""
+    parameter's .grad set to None first so that nothing accumulates; and
+    each with the steps under a bf16 autocast (LOOP_MODES)."""
     import torch
 
     rnn, steps = _stepper(module, cell, p)
     params = dict(rnn.named_parameters())
 
-    def forward_backward():
-        for w in params.values():
-            w.grad = None
-        outputs = steps()
-        torch.stack(outputs).sum().backward()
-        return _outputs(outputs, p.dy.shape, **{
-            f"d{name}": (lambda w=w: w.grad.numpy()) for name, w in params.items()})
+    def autocast(steps):
+        def run():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return steps()
+        return run
 
-    return {"fwd": _inference(steps, p.dy.shape), "fwd+bwd": forward_backward}
+    def forward_backward(steps):
+        def run():
+            for w in params.values():
+                w.grad = None
+            outputs = steps()
+            torch.stack(outputs).float().sum().backward()
+            return _outputs(outputs, p.dy.shape, **{
+                f"d{name}": (lambda w=w: w.grad.numpy()) for name, w in params.items()})
+        return run
+
+    runs = {"fwd": _inference(steps, p.dy.shape), "fwd+bwd": forward_backward(steps),
+            "fwd/ac": _inference(autocast(steps), p.dy.shape),
+            "fwd+bwd/ac": forward_backward(autocast(steps))}
+    assert tuple(runs) == LOOP_MODES
+    return runs
 
 
 LOOPS = {"fusedrnn.torch": partial(cell_loop, "fusedrnn.torch"),

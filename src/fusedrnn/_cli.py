@@ -365,6 +365,7 @@ def _steps_tables(cells, threads, quick):
     sizes = _bench_steps.QUICK if quick else _bench_steps.FULL
     repeats = QUICK if quick else FULL
     peak = fusedrnn.peak_gflops(np.float32)
+    bf16_peak = fusedrnn.peak_gflops("bfloat16")
     print(f"torch {torch.__version__}, the same thread count; median times; results checked "
           f"against the row's first implementation after the timing")
     rng = np.random.default_rng(0)
@@ -385,25 +386,33 @@ def _steps_tables(cells, threads, quick):
           f"sum of every step's h, loss.backward() into the parameters (.grad set to None "
           f"before each run); ratio: torch.nn's time / fusedrnn.torch's; GFLOP/s of "
           f"fusedrnn.torch: 2*T*B*G*H*(D+H) forward, 3x that fwd+bwd; % peak: of one "
-          f"thread's FMA peak ({peak:.1f} GFLOP/s, fusedrnn.peak_gflops) times the threads")
-    print(f"{'cell':4}  {'B':>3}  {'D=H':>4}  {'mode':7}  {'threads':>7}  "
+          f"thread's FMA peak ({peak:.1f} GFLOP/s, fusedrnn.peak_gflops) times the threads; "
+          f"/ac: the steps of both under torch.autocast('cpu', dtype=torch.bfloat16), "
+          f"results checked at the bf16 tolerance, % of the bf16 peak ({bf16_peak:.1f} "
+          f"GFLOP/s)")
+    print(f"{'cell':4}  {'B':>3}  {'D=H':>4}  {'mode':10}  {'threads':>7}  "
           f"{'fusedrnn.torch':>14}  {'torch.nn':>14}  {'ratio':>6}  {'GFLOP/s':>8}  {'% peak':>6}")
     for cell, B, H in itertools.product(cells, sizes.loop_batches, sizes.loop_hidden):
         shape = (T, B, H, H)
         p = problem(shape, np.float32, rng, cell)
         built = {impl: build(cell, p) for impl, build in _bench_steps.LOOPS.items()}
-        for mode, n in itertools.product(MODES, threads):
+        # (autocast's bf16 tensors need ml_dtypes, which the torch extra installs)
+        modes = _bench_steps.LOOP_MODES if BFLOAT16 is not None else ("fwd", "fwd+bwd")
+        for mode, n in itertools.product(modes, threads):
+            autocast = mode.endswith("/ac")
             with num_threads(n):
                 seconds, failures = _bench_steps.time_and_check(
-                    {impl: runs[mode] for impl, runs in built.items()}, repeats, np.float32,
+                    {impl: runs[mode] for impl, runs in built.items()}, repeats,
+                    BFLOAT16 if autocast else np.float32,
                     lambda impl: progress.show(f"timing {cell} B={B} H={H} {mode} threads={n} "
                                                f"{impl}"))
             fused = seconds["fusedrnn.torch"]
-            gflops = flops(shape, mode, cell) / fused / 1e9
+            gflops = flops(shape, mode.removesuffix("/ac"), cell) / fused / 1e9
             progress.clear()
-            print(f"{cell:4}  {B:3}  {H:4}  {mode:7}  {n:7}  {_ms(fused)}  "
+            print(f"{cell:4}  {B:3}  {H:4}  {mode:10}  {n:7}  {_ms(fused)}  "
                   f"{_ms(seconds['torch.nn'])}  {seconds['torch.nn'] / fused:5.2f}x  "
-                  f"{gflops:8.2f}  {100 * gflops / (peak * n):5.1f}%", flush=True)
+                  f"{gflops:8.2f}  {100 * gflops / ((bf16_peak if autocast else peak) * n):5.1f}%",
+                  flush=True)
             report(failures)
 
     bandwidth = _bench_steps.copy_bandwidth(sizes.copy_mb, sizes.copy_tries)
