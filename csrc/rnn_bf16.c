@@ -248,9 +248,10 @@ static fusedrnn_status backward_call(const fusedrnn_problem *p, const isa_kernel
         .y = y32 ? y32 : widen(s.y, gin->y, n.seq_y), .reserve = gin->reserve,
         .dy = widen(s.dy, gin->dy, n.seq_y), .dh_n = widen(s.dh_n, gin->dh_n, n.state),
         .dc_n = s.dc_n ? widen(s.dc_n, gin->dc_n, n.state) : NULL};
-    /* db_hh only when the caller asks for it, as the float32 driver writes it */
-    fusedrnn_grads g32 = {s.dx, s.dh0, s.dc0, s.dw_ih, s.dw_hh, s.db_ih,
-                          g->db_hh ? s.db_hh : NULL};
+    /* what the caller may leave out (dx, dw_ih, dw_hh, db_hh) only when it
+     * asks for it, as the float32 driver computes it */
+    fusedrnn_grads g32 = {g->dx ? s.dx : NULL, s.dh0, s.dc0, g->dw_ih ? s.dw_ih : NULL,
+                          g->dw_hh ? s.dw_hh : NULL, s.db_ih, g->db_hh ? s.db_hh : NULL};
     st = inner(k)->backward(&q, k, &in32, &gin32, &g32, rest, rest_bytes);
     if (st != FUSEDRNN_OK)
         return st;

@@ -982,25 +982,30 @@ static void backward_pass(const run *r)
     mark_rows(r);
 
     /* The weight and input gradients, deferred to one GEMM each over K = T*B
-     * (two for a split cell: its last gate's input side is dxn). */
+     * (two for a split cell: its last gate's input side is dxn); each left
+     * out when its result is NULL (no one wants it: fusedrnn.h). */
     /* db_ih equals db_hh but in a split gate: one sum serves both */
     column_sums(r, r->db_ih, dg, TB, ldg, GxH);
     if (r->db_hh) {
         copy(r->db_hh, r->db_ih, GxH);
         column_sums(r, r->db_hh + GxH, dg + GxH, TB, ldg, GH - GxH);
     }
-    gemm_team(r, GEMM_DW_IH, (view){dg, 1, ldg}, (view){r->x, D, 1},
-                   w->keep_x, r->dw_ih, D, 0, NULL);                          /* dg^T x   [Gx*H,D] */
-    gemm_team(r, GEMM_DX, (view){dg, ldg, 1}, (view){r->w_ih, D, 1}, NULL,
-                   r->dx, D, 0, NULL);                                        /* dg W_ih  [T*B,D] */
+    if (r->dw_ih)
+        gemm_team(r, GEMM_DW_IH, (view){dg, 1, ldg}, (view){r->x, D, 1},
+                  w->keep_x, r->dw_ih, D, 0, NULL);                           /* dg^T x   [Gx*H,D] */
+    if (r->dx)
+        gemm_team(r, GEMM_DX, (view){dg, ldg, 1}, (view){r->w_ih, D, 1}, NULL,
+                  r->dx, D, 0, NULL);                                         /* dg W_ih  [T*B,D] */
     if (c->split) {
         column_sums(r, r->db_ih + GxH, w->dxn, TB, H, H);
-        gemm_team(r, GEMM_DW_IH_N, (view){w->dxn, 1, H}, (view){r->x, D, 1},
-                       w->keep_x, r->dw_ih + GxH * D, D, 0, NULL);
+        if (r->dw_ih)
+            gemm_team(r, GEMM_DW_IH_N, (view){w->dxn, 1, H}, (view){r->x, D, 1},
+                      w->keep_x, r->dw_ih + GxH * D, D, 0, NULL);
         /* given a pack, B is its panels: w_ih may be NULL */
-        gemm_team(r, GEMM_DX_N, (view){w->dxn, H, 1},
-                       r->pack ? (view){0} : (view){r->w_ih + GxH * D, D, 1}, NULL, r->dx, D,
-                       1, NULL);
+        if (r->dx)
+            gemm_team(r, GEMM_DX_N, (view){w->dxn, H, 1},
+                      r->pack ? (view){0} : (view){r->w_ih + GxH * D, D, 1}, NULL, r->dx, D,
+                      1, NULL);
     }
 
     /* The first step of each sequence saw h0, and so did every step a reset
@@ -1050,6 +1055,8 @@ static void backward_pass(const run *r)
      * every other step pairs with y one time step back (forward) or ahead
      * (reverse), which in either layout is y shifted by one time step's rows;
      * keep_pair leaves out the pairs that are not a step and its predecessor. */
+    if (!r->dw_hh)
+        return;
     if (r->h0)
         gemm_team(r, GEMM_DW_HH0, (view){g, 1, GH}, (view){r->h0, H, 1},
                        w->keep_h0, r->dw_hh, H, 0, NULL);

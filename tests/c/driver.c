@@ -420,17 +420,20 @@ static void run_backward(const fusedrnn_problem *p, const char *what, const fuse
 }
 
 /* One backward on fresh, uninitialised gradients, against the naive ones
- * e[DX] ... e[DB_HH] of sizes[]; db_hh is left NULL unless with_db_hh. */
+ * e[DX] ... e[DB_HH] of sizes[]; unless `all`, those the caller may leave
+ * out (fusedrnn.h: db_hh, dx, dw_ih, dw_hh) are NULL, and the others must
+ * not change. */
 static void backward_case(const fusedrnn_problem *p, const char *case_name,
                           const fusedrnn_inputs *in, const fusedrnn_grad_inputs *gin,
-                          int with_db_hh, double *const e[GRADS], const int64_t sizes[GRADS])
+                          int all, double *const e[GRADS], const int64_t sizes[GRADS])
 {
     char what[240];
-    snprintf(what, sizeof what, "%s backward db_hh%d", case_name, with_db_hh);
+    snprintf(what, sizeof what, "%s backward %s", case_name, all ? "all" : "required only");
     void *got[GRADS];
     int wanted[GRADS];
     for (int i = 0; i < GRADS; i++) {
-        wanted[i] = (i != DC0 || p->cell == FUSEDRNN_LSTM) && (i != DB_HH || with_db_hh);
+        int optional = i == DB_HH || i == DX || i == DW_IH || i == DW_HH;
+        wanted[i] = (i != DC0 || p->cell == FUSEDRNN_LSTM) && (all || !optional);
         got[i] = wanted[i] ? alloc(p, sizes[i]) : NULL;
     }
     run_backward(p, what, in, gin, got);
