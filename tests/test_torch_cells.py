@@ -471,8 +471,8 @@ def test_resets_refused_where_they_cannot_apply():
 @pytest.mark.parametrize("name", ["LSTM", "GRUCell"])
 def test_gradients_of_the_parameters_alone(name):
     """Where autograd wants no dx (x needs no gradient) and no dh0 (hx is
-    None), the kernel writes those into scratch memory: the parameters'
-    gradients are still torch.nn's, call after call."""
+    None), the kernel leaves dx out and writes dh0 into scratch memory: the
+    parameters' gradients are still torch.nn's, call after call."""
     reference = getattr(torch.nn, name)(D, H, dtype=torch.float64)
     fused = getattr(ftorch, name)(D, H, dtype=torch.float64)
     fused.load_state_dict(reference.state_dict())
@@ -488,16 +488,54 @@ def test_gradients_of_the_parameters_alone(name):
 
 
 def test_unwanted_gradients_too_large_for_the_scratch():
-    """A dx nobody wants that does not fit in the scratch memory (T*B*D
-    floats over 1 MiB) is written into a tensor of its own that lives until
-    the kernel has run (it was freed before, and the kernel wrote into freed
-    memory): the parameters' gradients are torch.nn's."""
-    T_, B_, D_ = 100, 32, 128
-    reference = torch.nn.LSTM(D_, H)
-    fused = ftorch.LSTM(D_, H)
+    """An unwanted dh0 and dc0 (h0 None) that do not fit in the scratch
+    memory (B*H floats over 1 MiB) are written into tensors of their own that
+    live until the kernel has run (a dx so written was freed before, and the
+    kernel wrote into freed memory): the parameters' gradients are
+    torch.nn's."""
+    T_, B_, D_, H_ = 2, 1100, 8, 256
+    reference = torch.nn.LSTM(D_, H_)
+    fused = ftorch.LSTM(D_, H_)
     fused.load_state_dict(reference.state_dict())
     x = torch.randn(T_, B_, D_)
     for module in (reference, fused):
         module(x)[0].sum().backward()
     for a, b in zip(fused.parameters(), reference.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRUCell"])
+def test_gradients_nobody_wants_are_not_computed(name):
+    """dx of an x that needs no gradient, and the weight gradients of frozen
+    weights, are not computed: the kernel is given no memory for them (and
+    skips their products); the gradients that are wanted are the same, bit
+    for bit, as when every one is."""
+    import fusedrnn
+    fused = getattr(ftorch, name)(D, H, dtype=torch.float64)
+    x = data(*((5, B, D) if name != "GRUCell" else (B, D)), seed=3)
+    backward, seen = fusedrnn._kernel.backward, []
+
+    def spy(problem, inputs, grad_inputs, grads):
+        seen.append(grads)
+        return backward(problem, inputs, grad_inputs, grads)
+
+    def grads(x_grad, frozen):
+        fused.zero_grad()
+        for w in (fused.weight_ih_l0, fused.weight_hh_l0) if name != "GRUCell" else \
+                (fused.weight_ih, fused.weight_hh):
+            w.requires_grad_(not frozen)
+        x_ = x.clone().requires_grad_(x_grad)
+        flat(fused(x_))[0].sum().backward()
+        return [x_.grad] + [p.grad for p in fused.parameters()]
+
+    want = grads(True, False)
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(fusedrnn._kernel, "backward", spy)
+    try:
+        got = grads(False, True)
+    finally:
+        monkey.undo()
+    assert [seen[0].dx, seen[0].dw_ih, seen[0].dw_hh] == [None, None, None]
+    assert got[0] is None and got[1] is None and got[2] is None
+    for g, w in zip(got[3:], want[3:]):
+        assert torch.equal(g, w)

@@ -305,16 +305,23 @@ def _backward(problem, inputs, grad_inputs, wanted=None):
 
 _SCRATCH = threading.local()
 _SCRATCH_MOST = 1 << 20   # bytes: larger results are rare, and an allocation a small share
+# The gradients the kernel leaves out when given nowhere to write them
+# (fusedrnn.h): its products for dx, dw_ih and dw_hh are skipped.
+_OPTIONAL = frozenset({"dx", "dw_ih", "dw_hh", "db_hh"})
 
 
 def _wanted(like, shapes, wanted, itemsize):
     """(Grads, where the kernel writes each, what must live until it has)
-    for the wanted gradients: tensors for those, None for the others. These
-    go to this thread's scratch memory, each at its own offset (the kernel's
-    results must not overlap), when together they fit in _SCRATCH_MOST
-    bytes; else to tensors of their own, dropped after the call."""
-    sizes = [0 if s is None or want else math.prod(s) * itemsize
-             for s, want in zip(shapes, wanted)]
+    for the wanted gradients: tensors for those, None for the others. An
+    unwanted one the kernel may leave out is left out (a first layer's dx,
+    frozen weights); the others go to this thread's scratch memory, each at
+    its own offset (the kernel's results must not overlap), when together
+    they fit in _SCRATCH_MOST bytes; else to tensors of their own, dropped
+    after the call."""
+    skipped = [s is None or (not want and name in _OPTIONAL)
+               for name, s, want in zip(shapes._fields, shapes, wanted)]
+    sizes = [0 if skip or want else math.prod(s) * itemsize
+             for s, want, skip in zip(shapes, wanted, skipped)]
     scratch = None
     if any(sizes) and sum(sizes) + 64 * len(sizes) <= _SCRATCH_MOST:
         scratch = getattr(_SCRATCH, "buffer", None)
@@ -322,8 +329,8 @@ def _wanted(like, shapes, wanted, itemsize):
             scratch = _SCRATCH.buffer = torch.empty(_SCRATCH_MOST, dtype=torch.uint8)
     at = 0 if scratch is None else scratch.data_ptr()
     grads, addresses, keep = [], [], []
-    for s, size in zip(shapes, sizes):
-        if s is None:
+    for s, size, skip in zip(shapes, sizes, skipped):
+        if skip:
             grads.append(None)
             addresses.append(None)
         elif size and scratch is not None:
