@@ -62,8 +62,8 @@ typedef enum {
  * product (else exact, as FUSEDRNN_F32's): the maths, the state carried
  * between steps, the reserve and every sum and result stay float32. What
  * torch.autocast's bf16 products under a float32 cell state compute, without
- * rounding the gates or the state (fusedrnn.torch's LSTMCell and GRUCell
- * under autocast). Its packs are its own. */
+ * rounding the gates or the state (fusedrnn.torch's cells under autocast).
+ * Its packs are its own. */
 typedef enum {
     FUSEDRNN_F32 = 0, FUSEDRNN_F64 = 1, FUSEDRNN_BF16 = 2, FUSEDRNN_F32_BF16 = 3
 } fusedrnn_dtype;

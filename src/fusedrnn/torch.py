@@ -667,54 +667,73 @@ _CELL_OPS = {cell.key: _define(cell, _CELL_SIGNATURE, _CELL, _CELL_BACKWARD)
 # --- autocast ---------------------------------------------------------------
 # Under torch.autocast("cpu", dtype=torch.bfloat16) a drop-in computes in
 # bfloat16 exactly where torch.nn's module of the same kind does, with the
-# same dtypes out: torch 2.13's CPU autocast runs RNN, LSTM (oneDNN's bf16
-# kernel) and RNNCell in bf16 and returns bf16. Its GRU is a bf16 product
-# per step (autocast's linear) under float32 gate maths, and returns
-# float32: the drop-in's GRU layer runs fusedrnn's bf16 path (products in
-# bf16, sums and state in float32, rounded once at the end) and returns its
-# results widened to float32 (_AUTOCAST_FLOAT_OUT). LSTMCell and GRUCell,
-# also bf16 products that return float32, keep their float32 tensors and
-# compute with bf16 products (_AUTOCAST_BF16_PRODUCTS, FUSEDRNN_F32_BF16):
-# their state goes from one call to the next, and a bf16 call would round it
-# at every step, where torch.nn's stays float32. tests/test_torch_bfloat16.py holds
-# the table to torch.nn's behaviour. Under any other autocast dtype
-# (float16, which fusedrnn has not) the drop-ins compute in float32.
-_AUTOCAST_BF16 = {(_cells.RNN, False), (_cells.LSTM, False), (_cells.GRU, False),
-                  (_cells.RNN, True)}
+# same dtypes out: torch 2.13's CPU autocast runs RNN and LSTM (oneDNN's bf16
+# kernel) in bf16 and returns bf16. Its GRU is a bf16 product per step
+# (autocast's linear) under float32 gate maths, and returns float32: the
+# drop-in's GRU layer runs fusedrnn's bf16 path (products in bf16, sums and
+# state in float32, rounded once at the end) and returns its results widened
+# to float32 (_AUTOCAST_FLOAT_OUT). The cells are bf16 products too, and
+# LSTMCell and GRUCell return float32, RNNCell bf16: their drop-ins keep
+# float32 tensors (widening bf16 ones, exactly) and compute with bf16
+# products (_AUTOCAST_BF16_PRODUCTS, FUSEDRNN_F32_BF16), RNNCell's result
+# rounded to bf16 once (_AUTOCAST_BF16_OUT). A cell's state goes from one
+# call to the next, and a bf16 call would round LSTMCell's and GRUCell's at
+# every step, where torch.nn's stays float32; RNNCell's results are those of
+# a bf16 call, without casting its weights at every call.
+# tests/test_torch_bfloat16.py holds the table to torch.nn's behaviour. Under
+# any other autocast dtype (float16, which fusedrnn has not) the drop-ins
+# compute in float32.
+_AUTOCAST_BF16 = {(_cells.RNN, False), (_cells.LSTM, False), (_cells.GRU, False)}
 _AUTOCAST_FLOAT_OUT = {(_cells.GRU, False)}
-_AUTOCAST_BF16_PRODUCTS = {(_cells.LSTM, True), (_cells.GRU, True)}
+_AUTOCAST_BF16_PRODUCTS = {(_cells.RNN, True), (_cells.LSTM, True), (_cells.GRU, True)}
+_AUTOCAST_BF16_OUT = {(_cells.RNN, True)}
+
+
+def _bf16_autocast():
+    """Whether a bfloat16 autocast is in force on the CPU."""
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
 def _autocasting(cell, step):
     """Whether a call of this kind computes in bf16 under the autocast in force."""
-    return torch.is_autocast_enabled("cpu") and (cell, step) in _AUTOCAST_BF16 and \
-        torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return (cell, step) in _AUTOCAST_BF16 and _bf16_autocast()
 
 
 def _bf16_products(cell, step, dtype):
     """Whether a call of this kind on `dtype` tensors computes float32 with
     bf16 products under the autocast in force (_AUTOCAST_BF16_PRODUCTS)."""
     return dtype == torch.float32 and (cell, step) in _AUTOCAST_BF16_PRODUCTS and \
-        torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        _bf16_autocast()
 
 
 def _autocast_results(cell, step, results):
     """A call's results (tensors or None) as torch.nn's module of its kind
     returns them under the autocast in force: the bf16 ones widened to
-    float32 where that module returns float32 (differentiably)."""
-    if (cell, step) not in _AUTOCAST_FLOAT_OUT or not _autocasting(cell, step):
+    float32 where that module returns float32, the float32 ones rounded to
+    bf16 where it returns bf16 (differentiably)."""
+    kind = (cell, step)
+    if kind in _AUTOCAST_FLOAT_OUT:
+        have, want = torch.bfloat16, torch.float32
+    elif kind in _AUTOCAST_BF16_OUT:
+        have, want = torch.float32, torch.bfloat16
+    else:
         return results
-    return tuple(t.float() if t is not None and t.dtype == torch.bfloat16 else t
-                 for t in results)
+    if not _bf16_autocast():
+        return results
+    return tuple(t.to(want) if t is not None and t.dtype == have else t for t in results)
 
 
 def _autocast(cell, step, tensors, packs=None):
     """`tensors` (x, the states, then the weights, or a prefix) as autocast
     has a call on them compute: under a bfloat16 autocast, for a kind of call
-    torch computes in bf16, each float32 one cast to bf16 (differentiably:
-    their gradients come back in float32); else unchanged. packs: (module,
-    index) of a module that keeps its weights' bf16 copies for calls no
-    gradient follows (_Packs._lowered)."""
+    torch computes in bf16, each float32 one cast to bf16, for one it
+    computes with bf16 products each bf16 one widened to float32
+    (differentiably: their gradients come back in their dtypes); else
+    unchanged. packs: (module, index) of a module that keeps its weights'
+    bf16 copies for calls no gradient follows (_Packs._lowered)."""
+    if (cell, step) in _AUTOCAST_BF16_PRODUCTS and _bf16_autocast():
+        return tuple(t.float() if t is not None and t.dtype == torch.bfloat16 else t
+                     for t in tensors)
     if not _autocasting(cell, step):
         return tensors
     def lower(group):
