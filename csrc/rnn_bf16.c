@@ -130,13 +130,19 @@ static staged carve(arena *a, const fusedrnn_problem *p, int backward)
     return s;
 }
 
-static size_t workspace_bytes(const fusedrnn_problem *p, int backward)
+/* The inner driver's workspace: either driver's, the size holding whichever
+ * table runs the call; 0 on an overflow. */
+static size_t inner_workspace(const fusedrnn_problem *p, int backward)
 {
     fusedrnn_problem q = as_f32(p);
-    /* either driver's: the size holds whichever table runs the call */
     size_t f32 = driver_f32.workspace(&q, backward);
     size_t dot = driver_bf16_dot.workspace(&q, backward);
-    size_t inner = f32 == 0 || dot == 0 ? 0 : f32 > dot ? f32 : dot;
+    return f32 == 0 || dot == 0 ? 0 : f32 > dot ? f32 : dot;
+}
+
+static size_t workspace_bytes(const fusedrnn_problem *p, int backward)
+{
+    size_t inner = inner_workspace(p, backward);
     arena a = {0};
     carve(&a, p, backward);
     if (inner == 0 || a.overflow || __builtin_add_overflow(a.used, inner, &a.used) ||
@@ -321,15 +327,6 @@ const storage_driver driver_bf16 = {sizeof(bf16), workspace_bytes, reserve_bytes
  * driver on the caller's own buffers, nothing staged. Its pack is the inner
  * driver's under a key naming FUSEDRNN_F32_BF16, so that a float32 call,
  * whose panels differ, refuses it. */
-static size_t mixed_workspace(const fusedrnn_problem *p, int backward)
-{
-    fusedrnn_problem q = as_f32(p);
-    /* either driver's: the size holds whichever table runs the call */
-    size_t f32 = driver_f32.workspace(&q, backward);
-    size_t dot = driver_bf16_dot.workspace(&q, backward);
-    return f32 == 0 || dot == 0 ? 0 : f32 > dot ? f32 : dot;
-}
-
 static int64_t mixed_reserve_bytes(const fusedrnn_problem *p)
 {
     fusedrnn_problem q = as_f32(p);
@@ -341,7 +338,7 @@ static fusedrnn_status mixed_forward(const fusedrnn_problem *p, const isa_kernel
                                      void *workspace, size_t bytes)
 {
     fusedrnn_problem q = as_f32(p);
-    if (!workspace || bytes < mixed_workspace(p, 0))
+    if (!workspace || bytes < inner_workspace(p, 0))
         return FUSEDRNN_EWORKSPACE;
     return inner(k)->forward(&q, k, in, out, workspace, bytes);
 }
@@ -351,7 +348,7 @@ static fusedrnn_status mixed_backward(const fusedrnn_problem *p, const isa_kerne
                                       const fusedrnn_grads *g, void *workspace, size_t bytes)
 {
     fusedrnn_problem q = as_f32(p);
-    if (!workspace || bytes < mixed_workspace(p, 1))
+    if (!workspace || bytes < inner_workspace(p, 1))
         return FUSEDRNN_EWORKSPACE;
     return inner(k)->backward(&q, k, in, gin, g, workspace, bytes);
 }
@@ -371,6 +368,6 @@ static void mixed_pack(const fusedrnn_problem *p, const isa_kernels *k,
     memcpy(packed, &key, sizeof key);
 }
 
-const storage_driver driver_f32_bf16 = {sizeof(float), mixed_workspace, mixed_reserve_bytes,
+const storage_driver driver_f32_bf16 = {sizeof(float), inner_workspace, mixed_reserve_bytes,
                                         mixed_forward, mixed_backward,
                                         mixed_packed_bytes, mixed_pack};

@@ -464,7 +464,7 @@ _LAYER_BACKWARD = (
     "str nonlinearity, bool reverse, bool batch_first) -> (Tensor dx, Tensor dh0, Tensor dc0, "
     "Tensor dw_ih, Tensor dw_hh, Tensor db_ih, Tensor db_hh)")
 # A cell's bf16_products: float32 tensors whose products read bf16 operands
-# (FUSEDRNN_F32_BF16), what LSTMCell and GRUCell compute under autocast.
+# (FUSEDRNN_F32_BF16), what the cells compute under autocast.
 _CELL = ("(Tensor input, Tensor? hx, Tensor? cx, " + _WEIGHTS + ", str nonlinearity, "
          "bool training, bool bf16_products=False) -> (Tensor h, Tensor c, Tensor reserve)")
 _CELL_BACKWARD = (
