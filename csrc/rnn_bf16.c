@@ -151,10 +151,16 @@ static size_t workspace_bytes(const fusedrnn_problem *p, int backward)
     return a.used + 64;   /* room to align an arbitrary caller pointer */
 }
 
-static int64_t reserve_bytes(const fusedrnn_problem *p)
+/* The inner driver's reserve (both lay out the same); -1 on an overflow. */
+static int64_t inner_reserve_bytes(const fusedrnn_problem *p)
 {
     fusedrnn_problem q = as_f32(p);
-    int64_t inner = driver_f32.reserve_bytes(&q), bytes;
+    return driver_f32.reserve_bytes(&q);
+}
+
+static int64_t reserve_bytes(const fusedrnn_problem *p)
+{
+    int64_t inner = inner_reserve_bytes(p), bytes;
     if (inner <= 0)   /* none (the RNN, an empty problem), or an overflow */
         return inner;
     if (__builtin_mul_overflow(sizes_of(p).seq_y, (int64_t)sizeof(float), &bytes) ||
@@ -169,8 +175,7 @@ static float *reserve_y(const fusedrnn_problem *p, int backward, const void *res
 {
     if (!reserve || !uses_reserve(p, backward))
         return NULL;
-    fusedrnn_problem q = as_f32(p);
-    return (float *)((char *)reserve + driver_f32.reserve_bytes(&q));
+    return (float *)((char *)reserve + inner_reserve_bytes(p));
 }
 
 /* The copies laid over the caller's workspace, and what is left of it for
@@ -327,12 +332,6 @@ const storage_driver driver_bf16 = {sizeof(bf16), workspace_bytes, reserve_bytes
  * driver on the caller's own buffers, nothing staged. Its pack is the inner
  * driver's under a key naming FUSEDRNN_F32_BF16, so that a float32 call,
  * whose panels differ, refuses it. */
-static int64_t mixed_reserve_bytes(const fusedrnn_problem *p)
-{
-    fusedrnn_problem q = as_f32(p);
-    return driver_f32.reserve_bytes(&q);
-}
-
 static fusedrnn_status mixed_forward(const fusedrnn_problem *p, const isa_kernels *k,
                                      const fusedrnn_inputs *in, const fusedrnn_outputs *out,
                                      void *workspace, size_t bytes)
@@ -368,6 +367,6 @@ static void mixed_pack(const fusedrnn_problem *p, const isa_kernels *k,
     memcpy(packed, &key, sizeof key);
 }
 
-const storage_driver driver_f32_bf16 = {sizeof(float), inner_workspace, mixed_reserve_bytes,
+const storage_driver driver_f32_bf16 = {sizeof(float), inner_workspace, inner_reserve_bytes,
                                         mixed_forward, mixed_backward,
                                         mixed_packed_bytes, mixed_pack};

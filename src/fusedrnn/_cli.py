@@ -392,12 +392,12 @@ def _steps_tables(cells, threads, quick):
           f"GFLOP/s)")
     print(f"{'cell':4}  {'B':>3}  {'D=H':>4}  {'mode':10}  {'threads':>7}  "
           f"{'fusedrnn.torch':>14}  {'torch.nn':>14}  {'ratio':>6}  {'GFLOP/s':>8}  {'% peak':>6}")
+    # (autocast's bf16 tensors need ml_dtypes, which the torch extra installs)
+    modes = _bench_steps.LOOP_MODES if BFLOAT16 is not None else ("fwd", "fwd+bwd")
     for cell, B, H in itertools.product(cells, sizes.loop_batches, sizes.loop_hidden):
         shape = (T, B, H, H)
         p = problem(shape, np.float32, rng, cell)
         built = {impl: build(cell, p) for impl, build in _bench_steps.LOOPS.items()}
-        # (autocast's bf16 tensors need ml_dtypes, which the torch extra installs)
-        modes = _bench_steps.LOOP_MODES if BFLOAT16 is not None else ("fwd", "fwd+bwd")
         for mode, n in itertools.product(modes, threads):
             autocast = mode.endswith("/ac")
             with num_threads(n):

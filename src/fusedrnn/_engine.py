@@ -94,13 +94,15 @@ class Problem:
         self.act, self.reverse, self.batch_first = act, reverse, batch_first
         self.threads = threads or _num_threads
         self.training = training
-        if bf16_products and dtype != _FLOAT32:
-            raise ValueError(f"bf16 products are a float32 call's, not {dtype}'s")
         self.bf16_products = bf16_products
 
     def seq_shape(self, n):
         """x's shape for n = D, y's for n = H: [T,B,n], or [B,T,n] with batch_first."""
         return (self.B, self.T, n) if self.batch_first else (self.T, self.B, n)
+
+    def h_n_shape(self):
+        """h_n's shape, [B,H]; None where the caller has it in y (a step)."""
+        return (self.B, self.H)
 
     def reserve_rows(self):
         """The kernel's reserve per (t, b), in rows of H values of
@@ -128,7 +130,7 @@ class Problem:
     def output_shapes(self):
         """Outputs of shapes, None for what the call does not write."""
         B, H, cell = self.B, self.H, self.cell
-        return Outputs(self.seq_shape(H), (B, H), (B, H) if cell.has_c else None,
+        return Outputs(self.seq_shape(H), self.h_n_shape(), (B, H) if cell.has_c else None,
                        self.reserve_shape() if self.training and cell.reserve_rows else None)
 
     def grad_shapes(self):

@@ -38,7 +38,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import _cells, _engine, _kernel
 from ._checks import ACTIVATIONS, BFLOAT16
-from ._engine import GradInputs, Inputs, Outputs
+from ._engine import GradInputs, Inputs
 
 __all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell", "gru_cell", "gru_layer",
            "lstm_cell", "lstm_layer", "rnn_cell", "rnn_layer"]
@@ -258,11 +258,9 @@ class _Step(_engine.Problem):
     def seq_shape(self, n):
         return (self.B, n)
 
-    def output_shapes(self):
+    def h_n_shape(self):
         # h_n is y: the kernel need not write it (fusedrnn.h), nor an operator return it
-        B, H, cell = self.B, self.H, self.cell
-        return Outputs((B, H), None, (B, H) if cell.has_c else None,
-                       self.reserve_shape() if self.training and cell.reserve_rows else None)
+        return None
 
 
 def _forward(problem, inputs, placeholders):
@@ -694,16 +692,16 @@ def _bf16_autocast():
     return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
-def _autocasting(cell, step):
-    """Whether a call of this kind computes in bf16 under the autocast in force."""
-    return (cell, step) in _AUTOCAST_BF16 and _bf16_autocast()
+def _autocasting(cell, step, kinds=_AUTOCAST_BF16):
+    """Whether a call of this kind is one of `kinds` under a bf16 autocast in
+    force: by default, one that computes in bf16."""
+    return (cell, step) in kinds and _bf16_autocast()
 
 
 def _bf16_products(cell, step, dtype):
     """Whether a call of this kind on `dtype` tensors computes float32 with
     bf16 products under the autocast in force (_AUTOCAST_BF16_PRODUCTS)."""
-    return dtype == torch.float32 and (cell, step) in _AUTOCAST_BF16_PRODUCTS and \
-        _bf16_autocast()
+    return dtype == torch.float32 and _autocasting(cell, step, _AUTOCAST_BF16_PRODUCTS)
 
 
 def _autocast_results(cell, step, results):
@@ -731,7 +729,7 @@ def _autocast(cell, step, tensors, packs=None):
     (differentiably: their gradients come back in their dtypes); else
     unchanged. packs: (module, index) of a module that keeps its weights'
     bf16 copies for calls no gradient follows (_Packs._lowered)."""
-    if (cell, step) in _AUTOCAST_BF16_PRODUCTS and _bf16_autocast():
+    if _autocasting(cell, step, _AUTOCAST_BF16_PRODUCTS):
         return tuple(t.float() if t is not None and t.dtype == torch.bfloat16 else t
                      for t in tensors)
     if not _autocasting(cell, step):
