@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from . import _kernel
 
 
-@dataclass(frozen=True)
+# eq=False: each cell is one object, compared and hashed by identity, which
+# is what the drop-ins' per-call lookups of a cell cost least with (a frozen
+# dataclass's own hash reads every field, on every lookup).
+@dataclass(frozen=True, eq=False)
 class Cell:
     id: int                   # its fusedrnn_cell value
     name: str                 # "RNN", "LSTM", "GRU": what messages call it

@@ -27,6 +27,7 @@ Importing this module imports torch and registers the operators; it changes
 no torch setting. `import fusedrnn` alone does not import torch.
 """
 
+import functools
 import math
 import os
 import threading
@@ -38,7 +39,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import _cells, _engine, _kernel
 from ._checks import ACTIVATIONS, BFLOAT16
-from ._engine import GradInputs, Inputs
+from ._engine import GradInputs, Grads, Inputs
 
 __all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell", "gru_cell", "gru_layer",
            "lstm_cell", "lstm_layer", "rnn_cell", "rnn_layer"]
@@ -263,11 +264,12 @@ class _Step(_engine.Problem):
         return None
 
 
-def _forward(problem, inputs, placeholders):
-    """The kernel's forward of a checked call (`inputs`: Inputs of tensors);
-    returns (y, h_n, c_n, reserve), None for what the call does not write,
-    or with `placeholders` a 0-element tensor, since an operator returns a
-    tensor for every result it declares."""
+def _forward(problem, inputs, placeholders, read=None):
+    """The kernel's forward of a checked call (`inputs`: Inputs of tensors;
+    `read`: the kernel's view of them, _addresses', when the caller has
+    it); returns (y, h_n, c_n, reserve), None for what the call does not
+    write, or with `placeholders` a 0-element tensor, since an operator
+    returns a tensor for every result it declares."""
     shapes = problem.output_shapes()
     outputs = _empty(inputs.x, shapes, placeholders)
     if inputs.lengths is not None and outputs.reserve is not None:
@@ -275,29 +277,32 @@ def _forward(problem, inputs, placeholders):
         # there, so that the result is a function of the inputs.
         outputs.reserve.zero_()
     keep = []
-    _engine.forward(problem, _addresses(inputs, keep), _result_addresses(outputs, shapes))
+    if read is None:
+        read = _addresses(inputs, keep)
+    _engine.forward(problem, read, _result_addresses(outputs, shapes))
     return outputs
 
 
-def _backward(problem, inputs, grad_inputs, wanted=None):
+def _backward(problem, inputs, grad_inputs, wanted=None, read=None):
     """The kernel's backward of a checked call: Grads of tensors, a 0-element
     one for the dc0 of a cell without c (each is an operator's result).
-    With `wanted` (a bool per gradient), the unwanted ones are None, written
-    into scratch memory instead of new tensors when they are small: autograd
-    asks for no dx when x needs none, nor for dh0 when h0 is None."""
+    With `wanted` (a bool per gradient), the unwanted ones are None
+    (_grad_layout): autograd asks for no dx when x needs none, nor for dh0
+    when h0 is None. `read`: as _forward's."""
     if not problem.cell.reserve_rows:
         # A 0-element placeholder for the reserve a cell keeps none of: the
         # kernel is not handed it.
         grad_inputs = grad_inputs._replace(reserve=None)
-    shapes = problem.grad_shapes()
     keep = []   # what must live until the kernel has run: copies, unwanted results' tensors
     if wanted is None:
+        shapes = problem.grad_shapes()
         grads = _empty(inputs.x, shapes)
         addresses = _result_addresses(grads, shapes)
     else:
-        grads, addresses, unwanted = _wanted(inputs.x, shapes, wanted, problem.dtype.itemsize)
-        keep.append(unwanted)
-    _engine.backward(problem, _addresses(inputs, keep), _addresses(grad_inputs, keep), addresses)
+        grads, addresses = _wanted(inputs.x, problem, wanted, keep)
+    if read is None:
+        read = _addresses(inputs, keep)
+    _engine.backward(problem, read, _addresses(grad_inputs, keep), addresses)
     return grads
 
 
@@ -308,43 +313,62 @@ _SCRATCH_MOST = 1 << 20   # bytes: larger results are rare, and an allocation a 
 _OPTIONAL = frozenset({"dx", "dw_ih", "dw_hh", "db_hh"})
 
 
-def _wanted(like, shapes, wanted, itemsize):
-    """(Grads, where the kernel writes each, what must live until it has)
-    for the wanted gradients: tensors for those, None for the others. An
-    unwanted one the kernel may leave out is left out (a first layer's dx,
-    frozen weights); the others go to this thread's scratch memory, each at
-    its own offset (the kernel's results must not overlap), when together
-    they fit in _SCRATCH_MOST bytes; else to tensors of their own, dropped
-    after the call."""
+@functools.lru_cache(maxsize=256)
+def _grad_layout(problem, wanted):
+    """Where a backward's gradients go when autograd wants those of `wanted`
+    (a bool each), per gradient: None where none is written (one the call
+    has not, or an unwanted one the kernel may leave out: a first layer's
+    dx, frozen weights); for another unwanted one, an offset into this
+    thread's scratch memory, each at its own (the kernel's results must not
+    overlap) when together they fit in _SCRATCH_MOST bytes; else a shape,
+    of a tensor returned when wanted and dropped after the call when not.
+    Worked out once per problem: a module keeps the problems of its calls
+    (_Packs._pack), and at batch 1 this costs a visible share of a call."""
+    shapes = problem.grad_shapes()
     skipped = [s is None or (not want and name in _OPTIONAL)
                for name, s, want in zip(shapes._fields, shapes, wanted)]
-    sizes = [0 if skip or want else math.prod(s) * itemsize
+    sizes = [0 if skip or want else math.prod(s) * problem.dtype.itemsize
              for s, want, skip in zip(shapes, wanted, skipped)]
-    scratch = None
-    if any(sizes) and sum(sizes) + 64 * len(sizes) <= _SCRATCH_MOST:
-        scratch = getattr(_SCRATCH, "buffer", None)
-        if scratch is None:
-            scratch = _SCRATCH.buffer = torch.empty(_SCRATCH_MOST, dtype=torch.uint8)
-    at = 0 if scratch is None else scratch.data_ptr()
-    grads, addresses, keep = [], [], []
+    scratch = any(sizes) and sum(sizes) + 64 * len(sizes) <= _SCRATCH_MOST
+    layout, at = [], 0
     for s, size, skip in zip(shapes, sizes, skipped):
         if skip:
-            grads.append(None)
-            addresses.append(None)
-        elif size and scratch is not None:
+            layout.append(None)
+        elif size and scratch:
             at = (at + 63) // 64 * 64
-            grads.append(None)
-            addresses.append(at)
+            layout.append(at)
             at += size
         else:
-            t = like.new_empty(s)
+            layout.append(s)
+    return tuple(layout)
+
+
+def _wanted(like, problem, wanted, keep):
+    """(Grads, where the kernel writes each) for the wanted gradients:
+    tensors for those, None for the others, which go where _grad_layout
+    says; `keep` receives what must live until the kernel has run."""
+    grads, addresses = [], []
+    scratch = None
+    for place, want in zip(_grad_layout(problem, wanted), wanted):
+        if place is None:
+            grads.append(None)
+            addresses.append(None)
+        elif type(place) is int:
+            if scratch is None:
+                scratch = getattr(_SCRATCH, "buffer", None)
+                if scratch is None:
+                    scratch = _SCRATCH.buffer = torch.empty(_SCRATCH_MOST, dtype=torch.uint8)
+            grads.append(None)
+            addresses.append(scratch.data_ptr() + place)
+        else:
+            t = like.new_empty(place)
             addresses.append(t.data_ptr())
-            if size:   # unwanted: written by the kernel, then dropped
+            if want:
+                grads.append(t)
+            else:   # written by the kernel, then dropped
                 keep.append(t)
                 grads.append(None)
-            else:
-                grads.append(t)
-    return shapes._make(grads), shapes._make(addresses), keep
+    return Grads(*grads), Grads(*addresses)
 
 
 # --- autograd ---------------------------------------------------------------
@@ -416,7 +440,7 @@ class _Direct:
     the checks again, about 30 us a call: more than a step's kernel at
     small sizes."""
 
-    __slots__ = ("cell", "problem", "given")
+    __slots__ = ("cell", "problem", "given", "read", "copies")
 
     def __init__(self, problem, inputs):
         self.cell, self.problem, self.given = problem.cell, problem, inputs
@@ -427,10 +451,16 @@ class _Direct:
         return Inputs(*tensors, *self.given[len(tensors):])
 
     def forward(self, inputs):
-        return _forward(self.problem, inputs, False)
+        # The kernel's view of the given tensors (without the weights a pack
+        # holds) is kept for the backward, which autograd hands the same
+        # tensors, unchanged (it checks their versions), with the copies
+        # made of any that were not contiguous.
+        self.copies = []
+        self.read = _addresses(self.given, self.copies)
+        return _forward(self.problem, inputs, False, self.read)
 
     def backward(self, inputs, grad_inputs, wanted):
-        return _backward(self.problem, inputs, grad_inputs, wanted)
+        return _backward(self.problem, inputs, grad_inputs, wanted, self.read)
 
 
 def _eager(x):
