@@ -987,8 +987,20 @@ static void bf16_conversion_cases(void)
         }
 }
 
-int main(void)
+/* fusedrnn_c_tests [K/N]: with an argument, the K-th of N shares of the
+ * cases (those whose number leaves K modulo N; the groups besides the main
+ * loop in share 0), else all of them. valgrind keeps a program to one core:
+ * .ci/sanitize runs a share per core side by side. */
+int main(int argc, char **argv)
 {
+    int share = 0, shares = 1;
+    char end;
+    if (argc > 2 || (argc == 2 && (sscanf(argv[1], "%d/%d%c", &share, &shares, &end) != 2 ||
+                                   shares < 1 || share < 0 || share >= shares))) {
+        fprintf(stderr, "usage: %s [K/N], 0 <= K < N: the K-th of N shares of the cases\n",
+                argv[0]);
+        return 2;
+    }
     /* Sizes of 0 and 1, odd sizes, and rows that no register tile divides
      * (T*B = 32 with AVX2's 6-row tiles: the A-panel overrun). */
     static const int64_t shapes[][4] = {
@@ -1007,7 +1019,8 @@ int main(void)
     unsigned long long seed = 1;
     int cases = 0;
 
-    error_cases();
+    if (share == 0)
+        error_cases();
     for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
         if (!fusedrnn_isa_supported(isas[i])) {
             /* valgrind hides AVX-512 from the program: say so, never skip quietly */
@@ -1025,6 +1038,9 @@ int main(void)
                          * turns, cover their own code */
                         if (dtype >= FUSEDRNN_BF16 && (s + opt + dtype) % 2)
                             continue;
+                        const unsigned long long case_seed = seed++;
+                        if (case_seed % (unsigned)shares != (unsigned)share)
+                            continue;
                         /* opt's bits: reverse, batch_first, lengths, resets; the
                          * rest by turns (act, which the gated cells ignore, too) */
                         fusedrnn_problem p = {.cell = (fusedrnn_cell)cell,
@@ -1035,13 +1051,15 @@ int main(void)
                                               .reverse = opt & 1, .batch_first = (opt >> 1) & 1,
                                               .threads = 1 + (int)((s + opt) % 2)};
                         run_case(p, (opt >> 2) & 1, (int)((s + opt + dtype) % 2), opt >> 3,
-                                 seed++);
+                                 case_seed);
                         cases++;
                     }
     }
-    fallback_cases();
-    bf16_conversion_cases();
-    bf16_without_dot_cases();
+    if (share == 0) {
+        fallback_cases();
+        bf16_conversion_cases();
+        bf16_without_dot_cases();
+    }
     printf("%d cases, %d failures\n", cases, failures);
     return failures != 0;
 }
