@@ -30,6 +30,7 @@ static const isa_kernels *const compiled[] = {&isa_avx512, &isa_avx2, &isa_scala
             OVERRIDE(cell[id]);                                              \
         OVERRIDE(apply);                                                     \
         OVERRIDE(fma_probe);                                                 \
+        OVERRIDE(few_k);                                                     \
     }
 OVERRIDE_UKR(f32)
 OVERRIDE_UKR(f64)

@@ -274,6 +274,7 @@ typedef struct {
     int64_t pieces;
     atomic_llong next;            /* the next piece to claim */
     const prepacked *pre;         /* B packed beforehand, or NULL */
+    int few;                      /* by the table's few_k (gemm_few_k) */
 } gemm_job;
 
 static void gemm_slice(void *arg, int tid, int n)
@@ -284,6 +285,19 @@ static void gemm_slice(void *arg, int tid, int n)
     int64_t lo, hi;
     (void)n;
     while (team_take(&g->next, g->pieces, count, unit, &lo, &hi)) {
+#if KP == 1
+        if (g->few) {   /* B's rows where they are (unit column stride) */
+            FUSEDRNN_ASSERT(g->K <= FUSEDRNN_FEW_K && g->B.cs == 1 && !g->bias && !g->pre);
+            if (by_columns)
+                g->u->few_k(g->M, hi - lo, g->K, g->A.p, g->A.rs, g->A.cs, g->B.p + lo, g->B.rs,
+                            g->keep, g->C + lo, g->ldc, g->accumulate);
+            else
+                g->u->few_k(hi - lo, g->N, g->K, g->A.p + lo * g->A.rs, g->A.rs, g->A.cs,
+                            g->B.p, g->B.rs, g->keep, g->C + lo * g->ldc, g->ldc,
+                            g->accumulate);
+            continue;
+        }
+#endif
         if (by_columns) {
             /* a prepacked B is not read where it is (its pointer may be NULL) */
             view B = g->pre ? g->B : (view){g->B.p + lo * g->B.cs, g->B.rs, g->B.cs};

@@ -397,6 +397,17 @@ static prepacked prepacked_of(const run *r, gemm_id id)
 
 /* Product `id` of the call, C = A B (+ bias) or C += A B, over the team when
  * it is worth splitting; its sizes come from the table the slabs were sized by. */
+/* Whether product `id` of K rows runs on the table's few_k: the weight
+ * gradients (dg^T x, dg^T h) at batch 1 to 4, whose B no call packs
+ * beforehand (so that a call with a pack and one without compute alike).
+ * The bf16 operands' products keep their pairs of k. */
+static int gemm_few_k(gemm_id id, int64_t K)
+{
+    const int weight_gradient = id == GEMM_DW_IH || id == GEMM_DW_IH_N || id == GEMM_DW_HH0 ||
+                                id == GEMM_DW_HH || id == GEMM_DW_HH_S;
+    return KP == 1 && weight_gradient && K >= 1 && K <= FUSEDRNN_FEW_K;
+}
+
 static void gemm_team(const run *r, gemm_id id, view A, view B,
                            const unsigned char *keep, REAL *C, int64_t ldc, int accumulate,
                            const REAL *bias)
@@ -407,7 +418,8 @@ static void gemm_team(const run *r, gemm_id id, view A, view B,
     int64_t units = d.N >= d.M ? (d.N + r->u->nr - 1) / r->u->nr : (d.M + r->u->mr - 1) / r->u->mr;
     prepacked pre = prepacked_of(r, id);
     gemm_job g = {r->u, d.M, d.N, d.K, A, B, keep, C, ldc, accumulate, bias, r->w->slabs,
-                       pieces_for(units, threads), 0, pre.p ? &pre : NULL};
+                       pieces_for(units, threads), 0, pre.p ? &pre : NULL,
+                       gemm_few_k(id, d.K)};
     team_run(threads, gemm_slice, &g);
 }
 

@@ -14,15 +14,17 @@ pytestmark = pytest.mark.usefixtures("isa")
 def test_bitwise_identical_for_any_thread_count(cell, dtype, isa):
     """1, 2 and 3 threads give the same bits, forward and backward, with and
     without lengths, reverse and batch_first, on sizes whose step (B*G*H*H)
-    and products are split between threads. In a child: a thread pool bug
-    can hang, and the child's timeout turns that into a failure."""
+    and products are split between threads; T = B = 2: the weight
+    gradients' K of 2 and 4 on the kernel table's few_k, split too. In a
+    child: a thread pool bug can hang, and the child's timeout turns that
+    into a failure."""
     run_child(f"""
         import numpy as np
         import fusedrnn
         from helpers import run, random_problem
         cell, dtype = {cell!r}, np.{dtype}
         fusedrnn.set_isa({isa!r})
-        for shape in [(20, 16, 64, 97), (6, 8, 40, 96)]:
+        for shape in [(20, 16, 64, 97), (6, 8, 40, 96), (2, 2, 512, 1024)]:
             T, B = shape[:2]
             rng = np.random.default_rng(7)
             for lengths, reverse, batch_first in [(False, False, False), (True, True, False),

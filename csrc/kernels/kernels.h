@@ -31,6 +31,9 @@ typedef enum {
 #define FUSEDRNN_KC_MAX 512
 #define FUSEDRNN_NC_MAX 4096
 
+/* The most k of a product on the tables' few_k (batch 1 to 4 at T = 1). */
+#define FUSEDRNN_FEW_K 4
+
 /* The cell kernels, by what they compute: each cell's descriptor names the
  * ones its passes run. */
 typedef enum {

@@ -71,6 +71,18 @@ typedef struct {
      * this ISA can issue them; returns the flops done, writes a result to
      * *sink so that the work cannot be optimised away. */
     double (*fma_probe)(int64_t iters, REAL *sink);
+
+    /* A product of few k, k <= FUSEDRNN_FEW_K (a weight gradient at batch 1
+     * to 4, K = T*B):
+     * c[i*ldc + j] = (accumulate ? c[i*ldc + j] : 0) + acc[i][j] for i < m,
+     * j < n, acc[i][j] the sum over p < k of a[i*ars + p*acs] b[p*ldb + j]
+     * in order of p, leaving out every p with keep[p] == 0 (keep NULL: none).
+     * C row by row, B's rows read where they are: the product is its
+     * stores, which `step`'s tiles make a few columns of many rows at a
+     * time, with a tile's setup for a few multiply-adds. */
+    void (*few_k)(int64_t m, int64_t n, int64_t k, const REAL *a, int64_t ars, int64_t acs,
+                  const REAL *b, int64_t ldb, const unsigned char *keep, REAL *c, int64_t ldc,
+                  int accumulate);
 } SFX(ukr);
 
 void SFX(step_ref)(int64_t k, const REAL *const *a_rows, const REAL *Bp,
@@ -88,3 +100,6 @@ void SFX(gru_rf_backward_zn_ref)(int64_t m, int64_t col, int64_t n, const SFX(ce
 void SFX(gru_rf_backward_r_ref)(int64_t m, int64_t col, int64_t n, const SFX(cell_rows) *r);
 void SFX(apply_ref)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilogue epi);
 double SFX(fma_probe_ref)(int64_t iters, REAL *sink);
+void SFX(few_k_ref)(int64_t m, int64_t n, int64_t k, const REAL *a, int64_t ars, int64_t acs,
+                    const REAL *b, int64_t ldb, const unsigned char *keep, REAL *c, int64_t ldc,
+                    int accumulate);

@@ -166,6 +166,36 @@ static void SFX(step)(int64_t k, const PREAL *const *a_rows, const PREAL *Bp,
 }
 
 #if KP == 1
+/* The product of few k (the table's few_k): a row of C at a time, one
+ * vector of columns at a time, each summed over the kept k in one chain,
+ * the row's elements of A broadcast once. */
+static void SFX(few_k)(int64_t m, int64_t n, int64_t k, const REAL *a, int64_t ars, int64_t acs,
+                       const REAL *b, int64_t ldb, const unsigned char *keep, REAL *c,
+                       int64_t ldc, int accumulate)
+{
+    const REAL *rows[FUSEDRNN_FEW_K];
+    int64_t kept[FUSEDRNN_FEW_K], nk = 0;
+    for (int64_t p = 0; p < k && p < FUSEDRNN_FEW_K; p++)
+        if (!keep || keep[p]) {
+            rows[nk] = b + p * ldb;
+            kept[nk++] = p;
+        }
+    for (int64_t i = 0; i < m; i++) {
+        REAL *ci = c + i * ldc;
+        V av[FUSEDRNN_FEW_K];
+        for (int64_t q = 0; q < nk; q++)
+            av[q] = V_SET1(a[i * ars + kept[q] * acs]);
+        for (int64_t j = 0; j < n; j += VL) {
+            V acc = V_ZERO();
+            for (int64_t q = 0; q < nk; q++)
+                acc = V_FMA(av[q], SFX(load_n)(rows[q] + j, n - j), acc);
+            if (accumulate)
+                acc = V_ADD(SFX(load_n)(ci + j, n - j), acc);
+            SFX(store_n)(ci + j, n - j, acc);
+        }
+    }
+}
+
 /* The peak probe: PROBE_CHAINS independent FMA chains, more than latency x
  * throughput on any target, so the loop runs at the FMA pipes' rate.
  * acc*a + b with a just below 1 stays bounded and normal. Returns the flops. */

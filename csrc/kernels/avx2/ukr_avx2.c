@@ -86,7 +86,8 @@ const isa_kernels isa_avx2 = {
                      [GRU_RF_FORWARD_N] = gru_rf_forward_n_f32_avx2,
                      [GRU_RF_BACKWARD_ZN] = gru_rf_backward_zn_f32_avx2,
                      [GRU_RF_BACKWARD_R] = gru_rf_backward_r_f32_avx2},
-            .apply = apply_f32_avx2, .fma_probe = fma_probe_f32_avx2},
+            .apply = apply_f32_avx2, .fma_probe = fma_probe_f32_avx2,
+            .few_k = few_k_f32_avx2},
     .f64 = {.mr = MR, .nr = 8, .mc = 72, .kc = 256, .nc = 512,
             .step = step_f64_avx2, .transpose = transpose_f64_avx2,
             .cell = {[LSTM_FORWARD] = lstm_forward_f64_avx2,
@@ -97,5 +98,6 @@ const isa_kernels isa_avx2 = {
                      [GRU_RF_FORWARD_N] = gru_rf_forward_n_f64_avx2,
                      [GRU_RF_BACKWARD_ZN] = gru_rf_backward_zn_f64_avx2,
                      [GRU_RF_BACKWARD_R] = gru_rf_backward_r_f64_avx2},
-            .apply = apply_f64_avx2, .fma_probe = fma_probe_f64_avx2},
+            .apply = apply_f64_avx2, .fma_probe = fma_probe_f64_avx2,
+            .few_k = few_k_f64_avx2},
 };

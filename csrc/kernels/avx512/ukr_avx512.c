@@ -36,7 +36,8 @@ const isa_kernels isa_avx512 = {
                      [GRU_RF_FORWARD_N] = gru_rf_forward_n_f32_avx512,
                      [GRU_RF_BACKWARD_ZN] = gru_rf_backward_zn_f32_avx512,
                      [GRU_RF_BACKWARD_R] = gru_rf_backward_r_f32_avx512},
-            .apply = apply_f32_avx512, .fma_probe = fma_probe_f32_avx512},
+            .apply = apply_f32_avx512, .fma_probe = fma_probe_f32_avx512,
+            .few_k = few_k_f32_avx512},
     .f64 = {.mr = MR, .nr = 16, .mc = 96, .kc = 256, .nc = 512,
             .step = step_f64_avx512,
             .cell = {[LSTM_FORWARD] = lstm_forward_f64_avx512,
@@ -47,7 +48,8 @@ const isa_kernels isa_avx512 = {
                      [GRU_RF_FORWARD_N] = gru_rf_forward_n_f64_avx512,
                      [GRU_RF_BACKWARD_ZN] = gru_rf_backward_zn_f64_avx512,
                      [GRU_RF_BACKWARD_R] = gru_rf_backward_r_f64_avx512},
-            .apply = apply_f64_avx512, .fma_probe = fma_probe_f64_avx512},
+            .apply = apply_f64_avx512, .fma_probe = fma_probe_f64_avx512,
+            .few_k = few_k_f64_avx512},
     /* the float32 tile over pairs of k: kc = 512 is a 32 KB panel; float32's
      * 64 KB would need kc = 1024, past FUSEDRNN_KC_MAX (not tried) */
     .bf16 = {.supported = cpu_has_avx512_bf16,

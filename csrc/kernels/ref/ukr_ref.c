@@ -77,7 +77,7 @@ const isa_kernels isa_scalar = {
                      [GRU_RF_FORWARD_N] = gru_rf_forward_n_ref_f32,
                      [GRU_RF_BACKWARD_ZN] = gru_rf_backward_zn_ref_f32,
                      [GRU_RF_BACKWARD_R] = gru_rf_backward_r_ref_f32},
-            .apply = apply_ref_f32, .fma_probe = fma_probe_ref_f32},
+            .apply = apply_ref_f32, .fma_probe = fma_probe_ref_f32, .few_k = few_k_ref_f32},
     .f64 = {.mr = REF_MR, .nr = REF_NR, .mc = 64, .kc = 256, .nc = 1024,
             .step = step_ref_f64, .transpose = transpose_ref_f64,
             .cell = {[LSTM_FORWARD] = lstm_forward_ref_f64,
@@ -88,7 +88,7 @@ const isa_kernels isa_scalar = {
                      [GRU_RF_FORWARD_N] = gru_rf_forward_n_ref_f64,
                      [GRU_RF_BACKWARD_ZN] = gru_rf_backward_zn_ref_f64,
                      [GRU_RF_BACKWARD_R] = gru_rf_backward_r_ref_f64},
-            .apply = apply_ref_f64, .fma_probe = fma_probe_ref_f64},
+            .apply = apply_ref_f64, .fma_probe = fma_probe_ref_f64, .few_k = few_k_ref_f64},
     .bf16 = {.transpose = transpose_bf16_ref, .narrow = narrow_bf16_ref,
              .pack_pairs = pack_pairs_bf16_ref, .pack_pairs_t = pack_pairs_t_bf16_ref},
 };

@@ -62,6 +62,20 @@ void SFX(transpose_ref)(int64_t rows, int64_t cols, const REAL *src, int64_t lds
             dst[j * ldd + i] = src[i * lds + j];
 }
 
+void SFX(few_k_ref)(int64_t m, int64_t n, int64_t k, const REAL *a, int64_t ars, int64_t acs,
+                    const REAL *b, int64_t ldb, const unsigned char *keep, REAL *c, int64_t ldc,
+                    int accumulate)
+{
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            REAL acc = 0;
+            for (int64_t p = 0; p < k; p++)
+                if (!keep || keep[p])
+                    acc += a[i * ars + p * acs] * b[p * ldb + j];
+            c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc : acc;
+        }
+}
+
 void SFX(apply_ref)(int64_t n, const REAL *z, const REAL *aux, REAL *out, epilogue epi)
 {
     for (int64_t j = 0; j < n; j++)
