@@ -395,8 +395,6 @@ static prepacked prepacked_of(const run *r, gemm_id id)
     }
 }
 
-/* Product `id` of the call, C = A B (+ bias) or C += A B, over the team when
- * it is worth splitting; its sizes come from the table the slabs were sized by. */
 /* Whether product `id` of K rows runs on the table's few_k: the weight
  * gradients (dg^T x, dg^T h) at batch 1 to 4, whose B no call packs
  * beforehand (so that a call with a pack and one without compute alike).
@@ -408,6 +406,8 @@ static int gemm_few_k(gemm_id id, int64_t K)
     return KP == 1 && weight_gradient && K >= 1 && K <= FUSEDRNN_FEW_K;
 }
 
+/* Product `id` of the call, C = A B (+ bias) or C += A B, over the team when
+ * it is worth splitting; its sizes come from the table the slabs were sized by. */
 static void gemm_team(const run *r, gemm_id id, view A, view B,
                            const unsigned char *keep, REAL *C, int64_t ldc, int accumulate,
                            const REAL *bias)
