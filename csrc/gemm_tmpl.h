@@ -142,11 +142,12 @@ typedef struct {
  * while every row tile passes over it. Rows that fit one tile go to the
  * kernel with all their columns at once, which it covers several panels at
  * a time (batch 1 and 2). So do the row tiles in turn when all of Bp fits
- * in STEP_ROWS_FIRST_BYTES, half of L1: a few k (a weight gradient at batch
- * 1 to 4, dg^T x with K = B), where the product is its stores. Row by row
- * they run along C's rows, which the prefetchers follow; panel by panel
- * they hopped between rows a whole row of C apart (an LSTM's dW_hh at
- * H = 1024, batch 1: about 2 ms, against 1.2 ms row by row). Each tile
+ * in STEP_ROWS_FIRST_BYTES, half of L1: a few k, where the product is its
+ * stores (the bf16 operands' weight gradients at batch 1 to 4, which the
+ * float ones' few_k does not take; an input of D <= 4). Row by row they run
+ * along C's rows, which the prefetchers follow; panel by panel they hopped
+ * between rows a whole row of C apart (an LSTM's float32 dW_hh at H = 1024,
+ * batch 1, before few_k: about 2 ms, against 1.2 ms row by row). Each tile
  * sums in the same order either way (the kernel's KS depends on its rows
  * alone). */
 #define STEP_ROWS_FIRST_BYTES 16384
@@ -285,31 +286,27 @@ static void gemm_slice(void *arg, int tid, int n)
     int64_t lo, hi;
     (void)n;
     while (team_take(&g->next, g->pieces, count, unit, &lo, &hi)) {
+        /* The piece: columns [lo, hi) of every row, or rows [lo, hi) of
+         * every column. A prepacked B is not read where it is (its pointer
+         * may be NULL): the piece's columns are its panels from col0 + lo. */
+        const int64_t m = by_columns ? g->M : hi - lo, cols = by_columns ? hi - lo : g->N;
+        const view A = by_columns ? g->A : (view){g->A.p + lo * g->A.rs, g->A.rs, g->A.cs};
+        const view B = by_columns && !g->pre ? (view){g->B.p + lo * g->B.cs, g->B.rs, g->B.cs}
+                                             : g->B;
+        REAL *C = g->C + (by_columns ? lo : lo * g->ldc);
 #if KP == 1
         if (g->few) {   /* B's rows where they are (unit column stride) */
             FUSEDRNN_ASSERT(g->K <= FUSEDRNN_FEW_K && g->B.cs == 1 && !g->bias && !g->pre);
-            if (by_columns)
-                g->u->few_k(g->M, hi - lo, g->K, g->A.p, g->A.rs, g->A.cs, g->B.p + lo, g->B.rs,
-                            g->keep, g->C + lo, g->ldc, g->accumulate);
-            else
-                g->u->few_k(hi - lo, g->N, g->K, g->A.p + lo * g->A.rs, g->A.rs, g->A.cs,
-                            g->B.p, g->B.rs, g->keep, g->C + lo * g->ldc, g->ldc,
-                            g->accumulate);
+            g->u->few_k(m, cols, g->K, A.p, A.rs, A.cs, B.p, B.rs, g->keep, C, g->ldc,
+                        g->accumulate);
             continue;
         }
 #endif
-        if (by_columns) {
-            /* a prepacked B is not read where it is (its pointer may be NULL) */
-            view B = g->pre ? g->B : (view){g->B.p + lo * g->B.cs, g->B.rs, g->B.cs};
-            prepacked pre = g->pre ? (prepacked){g->pre->p, g->pre->ld, g->pre->col0 + lo}
-                                   : (prepacked){0};
-            gemm(g->u, g->M, hi - lo, g->K, g->A, B, g->keep, g->C + lo, g->ldc,
-                      g->accumulate, g->bias ? g->bias + lo : NULL, &g->slabs[tid], NULL,
-                      g->pre ? &pre : NULL);
-        } else {
-            view A = {g->A.p + lo * g->A.rs, g->A.rs, g->A.cs};
-            gemm(g->u, hi - lo, g->N, g->K, A, g->B, g->keep, g->C + lo * g->ldc, g->ldc,
-                      g->accumulate, g->bias, &g->slabs[tid], NULL, g->pre);
-        }
+        prepacked pre = !g->pre ? (prepacked){0}
+                        : by_columns ? (prepacked){g->pre->p, g->pre->ld, g->pre->col0 + lo}
+                                     : *g->pre;
+        gemm(g->u, m, cols, g->K, A, B, g->keep, C, g->ldc, g->accumulate,
+             g->bias && by_columns ? g->bias + lo : g->bias, &g->slabs[tid], NULL,
+             g->pre ? &pre : NULL);
     }
 }
