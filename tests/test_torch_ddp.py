@@ -7,6 +7,7 @@ batch: DDP averages the gradients of the two halves, which is the gradient
 of the full batch's mean loss.
 """
 
+import faulthandler
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,10 @@ def train(model, x, target):
 def worker(cell, out_dir):
     """One rank, as torchrun starts it: the rendezvous comes from torchrun's
     environment variables."""
+    # A rank that dies of a signal (CI once saw one abort in C++, "terminate
+    # called without an active exception", and print nothing else) then
+    # prints every thread's Python stack: where it died.
+    faulthandler.enable()
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     # One kernel thread per process: the two processes share the cores.
@@ -61,6 +66,8 @@ def worker(cell, out_dir):
     half = slice(rank * B // WORLD_SIZE, (rank + 1) * B // WORLD_SIZE)
     train(model, x[:, half], target[:, half])
     torch.save(model.module.state_dict(), Path(out_dir) / f"rank{rank}.pt")
+    # Neither rank closes its connections while the other may still use them.
+    dist.barrier()
     dist.destroy_process_group()
 
 
