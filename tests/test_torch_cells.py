@@ -281,7 +281,8 @@ def packs_of(module):
     """What a module keeps, by key: a pack's tensor (kept with the problems
     checked for it), the bf16 copies of the weights."""
     return {key: kept[1][0] if key[0] == "pack" else kept[1]
-            for key, kept in module.__dict__.get("_fusedrnn_packs", {}).items()}
+            for key, kept in module.__dict__.get("_fusedrnn_packs", {}).items()
+            if kept[1] is not None}
 
 
 CHANGES = {
@@ -336,6 +337,37 @@ def test_packs_are_never_stale(name, change):
         got = flat(fused(x))
     reference.load_state_dict(fused.state_dict())
     for g, w in zip(got, flat(reference(x))):
+        torch.testing.assert_close(g, w, **CLOSE[torch.float64])
+
+
+@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRU"])
+def test_weights_stepped_after_every_call_are_not_packed(name):
+    """Trained with an optimiser's step after every call, a drop-in stops
+    packing its weights (each pack would serve one call) once a pack has
+    served a single call, and packs again for weights that serve two. Its
+    results and gradients are torch.nn's throughout."""
+    torch.manual_seed(0)
+    reference, fused = twins(name)
+    x = data(*((5,) if name == "GRU" else ()), B, D, grad=True)
+    optimisers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (reference, fused)]
+    kept = []
+    for step in range(4):
+        for module, optimiser in zip((reference, fused), optimisers):
+            optimiser.zero_grad()
+            flat(module(x))[0].sum().backward()
+        for r, f in zip(reference.parameters(), fused.parameters()):
+            torch.testing.assert_close(f.grad, r.grad, **CLOSE[torch.float64])
+        kept.append(bool(packs_of(fused)))
+        for optimiser in optimisers:
+            optimiser.step()
+    assert kept == [True, False, False, False]
+    with torch.no_grad():
+        for call in range(2):
+            got = flat(fused(x))
+            kept.append(bool(packs_of(fused)))
+        want = flat(reference(x))
+    assert kept[4:] == [False, True]
+    for g, w in zip(got, want):
         torch.testing.assert_close(g, w, **CLOSE[torch.float64])
 
 

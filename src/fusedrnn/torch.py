@@ -1062,25 +1062,36 @@ class _Packs:
         tensors. None for weights that are not the module's parameters (a
         parametrisation computes new ones at each call) and for inference
         tensors, which have no version counter: what is made of them could
-        go stale unseen."""
+        go stale unseen.
+
+        Also None, made only at the next call with the same weights, when
+        the weights before them served a single call: an optimiser's step
+        after every call (online training, a layer's training loop) would
+        make it anew at each call, and a call that packs per call packs only
+        what it reads, into memory it reuses. (An LSTMCell at H = 1024,
+        batch 1, with SGD after every call took 75 ms a step on Zen 4,
+        19 ms packing per call: 84 MB allocated, faulted in and filled.)"""
         kept_all = self.__dict__.setdefault("_fusedrnn_packs", {})
         kept = kept_all.get(key)
         try:
-            versions = [None if w is None else (w.data_ptr(), w._version) for w in weights]
+            stamp = (isa, [None if w is None else (w.data_ptr(), w._version) for w in weights])
         except RuntimeError:   # an inference tensor
             return None
-        if kept is not None and kept[0] == (isa, versions) and all(
+        if kept is not None and kept[0] == stamp and all(
                 a is b for a, b in zip(kept[2], weights)):
+            if kept[1] is None:   # these weights serve a second call
+                kept[1] = make()
+            kept[3] += 1
             return kept[1]
         params = self._parameters
         names = self._weight_names(key[1])
         if any(w is not None and (params.get(name) is not w or not w.is_contiguous())
                for name, w in zip(names, weights)):
             return None
-        value = make()
+        value = None if kept is not None and kept[3] == 1 else make()
         # The weights are kept with the key, so that their identities are
-        # compared with living tensors.
-        kept_all[key] = ((isa, versions), value, weights)
+        # compared with living tensors; then the calls they served.
+        kept_all[key] = [stamp, value, weights, 1]
         return value
 
     def _weight_names(self, i):
