@@ -1038,13 +1038,15 @@ static void backward_pass(const run *r)
                     g[b * GH + j] += row[j];
             }
     }
-    gemm_team(r, GEMM_DH0, (view){g, GH, 1}, (view){r->w_hh, H, 1}, NULL,
-                   r->dh0, H, 0, NULL);
+    if (r->dh0)   /* at T = 1 this is the recurrence's one product */
+        gemm_team(r, GEMM_DH0, (view){g, GH, 1}, (view){r->w_hh, H, 1}, NULL,
+                  r->dh0, H, 0, NULL);
     for (int64_t b = 0; b < B; b++) {
-        REAL *dh0 = r->dh0 + b * H, *carry = w->carry + b * H;
+        REAL *carry = w->carry + b * H;
         int64_t len = seq_len(r->lengths, b, T);
         if (len == 0) {
-            copy(dh0, initial_row(r, r->dh_n, b), H);
+            if (r->dh0)
+                copy(r->dh0 + b * H, initial_row(r, r->dh_n, b), H);
             continue;
         }
         if (c->fused)
@@ -1055,11 +1057,11 @@ static void backward_pass(const run *r)
             cut = cut_before(r, b, len, s);
         for (int64_t j = 0; cut && j < H; j++)
             carry[j] += w->restarts[b * H + j];
-        if (!c->info.has_c)   /* the carry is part of dh: GRU's z * dh */
+        if (!c->info.has_c && r->dh0)   /* the carry is part of dh: GRU's z * dh */
             for (int64_t j = 0; j < H; j++)
-                dh0[j] += carry[j];
+                r->dh0[b * H + j] += carry[j];
     }
-    if (c->info.has_c)
+    if (c->info.has_c && r->dc0)
         copy(r->dc0, w->carry, B * H);
 
     /* dW_hh = sum over steps of dg_t^T h_{t-1}. The first steps, and those a

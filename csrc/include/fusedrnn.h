@@ -156,10 +156,10 @@ typedef struct {
     const void *y, *reserve, *dy, *dh_n, *dc_n;
 } fusedrnn_grad_inputs;
 
-/* What a backward call writes: the gradient of every input. dx, dw_ih and
- * dw_hh may be NULL: not computed (their products are left out, as for a
- * layer whose input or weights need no gradient), the others' results
- * unchanged, bitwise.
+/* What a backward call writes: the gradient of every input. dx, dh0, dc0,
+ * dw_ih and dw_hh may be NULL: not computed (their products are left out,
+ * as for a layer whose input, initial state or weights need no gradient),
+ * the others' results unchanged, bitwise.
  *   dx       x-shaped
  *   dh0      [B,H]
  *   dc0      [B,H], LSTM only (else unused)

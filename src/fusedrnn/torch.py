@@ -309,8 +309,8 @@ def _backward(problem, inputs, grad_inputs, wanted=None, read=None):
 _SCRATCH = threading.local()
 _SCRATCH_MOST = 1 << 20   # bytes: larger results are rare, and an allocation a small share
 # The gradients the kernel leaves out when given nowhere to write them
-# (fusedrnn.h): its products for dx, dw_ih and dw_hh are skipped.
-_OPTIONAL = frozenset({"dx", "dw_ih", "dw_hh", "db_hh"})
+# (fusedrnn.h): its products for dx, dh0, dw_ih and dw_hh are skipped.
+_OPTIONAL = frozenset({"dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_hh"})
 
 
 @functools.lru_cache(maxsize=256)

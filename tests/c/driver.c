@@ -419,21 +419,28 @@ static void run_backward(const fusedrnn_problem *p, const char *what, const fuse
     free(ws);
 }
 
+/* What a backward_case leaves out (NULL), of those fusedrnn.h lets the
+ * caller leave out: the states' gradients and the weights' apart, so that
+ * each is computed without the other (dW_hh reads what dh0 sums). */
+enum { LEAVE_NONE, LEAVE_STATES, LEAVE_WEIGHTS };
+
 /* One backward on fresh, uninitialised gradients, against the naive ones
- * e[DX] ... e[DB_HH] of sizes[]; unless `all`, those the caller may leave
- * out (fusedrnn.h: db_hh, dx, dw_ih, dw_hh) are NULL, and the others must
- * not change. */
+ * e[DX] ... e[DB_HH] of sizes[]; those `leave` names are NULL, and the
+ * others must not change. */
 static void backward_case(const fusedrnn_problem *p, const char *case_name,
                           const fusedrnn_inputs *in, const fusedrnn_grad_inputs *gin,
-                          int all, double *const e[GRADS], const int64_t sizes[GRADS])
+                          int leave, double *const e[GRADS], const int64_t sizes[GRADS])
 {
+    static const char *const leaving[] = {"all", "without dx, dh0, dc0",
+                                          "without dx and the weights'"};
     char what[240];
-    snprintf(what, sizeof what, "%s backward %s", case_name, all ? "all" : "required only");
+    snprintf(what, sizeof what, "%s backward %s", case_name, leaving[leave]);
     void *got[GRADS];
     int wanted[GRADS];
     for (int i = 0; i < GRADS; i++) {
-        int optional = i == DB_HH || i == DX || i == DW_IH || i == DW_HH;
-        wanted[i] = (i != DC0 || p->cell == FUSEDRNN_LSTM) && (all || !optional);
+        int left = i == DX || (leave == LEAVE_STATES ? i == DH0 || i == DC0
+                                                     : i == DB_HH || i == DW_IH || i == DW_HH);
+        wanted[i] = (i != DC0 || p->cell == FUSEDRNN_LSTM) && (leave == LEAVE_NONE || !left);
         got[i] = wanted[i] ? alloc(p, sizes[i]) : NULL;
     }
     run_backward(p, what, in, gin, got);
@@ -631,8 +638,9 @@ static void run_case(fusedrnn_problem p, int with_lengths, int with_optional, in
     naive_backward(&p, &in, y, &rec, dy, dh_n, dc_n, e);
     fusedrnn_grad_inputs gin = {.y = y, .reserve = reserve, .dy = dy, .dh_n = dh_n,
                                 .dc_n = dc_n};
-    backward_case(&p, what, &in, &gin, 1, e, sizes);
-    backward_case(&p, what, &in, &gin, 0, e, sizes);
+    backward_case(&p, what, &in, &gin, LEAVE_NONE, e, sizes);
+    backward_case(&p, what, &in, &gin, LEAVE_STATES, e, sizes);
+    backward_case(&p, what, &in, &gin, LEAVE_WEIGHTS, e, sizes);
     pack_backward_case(&p, what, &in, &gin, sizes);
 
     for (int i = 0; i < GRADS; i++)
