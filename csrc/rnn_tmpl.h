@@ -33,6 +33,9 @@ typedef struct {
     REAL **restart;           /* [m] gated backward: where the carry of a step that a
                                  reset cut from the one before goes (its row of
                                  w->restarts), else NULL */
+    int after;                /* backward: some row's first phase reads the gradients
+                                 of a step after; else all read the zero row, and
+                                 that phase has no product (k = 0) */
 } step_rows;
 
 typedef struct {
@@ -453,6 +456,7 @@ static void fill_rows(const run *r, int64_t s, int buf)
     const int64_t T = p->T, B = p->B, H = p->H;
     step_rows *rows = &r->w->rows[buf];
     int64_t m = 0;
+    rows->after = 0;
     for (int64_t b = 0; b < B; b++) {
         int64_t len = seq_len(r->lengths, b, T);
         if (s >= len)
@@ -461,8 +465,10 @@ static void fill_rows(const run *r, int64_t s, int buf)
                      cut_before(r, b, len, s), s + 1 == len, NULL};
         if (s > 0 && !at.restart)
             at.before = row_of(L, time_at(p, len, s - 1), b);
-        if (r->backward && s + 1 < len && !cut_before(r, b, len, s + 1))
+        if (r->backward && s + 1 < len && !cut_before(r, b, len, s + 1)) {
             at.after = row_of(L, time_at(p, len, s + 1), b);
+            rows->after = 1;
+        }
         at.h_prev = at.before >= 0 ? r->y + at.before * H : initial_row(r, r->h0, b);
         r->fill_row(r, rows, m++, &at);
     }
@@ -602,8 +608,8 @@ static void rnn_tile(const run *r, const step_rows *rows, const PREAL *const *a,
                      int64_t j1, int phase)
 {
     (void)phase;
-    step(r->u, rows->m, j0, j1, r->p->H, a, r->panels, rows->c, 0,
-         r->backward ? rows->aux : NULL, r->epi);
+    step(r->u, rows->m, j0, j1, r->backward && !rows->after ? 0 : r->p->H, a, r->panels,
+         rows->c, 0, r->backward ? rows->aux : NULL, r->epi);
 }
 
 /* Gated forward: each gate's product accumulates into the gates row (the
@@ -649,8 +655,9 @@ static void gated_backward_tile(const run *r, const step_rows *rows, const PREAL
     const phase_desc *ph = &r->cell->backward[phase];
     const ukr *u = r->u;
     const int64_t H = r->p->H;
-    step(u, rows->m, j0, j1, ph->gates * H, a, r->panels + ph->gate0 * gate_block(u, H),
-         rows->c, 0, phase == 0 ? rows->aux : NULL, phase == 0 ? EPI_BIAS : EPI_SET);
+    step(u, rows->m, j0, j1, phase == 0 && !rows->after ? 0 : ph->gates * H, a,
+         r->panels + ph->gate0 * gate_block(u, H), rows->c, 0, phase == 0 ? rows->aux : NULL,
+         phase == 0 ? EPI_BIAS : EPI_SET);
     if (rows->m > 0)
         u->cell[ph->kernel](rows->m, j0, j1 - j0, &rows->cell);
     if (phase < r->cell->phases - 1)
@@ -689,14 +696,15 @@ static const PREAL *const *a_rows(const run *r, int tid, const step_rows *rows, 
  * cache. Forward: W_hh^T in one block per gate, so that a thread's columns
  * of every gate are a panel range of each block; backward: each phase's
  * rows of W_hh [Gp*H, H] in a block of their own, where its gates' blocks
- * would be forward. */
-static void pack_w_hh(const run *r, int64_t j0, int64_t j1)
+ * would be forward. `first`: the backward's first phase to pack (1: its
+ * first phase's rows are read by no step). */
+static void pack_w_hh(const run *r, int64_t j0, int64_t j1, int first)
 {
     const cell_desc *c = r->cell;
     const int64_t H = r->p->H, n = j1 - j0, block = gate_block(r->u, H);
     const work *w = r->w;
     if (r->backward) {
-        for (int phase = 0; phase < c->phases; phase++) {
+        for (int phase = first; phase < c->phases; phase++) {
             const phase_desc *ph = &c->backward[phase];
             int64_t K = ph->gates * H, at = ph->gate0 * block + j0 * KPAD(K);
             pack_b(r->u, K, n, r->w_hh + ph->gate0 * H * H + j0, H, 1, NULL, w->packed + at,
@@ -735,8 +743,11 @@ static void run_tile(const run *r, int tid, int64_t i, int phase, int64_t k, int
     const int64_t T = r->p->T;
     int64_t j0, j1;
     team_share(r->p->H, r->u->nr, (int)k, (int)tiles, &j0, &j1);
+    /* A backward of one step has no step after it: its first phase's
+     * product is none (step_rows' after), which W_hh's rows it leaves
+     * unpacked (the LSTM's: all of them, 4H x H). */
     if (i == 0 && phase == 0 && !r->pack)
-        pack_w_hh(r, j0, j1);
+        pack_w_hh(r, j0, j1, r->backward && T == 1);
     if (r->chunks && phase == 0 && i % chunk_steps(r->p) == 0)
         input_chunk(r, tid, j0, j1, i);
     r->tile(r, &r->w->rows[i & 1], a, j0, j1, phase);
@@ -1238,8 +1249,8 @@ static void pack_call(const fusedrnn_problem *p, const isa_kernels *k,
     work back = {.packed = pk.back_w_hh, .packed_cap = pk.w_hh_cap};
     run r = bind(p, u, &w, weights, 0), rb = bind(p, u, &back, weights, 1);
     if (GH > 0) {   /* the weights may be NULL when empty */
-        pack_w_hh(&r, 0, H);
-        pack_w_hh(&rb, 0, H);
+        pack_w_hh(&r, 0, H, 0);
+        pack_w_hh(&rb, 0, H, 0);
         /* B of GEMM_DH0 as gemm_team gives it */
         prepack(u, dims_of(p, GEMM_DH0).K, H, (view){r.w_hh, H, 1}, pk.dh0, pk.dh0_cap,
                 pk.ld_ih);
