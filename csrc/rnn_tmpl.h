@@ -117,8 +117,35 @@ static int64_t spread_ld(int64_t n, size_t size)
     return lines >= 32 ? (lines | 1) * line : n;
 }
 
-/* Each thread's slabs hold one block of the largest product of the pass:
- * the bounds on every ISA's blocking keep the size valid whichever ISA runs. */
+/* The k of a phase's recurrent product: forward H, backward the phase's
+ * gates' rows of W_hh; and the largest of the pass's phases. */
+static int64_t phase_k(const cell_desc *c, int64_t H, int backward, int phase)
+{
+    return backward ? c->backward[phase].gates * H : H;
+}
+
+static int64_t largest_k(const cell_desc *c, int64_t H, int backward)
+{
+    int64_t k = 0;
+    for (int ph = 0; ph < c->phases; ph++)
+        k = phase_k(c, H, backward, ph) > k ? phase_k(c, H, backward, ph) : k;
+    return k;
+}
+
+/* Whether a call streams W_hh's panels: a call of one step reads each of
+ * them once, and packing all of W_hh ahead (pack_w_hh) writes it to memory
+ * and reads it back, twice its reads; streaming packs the panels of a few
+ * columns at a time into the thread's slab, in L2, just before the product
+ * reads them (tile_product). (A call given a pack reads the pack's.) */
+static int streams(const fusedrnn_problem *p)
+{
+    return p->T == 1;
+}
+
+/* Each thread's slabs hold one block of the largest product of the pass,
+ * and when the pass streams W_hh's panels, two of them over its largest
+ * k: the bounds on every ISA's blocking keep the size valid whichever ISA
+ * runs. */
 static void take_slabs(arena *a, work *w, const fusedrnn_problem *p, int backward)
 {
     const size_t align = 64 / sizeof(PREAL);
@@ -133,6 +160,12 @@ static void take_slabs(arena *a, work *w, const fusedrnn_problem *p, int backwar
         size_t need_a = arena_checked_mul(a, mc, kc);
         size_t need_b = arena_checked_mul(a, nc, kc);
         a_cap = need_a > a_cap ? need_a : a_cap;
+        b_cap = need_b > b_cap ? need_b : b_cap;
+    }
+    if (streams(p)) {
+        const cell_desc *c = &cell_table[p->cell];
+        size_t need_b = arena_checked_mul(a, (size_t)KPAD(largest_k(c, p->H, backward)),
+                                          2 * FUSEDRNN_NR_MAX);
         b_cap = need_b > b_cap ? need_b : b_cap;
     }
     a_cap = round_up(a, a_cap, align);
@@ -161,21 +194,6 @@ static void take_reserve(arena *a, work *w, const fusedrnn_problem *p)
                                         : NULL;
 }
 
-/* The k of a phase's recurrent product: forward H, backward the phase's
- * gates' rows of W_hh; and the largest of the pass's phases. */
-static int64_t phase_k(const cell_desc *c, int64_t H, int backward, int phase)
-{
-    return backward ? c->backward[phase].gates * H : H;
-}
-
-static int64_t largest_k(const cell_desc *c, int64_t H, int backward)
-{
-    int64_t k = 0;
-    for (int ph = 0; ph < c->phases; ph++)
-        k = phase_k(c, H, backward, ph) > k ? phase_k(c, H, backward, ph) : k;
-    return k;
-}
-
 /* The workspace of a pass, measured (base NULL) or laid over a buffer. */
 static work carve(arena *a, const fusedrnn_problem *p, int backward)
 {
@@ -183,11 +201,14 @@ static work carve(arena *a, const fusedrnn_problem *p, int backward)
     size_t T = (size_t)p->T, B = (size_t)p->B, H = (size_t)p->H, GH = (size_t)c->info.gates * H;
     size_t TB = arena_checked_mul(a, T, B);
     work w = {0};
-    /* G blocks of gate_block; a backward phase's K = gates*H rounds up to no more */
-    w.packed_cap = arena_checked_mul(a, arena_checked_mul(a, (size_t)c->info.gates,
-                                                          (size_t)KPAD(p->H)),
-                                     round_up(a, H, FUSEDRNN_NR_MAX));
-    w.packed = arena_take(a, w.packed_cap, sizeof(PREAL));
+    /* G blocks of gate_block; a backward phase's K = gates*H rounds up to no
+     * more. None when the call streams them (NULL panels). */
+    if (!streams(p)) {
+        w.packed_cap = arena_checked_mul(a, arena_checked_mul(a, (size_t)c->info.gates,
+                                                              (size_t)KPAD(p->H)),
+                                         round_up(a, H, FUSEDRNN_NR_MAX));
+        w.packed = arena_take(a, w.packed_cap, sizeof(PREAL));
+    }
     w.zeros = arena_take(a, GH, sizeof(REAL));
     w.bias = backward ? NULL : arena_take(a, GH, sizeof(REAL));
     for (int i = 0; i < 2; i++) {
@@ -270,7 +291,7 @@ struct run {
     work *w;
     int backward;
     void (*fill_row)(const run *r, step_rows *rows, int64_t m, const seq_at *at);
-    void (*tile)(const run *r, const step_rows *rows, const PREAL *const *a, int64_t j0,
+    void (*tile)(const run *r, int tid, const step_rows *rows, const PREAL *const *a, int64_t j0,
                  int64_t j1, int phase);
     epilogue epi;   /* the RNN's step epilogue */
     int chunks;     /* a gated forward: the input side is computed a chunk of
@@ -279,7 +300,8 @@ struct run {
     const int64_t *lengths;
     const uint8_t *resets;
     REAL *y, *h_n, *c_n, *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh;
-    const PREAL *panels;         /* W_hh packed for the step kernel: the workspace's, or a pack's */
+    const PREAL *panels;         /* W_hh packed for the step kernel: the workspace's, or a pack's;
+                                    NULL when the call streams them (streams) */
     const struct pack_parts *pack;   /* the call's pack, NULL when it packs per call */
 };
 
@@ -603,42 +625,77 @@ static void input_chunk(const run *r, int tid, int64_t j0, int64_t j1, int64_t s
 /* What a tile of each pass computes: one phase of a step on the columns
  * [j0, j1), every gate of them. */
 
-/* The RNN: the product's epilogue is the cell. */
-static void rnn_tile(const run *r, const step_rows *rows, const PREAL *const *a, int64_t j0,
-                     int64_t j1, int phase)
+/* A tile's product with a block of W_hh's panels, at `at` in the call's
+ * panels; or, when the call streams them, packed from `src` (the block's B:
+ * element (k, j) at src.p[k*src.rs + j*src.cs]) a few columns at a time
+ * into the thread's slab just before the product reads them. The step
+ * kernel sums each element in the same order either way. */
+static void tile_product(const run *r, int tid, int64_t m, int64_t j0, int64_t j1, int64_t k,
+                         const PREAL *const *a, int64_t at, view src, REAL *const *c,
+                         int64_t c_off, const REAL *const *aux, epilogue epi)
 {
+    const ukr *u = r->u;
+    const slabs *s = &r->w->slabs[tid];
+    if (r->panels) {
+        step(u, m, j0, j1, k, a, r->panels + at, c, c_off, aux, epi);
+        return;
+    }
+    if (k == 0 || m == 0) {   /* no panel is read */
+        step(u, m, j0, j1, k, a, s->b, c, c_off, aux, epi);
+        return;
+    }
+    /* take_slabs makes room for two panels of the largest k */
+    const int64_t cols = (int64_t)(s->b_cap / (size_t)KPAD(k)) / u->nr * u->nr;
+    FUSEDRNN_ASSERT(cols >= u->nr);
+    for (int64_t j = j0; j < j1; j += cols) {
+        int64_t n = min64(cols, j1 - j);
+        pack_b(u, k, n, src.p + j * src.cs, src.rs, src.cs, NULL, s->b, s->b_cap);
+        step(u, m, 0, n, k, a, s->b, c, c_off + j, aux, epi);
+    }
+}
+
+/* The RNN: the product's epilogue is the cell. */
+static void rnn_tile(const run *r, int tid, const step_rows *rows, const PREAL *const *a,
+                     int64_t j0, int64_t j1, int phase)
+{
+    const int64_t H = r->p->H;
     (void)phase;
-    step(r->u, rows->m, j0, j1, r->backward && !rows->after ? 0 : r->p->H, a, r->panels,
-         rows->c, 0, r->backward ? rows->aux : NULL, r->epi);
+    tile_product(r, tid, rows->m, j0, j1, r->backward && !rows->after ? 0 : H, a, 0,
+                 r->backward ? (view){r->w_hh, H, 1} : (view){r->w_hh, 1, H}, rows->c, 0,
+                 r->backward ? rows->aux : NULL, r->epi);
 }
 
 /* Gated forward: each gate's product accumulates into the gates row (the
  * split gate's goes to its own row, with b_hn), then the phase's kernel. */
-static void gated_forward_tile(const run *r, const step_rows *rows, const PREAL *const *a,
-                               int64_t j0, int64_t j1, int phase)
+static void gated_forward_tile(const run *r, int tid, const step_rows *rows,
+                               const PREAL *const *a, int64_t j0, int64_t j1, int phase)
 {
     const cell_desc *c = r->cell;
     const phase_desc *ph = &c->forward[phase];
     const ukr *u = r->u;
     const int64_t H = r->p->H, block = gate_block(u, H), end = ph->gate0 + ph->gates;
     const int64_t joined = c->split && end == c->info.gates ? end - 1 : end;
-    const PREAL *Bp = r->panels;
     int64_t q = ph->gate0;
     /* One thread owning every column, with whole panels per gate: the
      * gates' blocks are one run of panels and the gates one run of
      * columns, so a single call covers them (batch 1: fewer, longer
      * calls; the sums are the same). */
+    /* gate q's B: W_hh^T's columns from row q*H of W_hh */
+#define GATE(q) (view){r->w_hh + (q) * H * H, 1, H}
     if (joined > q && j0 == 0 && j1 == H && H % u->nr == 0) {
-        step(u, rows->m, 0, (joined - q) * H, H, a, Bp + q * block, rows->c, q * H, NULL,
-             EPI_ACC);
+        tile_product(r, tid, rows->m, 0, (joined - q) * H, H, a, q * block, GATE(q), rows->c,
+                     q * H, NULL, EPI_ACC);
         q = joined;
     }
     for (; q < end; q++) {
         if (q >= joined)
-            step(u, rows->m, j0, j1, H, a, Bp + q * block, rows->state, 0, rows->aux, EPI_BIAS);
+            tile_product(r, tid, rows->m, j0, j1, H, a, q * block, GATE(q), rows->state, 0,
+                         rows->aux, EPI_BIAS);
         else
-            step(u, rows->m, j0, j1, H, a, Bp + q * block, rows->c, q * H, NULL, EPI_ACC);
+            tile_product(r, tid, rows->m, j0, j1, H, a, q * block, GATE(q), rows->c, q * H,
+                         NULL, EPI_ACC);
     }
+#undef GATE
     if (rows->m > 0)
         u->cell[ph->kernel](rows->m, j0, j1 - j0, &rows->cell);
 }
@@ -649,15 +706,15 @@ static void gated_forward_tile(const run *r, const step_rows *rows, const PREAL 
  * step that a reset cut from the one before is what reaches h0 (c0): it
  * joins the restarts' sum, and the step before, the last of the previous
  * piece, starts from no carry. */
-static void gated_backward_tile(const run *r, const step_rows *rows, const PREAL *const *a,
-                                int64_t j0, int64_t j1, int phase)
+static void gated_backward_tile(const run *r, int tid, const step_rows *rows,
+                                const PREAL *const *a, int64_t j0, int64_t j1, int phase)
 {
     const phase_desc *ph = &r->cell->backward[phase];
     const ukr *u = r->u;
     const int64_t H = r->p->H;
-    step(u, rows->m, j0, j1, phase == 0 && !rows->after ? 0 : ph->gates * H, a,
-         r->panels + ph->gate0 * gate_block(u, H), rows->c, 0, phase == 0 ? rows->aux : NULL,
-         phase == 0 ? EPI_BIAS : EPI_SET);
+    tile_product(r, tid, rows->m, j0, j1, phase == 0 && !rows->after ? 0 : ph->gates * H, a,
+                 ph->gate0 * gate_block(u, H), (view){r->w_hh + ph->gate0 * H * H, H, 1},
+                 rows->c, 0, phase == 0 ? rows->aux : NULL, phase == 0 ? EPI_BIAS : EPI_SET);
     if (rows->m > 0)
         u->cell[ph->kernel](rows->m, j0, j1 - j0, &rows->cell);
     if (phase < r->cell->phases - 1)
@@ -696,15 +753,14 @@ static const PREAL *const *a_rows(const run *r, int tid, const step_rows *rows, 
  * cache. Forward: W_hh^T in one block per gate, so that a thread's columns
  * of every gate are a panel range of each block; backward: each phase's
  * rows of W_hh [Gp*H, H] in a block of their own, where its gates' blocks
- * would be forward. `first`: the backward's first phase to pack (1: its
- * first phase's rows are read by no step). */
-static void pack_w_hh(const run *r, int64_t j0, int64_t j1, int first)
+ * would be forward. */
+static void pack_w_hh(const run *r, int64_t j0, int64_t j1)
 {
     const cell_desc *c = r->cell;
     const int64_t H = r->p->H, n = j1 - j0, block = gate_block(r->u, H);
     const work *w = r->w;
     if (r->backward) {
-        for (int phase = first; phase < c->phases; phase++) {
+        for (int phase = 0; phase < c->phases; phase++) {
             const phase_desc *ph = &c->backward[phase];
             int64_t K = ph->gates * H, at = ph->gate0 * block + j0 * KPAD(K);
             pack_b(r->u, K, n, r->w_hh + ph->gate0 * H * H + j0, H, 1, NULL, w->packed + at,
@@ -743,14 +799,11 @@ static void run_tile(const run *r, int tid, int64_t i, int phase, int64_t k, int
     const int64_t T = r->p->T;
     int64_t j0, j1;
     team_share(r->p->H, r->u->nr, (int)k, (int)tiles, &j0, &j1);
-    /* A backward of one step has no step after it: its first phase's
-     * product is none (step_rows' after), which W_hh's rows it leaves
-     * unpacked (the LSTM's: all of them, 4H x H). */
-    if (i == 0 && phase == 0 && !r->pack)
-        pack_w_hh(r, j0, j1, r->backward && T == 1);
+    if (i == 0 && phase == 0 && !r->pack && !streams(r->p))
+        pack_w_hh(r, j0, j1);
     if (r->chunks && phase == 0 && i % chunk_steps(r->p) == 0)
         input_chunk(r, tid, j0, j1, i);
-    r->tile(r, &r->w->rows[i & 1], a, j0, j1, phase);
+    r->tile(r, tid, &r->w->rows[i & 1], a, j0, j1, phase);
     if (k == 0 && phase == r->cell->phases - 1 && i + 1 < T)
         fill_rows(r, r->backward ? T - 2 - i : i + 1, (int)((i + 1) & 1));
 }
@@ -1249,8 +1302,8 @@ static void pack_call(const fusedrnn_problem *p, const isa_kernels *k,
     work back = {.packed = pk.back_w_hh, .packed_cap = pk.w_hh_cap};
     run r = bind(p, u, &w, weights, 0), rb = bind(p, u, &back, weights, 1);
     if (GH > 0) {   /* the weights may be NULL when empty */
-        pack_w_hh(&r, 0, H, 0);
-        pack_w_hh(&rb, 0, H, 0);
+        pack_w_hh(&r, 0, H);
+        pack_w_hh(&rb, 0, H);
         /* B of GEMM_DH0 as gemm_team gives it */
         prepack(u, dims_of(p, GEMM_DH0).K, H, (view){r.w_hh, H, 1}, pk.dh0, pk.dh0_cap,
                 pk.ld_ih);

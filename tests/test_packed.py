@@ -167,6 +167,37 @@ def test_backward_with_a_pack_is_bitwise_the_same(cell, options, dtype, T, B, is
                                      f"{label} {name}")
 
 
+@pytest.mark.usefixtures("restore_num_threads")
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell, options", VARIANTS)
+def test_one_step_streams_w_hh_bitwise_as_the_pack(cell, options, dtype, B, isa):
+    """A call of one step without a pack packs W_hh's panels a few columns at
+    a time just before its product reads them (rnn_tmpl.h, streams): with
+    D = 1 the threads' slabs hold fewer columns than H = 600, so the forward
+    (and the GRU's second backward phase) streams each gate in several
+    pieces. Forward and backward give the bits of the call given a pack,
+    on 1 to 3 threads, and agree with the reference."""
+    a, d = random_problem(cell, (1, B, 1, 600), dtype, seed=B)
+    packed = pack_of(cell, a, options)
+    expected = outputs_of(cell, forward(reference, cell, a, **options))
+    for n in (1, 2, 3):
+        fusedrnn.set_num_threads(n)
+        raw = forward(fusedrnn, cell, a, training=True, **options)
+        got = packed_forward(cell, a, packed, training=True, **options)
+        assert_same(outputs_of(cell, got), outputs_of(cell, raw), f"threads={n}")
+        for name, value in outputs_of(cell, raw).items():
+            assert_close(value, expected[name], dtype, f"threads={n} {name}")
+        raw_grads = backward(fusedrnn, cell, a, raw[0], reserve_of(cell, raw), d, **options)
+        grads = packed_backward(cell, a, packed, raw[0], reserve_of(cell, raw), d, **options)
+        assert_same(grads._asdict(), raw_grads._asdict(), f"threads={n} backward")
+        if n == 1:
+            want = backward(reference, cell, a, raw[0], None, d, **options)
+            for name in raw_grads._fields:
+                assert_close(getattr(raw_grads, name), getattr(want, name), dtype,
+                             f"backward {name}")
+
+
 @pytest.mark.parametrize("cell, options", VARIANTS)
 def test_a_pack_is_a_snapshot(cell, options, isa):
     """Changing the arrays a pack was made from, in place, changes nothing
