@@ -348,7 +348,7 @@ def test_bench_steps_quick_tables():
                            "ratio", "GFLOP/s", "%", "peak")
     assert [words[:5] for words in loop] == [
         ["gru", b, "64", mode, "1"] for b in ("1", "32")
-        for mode in ("fwd", "fwd+bwd", "fwd/ac", "fwd+bwd/ac")]
+        for mode in ("fwd", "fwd+bwd", "online", "fwd/ac", "fwd+bwd/ac")]
     for words in loop:
         fused, torch_nn = timed(words[5:9], "ms")
         assert words[9].endswith("x") and words[11].endswith("%") and len(words) == 12

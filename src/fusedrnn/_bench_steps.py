@@ -119,21 +119,32 @@ def _inference(steps, shape):
     return forward
 
 
-# A cell loop's modes: each of fusedrnn._bench's, and the same with the
-# steps under torch.autocast("cpu", dtype=torch.bfloat16) ("/ac").
-LOOP_MODES = ("fwd", "fwd+bwd", "fwd/ac", "fwd+bwd/ac")
+# A cell loop's modes: each of fusedrnn._bench's, online training, and the
+# first two with the steps under torch.autocast("cpu", dtype=torch.bfloat16)
+# ("/ac").
+LOOP_MODES = ("fwd", "fwd+bwd", "online", "fwd/ac", "fwd+bwd/ac")
+ONLINE_LR = 1e-3
 
 
 def cell_loop(module, cell, p):
     """{mode: run} of `module`'s cell (torch.nn's or fusedrnn.torch's) over
     p's T steps: fwd under torch.no_grad(); fwd+bwd with the parameters
     requiring grad, loss = the sum of every step's h, loss.backward(), each
-    parameter's .grad set to None first so that nothing accumulates; and
-    each with the steps under a bf16 autocast (LOOP_MODES)."""
+    parameter's .grad set to None first so that nothing accumulates; online:
+    each step trained alone, as streaming and RL training do (the state
+    detached, loss = the step's h summed, backward, then torch.optim.SGD's
+    step: the weights change at every call), from the same weights at every
+    run; and fwd, fwd+bwd with the steps under a bf16 autocast
+    (LOOP_MODES)."""
     import torch
 
     rnn, steps = _stepper(module, cell, p)
     params = dict(rnn.named_parameters())
+    initial = {name: w.detach().clone() for name, w in params.items()}
+    optimiser = torch.optim.SGD(params.values(), lr=ONLINE_LR)
+    lstm = _bench.CELLS[cell].lstm
+    xs = torch.from_numpy(p.x).unbind(0)
+    state0 = tuple(torch.from_numpy(a) for a in (p.h0, p.c0) if a is not None)
 
     def autocast(steps):
         def run():
@@ -151,8 +162,23 @@ def cell_loop(module, cell, p):
                 f"d{name}": (lambda w=w: w.grad.numpy()) for name, w in params.items()})
         return run
 
+    def online():
+        with torch.no_grad():
+            for name, w in params.items():
+                w.copy_(initial[name])
+        state, outputs = state0 if lstm else state0[0], []
+        for x_t in xs:
+            optimiser.zero_grad()
+            state = rnn(x_t, state)
+            h = state[0] if lstm else state
+            h.sum().backward()
+            optimiser.step()
+            outputs.append(h.detach())
+            state = tuple(s.detach() for s in state) if lstm else h.detach()
+        return _outputs(outputs, p.dy.shape)
+
     runs = {"fwd": _inference(steps, p.dy.shape), "fwd+bwd": forward_backward(steps),
-            "fwd/ac": _inference(autocast(steps), p.dy.shape),
+            "online": online, "fwd/ac": _inference(autocast(steps), p.dy.shape),
             "fwd+bwd/ac": forward_backward(autocast(steps))}
     assert tuple(runs) == LOOP_MODES
     return runs

@@ -121,7 +121,8 @@ def _parser():
                             f"{steps.loop_steps}-step loop h = cell(x[t], h) against "
                             f"torch.nn's, B {' and '.join(map(str, steps.loop_batches))}, "
                             f"D = H {', '.join(map(str, steps.loop_hidden))}, fwd under "
-                            f"no_grad and fwd+bwd (loss = the sum of the steps' h), with "
+                            f"no_grad, fwd+bwd (loss = the sum of the steps' h) and online "
+                            f"training (an SGD step after every call), with "
                             f"GFLOP/s and %% of the peak; streaming, B = 1 calls of the "
                             f"drop-in layer at T = 1 with the state carried against torch.nn's "
                             f"cell and layer, D = H {', '.join(map(str, steps.stream_hidden))}, "
@@ -387,13 +388,16 @@ def _steps_tables(cells, threads, quick):
           f"before each run); ratio: torch.nn's time / fusedrnn.torch's; GFLOP/s of "
           f"fusedrnn.torch: 2*T*B*G*H*(D+H) forward, 3x that fwd+bwd; % peak: of one "
           f"thread's FMA peak ({peak:.1f} GFLOP/s, fusedrnn.peak_gflops) times the threads; "
+          f"online: each step trained alone (the state detached, loss = its h summed, "
+          f"backward, then torch.optim.SGD's step, lr {_bench_steps.ONLINE_LR}: the weights "
+          f"change at every call; its GFLOP/s count fwd+bwd's work); "
           f"/ac: the steps of both under torch.autocast('cpu', dtype=torch.bfloat16), "
           f"results checked at the bf16 tolerance, % of the bf16 peak ({bf16_peak:.1f} "
           f"GFLOP/s)")
     print(f"{'cell':4}  {'B':>3}  {'D=H':>4}  {'mode':10}  {'threads':>7}  "
           f"{'fusedrnn.torch':>14}  {'torch.nn':>14}  {'ratio':>6}  {'GFLOP/s':>8}  {'% peak':>6}")
     # (autocast's bf16 tensors need ml_dtypes, which the torch extra installs)
-    modes = _bench_steps.LOOP_MODES if BFLOAT16 is not None else ("fwd", "fwd+bwd")
+    modes = tuple(m for m in _bench_steps.LOOP_MODES if BFLOAT16 is not None or "/ac" not in m)
     for cell, B, H in itertools.product(cells, sizes.loop_batches, sizes.loop_hidden):
         shape = (T, B, H, H)
         p = problem(shape, np.float32, rng, cell)
@@ -407,7 +411,8 @@ def _steps_tables(cells, threads, quick):
                     lambda impl: progress.show(f"timing {cell} B={B} H={H} {mode} threads={n} "
                                                f"{impl}"))
             fused = seconds["fusedrnn.torch"]
-            gflops = flops(shape, mode.removesuffix("/ac"), cell) / fused / 1e9
+            work = "fwd+bwd" if mode == "online" else mode.removesuffix("/ac")
+            gflops = flops(shape, work, cell) / fused / 1e9
             progress.clear()
             print(f"{cell:4}  {B:3}  {H:4}  {mode:10}  {n:7}  {_ms(fused)}  "
                   f"{_ms(seconds['torch.nn'])}  {seconds['torch.nn'] / fused:5.2f}x  "
