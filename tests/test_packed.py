@@ -117,9 +117,19 @@ def test_several_blocks_of_the_input_product(cell, options, dtype, isa):
     blocks (K = G*H), split by columns on 3 threads too."""
     T, B = (7, 3) if cell == "rnn" else (2, 1)
     a, d = random_problem(cell, (T, B, 600, 600), dtype, seed=5)
+    # one thread: every column block in one product
+    assert_training_with_a_pack_the_same(cell, options, dtype, a, d, (1, 3))
+
+
+def assert_training_with_a_pack_the_same(cell, options, dtype, a, d, threads):
+    """On each of `threads`: a training forward given a pack of a's weights
+    and the backward after it give the bits of those given the weights, and
+    the forward agrees with the reference. Returns the backward given the
+    weights on the first."""
     packed = pack_of(cell, a, options)
     expected = outputs_of(cell, forward(reference, cell, a, **options))
-    for n in (1, 3):   # one thread: every column block in one product
+    first = None
+    for n in threads:
         fusedrnn.set_num_threads(n)
         raw = forward(fusedrnn, cell, a, training=True, **options)
         got = packed_forward(cell, a, packed, training=True, **options)
@@ -129,6 +139,8 @@ def test_several_blocks_of_the_input_product(cell, options, dtype, isa):
         raw_grads = backward(fusedrnn, cell, a, raw[0], reserve_of(cell, raw), d, **options)
         grads = packed_backward(cell, a, packed, raw[0], reserve_of(cell, raw), d, **options)
         assert_same(grads._asdict(), raw_grads._asdict(), f"threads={n} backward")
+        first = first or (raw, raw_grads)
+    return first
 
 
 @pytest.mark.usefixtures("restore_num_threads")
@@ -179,23 +191,10 @@ def test_one_step_streams_w_hh_bitwise_as_the_pack(cell, options, dtype, B, isa)
     pieces. Forward and backward give the bits of the call given a pack,
     on 1 to 3 threads, and agree with the reference."""
     a, d = random_problem(cell, (1, B, 1, 600), dtype, seed=B)
-    packed = pack_of(cell, a, options)
-    expected = outputs_of(cell, forward(reference, cell, a, **options))
-    for n in (1, 2, 3):
-        fusedrnn.set_num_threads(n)
-        raw = forward(fusedrnn, cell, a, training=True, **options)
-        got = packed_forward(cell, a, packed, training=True, **options)
-        assert_same(outputs_of(cell, got), outputs_of(cell, raw), f"threads={n}")
-        for name, value in outputs_of(cell, raw).items():
-            assert_close(value, expected[name], dtype, f"threads={n} {name}")
-        raw_grads = backward(fusedrnn, cell, a, raw[0], reserve_of(cell, raw), d, **options)
-        grads = packed_backward(cell, a, packed, raw[0], reserve_of(cell, raw), d, **options)
-        assert_same(grads._asdict(), raw_grads._asdict(), f"threads={n} backward")
-        if n == 1:
-            want = backward(reference, cell, a, raw[0], None, d, **options)
-            for name in raw_grads._fields:
-                assert_close(getattr(raw_grads, name), getattr(want, name), dtype,
-                             f"backward {name}")
+    raw, grads = assert_training_with_a_pack_the_same(cell, options, dtype, a, d, (1, 2, 3))
+    want = backward(reference, cell, a, raw[0], None, d, **options)
+    for name in grads._fields:
+        assert_close(getattr(grads, name), getattr(want, name), dtype, f"backward {name}")
 
 
 @pytest.mark.parametrize("cell, options", VARIANTS)
