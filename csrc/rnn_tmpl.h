@@ -676,12 +676,12 @@ static void gated_forward_tile(const run *r, int tid, const step_rows *rows,
     const int64_t H = r->p->H, block = gate_block(u, H), end = ph->gate0 + ph->gates;
     const int64_t joined = c->split && end == c->info.gates ? end - 1 : end;
     int64_t q = ph->gate0;
+    /* gate q's B: W_hh^T, its columns W_hh's rows from q*H on */
+#define GATE(q) (view){r->w_hh + (q) * H * H, 1, H}
     /* One thread owning every column, with whole panels per gate: the
      * gates' blocks are one run of panels and the gates one run of
      * columns, so a single call covers them (batch 1: fewer, longer
      * calls; the sums are the same). */
-    /* gate q's B: W_hh^T's columns from row q*H of W_hh */
-#define GATE(q) (view){r->w_hh + (q) * H * H, 1, H}
     if (joined > q && j0 == 0 && j1 == H && H % u->nr == 0) {
         tile_product(r, tid, rows->m, 0, (joined - q) * H, H, a, q * block, GATE(q), rows->c,
                      q * H, NULL, EPI_ACC);
