@@ -625,6 +625,15 @@ static void input_chunk(const run *r, int tid, int64_t j0, int64_t j1, int64_t s
 /* What a tile of each pass computes: one phase of a step on the columns
  * [j0, j1), every gate of them. */
 
+/* The B of the products with W_hh's block of rows from gate gate0 on:
+ * forward W_hh^T (its columns are W_hh's rows), backward W_hh's rows. */
+static view w_hh_b(const run *r, int64_t gate0)
+{
+    const int64_t H = r->p->H;
+    const REAL *p = r->w_hh + gate0 * H * H;
+    return r->backward ? (view){p, H, 1} : (view){p, 1, H};
+}
+
 /* A tile's product with a block of W_hh's panels, at `at` in the call's
  * panels; or, when the call streams them, packed from `src` (the block's B:
  * element (k, j) at src.p[k*src.rs + j*src.cs]) a few columns at a time
@@ -661,8 +670,7 @@ static void rnn_tile(const run *r, int tid, const step_rows *rows, const PREAL *
     const int64_t H = r->p->H;
     (void)phase;
     tile_product(r, tid, rows->m, j0, j1, r->backward && !rows->after ? 0 : H, a, 0,
-                 r->backward ? (view){r->w_hh, H, 1} : (view){r->w_hh, 1, H}, rows->c, 0,
-                 r->backward ? rows->aux : NULL, r->epi);
+                 w_hh_b(r, 0), rows->c, 0, r->backward ? rows->aux : NULL, r->epi);
 }
 
 /* Gated forward: each gate's product accumulates into the gates row (the
@@ -676,26 +684,23 @@ static void gated_forward_tile(const run *r, int tid, const step_rows *rows,
     const int64_t H = r->p->H, block = gate_block(u, H), end = ph->gate0 + ph->gates;
     const int64_t joined = c->split && end == c->info.gates ? end - 1 : end;
     int64_t q = ph->gate0;
-    /* gate q's B: W_hh^T, its columns W_hh's rows from q*H on */
-#define GATE(q) (view){r->w_hh + (q) * H * H, 1, H}
     /* One thread owning every column, with whole panels per gate: the
      * gates' blocks are one run of panels and the gates one run of
      * columns, so a single call covers them (batch 1: fewer, longer
      * calls; the sums are the same). */
     if (joined > q && j0 == 0 && j1 == H && H % u->nr == 0) {
-        tile_product(r, tid, rows->m, 0, (joined - q) * H, H, a, q * block, GATE(q), rows->c,
-                     q * H, NULL, EPI_ACC);
+        tile_product(r, tid, rows->m, 0, (joined - q) * H, H, a, q * block, w_hh_b(r, q),
+                     rows->c, q * H, NULL, EPI_ACC);
         q = joined;
     }
     for (; q < end; q++) {
         if (q >= joined)
-            tile_product(r, tid, rows->m, j0, j1, H, a, q * block, GATE(q), rows->state, 0,
-                         rows->aux, EPI_BIAS);
+            tile_product(r, tid, rows->m, j0, j1, H, a, q * block, w_hh_b(r, q), rows->state,
+                         0, rows->aux, EPI_BIAS);
         else
-            tile_product(r, tid, rows->m, j0, j1, H, a, q * block, GATE(q), rows->c, q * H,
-                         NULL, EPI_ACC);
+            tile_product(r, tid, rows->m, j0, j1, H, a, q * block, w_hh_b(r, q), rows->c,
+                         q * H, NULL, EPI_ACC);
     }
-#undef GATE
     if (rows->m > 0)
         u->cell[ph->kernel](rows->m, j0, j1 - j0, &rows->cell);
 }
@@ -713,7 +718,7 @@ static void gated_backward_tile(const run *r, int tid, const step_rows *rows,
     const ukr *u = r->u;
     const int64_t H = r->p->H;
     tile_product(r, tid, rows->m, j0, j1, phase == 0 && !rows->after ? 0 : ph->gates * H, a,
-                 ph->gate0 * gate_block(u, H), (view){r->w_hh + ph->gate0 * H * H, H, 1},
+                 ph->gate0 * gate_block(u, H), w_hh_b(r, ph->gate0),
                  rows->c, 0, phase == 0 ? rows->aux : NULL, phase == 0 ? EPI_BIAS : EPI_SET);
     if (rows->m > 0)
         u->cell[ph->kernel](rows->m, j0, j1 - j0, &rows->cell);
@@ -763,14 +768,16 @@ static void pack_w_hh(const run *r, int64_t j0, int64_t j1)
         for (int phase = 0; phase < c->phases; phase++) {
             const phase_desc *ph = &c->backward[phase];
             int64_t K = ph->gates * H, at = ph->gate0 * block + j0 * KPAD(K);
-            pack_b(r->u, K, n, r->w_hh + ph->gate0 * H * H + j0, H, 1, NULL, w->packed + at,
+            view B = w_hh_b(r, ph->gate0);
+            pack_b(r->u, K, n, B.p + j0 * B.cs, B.rs, B.cs, NULL, w->packed + at,
                    w->packed_cap - (size_t)at);
         }
         return;
     }
     for (int64_t q = 0; q < c->info.gates; q++) {
         int64_t at = q * block + j0 * KPAD(H);
-        pack_b(r->u, H, n, r->w_hh + (q * H + j0) * H, 1, H, NULL, w->packed + at,
+        view B = w_hh_b(r, q);
+        pack_b(r->u, H, n, B.p + j0 * B.cs, B.rs, B.cs, NULL, w->packed + at,
                w->packed_cap - (size_t)at);
     }
 }
