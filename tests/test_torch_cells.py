@@ -394,6 +394,37 @@ def test_a_kept_call_check_does_not_outlive_what_it_checked(name):
             fused(x_of(B))
 
 
+@pytest.mark.parametrize("name", ["LSTMCell", "GRU"])
+def test_a_kept_call_check_follows_the_thread_count(name, monkeypatch):
+    """What a module keeps of a call's check holds the call's thread count:
+    a call after fusedrnn.set_num_threads (or torch.set_num_threads, when
+    fusedrnn's count was not chosen) runs on the new count, not on the
+    first call's."""
+    import fusedrnn
+    from fusedrnn import _engine
+    ran_on = []
+    forward = _engine.forward
+    monkeypatch.setattr(_engine, "forward", lambda problem, *args: (
+        ran_on.append(problem.threads), forward(problem, *args))[1])
+    fused = twins(name, dtype=torch.float32)[1]
+    x = data(*((5,) if name == "GRU" else ()), B, D, dtype=torch.float32)
+    previous, chosen = fusedrnn.get_num_threads(), _engine.num_threads_chosen()
+    torch_threads = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            for n in (1, 2, 1):
+                fusedrnn.set_num_threads(n)
+                fused(x)
+            _engine.restore_num_threads(previous, False)
+            for n in (2, 1):
+                torch.set_num_threads(n)
+                fused(x)
+    finally:
+        _engine.restore_num_threads(previous, chosen)
+        torch.set_num_threads(torch_threads)
+    assert ran_on == [1, 2, 1, 2, 1]
+
+
 def test_packs_follow_the_isa_and_dtype():
     import fusedrnn
     cell = ftorch.LSTMCell(D, H)

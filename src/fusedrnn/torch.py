@@ -82,8 +82,12 @@ OPENMP = _runtime()
 
 
 def _threads():
-    """The thread count of an operator's call: fusedrnn's if chosen, else torch's."""
-    return None if _engine.num_threads_chosen() else torch.get_num_threads()
+    """The thread count of an operator's call: fusedrnn's if chosen, else
+    torch's. Always the count itself: a module keeps the Problems of its
+    calls under it (_Packs._pack), so a later set_num_threads must change
+    the key."""
+    return _engine.get_num_threads() if _engine.num_threads_chosen() else \
+        torch.get_num_threads()
 
 
 # --- checks -----------------------------------------------------------------
