@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import fusedrnn
-from fusedrnn import _bench, _cli, _kernel
+from fusedrnn import _bench, _bench_steps, _cli, _kernel
 from fusedrnn._checks import BFLOAT16
 
 
@@ -530,3 +530,22 @@ def test_bench_bfloat16_with_compiled_torch_is_a_usage_error(capsys):
     err = capsys.readouterr()
     assert "--dtype bfloat16 times torch eagerly under autocast" in err.err
     assert err.out == ""   # stopped before any timing
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+@needs_bfloat16
+def test_bench_steps_checks_autocast_rows_within_their_own_tolerance(monkeypatch, capsys):
+    """The cell loops under autocast compare torch.nn with fusedrnn.torch
+    within AUTOCAST_LOOP_AGREEMENT, the float32 rows within float32's
+    tolerance: with the former 0 (torch.nn's bf16 roundings are not
+    fusedrnn.torch's) every /ac row and no other FAILs."""
+    monkeypatch.setattr(_bench_steps, "AUTOCAST_LOOP_AGREEMENT", 0)
+    assert _cli.main(["bench", "--quick", "--steps", "--cell", "gru"]) == 1
+    failed, row = set(), None
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("  FAIL: "):
+            assert line.startswith("  FAIL: torch.nn: ")
+            failed.add(tuple(row[1:4]))
+        else:
+            row = line.split()
+    assert failed == {(b, "64", mode) for b in ("1", "32") for mode in ("fwd/ac", "fwd+bwd/ac")}

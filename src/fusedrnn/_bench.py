@@ -394,12 +394,12 @@ def tolerance(dtype):
     return BF16_AGREEMENT if dtype == BFLOAT16 else TOLERANCE[dtype]
 
 
-def disagreements(got, want, dtype):
+def disagreements(got, want, dtype, tol=None):
     """What in `got` ({name: array}) disagrees with `want`, as messages; []
     when every array of `want` is there with its shape and agrees within
-    tolerance(dtype) (compared in float64, as the reference's results are
-    float64 whatever the dtype)."""
-    tol = tolerance(dtype)
+    `tol`, by default tolerance(dtype) (compared in float64, as the
+    reference's results are float64 whatever the dtype)."""
+    tol = tolerance(dtype) if tol is None else tol
     messages = []
     for name, w in want.items():
         if name not in got:

@@ -392,7 +392,8 @@ def _steps_tables(cells, threads, quick):
           f"backward, then torch.optim.SGD's step, lr {_bench_steps.ONLINE_LR}: the weights "
           f"change at every call; its GFLOP/s count fwd+bwd's work); "
           f"/ac: the steps of both under torch.autocast('cpu', dtype=torch.bfloat16), "
-          f"results checked at the bf16 tolerance, % of the bf16 peak ({bf16_peak:.1f} "
+          f"results checked within {_bench_steps.AUTOCAST_LOOP_AGREEMENT:g} x (|expected| + "
+          f"rms), % of the bf16 peak ({bf16_peak:.1f} "
           f"GFLOP/s)")
     print(f"{'cell':4}  {'B':>3}  {'D=H':>4}  {'mode':10}  {'threads':>7}  "
           f"{'fusedrnn.torch':>14}  {'torch.nn':>14}  {'ratio':>6}  {'GFLOP/s':>8}  {'% peak':>6}")
@@ -409,7 +410,8 @@ def _steps_tables(cells, threads, quick):
                     {impl: runs[mode] for impl, runs in built.items()}, repeats,
                     BFLOAT16 if autocast else np.float32,
                     lambda impl: progress.show(f"timing {cell} B={B} H={H} {mode} threads={n} "
-                                               f"{impl}"))
+                                               f"{impl}"),
+                    _bench_steps.AUTOCAST_LOOP_AGREEMENT if autocast else None)
             fused = seconds["fusedrnn.torch"]
             work = "fwd+bwd" if mode == "online" else mode.removesuffix("/ac")
             gflops = flops(shape, work, cell) / fused / 1e9
