@@ -404,8 +404,12 @@ def test_a_kept_call_check_follows_the_thread_count(name, monkeypatch):
     from fusedrnn import _engine
     ran_on = []
     forward = _engine.forward
-    monkeypatch.setattr(_engine, "forward", lambda problem, *args: (
-        ran_on.append(problem.threads), forward(problem, *args))[1])
+
+    def recording(problem, *buffers):
+        ran_on.append(problem.threads)
+        forward(problem, *buffers)
+
+    monkeypatch.setattr(_engine, "forward", recording)
     fused = twins(name, dtype=torch.float32)[1]
     x = data(*((5,) if name == "GRU" else ()), B, D, dtype=torch.float32)
     previous, chosen = fusedrnn.get_num_threads(), _engine.num_threads_chosen()
