@@ -123,10 +123,17 @@ def test_bfloat16_peak_is_the_dot_products_where_the_cpu_has_one(isa):
     """bfloat16: vdpbf16ps does twice the float32 FMA's multiply-adds per
     instruction, so its peak is near twice float32's on a CPU with
     AVX512_BF16 running the avx512 kernels; elsewhere it is float32's own.
-    Loose bounds (a shared machine): what tells the two apart is 2x."""
+    Loose bounds (a shared machine): what tells the two apart is 2x. Each
+    the best of three readings taken in turn with the other's: a busy
+    moment on the machine lowers one reading, not both bests (one reading
+    each, under the sanitizers beside another worker, put the same FMA loop
+    at 14.1 and 9.0 GFLOP/s)."""
     pytest.importorskip("ml_dtypes")
-    bf16 = fusedrnn.peak_gflops("bfloat16", 0.3)
-    f32 = fusedrnn.peak_gflops(np.float32, 0.3)
+    best = {"bfloat16": 0.0, "float32": 0.0}
+    for _ in range(3):
+        for dtype in best:
+            best[dtype] = max(best[dtype], fusedrnn.peak_gflops(dtype, 0.1))
+    bf16, f32 = best["bfloat16"], best["float32"]
     dot = _kernel.bf16_dot()
     assert dot == (isa == "avx512" and _cpu_has_avx512_bf16()), isa
     low, high = (1.4, 2.6) if dot else (0.6, 1.5)
