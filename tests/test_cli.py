@@ -343,9 +343,9 @@ def test_bench_steps_quick_tables():
     assert "FAIL" not in result.stdout and not bench_rows(result.stdout)
     (loop_header, loop), (stream_header, stream), (call_header, calls) = \
         steps_tables(result.stdout).items()
-    peaks = {dtype: float(re.search(rf"{label} \(([\d.]+) GFLOP/s", result.stdout)[1])
-             for dtype, label in (("float32", "one thread's FMA peak"),
-                                  ("bfloat16", "the bf16 peak"))}
+    peak_of = {dtype: float(re.search(rf"{label} \(([\d.]+) GFLOP/s", result.stdout)[1])
+               for dtype, label in (("float32", "one thread's FMA peak"),
+                                    ("bfloat16", "the bf16 peak"))}
 
     assert loop_header == ("cell", "B", "D=H", "mode", "threads", "fusedrnn.torch", "torch.nn",
                            "ratio", "GFLOP/s", "%", "peak")
@@ -360,7 +360,7 @@ def test_bench_steps_quick_tables():
         # GFLOP/s printed to 0.01 (a slow row at H = 64 makes 0.08 of 191:
         # 0.0%)
         gflops, percent = float(words[10]), float(words[11][:-1])
-        peak = peaks["bfloat16" if words[3].endswith("/ac") else "float32"]
+        peak = peak_of["bfloat16" if words[3].endswith("/ac") else "float32"]
         assert gflops > 0 and percent == pytest.approx(100 * gflops / peak,
                                                         abs=0.06 + 100 * 0.005 / peak)
 
